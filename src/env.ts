@@ -1,0 +1,39 @@
+/**
+ * The Worker's bindings, in one place. Kept by hand rather than by `wrangler types`
+ * because secrets are optional here (an unset secret is a state we answer, with 503)
+ * and DESTINATIONS is untrusted configuration that we validate ourselves.
+ */
+export interface Env {
+  DB: D1Database;
+  EVENTS_QUEUE: Queue<QueuedEvent>;
+  DEAD_LETTER_QUEUE: Queue<QueuedEvent>;
+
+  MAX_BODY_BYTES?: string;
+  STORAGE_BUDGET_MS?: string;
+  RETENTION_DAYS?: string;
+  MAX_DELIVERY_ATTEMPTS?: string;
+  /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
+  DESTINATIONS?: unknown;
+
+  SEISMIC_SIGNING_SECRET?: string;
+  SEISMIC_SIGNING_SECRET_OLD?: string;
+  ZUDDL_SIGNING_SECRET?: string;
+  ZUDDL_SIGNING_SECRET_OLD?: string;
+  ZUDDL_AUTH_TOKEN?: string;
+  ADMIN_TOKEN?: string;
+  /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
+  [secretBinding: string]: unknown;
+}
+
+/** What the events queue carries: a reference to the stored event, never its body (128 KB limit). */
+export interface QueuedEvent {
+  eventKey: string;
+  /** Only these destinations (a replay to one destination); all routed destinations when absent. */
+  destinations?: string[];
+}
+
+/** Reads a numeric var, falling back when it is unset or not a positive number. */
+export function numberVar(value: string | undefined, fallback: number): number {
+  const parsed = Number(value);
+  return Number.isFinite(parsed) && parsed > 0 ? parsed : fallback;
+}

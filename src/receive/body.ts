@@ -1,0 +1,61 @@
+import { HttpError } from "../errors";
+
+/**
+ * Reads a request body up to `maxBytes`, refusing larger ones with 413 before buffering
+ * more than the limit: a declared Content-Length is checked first, then the stream is
+ * counted as it arrives (a sender may omit or understate the length).
+ */
+export async function readBoundedBody(request: Request, maxBytes: number): Promise<Uint8Array> {
+  const tooLarge = () => new HttpError(413, "body_too_large", `request body exceeds ${maxBytes} bytes`);
+  const declared = Number(request.headers.get("content-length"));
+  if (declared > maxBytes) throw tooLarge();
+  if (!request.body) return new Uint8Array(0);
+
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    received += value.byteLength;
+    if (received > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const body = new Uint8Array(received);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** Decodes UTF-8 and parses JSON; throws HttpError 400 naming what was wrong. */
+export function parseJsonBody(body: Uint8Array): { text: string; json: unknown } {
+  if (body.byteLength === 0) throw new HttpError(400, "empty_body", "request body is empty");
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw new HttpError(400, "invalid_utf8", "request body is not valid UTF-8");
+  }
+  try {
+    // A leading byte-order mark is kept in the stored text (forwarded byte for byte) but not parsed.
+    return { text, json: JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) };
+  } catch (err) {
+    throw new HttpError(400, "malformed_json", `request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** JSON media types: application/json and any +json suffix. */
+export function isJsonContentType(contentType: string | null): boolean {
+  if (contentType === null) return true; // some senders omit it; the body is still checked as JSON
+  const mediaType = contentType.split(";")[0]!.trim().toLowerCase();
+  return mediaType === "application/json" || mediaType.endsWith("+json");
+}

@@ -1,0 +1,87 @@
+/**
+ * HMAC-SHA256 signature checks with WebCrypto, for every provider.
+ *
+ * Each configured secret is used once to sign the body; the result is then compared in
+ * constant time against every signature the request carries. With the current secret
+ * listed first, a normal request costs exactly one HMAC whatever the number of headers.
+ */
+const encoder = new TextEncoder();
+const keyCache = new Map<string, Promise<CryptoKey>>();
+
+/** Secrets are few and long-lived: import each once per isolate. */
+export function hmacKey(secret: string | Uint8Array): Promise<CryptoKey> {
+  const raw = typeof secret === "string" ? encoder.encode(secret) : secret;
+  const cacheKey = typeof secret === "string" ? secret : `bytes:${bytesToHex(raw)}`;
+  let key = keyCache.get(cacheKey);
+  if (!key) {
+    key = crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    keyCache.set(cacheKey, key);
+  }
+  return key;
+}
+
+export async function hmacSha256(secret: string | Uint8Array, data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), data));
+}
+
+/** Compares two byte strings in time that depends only on their lengths. */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
+}
+
+/** Constant-time string comparison for tokens (compares UTF-8 bytes). */
+export function tokensEqual(given: string, expected: string): boolean {
+  const a = encoder.encode(given);
+  const b = encoder.encode(expected);
+  // Compare against itself on a length mismatch so the time does not reveal the prefix.
+  return timingSafeEqual(a, a.length === b.length ? b : a) && a.length === b.length;
+}
+
+const HEX_SHA256 = /^[0-9a-fA-F]{64}$/;
+
+/** Decodes a hex SHA-256 signature (any case); null if it is not exactly 64 hex digits. */
+export function decodeHexSignature(value: string): Uint8Array | null {
+  if (!HEX_SHA256.test(value)) return null;
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(value.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+export function bytesToHex(bytes: Uint8Array): string {
+  let hex = "";
+  for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
+  return hex;
+}
+
+export type SecretSlot = "current" | "old";
+export interface ConfiguredSecret {
+  slot: SecretSlot;
+  value: string;
+}
+
+export type VerifyResult =
+  | { ok: true; slot: SecretSlot }
+  | { ok: false; reason: "malformed" | "mismatch" };
+
+/**
+ * Accepts when any well-formed signature matches any secret (current first, then old),
+ * so a rotation on either side, in either order, loses nothing.
+ */
+export async function verifyAny(
+  body: Uint8Array,
+  signatures: readonly Uint8Array[],
+  secrets: readonly ConfiguredSecret[],
+): Promise<VerifyResult> {
+  if (signatures.length === 0) return { ok: false, reason: "malformed" };
+  for (const secret of secrets) {
+    const expected = await hmacSha256(secret.value, body);
+    let matched = false;
+    // No early exit: every candidate is compared, so timing says nothing about which matched.
+    for (const signature of signatures) matched = timingSafeEqual(signature, expected) || matched;
+    if (matched) return { ok: true, slot: secret.slot };
+  }
+  return { ok: false, reason: "mismatch" };
+}

@@ -1,0 +1,149 @@
+/**
+ * The request path, in the order a request meets it:
+ * receive (bounded body) → verify (HMAC, current and old secrets) → challenge? → validate →
+ * store (D1) + enqueue (Queue) → acknowledge. Anything slow or failure-prone downstream lives
+ * on the delivery path; this answers well inside the providers' 3-second deadline.
+ */
+import type { Handler } from "hono";
+import type { AppEnv } from "../app";
+import { numberVar, type Env } from "../env";
+import { HttpError, unavailable } from "../errors";
+import { findProvider } from "../providers";
+import type { ParsedEvent, Provider } from "../providers/provider";
+import { eventKey, markEnqueued, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
+import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
+
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+const DEFAULT_STORAGE_BUDGET_MS = 1500;
+
+export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
+  return async function receiveWebhook(c) {
+    const log = c.get("log");
+    const provider = findProvider(c.req.param("provider"));
+    if (!provider) throw new HttpError(404, "unknown_provider", `no provider named "${c.req.param("provider")}"`);
+    log.provider = provider.name;
+
+    const contentType = c.req.header("content-type") ?? null;
+    if (!isJsonContentType(contentType)) {
+      throw new HttpError(415, "unsupported_content_type", "Content-Type must be application/json");
+    }
+    const body = await readBoundedBody(c.req.raw, numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES));
+
+    const signatures = provider.signatures(c.req.raw.headers);
+    if (signatures.length === 0) {
+      const challenge = unsignedChallenge(provider, body);
+      if (challenge) {
+        log.outcome = "challenge";
+        return challenge;
+      }
+    }
+    const verifiedWith = await verify(provider, signatures, c.req.raw.headers, body, c.env);
+
+    // From here the body is genuine: whatever cannot be accepted is quarantined, never dropped.
+    const receivedAt = Date.now();
+    let text: string;
+    let event: ParsedEvent;
+    try {
+      const parsed = parseJsonBody(body);
+      const challenge = provider.challenge?.(parsed.json);
+      if (challenge) {
+        log.outcome = "challenge";
+        return challenge;
+      }
+      text = parsed.text;
+      event = provider.parse(parsed.json);
+    } catch (err) {
+      if (err instanceof HttpError) {
+        await quarantine(c.env.DB, {
+          provider: provider.name, reason: err.code, error: err.message, path: err.detail.path ?? null,
+          contentType: contentType ?? "application/json", verifiedWith, body, receivedAt,
+        }).catch(() => {
+          throw unavailable("quarantine_unavailable", "could not keep the rejected payload; retry later");
+        });
+        log.outcome = `quarantined:${err.code}`;
+      }
+      throw err;
+    }
+
+    const key = await eventKey(provider.name, event.type, event.eventId);
+    Object.assign(log, { eventKey: key, eventId: event.eventId, type: event.type });
+    const stored: NewEvent = {
+      key, provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
+      tenant: event.tenant, occurredAt: event.occurredAt, receivedAt, verifiedWith,
+      contentType: contentType ?? "application/json", body: text,
+    };
+    const work = persist(c.env, stored, log);
+    // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
+    c.executionCtx.waitUntil(work.catch(() => undefined));
+    const status = await withinBudget(work, numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS));
+    log.outcome = status;
+    return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status });
+  };
+}
+
+/** Returns which secret verified the body; throws 401 (bad signature) or 503 (no secret configured). */
+async function verify(provider: Provider, candidates: string[], headers: Headers, body: Uint8Array, env: Env): Promise<SecretSlot> {
+  const secrets = provider.secrets(env);
+  if (secrets.length === 0) {
+    throw unavailable("provider_not_configured", `${provider.name} signing secret is not configured`, 60);
+  }
+  provider.authenticate?.(headers, env);
+  if (candidates.length === 0) throw new HttpError(401, "missing_signature", "signature header is missing");
+  const decoded = candidates.map(decodeHexSignature).filter((sig) => sig !== null);
+  if (decoded.length === 0) throw new HttpError(401, "malformed_signature", "signature must be 64 hex digits (HMAC-SHA256)");
+  const result = await verifyAny(body, decoded, secrets);
+  if (!result.ok) throw new HttpError(401, "invalid_signature", "signature does not match the body");
+  return result.slot;
+}
+
+/**
+ * The answer to an unsigned URL-verification challenge (it carries no event, and arrives
+ * before the operator may have a secret), or null if the body is anything else.
+ */
+function unsignedChallenge(provider: Provider, body: Uint8Array): Response | null {
+  if (!provider.challenge) return null;
+  try {
+    return provider.challenge(parseJsonBody(body).json);
+  } catch (err) {
+    // Not JSON: not a challenge. A malformed challenge (422) is still answered as such.
+    if (err instanceof HttpError && err.status === 422) throw err;
+    return null;
+  }
+}
+
+type PersistStatus = "accepted" | "duplicate";
+
+/** Stores then enqueues (see store/events.ts for why in this order). Throws 503 to make the provider retry. */
+async function persist(env: Env, event: NewEvent, log: { warning?: string }): Promise<PersistStatus> {
+  const claim = await storeAndClaim(env.DB, event).catch(() => {
+    throw unavailable("storage_unavailable", "could not store the event; retry later");
+  });
+  if (claim === "duplicate") return "duplicate";
+  if (claim === "in_progress") {
+    throw unavailable("in_progress", "an earlier delivery of this event is still being stored; retry later", 2);
+  }
+  try {
+    await env.EVENTS_QUEUE.send({ eventKey: event.key }, { contentType: "json" });
+  } catch {
+    await releaseClaim(env.DB, event.key).catch(() => undefined);
+    throw unavailable("queue_unavailable", "could not enqueue the event; retry later");
+  }
+  // The event is stored and queued: a failure to record that is repaired by the consumer.
+  await markEnqueued(env.DB, event.key, Date.now()).catch(() => {
+    log.warning = "mark_enqueued_failed";
+  });
+  return "accepted";
+}
+
+async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(unavailable("storage_timeout", `storage did not answer within ${budgetMs} ms; retry later`)), budgetMs);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

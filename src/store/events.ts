@@ -1,0 +1,206 @@
+/**
+ * D1 access for events and quarantined payloads. All SQL for these tables lives here.
+ *
+ * Write order on the request path (see README "Durability"):
+ *   1. one D1 batch: insert the event with an enqueue claim, or re-claim an earlier attempt's
+ *      row that never reached the queue, and read its state back;
+ *   2. send the reference to the queue, only by the attempt that holds the claim;
+ *   3. mark the row enqueued.
+ * A failure at 1 stores nothing; at 2 leaves a claimed, unenqueued row whose claim is released
+ * (or lapses) so the provider's retry enqueues it; at 3 leaves a queued event the consumer marks.
+ */
+import { HttpError } from "../errors";
+import { bytesToHex } from "../receive/signature";
+import type { SecretSlot } from "../receive/signature";
+
+/** How long an attempt owns the right to enqueue a stored event before a retry may take over. */
+export const CLAIM_LEASE_MS = 30_000;
+
+export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead";
+
+export interface NewEvent {
+  key: string;
+  provider: string;
+  eventId: string;
+  type: string;
+  knownType: boolean;
+  tenant: string | null;
+  occurredAt: string | null;
+  receivedAt: number;
+  verifiedWith: SecretSlot;
+  contentType: string;
+  body: string;
+}
+
+export interface EventRow {
+  key: string;
+  provider: string;
+  event_id: string;
+  type: string;
+  known_type: number;
+  tenant: string | null;
+  occurred_at: string | null;
+  received_at: number;
+  verified_with: SecretSlot;
+  content_type: string;
+  body: string;
+  status: EventStatus;
+  enqueued_at: number | null;
+}
+
+/** Our id for an event: stable across redeliveries, distinct per provider and type. */
+export async function eventKey(provider: string, type: string, eventId: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${provider}\n${type}\n${eventId}`));
+  return `evt_${bytesToHex(new Uint8Array(digest, 0, 12))}`;
+}
+
+export type StoreOutcome = "claimed" | "duplicate" | "in_progress";
+
+/** Step 1: stores the event (or finds it) and says whether this attempt must enqueue it. */
+export async function storeAndClaim(db: D1Database, event: NewEvent): Promise<StoreOutcome> {
+  const now = event.receivedAt;
+  const [inserted, reclaimed, state] = await db.batch([
+    db
+      .prepare(
+        `INSERT INTO events (key, provider, event_id, type, known_type, tenant, occurred_at, received_at,
+                             verified_with, content_type, body, status, claimed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?8)
+         ON CONFLICT (key) DO NOTHING`,
+      )
+      .bind(event.key, event.provider, event.eventId, event.type, event.knownType ? 1 : 0, event.tenant,
+        event.occurredAt, now, event.verifiedWith, event.contentType, event.body),
+    db
+      .prepare(
+        `UPDATE events SET claimed_at = ?2
+         WHERE key = ?1 AND enqueued_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?3)`,
+      )
+      .bind(event.key, now, now - CLAIM_LEASE_MS),
+    db.prepare(`SELECT enqueued_at FROM events WHERE key = ?1`).bind(event.key),
+  ]);
+  if (inserted!.meta.changes + reclaimed!.meta.changes > 0) return "claimed";
+  const row = state!.results[0] as { enqueued_at: number | null } | undefined;
+  return row?.enqueued_at != null ? "duplicate" : "in_progress";
+}
+
+/** Step 3 (and the consumer, when step 3 failed): the queue has the event. */
+export async function markEnqueued(db: D1Database, key: string, at: number): Promise<void> {
+  await db
+    .prepare(
+      `UPDATE events SET enqueued_at = ?2, claimed_at = NULL,
+              status = CASE status WHEN 'received' THEN 'queued' ELSE status END
+       WHERE key = ?1 AND enqueued_at IS NULL`,
+    )
+    .bind(key, at)
+    .run();
+}
+
+/** After a failed send: let the provider's next retry enqueue at once instead of after the lease. */
+export async function releaseClaim(db: D1Database, key: string): Promise<void> {
+  await db.prepare(`UPDATE events SET claimed_at = NULL WHERE key = ?1 AND enqueued_at IS NULL`).bind(key).run();
+}
+
+export async function setEventStatus(db: D1Database, key: string, status: EventStatus): Promise<void> {
+  await db.prepare(`UPDATE events SET status = ?2 WHERE key = ?1`).bind(key, status).run();
+}
+
+export async function getEvent(db: D1Database, key: string): Promise<EventRow | null> {
+  return db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(key).first<EventRow>();
+}
+
+export interface EventFilter {
+  provider?: string;
+  type?: string;
+  status?: string;
+  tenant?: string;
+  eventId?: string;
+  since?: number;
+  until?: number;
+}
+
+export interface EventPage {
+  events: Omit<EventRow, "body">[];
+  nextCursor: string | null;
+}
+
+/** Newest first, keyset-paginated on (received_at, key) so deep pages stay as fast as the first. */
+export async function listEvents(db: D1Database, filter: EventFilter, limit: number, cursor: string | null): Promise<EventPage> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (clause: string, value: unknown) => {
+    params.push(value);
+    where.push(clause.replace("?", `?${params.length}`));
+  };
+  if (filter.provider) add("provider = ?", filter.provider);
+  if (filter.type) add("type = ?", filter.type);
+  if (filter.status) add("status = ?", filter.status);
+  if (filter.tenant) add("tenant = ?", filter.tenant);
+  if (filter.eventId) add("event_id = ?", filter.eventId);
+  if (filter.since !== undefined) add("received_at >= ?", filter.since);
+  if (filter.until !== undefined) add("received_at < ?", filter.until);
+  const after = cursor ? decodeCursor(cursor) : null;
+  if (cursor && !after) throw new HttpError(400, "invalid_cursor", "cursor is not one this API returned");
+  if (after) {
+    params.push(after.receivedAt, after.key);
+    where.push(`(received_at < ?${params.length - 1} OR (received_at = ?${params.length - 1} AND key < ?${params.length}))`);
+  }
+  params.push(limit + 1);
+  const { results } = await db
+    .prepare(
+      `SELECT key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with,
+              content_type, status, enqueued_at
+       FROM events ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY received_at DESC, key DESC LIMIT ?${params.length}`,
+    )
+    .bind(...params)
+    .all<Omit<EventRow, "body">>();
+  const page = results.slice(0, limit);
+  const last = page[page.length - 1];
+  return {
+    events: page,
+    nextCursor: results.length > limit && last ? encodeCursor({ receivedAt: last.received_at, key: last.key }) : null,
+  };
+}
+
+interface Cursor {
+  receivedAt: number;
+  key: string;
+}
+
+function encodeCursor(cursor: Cursor): string {
+  return btoa(`${cursor.receivedAt}:${cursor.key}`).replace(/=+$/, "");
+}
+
+function decodeCursor(cursor: string): Cursor | null {
+  try {
+    const [receivedAt, key] = atob(cursor).split(":");
+    const at = Number(receivedAt);
+    return Number.isSafeInteger(at) && key ? { receivedAt: at, key } : null;
+  } catch {
+    return null;
+  }
+}
+
+export interface QuarantinedPayload {
+  provider: string;
+  reason: string;
+  error: string;
+  path: string | null;
+  contentType: string;
+  verifiedWith: SecretSlot;
+  body: Uint8Array;
+  receivedAt: number;
+}
+
+/** Keeps a signed body that could not be accepted; a redelivery of the same bytes bumps `attempts`. */
+export async function quarantine(db: D1Database, item: QuarantinedPayload): Promise<void> {
+  const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
+  await db
+    .prepare(
+      `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
+                               first_received_at, last_received_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+       ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
+    )
+    .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt)
+    .run();
+}

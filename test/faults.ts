@@ -1,0 +1,60 @@
+/**
+ * Binding wrappers that make the outside world (D1, the Queue) fail or stall on demand.
+ * Used only by tests: production code never sees a fault switch.
+ */
+type Gate = (sql: string) => Promise<void> | void;
+
+/** A D1Database whose statements pass through `gate` (which may throw or wait) first. */
+export function faultyD1(db: D1Database, gate: Gate): D1Database {
+  const inner = new WeakMap<object, { statement: D1PreparedStatement; sql: string }>();
+  const wrap = (statement: D1PreparedStatement, sql: string): D1PreparedStatement => {
+    const proxy = new Proxy(statement, {
+      get(target, prop) {
+        if (prop === "bind") return (...values: unknown[]) => wrap(target.bind(...values), sql);
+        if (prop === "run" || prop === "first" || prop === "all" || prop === "raw") {
+          return async (...args: unknown[]) => {
+            await gate(sql);
+            return (target[prop] as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    inner.set(proxy, { statement, sql });
+    return proxy;
+  };
+  return {
+    prepare: (sql: string) => wrap(db.prepare(sql), sql),
+    batch: async (statements: D1PreparedStatement[]) => {
+      const real = statements.map((s) => inner.get(s)!);
+      for (const { sql } of real) await gate(sql);
+      return db.batch(real.map((r) => r.statement));
+    },
+    exec: (sql: string) => db.exec(sql),
+    withSession: () => {
+      throw new Error("not used");
+    },
+    dump: () => db.dump(),
+  } as unknown as D1Database;
+}
+
+/** A Queue that records what it accepted and consults `gate` before each send. */
+export function faultyQueue<T>(queue: Queue<T>, gate: () => Promise<void> | void) {
+  const accepted: T[] = [];
+  const wrapped = {
+    async send(body: T, options?: QueueSendOptions) {
+      await gate();
+      await queue.send(body, options);
+      accepted.push(body);
+    },
+    async sendBatch(messages: Iterable<MessageSendRequest<T>>, options?: QueueSendBatchOptions) {
+      await gate();
+      await queue.sendBatch(messages, options);
+      for (const message of messages) accepted.push(message.body);
+    },
+  } as unknown as Queue<T>;
+  return { queue: wrapped, accepted };
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,0 +1,92 @@
+/** Test helpers: sign like the providers do, and call the Worker's real handlers. */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env, exports } from "cloudflare:workers";
+import worker from "../src/index";
+import type { Env } from "../src/env";
+
+export const ADMIN = { authorization: `Bearer ${env.ADMIN_TOKEN}` };
+
+/** Hex HMAC-SHA256, computed here independently of src/receive/signature.ts. */
+export async function hmacHex(secret: string, body: string | Uint8Array): Promise<string> {
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = await crypto.subtle.sign("HMAC", key, typeof body === "string" ? enc.encode(body) : body);
+  return [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+let counter = 0;
+/** A unique id per call, so tests sharing one D1 never collide. */
+export const uniqueId = (prefix = "evt") => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}-${crypto.randomUUID()}`;
+
+export function seismicBody(overrides: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    id: uniqueId("seismic"),
+    version: "ContentManagerCreateFileV1",
+    occurredAt: "2024-03-31T09:13:57.948Z",
+    tenantId: "234b9f0d-853d-4210-b5d2-b0574e003fcc",
+    tenantName: "demo",
+    application: "DemoService",
+    productArea: "Demo",
+    data: { contentId: "foo", teamSiteId: "1" },
+    ...overrides,
+  });
+}
+
+export function zuddlBody(overrides: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    action: "TIME_SPENT_IN_SESSION",
+    actionId: uniqueId("zuddl"),
+    actor: { id: "h212a64f", type: "USER" },
+    actionCreatedAt: "2023-10-01T12:00:00Z",
+    event: { id: "3c90c3cc", organizationId: "org-1", name: "Huddle" },
+    session: { id: "d5e31ba5", title: "Session 1" },
+    timeSpentInMinutes: 123,
+    ...overrides,
+  });
+}
+
+export function webhookRequest(provider: string, body: BodyInit, headers: Record<string, string> = {}): Request {
+  return new Request(`https://edgehook.test/webhooks/${provider}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body,
+  });
+}
+
+/** A Seismic delivery signed with the current secret (or the headers given). */
+export async function seismicRequest(body: string, headers?: Record<string, string>): Promise<Request> {
+  return webhookRequest("seismic", body, headers ?? { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) });
+}
+
+export async function zuddlRequest(body: string, headers?: Record<string, string>): Promise<Request> {
+  return webhookRequest("zuddl", body, headers ?? { "x-webhook-signature": `sha256=${await hmacHex(env.ZUDDL_SIGNING_SECRET!, body)}` });
+}
+
+/** Through the deployed entry point, with the test environment's real bindings. */
+export function send(request: Request): Promise<Response> {
+  return exports.default.fetch(request);
+}
+
+/** Through the same handler with bindings replaced (faults, other secrets, other limits). */
+export async function sendWith(request: Request, bindings: Partial<Env>): Promise<Response> {
+  const ctx = createExecutionContext();
+  const response = await worker.fetch(request, { ...env, ...bindings } as Env, ctx);
+  await waitOnExecutionContext(ctx);
+  return response;
+}
+
+export async function errorOf(response: Response): Promise<{ code: string; message: string; path?: string }> {
+  const body = (await response.json()) as { error: { code: string; message: string; path?: string } };
+  return body.error;
+}
+
+export async function adminGet<T>(path: string): Promise<T> {
+  const response = await exports.default.fetch(new Request(`https://edgehook.test${path}`, { headers: ADMIN }));
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}
+
+export async function countRows(sql: string, ...params: unknown[]): Promise<number> {
+  const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>();
+  return row?.n ?? 0;
+}

@@ -1,0 +1,33 @@
+import path from "node:path";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+/** Secrets the tests sign with; the gateway reads them exactly as it reads `wrangler secret`s. */
+export const testSecrets = {
+  SEISMIC_SIGNING_SECRET: "test-seismic-current",
+  SEISMIC_SIGNING_SECRET_OLD: "test-seismic-old",
+  ZUDDL_SIGNING_SECRET: "test-zuddl-current",
+  ZUDDL_SIGNING_SECRET_OLD: "test-zuddl-old",
+  ADMIN_TOKEN: "test-admin-token",
+};
+
+export default defineConfig(async () => {
+  const migrations = await readD1Migrations(path.join(__dirname, "migrations"));
+  return {
+    plugins: [
+      cloudflareTest({
+        main: "./src/index.ts",
+        wrangler: { configPath: "./wrangler.toml" },
+        miniflare: {
+          bindings: { ...testSecrets, TEST_MIGRATIONS: migrations },
+        },
+      }),
+    ],
+    test: {
+      include: ["test/**/*.test.ts"],
+      setupFiles: ["./test/setup.ts"],
+      // The gateway logs one JSON line per request; show them only for failing tests.
+      silent: "passed-only",
+    },
+  };
+});
