@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes";
+import { loadDestinations } from "./deliver/destinations";
 import type { Env } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog, type LogFields } from "./log";
@@ -15,14 +16,22 @@ export const app = new Hono<AppEnv>();
 
 app.use("*", requestLog());
 
-app.get("/healthz", (c) =>
-  c.json({
-    status: "ok",
-    providers: Object.fromEntries(
-      providerNames().map((name) => [name, { configured: findProvider(name)!.secrets(c.env).length > 0 }]),
-    ),
-  }),
-);
+/** Liveness plus configuration state; 503 when DESTINATIONS is invalid (events wait until fixed). */
+app.get("/healthz", (c) => {
+  const destinations = loadDestinations(c.env);
+  return c.json(
+    {
+      status: destinations.ok ? "ok" : "degraded",
+      providers: Object.fromEntries(
+        providerNames().map((name) => [name, { configured: findProvider(name)!.secrets(c.env).length > 0 }]),
+      ),
+      destinations: destinations.ok
+        ? { valid: true, names: destinations.destinations.map((d) => d.name) }
+        : { valid: false, errors: destinations.errors },
+    },
+    destinations.ok ? 200 : 503,
+  );
+});
 
 app.post("/webhooks/:provider", receiveWebhook());
 

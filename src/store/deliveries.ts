@@ -1,0 +1,160 @@
+/** D1 access for delivery state and attempts. All SQL for these tables lives here. */
+import type { EventStatus } from "./events";
+
+export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead";
+export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead"];
+/** Nothing more will be sent for these until an operator replays them. */
+export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead"]);
+
+export interface DeliveryRow {
+  event_key: string;
+  destination: string;
+  status: DeliveryStatus;
+  attempts: number;
+  last_status_code: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+  next_attempt_at: number | null;
+  delivered_at: number | null;
+  dead_lettered_at: number | null;
+  updated_at: number;
+}
+
+export interface AttemptRow {
+  destination: string;
+  attempt: number;
+  started_at: number;
+  duration_ms: number;
+  status_code: number | null;
+  error: string | null;
+}
+
+export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
+  const { results } = await db.prepare(`SELECT * FROM deliveries WHERE event_key = ?1 ORDER BY destination`).bind(eventKey).all<DeliveryRow>();
+  return results;
+}
+
+export async function getAttempts(db: D1Database, eventKey: string): Promise<AttemptRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT destination, attempt, started_at, duration_ms, status_code, error FROM delivery_attempts
+       WHERE event_key = ?1 ORDER BY started_at, destination`,
+    )
+    .bind(eventKey)
+    .all<AttemptRow>();
+  return results;
+}
+
+export interface AttemptRecord {
+  destination: string;
+  status: DeliveryStatus;
+  attempt: number;
+  startedAt: number;
+  durationMs: number;
+  statusCode: number | null;
+  error: string | null;
+  nextAttemptAt: number | null;
+}
+
+/** One batch (one round trip, one transaction): every attempt of a round, and the event's status. */
+export async function recordRound(db: D1Database, eventKey: string, records: AttemptRecord[], eventStatus: EventStatus, now: number): Promise<void> {
+  const statements = records.flatMap((r) => [
+    db
+      .prepare(
+        `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
+                                 next_attempt_at, delivered_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?3 = 'delivered' THEN ?9 END, ?9)
+         ON CONFLICT (event_key, destination) DO UPDATE SET
+           status = ?3, attempts = ?4, last_status_code = ?5, last_error = ?6, last_attempt_at = ?7,
+           next_attempt_at = ?8, delivered_at = CASE WHEN ?3 = 'delivered' THEN ?9 ELSE delivered_at END, updated_at = ?9`,
+      )
+      .bind(eventKey, r.destination, r.status, r.attempt, r.statusCode, r.error, r.startedAt, r.nextAttemptAt, now),
+    db
+      .prepare(
+        `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
+      )
+      .bind(eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
+  ]);
+  statements.push(db.prepare(`UPDATE events SET status = ?2 WHERE key = ?1`).bind(eventKey, eventStatus));
+  await db.batch(statements);
+}
+
+export async function markDeadLettered(db: D1Database, eventKey: string, destinations: string[], now: number): Promise<void> {
+  await db
+    .prepare(`UPDATE deliveries SET dead_lettered_at = ?3 WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`)
+    .bind(eventKey, JSON.stringify(destinations), now)
+    .run();
+}
+
+/**
+ * Makes deliveries due again for a replay: the named destinations, or all of the event's.
+ * Attempt history is kept; the attempt counter restarts so a replay gets the full retry budget.
+ */
+export function resetStatements(db: D1Database, eventKey: string, destinations: string[] | null, now: number): D1PreparedStatement[] {
+  const reset = destinations
+    ? db
+        .prepare(
+          `UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, updated_at = ?3
+           WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`,
+        )
+        .bind(eventKey, JSON.stringify(destinations), now)
+    : db
+        .prepare(
+          `UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, updated_at = ?2
+           WHERE event_key = ?1`,
+        )
+        .bind(eventKey, now);
+  return [reset, db.prepare(`UPDATE events SET status = 'queued' WHERE key = ?1`).bind(eventKey)];
+}
+
+export interface DeliveryFilter {
+  status?: string;
+  destination?: string;
+  since?: number;
+}
+
+/** Newest first by last update; `before` continues a page (an `updated_at|event_key|destination` cursor). */
+export async function listDeliveries(db: D1Database, filter: DeliveryFilter, limit: number, before: [number, string, string] | null): Promise<DeliveryRow[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const bind = (value: unknown) => `?${params.push(value)}`;
+  if (filter.status) where.push(`status = ${bind(filter.status)}`);
+  if (filter.destination) where.push(`destination = ${bind(filter.destination)}`);
+  if (filter.since !== undefined) where.push(`updated_at >= ${bind(filter.since)}`);
+  if (before) {
+    const [at, key, destination] = before.map(bind);
+    where.push(`(updated_at, event_key, destination) < (${at}, ${key}, ${destination})`);
+  }
+  const { results } = await db
+    .prepare(
+      `SELECT * FROM deliveries ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY updated_at DESC, event_key DESC, destination DESC LIMIT ${bind(limit)}`,
+    )
+    .bind(...params)
+    .all<DeliveryRow>();
+  return results;
+}
+
+export interface Stats {
+  events: { provider: string; type: string; status: string; count: number }[];
+  deliveries: { destination: string; status: string; count: number }[];
+}
+
+export async function stats(db: D1Database, since: number, until: number): Promise<Stats> {
+  const [events, deliveries] = await db.batch([
+    db
+      .prepare(
+        `SELECT provider, type, status, count(*) AS count FROM events
+         WHERE received_at >= ?1 AND received_at < ?2 GROUP BY provider, type, status ORDER BY provider, type, status`,
+      )
+      .bind(since, until),
+    db
+      .prepare(
+        `SELECT destination, status, count(*) AS count FROM deliveries
+         WHERE updated_at >= ?1 AND updated_at < ?2 GROUP BY destination, status ORDER BY destination, status`,
+      )
+      .bind(since, until),
+  ]);
+  return { events: events!.results as Stats["events"], deliveries: deliveries!.results as Stats["deliveries"] };
+}

@@ -1,0 +1,43 @@
+/** Retention purge: old events, their deliveries and attempts, and old quarantined payloads. */
+
+export interface PurgeResult {
+  events: number;
+  quarantined: number;
+}
+
+/**
+ * Deletes in bounded batches (a cron run must stay short), and never an event that still
+ * has a delivery pending or being retried, nor one that has not reached the queue yet.
+ */
+export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
+  const purged: PurgeResult = { events: 0, quarantined: 0 };
+  for (let i = 0; i < maxBatches; i++) {
+    const { results } = await db
+      .prepare(
+        `SELECT key FROM events e
+         WHERE received_at < ?1 AND status IN ('delivered', 'dead')
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key AND d.status IN ('pending', 'failed'))
+         LIMIT ?2`,
+      )
+      .bind(cutoff, batchSize)
+      .all<{ key: string }>();
+    if (results.length === 0) break;
+    const keys = JSON.stringify(results.map((r) => r.key));
+    await db.batch([
+      db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
+      db.prepare(`DELETE FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
+      db.prepare(`DELETE FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys),
+    ]);
+    purged.events += results.length;
+    if (results.length < batchSize) break;
+  }
+  for (let i = 0; i < maxBatches; i++) {
+    const { meta } = await db
+      .prepare(`DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`)
+      .bind(cutoff, batchSize)
+      .run();
+    purged.quarantined += meta.changes;
+    if (meta.changes < batchSize) break;
+  }
+  return purged;
+}
