@@ -131,6 +131,8 @@ describe("destination routing", () => {
       expect.stringMatching(/DESTINATIONS\[7\]\.name: is required/),
     ]));
     expect(errors.join("\n")).not.toContain("plain-text");
-    expect(loadDestinations(env({ name: "not-an-array" }))).toEqual({ ok: false, errors: ["DESTINATIONS must be an array of tables"] });
+    expect(loadDestinations(env({ name: "not-an-array" }))).toEqual({ ok: false, errors: ["DESTINATIONS must be an array of tables (or JSON text of one)"] });
+    const fromText = loadDestinations(env(JSON.stringify([{ name: "text", url: "https://a.example" }])));
+    expect(fromText.ok && fromText.destinations.map((d) => d.name)).toEqual(["text"]);
   });
 });

@@ -59,22 +59,30 @@ export function standardWebhooksKey(secret: string): Uint8Array | null {
   }
 }
 
-let cache: { raw: unknown; secrets: string; result: DestinationsResult } | null = null;
+let cache: { key: string; result: DestinationsResult } | null = null;
 
 /** Validates DESTINATIONS (and the secrets it names) once per isolate and configuration. */
 export function loadDestinations(env: Env): DestinationsResult {
-  const secretNames = Array.isArray(env.DESTINATIONS)
-    ? env.DESTINATIONS.map((d: { secret?: unknown }) => (typeof d?.secret === "string" ? d.secret : ""))
-    : [];
-  const secrets = secretNames.map((name) => (name ? String(env[name] ?? "") : "")).join("\n");
-  if (cache && cache.raw === env.DESTINATIONS && cache.secrets === secrets) return cache.result;
-  const result = parseDestinations(env.DESTINATIONS ?? [], env);
-  cache = { raw: env.DESTINATIONS, secrets, result };
-  return result;
+  const raw = fromJsonText(env.DESTINATIONS ?? []);
+  const secretNames = Array.isArray(raw) ? raw.map((d: { secret?: unknown }) => (typeof d?.secret === "string" ? d.secret : "")) : [];
+  // The key holds secret values only in this isolate's memory, to notice a `wrangler secret put`.
+  const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : ""))]);
+  if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env) };
+  return cache.result;
+}
+
+/** wrangler.toml gives an array; .dev.vars and `wrangler secret` can only give text, so accept JSON text too. */
+function fromJsonText(raw: unknown): unknown {
+  if (typeof raw !== "string") return raw;
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    return raw;
+  }
 }
 
 function parseDestinations(raw: unknown, env: Env): DestinationsResult {
-  if (!Array.isArray(raw)) return { ok: false, errors: ["DESTINATIONS must be an array of tables"] };
+  if (!Array.isArray(raw)) return { ok: false, errors: ["DESTINATIONS must be an array of tables (or JSON text of one)"] };
   const errors: string[] = [];
   const destinations: Destination[] = [];
   const names = new Set<string>();
