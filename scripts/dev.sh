@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Starts edgehook locally: real workerd, local D1 (migrated) and local Queues. No Cloudflare account.
-#   npm run dev                 # gateway on http://127.0.0.1:8787
-#   PORT=9000 npm run dev       # another port
+# Starts edgehook locally: real workerd, local D1 (migrated), local Queues, and the sample
+# downstream receiver (scripts/receiver.mjs) that the local DESTINATIONS forward to.
+# No Cloudflare account is needed.
+#   npm run dev                 # gateway on http://127.0.0.1:8787, receiver on :8788
+#   PORT=9000 npm run dev       # another gateway port
 # Anything after `--` goes to `wrangler dev`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 [[ -f .dev.vars ]] || { cp .dev.vars.example .dev.vars; echo "created .dev.vars from .dev.vars.example"; }
 npx wrangler d1 migrations apply DB --local
-exec npx wrangler dev --ip 127.0.0.1 --port "${PORT:-8787}" "$@"
+node scripts/receiver.mjs &
+receiver=$!
+trap 'kill $receiver 2>/dev/null || true' EXIT
+npx wrangler dev --ip 127.0.0.1 --port "${PORT:-8787}" "$@"

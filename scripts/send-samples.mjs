@@ -28,11 +28,12 @@ try {
   vars = readVars(".dev.vars.example");
 }
 
+// [provider, fixture, the event id it carries (appears once in the file)]
 const samples = [
-  ["seismic", "seismic-livesend-session-summary-v3.json", "id"],
-  ["seismic", "seismic-interaction-session-summary-enriched.json", "Id"],
-  ["seismic", "seismic-demo-event-v1.json", "id"],
-  ["zuddl", "zuddl-time-spent-in-session.json", "actionId"],
+  ["seismic", "seismic-livesend-session-summary-v3.json", "e40bbaab-f86e-e62b-d3c9-5104734edb18"],
+  ["seismic", "seismic-interaction-session-summary-enriched.json", "e40bbaab-f86e-e62b-d3c9-5104734edb18"],
+  ["seismic", "seismic-demo-event-v1.json", "26a6d425-d0f1-4002-b7ca-ee3c1f64c431"],
+  ["zuddl", "zuddl-time-spent-in-session.json", "a912a64f-8865-4289-9024-9a120792c3d8"],
 ];
 
 function headersFor(provider, body) {
@@ -43,9 +44,9 @@ function headersFor(provider, body) {
   return headers;
 }
 
-for (const [provider, file, idField] of samples) {
+for (const [provider, file, sampleId] of samples) {
   let body = readFileSync(new URL(`test/fixtures/${file}`, root), "utf8");
-  if (fresh) body = body.replace(new RegExp(`"${idField}": "[^"]+"`), `"${idField}": "${randomUUID()}"`);
+  if (fresh) body = body.replace(sampleId, randomUUID());
   const response = await fetch(`${base}/webhooks/${provider}`, {
     method: "POST",
     headers: { "content-type": "application/json", ...headersFor(provider, body) },

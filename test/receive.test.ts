@@ -17,17 +17,23 @@ interface Accepted {
   status: string;
 }
 
-/** The samples reuse the docs' ids; give each run its own so tests stay independent. */
-function withFreshId(sample: string, idField: string): string {
-  return sample.replace(new RegExp(`"${idField}": "[^"]+"`), `"${idField}": "${uniqueId()}"`);
+/** The docs' event ids, which each test replaces so tests stay independent. */
+const SAMPLE_IDS = {
+  livesend: "e40bbaab-f86e-e62b-d3c9-5104734edb18",
+  demo: "26a6d425-d0f1-4002-b7ca-ee3c1f64c431",
+  zuddl: "a912a64f-8865-4289-9024-9a120792c3d8",
+};
+function withFreshId(sample: string, sampleId: string): string {
+  expect(sample.split(sampleId)).toHaveLength(2); // the id appears exactly once
+  return sample.replace(sampleId, uniqueId());
 }
 
 describe("provider samples from the docs", () => {
   const cases = [
-    ["seismic", "livesend-session-summary-v3 (v2 envelope)", withFreshId(livesendV3, "id"), "livesend-session-summary-v3", true],
-    ["seismic", "interaction session summary enriched (legacy PascalCase)", withFreshId(enrichedLegacy, "Id"), "livesend-session-summary-enriched-v3", true],
-    ["seismic", "filter demo event (duplicate JSON key, unknown type)", withFreshId(demoEvent, "id"), "DemoEventV1", false],
-    ["zuddl", "TIME_SPENT_IN_SESSION", withFreshId(timeSpent, "actionId"), "TIME_SPENT_IN_SESSION", true],
+    ["seismic", "livesend-session-summary-v3 (v2 envelope)", withFreshId(livesendV3, SAMPLE_IDS.livesend), "livesend-session-summary-v3", true],
+    ["seismic", "interaction session summary enriched (legacy PascalCase)", withFreshId(enrichedLegacy, SAMPLE_IDS.livesend), "livesend-session-summary-enriched-v3", true],
+    ["seismic", "filter demo event (duplicate JSON key, unknown type)", withFreshId(demoEvent, SAMPLE_IDS.demo), "DemoEventV1", false],
+    ["zuddl", "TIME_SPENT_IN_SESSION", withFreshId(timeSpent, SAMPLE_IDS.zuddl), "TIME_SPENT_IN_SESSION", true],
   ] as const;
 
   for (const [provider, name, body, type, knownType] of cases) {
@@ -45,7 +51,7 @@ describe("provider samples from the docs", () => {
   }
 
   it("keeps the quirky dates and obfuscated emails exactly as sent", async () => {
-    const body = withFreshId(enrichedLegacy, "Id");
+    const body = withFreshId(enrichedLegacy, SAMPLE_IDS.livesend);
     const accepted = (await (await send(await seismicRequest(body))).json()) as Accepted;
     const { event } = await adminGet<{ event: { payload: { Data: Record<string, unknown> }; tenant: string } }>(`/admin/events/${accepted.id}`);
     expect(event.payload.Data.SessionEndedAt).toBe("07/14/2024 14:03:45");
@@ -214,7 +220,7 @@ describe("bad input gets a precise status and JSON error", () => {
     const response = await send(await seismicRequest(JSON.stringify(missingId)));
     expect(await errorOf(response)).toMatchObject({ code: "schema_mismatch", path: "$.id" });
 
-    const legacy = JSON.parse(withFreshId(enrichedLegacy, "Id")) as { Data: Record<string, unknown> };
+    const legacy = JSON.parse(withFreshId(enrichedLegacy, SAMPLE_IDS.livesend)) as { Data: Record<string, unknown> };
     legacy.Data.Participants = [{ Email: 42 }];
     const legacyResponse = await send(await seismicRequest(JSON.stringify(legacy)));
     expect(await errorOf(legacyResponse)).toMatchObject({ path: "$.Data.Participants[0].Email" });
