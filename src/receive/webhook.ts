@@ -42,17 +42,9 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
 
     // From here the body is genuine: whatever cannot be accepted is quarantined, never dropped.
     const receivedAt = Date.now();
-    let text: string;
-    let event: ParsedEvent;
+    let signed: SignedBody;
     try {
-      const parsed = parseJsonBody(body);
-      const challenge = provider.challenge?.(parsed.json);
-      if (challenge) {
-        log.outcome = "challenge";
-        return challenge;
-      }
-      text = parsed.text;
-      event = provider.parse(parsed.json);
+      signed = readSigned(provider, body);
     } catch (err) {
       if (err instanceof HttpError) {
         await quarantine(c.env.DB, {
@@ -65,6 +57,11 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
       }
       throw err;
     }
+    if ("challenge" in signed) {
+      log.outcome = "challenge";
+      return signed.challenge;
+    }
+    const { text, event } = signed;
 
     const key = await eventKey(provider.name, event.type, event.eventId);
     Object.assign(log, { eventKey: key, eventId: event.eventId, type: event.type });
@@ -82,8 +79,17 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
   };
 }
 
+type SignedBody = { challenge: Response } | { text: string; event: ParsedEvent };
+
+/** Parses and validates a verified body: a signed challenge, or an event; throws 400/422 HttpError. */
+export function readSigned(provider: Provider, body: Uint8Array): SignedBody {
+  const { text, json } = parseJsonBody(body);
+  const challenge = provider.challenge?.(json);
+  return challenge ? { challenge } : { text, event: provider.parse(json) };
+}
+
 /** Returns which secret verified the body; throws 401 (bad signature) or 503 (no secret configured). */
-async function verify(provider: Provider, candidates: string[], headers: Headers, body: Uint8Array, env: Env): Promise<SecretSlot> {
+export async function verify(provider: Provider, candidates: string[], headers: Headers, body: Uint8Array, env: Env): Promise<SecretSlot> {
   const secrets = provider.secrets(env);
   if (secrets.length === 0) {
     throw unavailable("provider_not_configured", `${provider.name} signing secret is not configured`, 60);
