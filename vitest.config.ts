@@ -2,8 +2,13 @@ import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 
-/** Secrets the tests sign with; the gateway reads them exactly as it reads `wrangler secret`s. */
-export const testSecrets = {
+/**
+ * Secrets the tests sign with; the gateway reads them exactly as it reads `wrangler secret`s.
+ * Every value a developer's .dev.vars may set is pinned here, so tests never depend on it.
+ */
+export const testBindings = {
+  DESTINATIONS: [],
+  ZUDDL_AUTH_TOKEN: "",
   SEISMIC_SIGNING_SECRET: "test-seismic-current",
   SEISMIC_SIGNING_SECRET_OLD: "test-seismic-old",
   ZUDDL_SIGNING_SECRET: "test-zuddl-current",
@@ -19,7 +24,7 @@ export default defineConfig(async () => {
         main: "./src/index.ts",
         wrangler: { configPath: "./wrangler.toml" },
         miniflare: {
-          bindings: { ...testSecrets, TEST_MIGRATIONS: migrations },
+          bindings: { ...testBindings, TEST_MIGRATIONS: migrations },
         },
       }),
     ],

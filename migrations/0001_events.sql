@@ -1,5 +1,5 @@
 -- Events accepted by the request path. One row per (provider, type, provider event id):
--- `key` is derived from those three, so concurrent redeliveries collide on the primary key.
+-- concurrent redeliveries collide on that unique key and find the first one's row.
 CREATE TABLE events (
   key           TEXT PRIMARY KEY,            -- evt_<hex>, our id (also the forwarded webhook-id)
   provider      TEXT NOT NULL,
@@ -14,7 +14,8 @@ CREATE TABLE events (
   body          TEXT NOT NULL,               -- the raw body, forwarded byte for byte
   status        TEXT NOT NULL,               -- received | queued | delivered | failed | dead
   claimed_at    INTEGER,                     -- an attempt is enqueuing it (lease)
-  enqueued_at   INTEGER                      -- set once the queue accepted it
+  enqueued_at   INTEGER,                     -- set once the queue accepted it
+  UNIQUE (provider, type, event_id)
 );
 CREATE INDEX events_by_received ON events (received_at DESC, key DESC);
 CREATE INDEX events_by_provider_type ON events (provider, type, received_at DESC);

@@ -7,16 +7,17 @@
  * - emails obfuscated to "[email protected]" (emails are plain strings here);
  * - nulls for most fields, empty strings for URLs and IP addresses.
  */
-import { array, boolean, literal, nonempty, number, string, type, unknown, type Infer } from "superstruct";
-import { check, isRecord, maybe, schemaMismatch, secretsFrom, type ParsedEvent, type Provider } from "./provider";
+import { array, boolean, literal, number, string, type, unknown, type Infer } from "superstruct";
+import { maybe, nonEmpty } from "./compile";
+import { check, isRecord, schemaMismatch, secretsFrom, type ParsedEvent, type Provider } from "./provider";
 
 /** Dates are kept exactly as Seismic sends them; see the quirks above. */
 const ProviderDate = string();
 const AnyObject = type({});
 
 export const SeismicEnvelope = type({
-  id: nonempty(string()),
-  version: nonempty(string()),
+  id: nonEmpty(string()),
+  version: nonEmpty(string()),
   occurredAt: ProviderDate,
   tenantId: string(),
   tenantName: maybe(string()),
@@ -27,8 +28,8 @@ export const SeismicEnvelope = type({
 });
 
 export const SeismicLegacyEnvelope = type({
-  Id: nonempty(string()),
-  Version: nonempty(string()),
+  Id: nonEmpty(string()),
+  Version: nonEmpty(string()),
   OccurredAt: ProviderDate,
   TenantId: string(),
   TenantName: maybe(string()),
@@ -138,7 +139,7 @@ const Participant = type({
 
 /** `data` of livesend-session-summary(-enriched)-v3 and of the legacy interaction session summary. */
 export const InteractionSessionSummary = type({
-  InteractionId: nonempty(string()),
+  InteractionId: nonEmpty(string()),
   DeliveryOptionName: maybe(string()),
   InteractionOccurredAt: maybe(ProviderDate),
   UserId: maybe(string()),
@@ -186,8 +187,8 @@ const documentedTypes = new Set([
   "WorkflowApproveStepV1", "WorkflowRecallV1", "WorkflowRejectStepV1", "WorkflowRevokeStepV1", "WorkflowSubmitV1",
 ]);
 
-const UrlVerification = type({ type: literal("verification"), challenge: nonempty(string()) });
-const ChallengeV1 = type({ version: literal("WebhookChallengeV1"), data: type({ challenge: nonempty(string()) }) });
+const UrlVerification = type({ type: literal("verification"), challenge: nonEmpty(string()) });
+const ChallengeV1 = type({ version: literal("WebhookChallengeV1"), data: type({ challenge: nonEmpty(string()) }) });
 
 /** Both envelopes, read into the v2 field names. */
 function readEnvelope(body: unknown) {

@@ -4,10 +4,11 @@
  * Every action shares one shape (`action`, `actionId`, `actor`, `actionCreatedAt`, …);
  * some add their own fields, such as TIME_SPENT_IN_SESSION's `session` and `timeSpentInMinutes`.
  */
-import { array, nonempty, number, string, type, unknown, type Infer } from "superstruct";
+import { array, number, string, type, unknown, type Infer } from "superstruct";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
-import { check, maybe, secretsFrom, type ParsedEvent, type Provider } from "./provider";
+import { maybe, nonEmpty } from "./compile";
+import { check, secretsFrom, type ParsedEvent, type Provider } from "./provider";
 
 const Profile = type({
   firstName: maybe(string()),
@@ -23,8 +24,8 @@ const Profile = type({
 });
 
 export const ZuddlAction = type({
-  action: nonempty(string()),
-  actionId: nonempty(string()),
+  action: nonEmpty(string()),
+  actionId: nonEmpty(string()),
   actor: type({ id: string(), type: string() }),
   actionCreatedAt: string(),
   registration: maybe(type({ id: string(), profile: maybe(Profile) })),

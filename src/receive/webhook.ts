@@ -10,7 +10,7 @@ import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
-import { eventKey, markEnqueued, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { markEnqueued, newEventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
@@ -63,18 +63,17 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     }
     const { text, event } = signed;
 
-    const key = await eventKey(provider.name, event.type, event.eventId);
-    Object.assign(log, { eventKey: key, eventId: event.eventId, type: event.type });
+    Object.assign(log, { eventId: event.eventId, type: event.type });
     const stored: NewEvent = {
-      key, provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
+      key: newEventKey(), provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
       tenant: event.tenant, occurredAt: event.occurredAt, receivedAt, verifiedWith,
       contentType: contentType ?? "application/json", body: text,
     };
     const work = persist(c.env, stored, log);
     // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
     c.executionCtx.waitUntil(work.catch(() => undefined));
-    const status = await withinBudget(work, numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS));
-    log.outcome = status;
+    const { key, status } = await withinBudget(work, numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS));
+    Object.assign(log, { eventKey: key, outcome: status });
     return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status });
   };
 }
@@ -118,28 +117,31 @@ function unsignedChallenge(provider: Provider, body: Uint8Array): Response | nul
   }
 }
 
-type PersistStatus = "accepted" | "duplicate";
+interface Persisted {
+  key: string;
+  status: "accepted" | "duplicate";
+}
 
 /** Stores then enqueues (see store/events.ts for why in this order). Throws 503 to make the provider retry. */
-async function persist(env: Env, event: NewEvent, log: { warning?: string }): Promise<PersistStatus> {
-  const claim = await storeAndClaim(env.DB, event).catch(() => {
+async function persist(env: Env, event: NewEvent, log: { warning?: string }): Promise<Persisted> {
+  const { key, state } = await storeAndClaim(env.DB, event).catch(() => {
     throw unavailable("storage_unavailable", "could not store the event; retry later");
   });
-  if (claim === "duplicate") return "duplicate";
-  if (claim === "in_progress") {
+  if (state === "duplicate") return { key, status: "duplicate" };
+  if (state === "in_progress") {
     throw unavailable("in_progress", "an earlier delivery of this event is still being stored; retry later", 2);
   }
   try {
-    await env.EVENTS_QUEUE.send({ eventKey: event.key }, { contentType: "json" });
+    await env.EVENTS_QUEUE.send({ eventKey: key }, { contentType: "json" });
   } catch {
-    await releaseClaim(env.DB, event.key).catch(() => undefined);
+    await releaseClaim(env.DB, key).catch(() => undefined);
     throw unavailable("queue_unavailable", "could not enqueue the event; retry later");
   }
   // The event is stored and queued: a failure to record that is repaired by the consumer.
-  await markEnqueued(env.DB, event.key, Date.now()).catch(() => {
+  await markEnqueued(env.DB, key, Date.now()).catch(() => {
     log.warning = "mark_enqueued_failed";
   });
-  return "accepted";
+  return { key, status: "accepted" };
 }
 
 async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T> {

@@ -19,6 +19,7 @@ export const CLAIM_LEASE_MS = 30_000;
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead";
 
 export interface NewEvent {
+  /** Proposed id (newEventKey); an earlier delivery's id wins. */
   key: string;
   provider: string;
   eventId: string;
@@ -48,38 +49,46 @@ export interface EventRow {
   enqueued_at: number | null;
 }
 
-/** Our id for an event: stable across redeliveries, distinct per provider and type. */
-export async function eventKey(provider: string, type: string, eventId: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${provider}\n${type}\n${eventId}`));
-  return `evt_${bytesToHex(new Uint8Array(digest, 0, 12))}`;
+/** A fresh id for an event; a redelivery gets the first delivery's id back from storeAndClaim. */
+export function newEventKey(): string {
+  return `evt_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
 }
 
-export type StoreOutcome = "claimed" | "duplicate" | "in_progress";
+export interface StoreOutcome {
+  /** The event's id: the one proposed, or the stored one of an earlier delivery. */
+  key: string;
+  /** claimed: this attempt must enqueue it; duplicate: already enqueued; in_progress: another attempt holds it. */
+  state: "claimed" | "duplicate" | "in_progress";
+}
 
-/** Step 1: stores the event (or finds it) and says whether this attempt must enqueue it. */
+/**
+ * Step 1: stores the event (or finds it by provider, type and provider id) and says whether
+ * this attempt must enqueue it. One batch: one round trip, one transaction.
+ */
 export async function storeAndClaim(db: D1Database, event: NewEvent): Promise<StoreOutcome> {
   const now = event.receivedAt;
+  const natural = "provider = ?1 AND type = ?2 AND event_id = ?3";
   const [inserted, reclaimed, state] = await db.batch([
     db
       .prepare(
-        `INSERT INTO events (key, provider, event_id, type, known_type, tenant, occurred_at, received_at,
+        `INSERT INTO events (provider, type, event_id, key, known_type, tenant, occurred_at, received_at,
                              verified_with, content_type, body, status, claimed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?8)
-         ON CONFLICT (key) DO NOTHING`,
+         ON CONFLICT (provider, type, event_id) DO NOTHING`,
       )
-      .bind(event.key, event.provider, event.eventId, event.type, event.knownType ? 1 : 0, event.tenant,
+      .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant,
         event.occurredAt, now, event.verifiedWith, event.contentType, event.body),
     db
       .prepare(
-        `UPDATE events SET claimed_at = ?2
-         WHERE key = ?1 AND enqueued_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?3)`,
+        `UPDATE events SET claimed_at = ?4
+         WHERE ${natural} AND enqueued_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?5)`,
       )
-      .bind(event.key, now, now - CLAIM_LEASE_MS),
-    db.prepare(`SELECT enqueued_at FROM events WHERE key = ?1`).bind(event.key),
+      .bind(event.provider, event.type, event.eventId, now, now - CLAIM_LEASE_MS),
+    db.prepare(`SELECT key, enqueued_at FROM events WHERE ${natural}`).bind(event.provider, event.type, event.eventId),
   ]);
-  if (inserted!.meta.changes + reclaimed!.meta.changes > 0) return "claimed";
-  const row = state!.results[0] as { enqueued_at: number | null } | undefined;
-  return row?.enqueued_at != null ? "duplicate" : "in_progress";
+  const row = state!.results[0] as { key: string; enqueued_at: number | null };
+  if (inserted!.meta.changes + reclaimed!.meta.changes > 0) return { key: row.key, state: "claimed" };
+  return { key: row.key, state: row.enqueued_at !== null ? "duplicate" : "in_progress" };
 }
 
 /** Step 3 (and the consumer, when step 3 failed): the queue has the event. */
