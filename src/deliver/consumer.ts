@@ -5,8 +5,8 @@
  * Destinations that succeeded are never sent to again by a redelivered message.
  */
 import { numberVar, type Env, type QueuedEvent } from "../env";
-import { FINISHED, getDeliveries, markDeadLettered, recordRound, type AttemptRecord } from "../store/deliveries";
-import { getEvent, markEnqueued, type EventRow, type EventStatus } from "../store/events";
+import { FINISHED, getEventWithDeliveries, markDeadLettered, recordRound, type AttemptRecord } from "../store/deliveries";
+import type { EventRow, EventStatus } from "../store/events";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 
@@ -45,18 +45,16 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
 
 async function deliverEvent(queued: QueuedEvent, env: Env, destinations: Destination[]): Promise<Decision> {
   const now = Date.now();
-  const event = await getEvent(env.DB, queued.eventKey);
+  const { event, deliveries } = await getEventWithDeliveries(env.DB, queued.eventKey);
   if (!event) {
     console.log(JSON.stringify({ eventKey: queued.eventKey, outcome: "event_not_found" }));
     return { ack: true };
   }
-  // The request path may have failed to record the enqueue after a successful send.
-  if (event.enqueued_at === null) await markEnqueued(env.DB, event.key, now);
 
   const targets = queued.destinations
     ? destinations.filter((d) => queued.destinations!.includes(d.name)) // an operator's replay: routing already chosen
     : route(destinations, { provider: event.provider, type: event.type, envelope: JSON.parse(event.body) });
-  const previous = new Map((await getDeliveries(env.DB, event.key)).map((row) => [row.destination, row]));
+  const previous = new Map(deliveries.map((row) => [row.destination, row]));
 
   const due: { destination: Destination; attempts: number }[] = [];
   const waitMs: number[] = [];
@@ -79,7 +77,10 @@ async function deliverEvent(queued: QueuedEvent, env: Env, destinations: Destina
   const eventStatus: EventStatus = statuses.some((s) => s === "failed" || s === "pending")
     ? "failed"
     : statuses.includes("dead") ? "dead" : "delivered";
-  if (records.length || event.status !== eventStatus) await recordRound(env.DB, event.key, records, eventStatus, now);
+  // Also records the enqueue when the request path's own write of it failed.
+  if (records.length || event.status !== eventStatus || event.enqueued_at === null) {
+    await recordRound(env.DB, event.key, records, eventStatus, now);
+  }
 
   // Dead deliveries go to the dead-letter queue once (again, if an earlier send of it failed).
   const unlettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);

@@ -69,7 +69,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
       tenant: event.tenant, occurredAt: event.occurredAt, receivedAt, verifiedWith,
       contentType: contentType ?? "application/json", body: text,
     };
-    const work = persist(c.env, stored, log);
+    const work = persist(c.env, stored, (later) => c.executionCtx.waitUntil(later));
     // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
     c.executionCtx.waitUntil(work.catch(() => undefined));
     const { key, status } = await withinBudget(work, numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS));
@@ -122,8 +122,11 @@ interface Persisted {
   status: "accepted" | "duplicate";
 }
 
-/** Stores then enqueues (see store/events.ts for why in this order). Throws 503 to make the provider retry. */
-async function persist(env: Env, event: NewEvent, log: { warning?: string }): Promise<Persisted> {
+/**
+ * Stores then enqueues (see store/events.ts for why in this order). Throws 503 to make the
+ * provider retry. Recording the enqueue runs after the answer: if it fails, the consumer does it.
+ */
+async function persist(env: Env, event: NewEvent, afterResponse: (work: Promise<unknown>) => void): Promise<Persisted> {
   const { key, state } = await storeAndClaim(env.DB, event).catch(() => {
     throw unavailable("storage_unavailable", "could not store the event; retry later");
   });
@@ -137,10 +140,7 @@ async function persist(env: Env, event: NewEvent, log: { warning?: string }): Pr
     await releaseClaim(env.DB, key).catch(() => undefined);
     throw unavailable("queue_unavailable", "could not enqueue the event; retry later");
   }
-  // The event is stored and queued: a failure to record that is repaired by the consumer.
-  await markEnqueued(env.DB, key, Date.now()).catch(() => {
-    log.warning = "mark_enqueued_failed";
-  });
+  afterResponse(markEnqueued(env.DB, key, Date.now()).catch(() => undefined));
   return { key, status: "accepted" };
 }
 

@@ -1,5 +1,5 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import type { EventStatus } from "./events";
+import type { EventRow, EventStatus } from "./events";
 
 export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead";
 export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead"];
@@ -27,6 +27,15 @@ export interface AttemptRow {
   duration_ms: number;
   status_code: number | null;
   error: string | null;
+}
+
+/** The event and its delivery state, in one round trip. */
+export async function getEventWithDeliveries(db: D1Database, eventKey: string): Promise<{ event: EventRow | null; deliveries: DeliveryRow[] }> {
+  const [event, deliveries] = await db.batch([
+    db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(eventKey),
+    db.prepare(`SELECT * FROM deliveries WHERE event_key = ?1`).bind(eventKey),
+  ]);
+  return { event: (event!.results[0] as EventRow | undefined) ?? null, deliveries: deliveries!.results as DeliveryRow[] };
 }
 
 export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
@@ -76,7 +85,12 @@ export async function recordRound(db: D1Database, eventKey: string, records: Att
       )
       .bind(eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
   ]);
-  statements.push(db.prepare(`UPDATE events SET status = ?2 WHERE key = ?1`).bind(eventKey, eventStatus));
+  // The consumer has the message, so the event is enqueued whatever the request path managed to record.
+  statements.push(
+    db
+      .prepare(`UPDATE events SET status = ?2, enqueued_at = COALESCE(enqueued_at, ?3), claimed_at = NULL WHERE key = ?1`)
+      .bind(eventKey, eventStatus, now),
+  );
   await db.batch(statements);
 }
 

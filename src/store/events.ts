@@ -8,6 +8,8 @@
  *   3. mark the row enqueued.
  * A failure at 1 stores nothing; at 2 leaves a claimed, unenqueued row whose claim is released
  * (or lapses) so the provider's retry enqueues it; at 3 leaves a queued event the consumer marks.
+ * Step 3 runs after the answer (it only saves the consumer that write), so an event costs the
+ * request path one D1 round trip and one Queue send.
  */
 import { HttpError } from "../errors";
 import { bytesToHex } from "../receive/signature";

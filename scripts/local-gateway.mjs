@@ -1,0 +1,105 @@
+// Starts and stops `wrangler dev` instances for the benchmarks and end-to-end runs: a free
+// loopback port, a fresh persistence folder with migrations applied, and bindings from an
+// env file we write, so nothing depends on (or changes) a developer's .dev.vars or state.
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const wrangler = join(root, "node_modules/.bin/wrangler");
+const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", NO_COLOR: "1", CI: "1" };
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/**
+ * Starts a Worker under `wrangler dev`.
+ *   vars:      bindings written to an env file (objects become JSON text)
+ *   config:    wrangler config path (default: the project's wrangler.toml)
+ *   persistTo: reuse a persistence folder (a restart); default a fresh one
+ */
+export async function startWorker({ vars = {}, config = join(root, "wrangler.toml"), persistTo, migrate = true, log = false } = {}) {
+  const port = await freePort();
+  const dir = persistTo ?? mkdtempSync(join(tmpdir(), "edgehook-state-"));
+  const envFile = join(mkdtempSync(join(tmpdir(), "edgehook-vars-")), ".env");
+  writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n") + "\n");
+  if (migrate) {
+    execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
+  }
+  const child = spawn(
+    wrangler,
+    ["dev", "-c", config, "--ip", "127.0.0.1", "--port", String(port), "--persist-to", dir, "--env-file", envFile,
+      "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false", "--log-level", log ? "log" : "warn"],
+    { cwd: root, env: quietEnv, stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "ignore"], detached: true },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}`);
+    try {
+      const response = await fetch(`${url}/healthz`);
+      await response.arrayBuffer();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error("wrangler dev did not start within 60 s");
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+  return {
+    url,
+    port,
+    persistTo: dir,
+    /** Resident memory (KiB) of the workerd processes started for this Worker. */
+    rssKiB: () => workerdPids(child.pid).reduce((sum, pid) => sum + rssOf(pid), 0),
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      try {
+        process.kill(-child.pid, "SIGTERM");
+      } catch {
+        return;
+      }
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/** workerd processes in the process group of the wrangler we started. */
+function workerdPids(groupId) {
+  const pids = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      if (Number(fields[2]) === groupId && comm.startsWith("workerd")) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
+}
+
+function rssOf(pid) {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
