@@ -1,11 +1,15 @@
 /**
  * The delivery path: consume → route → forward → record. Each queue message names one
  * stored event; the consumer sends it to every destination that wants it and has not had
- * it yet, records each attempt in D1, and acks the message only when nothing is left to do.
- * Destinations that succeeded are never sent to again by a redelivered message.
+ * it yet, and acks the message only when nothing is left to do for it. Destinations that
+ * succeeded are never sent to again by a redelivered message.
+ *
+ * Storage is per batch, not per message: one D1 read before forwarding and one D1 write
+ * after (D1 runs one query at a time, so transactions per event bound the gateway's rate).
+ * If that write fails, no message of the batch with work in it is acked.
  */
 import { numberVar, type Env, type QueuedEvent } from "../env";
-import { FINISHED, getEventWithDeliveries, markDeadLettered, recordRound, type AttemptRecord } from "../store/deliveries";
+import { FINISHED, loadForDelivery, recordRounds, type AttemptRecord, type DeliveryRow, type DeliveryStatus, type Round } from "../store/deliveries";
 import type { EventRow, EventStatus } from "../store/events";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
@@ -17,10 +21,16 @@ const CONFIG_RETRY_SECONDS = 300;
 const MAX_DELAY_SECONDS = 43_200;
 const BACKOFF_BASE_SECONDS = 10;
 const BACKOFF_CAP_SECONDS = 3_600;
-/** Messages of a batch handled at once; each forwards to its destinations in parallel. */
+/** Messages of a batch forwarded at once; each forwards to its destinations in parallel. */
 const MESSAGE_CONCURRENCY = 8;
 
 type Decision = { ack: true } | { ack: false; delaySeconds: number };
+
+interface Plan {
+  decision: Decision;
+  /** What to record; null when the message changed nothing (its event is gone, or nothing was due). */
+  round: Round | null;
+}
 
 export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
   const config = loadDestinations(env);
@@ -29,28 +39,41 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
     batch.retryAll({ delaySeconds: CONFIG_RETRY_SECONDS });
     return;
   }
-  await forEachLimited(batch.messages, MESSAGE_CONCURRENCY, async (message) => {
-    let decision: Decision;
-    try {
-      decision = await deliverEvent(message.body, env, config.destinations);
-    } catch (err) {
-      // D1 or the dead-letter queue failed mid-way: nothing is acked, the message comes back.
-      console.error(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "consumer_error", error: String(err) }));
-      decision = { ack: false, delaySeconds: backoffSeconds(message.attempts) };
+  const now = Date.now();
+  const maxAttempts = numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS);
+  try {
+    const loaded = await loadForDelivery(env.DB, batch.messages.map((m) => m.body.eventKey));
+    const plans = await mapLimited(batch.messages, MESSAGE_CONCURRENCY, (message) => {
+      const stored = loaded.get(message.body.eventKey);
+      if (!stored) {
+        console.log(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "event_not_found" }));
+        return Promise.resolve<Plan>({ decision: { ack: true }, round: null });
+      }
+      return deliverEvent(message.body, stored.event, stored.deliveries, config.destinations, maxAttempts, now);
+    });
+    const rounds = plans.flatMap((plan) => (plan.round ? [plan.round] : []));
+    const letters = rounds.filter((round) => round.deadLettered.length);
+    if (letters.length) {
+      await env.DEAD_LETTER_QUEUE.sendBatch(
+        letters.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })),
+      );
     }
-    if (decision.ack) message.ack();
-    else message.retry({ delaySeconds: decision.delaySeconds });
-  });
+    await recordRounds(env.DB, rounds, now);
+    plans.forEach((plan, i) => {
+      const message = batch.messages[i]!;
+      if (plan.decision.ack) message.ack();
+      else message.retry({ delaySeconds: plan.decision.delaySeconds });
+    });
+  } catch (err) {
+    // D1 or the dead-letter queue failed: nothing is acked, every message comes back.
+    console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
+    for (const message of batch.messages) message.retry({ delaySeconds: backoffSeconds(message.attempts) });
+  }
 }
 
-async function deliverEvent(queued: QueuedEvent, env: Env, destinations: Destination[]): Promise<Decision> {
-  const now = Date.now();
-  const { event, deliveries } = await getEventWithDeliveries(env.DB, queued.eventKey);
-  if (!event) {
-    console.log(JSON.stringify({ eventKey: queued.eventKey, outcome: "event_not_found" }));
-    return { ack: true };
-  }
-
+async function deliverEvent(
+  queued: QueuedEvent, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], maxAttempts: number, now: number,
+): Promise<Plan> {
   const targets = queued.destinations
     ? destinations.filter((d) => queued.destinations!.includes(d.name)) // an operator's replay: routing already chosen
     : route(destinations, { provider: event.provider, type: event.type, envelope: JSON.parse(event.body) });
@@ -65,36 +88,32 @@ async function deliverEvent(queued: QueuedEvent, env: Env, destinations: Destina
     else due.push({ destination, attempts: row?.attempts ?? 0 });
   }
 
-  const maxAttempts = numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS);
   const records = await Promise.all(due.map(({ destination, attempts }) => attempt(event, destination, attempts + 1, maxAttempts)));
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
 
   // The event's status covers every destination it has state for, not only this round's.
-  const statusNow = new Map([...previous].map(([name, row]) => [name, row.status]));
+  const statusNow = new Map<string, DeliveryStatus>([...previous].map(([name, row]) => [name, row.status]));
   for (const destination of targets) if (!statusNow.has(destination.name)) statusNow.set(destination.name, "pending");
   for (const record of records) statusNow.set(record.destination, record.status);
   const statuses = [...statusNow.values()];
   const eventStatus: EventStatus = statuses.some((s) => s === "failed" || s === "pending")
     ? "failed"
     : statuses.includes("dead") ? "dead" : "delivered";
-  // Also records the enqueue when the request path's own write of it failed.
-  if (records.length || event.status !== eventStatus || event.enqueued_at === null) {
-    await recordRound(env.DB, event.key, records, eventStatus, now);
-  }
-
   // Dead deliveries go to the dead-letter queue once (again, if an earlier send of it failed).
-  const unlettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
-  if (unlettered.length) {
-    await env.DEAD_LETTER_QUEUE.send({ eventKey: event.key, destinations: unlettered }, { contentType: "json" });
-    await markDeadLettered(env.DB, event.key, unlettered, now);
-  }
+  const deadLettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
 
   console.log(JSON.stringify({
     queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
     attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
   }));
-  if (waitMs.length === 0) return { ack: true };
-  return { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) };
+  // Also records the enqueue when the request path's own write of it failed.
+  const changed = records.length > 0 || deadLettered.length > 0 || event.status !== eventStatus || event.enqueued_at === null;
+  return {
+    decision: waitMs.length === 0
+      ? { ack: true }
+      : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
+    round: changed ? { eventKey: event.key, records, eventStatus, deadLettered } : null,
+  };
 }
 
 async function attempt(event: EventRow, destination: Destination, attemptNumber: number, maxAttempts: number): Promise<AttemptRecord> {
@@ -125,10 +144,15 @@ export function backoffSeconds(attempt: number): number {
   return Math.ceil(step / 2 + Math.random() * (step / 2));
 }
 
-async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
-    while (next < items.length) await work(items[next++]!);
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await work(items[index]!);
+    }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }

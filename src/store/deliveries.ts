@@ -29,13 +29,16 @@ export interface AttemptRow {
   error: string | null;
 }
 
-/** The event and its delivery state, in one round trip. */
-export async function getEventWithDeliveries(db: D1Database, eventKey: string): Promise<{ event: EventRow | null; deliveries: DeliveryRow[] }> {
-  const [event, deliveries] = await db.batch([
-    db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(eventKey),
-    db.prepare(`SELECT * FROM deliveries WHERE event_key = ?1`).bind(eventKey),
+/** Events and their delivery state for a whole queue batch, in one round trip. */
+export async function loadForDelivery(db: D1Database, eventKeys: string[]): Promise<Map<string, { event: EventRow; deliveries: DeliveryRow[] }>> {
+  const keys = JSON.stringify([...new Set(eventKeys)]);
+  const [events, deliveries] = await db.batch([
+    db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys),
+    db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
   ]);
-  return { event: (event!.results[0] as EventRow | undefined) ?? null, deliveries: deliveries!.results as DeliveryRow[] };
+  const loaded = new Map((events!.results as EventRow[]).map((event) => [event.key, { event, deliveries: [] as DeliveryRow[] }]));
+  for (const row of deliveries!.results as DeliveryRow[]) loaded.get(row.event_key)?.deliveries.push(row);
+  return loaded;
 }
 
 export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
@@ -65,40 +68,50 @@ export interface AttemptRecord {
   nextAttemptAt: number | null;
 }
 
-/** One batch (one round trip, one transaction): every attempt of a round, and the event's status. */
-export async function recordRound(db: D1Database, eventKey: string, records: AttemptRecord[], eventStatus: EventStatus, now: number): Promise<void> {
-  const statements = records.flatMap((r) => [
-    db
-      .prepare(
-        `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
-                                 next_attempt_at, delivered_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?3 = 'delivered' THEN ?9 END, ?9)
-         ON CONFLICT (event_key, destination) DO UPDATE SET
-           status = ?3, attempts = ?4, last_status_code = ?5, last_error = ?6, last_attempt_at = ?7,
-           next_attempt_at = ?8, delivered_at = CASE WHEN ?3 = 'delivered' THEN ?9 ELSE delivered_at END, updated_at = ?9`,
-      )
-      .bind(eventKey, r.destination, r.status, r.attempt, r.statusCode, r.error, r.startedAt, r.nextAttemptAt, now),
-    db
-      .prepare(
-        `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
-      )
-      .bind(eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
-  ]);
-  // The consumer has the message, so the event is enqueued whatever the request path managed to record.
-  statements.push(
-    db
-      .prepare(`UPDATE events SET status = ?2, enqueued_at = COALESCE(enqueued_at, ?3), claimed_at = NULL WHERE key = ?1`)
-      .bind(eventKey, eventStatus, now),
-  );
-  await db.batch(statements);
+/** What one message's delivery round changed: its attempts, the event's status, new dead letters. */
+export interface Round {
+  eventKey: string;
+  records: AttemptRecord[];
+  eventStatus: EventStatus;
+  deadLettered: string[];
 }
 
-export async function markDeadLettered(db: D1Database, eventKey: string, destinations: string[], now: number): Promise<void> {
-  await db
-    .prepare(`UPDATE deliveries SET dead_lettered_at = ?3 WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`)
-    .bind(eventKey, JSON.stringify(destinations), now)
-    .run();
+/**
+ * Every round of a queue batch in one D1 batch (one round trip, one transaction): attempts,
+ * delivery state, event status (and the enqueue, which the consumer proves), dead letters sent.
+ */
+export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
+  const statements = rounds.flatMap((round) => [
+    ...round.records.flatMap((r) => [
+      db
+        .prepare(
+          `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
+                                   next_attempt_at, delivered_at, updated_at)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?3 = 'delivered' THEN ?9 END, ?9)
+           ON CONFLICT (event_key, destination) DO UPDATE SET
+             status = ?3, attempts = ?4, last_status_code = ?5, last_error = ?6, last_attempt_at = ?7,
+             next_attempt_at = ?8, delivered_at = CASE WHEN ?3 = 'delivered' THEN ?9 ELSE delivered_at END, updated_at = ?9`,
+        )
+        .bind(round.eventKey, r.destination, r.status, r.attempt, r.statusCode, r.error, r.startedAt, r.nextAttemptAt, now),
+      db
+        .prepare(
+          `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
+        )
+        .bind(round.eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
+    ]),
+    db
+      .prepare(`UPDATE events SET status = ?2, enqueued_at = COALESCE(enqueued_at, ?3), claimed_at = NULL WHERE key = ?1`)
+      .bind(round.eventKey, round.eventStatus, now),
+    ...(round.deadLettered.length
+      ? [
+          db
+            .prepare(`UPDATE deliveries SET dead_lettered_at = ?3 WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`)
+            .bind(round.eventKey, JSON.stringify(round.deadLettered), now),
+        ]
+      : []),
+  ]);
+  if (statements.length) await db.batch(statements);
 }
 
 /**
