@@ -2,6 +2,7 @@
 // loaded from this process over 127.0.0.1 only, bounded in time and count.
 import autocannon from "autocannon";
 import { createHmac, randomUUID } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
@@ -56,8 +57,8 @@ export async function runThroughput({ seconds = 8, levels = [1, 8, 32] } = {}) {
   try {
     for (const connections of levels) {
       // Warm both up, then measure them back to back.
-      await load(gateway.url, connections, { amount: 200 });
-      await load(bare.url, connections, { amount: 200 });
+      await load(gateway.url, connections, { amount: 100 });
+      await load(bare.url, connections, { amount: 100 });
       const ours = summary(await load(gateway.url, connections, { duration: seconds }));
       const floor = summary(await load(bare.url, connections, { duration: seconds }));
       rows.push({ connections, ours, bare: floor });
@@ -69,20 +70,29 @@ export async function runThroughput({ seconds = 8, levels = [1, 8, 32] } = {}) {
   return rows;
 }
 
-/** Resident memory of the gateway's workerd before and after `events` accepted events. */
-export async function runMemory({ events = 50_000 } = {}) {
+/**
+ * Resident memory of the gateway's workerd processes every 10,000 of `events` accepted events,
+ * with the size of the local D1 database beside it (the local emulator keeps it in that process).
+ */
+export async function runMemory({ events = 50_000, step = 10_000 } = {}) {
   const gateway = await startWorker({ vars: { SEISMIC_SIGNING_SECRET: SECRET, ADMIN_TOKEN: "bench", DESTINATIONS: [] } });
   try {
     await load(gateway.url, 8, { amount: 1_000 }); // warm: JIT, caches, D1 pages
-    const before = gateway.rssKiB();
+    const points = [{ events: 0, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) }];
     const started = Date.now();
-    const result = summary(await load(gateway.url, 32, { amount: events }));
-    const seconds = (Date.now() - started) / 1000;
-    await new Promise((resolve) => setTimeout(resolve, 3_000)); // let the consumer drain
-    return { events, beforeKiB: before, afterKiB: gateway.rssKiB(), seconds, non2xx: result.non2xx };
+    let errors = 0;
+    for (let sent = 0; sent < events; sent += step) {
+      errors += summary(await load(gateway.url, 32, { amount: step })).non2xx;
+      points.push({ events: sent + step, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) });
+    }
+    return { events, points, seconds: (Date.now() - started) / 1000, errors };
   } finally {
     await gateway.stop();
   }
+}
+
+function sizeKiB(dir) {
+  return Number(execFileSync("du", ["-sk", dir]).toString().split("\t")[0]);
 }
 
 /** 100 events into the gateway, forwarded to 3 destinations on a local receiver: forwards per second. */

@@ -20,7 +20,7 @@ out();
 out("## Request-path CPU per event vs the floor (one HMAC-SHA256 + one JSON.parse, same bytes, same process)");
 out("| payload | bytes | ours/floor | ours µs | floor µs |");
 out("| --- | ---: | ---: | ---: | ---: |");
-for (const r of await runMicro({ budgetMs: quick ? 600 : 1500 })) {
+for (const r of await runMicro({ budgetMs: quick ? 600 : 1000 })) {
   out(`| ${r.payload} | ${r.bytes} | **${f(r.oursUs / r.floorUs, 2)}** | ${f(r.oursUs)} | ${f(r.floorUs)} |`);
 }
 out();
@@ -28,16 +28,19 @@ out();
 out("## End to end under wrangler dev (workerd, local D1 + Queue) vs a bare Hono route, signed 5 KB events");
 out("| connections | throughput ours/bare | ours req/s | bare req/s | ours p50 / p99 / max ms | bare p50 / p99 / max ms | errors |");
 out("| ---: | ---: | ---: | ---: | --- | --- | ---: |");
-for (const { connections, ours, bare } of await runThroughput({ seconds: quick ? 3 : 8 })) {
+for (const { connections, ours, bare } of await runThroughput({ seconds: quick ? 2 : 3 })) {
   out(`| ${connections} | **${f(ours.rps / bare.rps, 2)}** | ${f(ours.rps, 0)} | ${f(bare.rps, 0)} | ${ours.p50} / ${ours.p99} / ${ours.max} | ${bare.p50} / ${bare.p99} / ${bare.max} | ${ours.non2xx} |`);
 }
 out();
 
-const memory = await runMemory({ events: quick ? 5_000 : 50_000 });
-out(`## Memory: gateway workerd RSS around ${memory.events} events`);
-out("| after/before | before MiB | after MiB | events/s | errors |");
-out("| ---: | ---: | ---: | ---: | ---: |");
-out(`| **${f(memory.afterKiB / memory.beforeKiB, 2)}** | ${f(memory.beforeKiB / 1024)} | ${f(memory.afterKiB / 1024)} | ${f(memory.events / memory.seconds, 0)} | ${memory.non2xx} |`);
+const memory = await runMemory({ events: quick ? 5_000 : 50_000, step: quick ? 2_500 : 10_000 });
+const [first] = memory.points;
+const last = memory.points.at(-1);
+out(`## Memory: workerd RSS while the gateway accepts ${memory.events} events (${f(memory.events / memory.seconds, 0)} events/s, ${memory.errors} errors)`);
+out("| events | RSS MiB | RSS / start | local D1 on disk MiB |");
+out("| ---: | ---: | ---: | ---: |");
+for (const p of memory.points) out(`| ${p.events} | ${f(p.rssKiB / 1024)} | ${f(p.rssKiB / first.rssKiB, 2)} | ${f(p.dbKiB / 1024)} |`);
+out(`Growth: ${f((last.rssKiB - first.rssKiB) / 1024 / (memory.events / 10_000))} MiB of RSS and ${f((last.dbKiB - first.dbKiB) / 1024 / (memory.events / 10_000))} MiB of D1 data per 10,000 events.`);
 out();
 
 const delivery = await runDelivery({ events: 100 });

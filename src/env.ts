@@ -10,6 +10,7 @@ export interface Env {
 
   MAX_BODY_BYTES?: string;
   STORAGE_BUDGET_MS?: string;
+  BODY_TIMEOUT_MS?: string;
   RETENTION_DAYS?: string;
   MAX_DELIVERY_ATTEMPTS?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */

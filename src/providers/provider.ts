@@ -43,7 +43,15 @@ export const schemaMismatch = (message: string, path: string) =>
  */
 export function check<T, S>(value: unknown, struct: Struct<T, S>, basePath = "$"): T {
   if (compile(struct as Struct<unknown, unknown>)(value)) return value as T;
-  const [error, result] = struct.validate(value);
+  let outcome: [StructError, undefined] | [undefined, T];
+  try {
+    outcome = struct.validate(value);
+  } catch (err) {
+    // superstruct prints the failing value into its message; a deeply nested one overflows the stack.
+    if (err instanceof RangeError) throw schemaMismatch(`${basePath} is nested too deeply`, basePath);
+    throw err;
+  }
+  const [error, result] = outcome;
   if (!error) return result;
   throw mismatchOf(error, basePath);
 }

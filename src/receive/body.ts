@@ -3,26 +3,38 @@ import { HttpError } from "../errors";
 /**
  * Reads a request body up to `maxBytes`, refusing larger ones with 413 before buffering
  * more than the limit: a declared Content-Length is checked first, then the stream is
- * counted as it arrives (a sender may omit or understate the length).
+ * counted as it arrives (a sender may omit or understate the length). A body still
+ * trickling in after `timeoutMs` is cut off with 408, so the answer stays inside the
+ * providers' deadline.
  */
-export async function readBoundedBody(request: Request, maxBytes: number): Promise<Uint8Array> {
+export async function readBoundedBody(request: Request, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
   const tooLarge = () => new HttpError(413, "body_too_large", `request body exceeds ${maxBytes} bytes`);
   const declared = Number(request.headers.get("content-length"));
   if (declared > maxBytes) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
 
   const reader = request.body.getReader();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => undefined);
+  }, timeoutMs);
   const chunks: Uint8Array[] = [];
   let received = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    received += value.byteLength;
-    if (received > maxBytes) {
-      await reader.cancel().catch(() => undefined);
-      throw tooLarge();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (timedOut) throw new HttpError(408, "body_timeout", `request body not received within ${timeoutMs} ms`);
+      if (done) break;
+      received += value.byteLength;
+      if (received > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw tooLarge();
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } finally {
+    clearTimeout(timer);
   }
   if (chunks.length === 1) return chunks[0]!;
   const body = new Uint8Array(received);

@@ -16,6 +16,8 @@ import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
+/** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
+const DEFAULT_BODY_TIMEOUT_MS = 1000;
 
 export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
   return async function receiveWebhook(c) {
@@ -28,7 +30,11 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     if (!isJsonContentType(contentType)) {
       throw new HttpError(415, "unsupported_content_type", "Content-Type must be application/json");
     }
-    const body = await readBoundedBody(c.req.raw, numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES));
+    const body = await readBoundedBody(
+      c.req.raw,
+      numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+      numberVar(c.env.BODY_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS),
+    );
 
     const signatures = provider.signatures(c.req.raw.headers);
     if (signatures.length === 0) {
