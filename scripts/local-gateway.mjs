@@ -26,9 +26,11 @@ export function freePort() {
  *   vars:      bindings written to an env file (objects become JSON text)
  *   config:    wrangler config path (default: the project's wrangler.toml)
  *   persistTo: reuse a persistence folder (a restart); default a fresh one
+ *   script:    another entry point with the same config (the e2e fault-injecting wrapper)
+ *   port:      a fixed port (a restart keeps its address); default a free one
  */
-export async function startWorker({ vars = {}, config = join(root, "wrangler.toml"), persistTo, migrate = true, log = false } = {}) {
-  const port = await freePort();
+export async function startWorker({ vars = {}, config = join(root, "wrangler.toml"), persistTo, script, port: fixedPort, migrate = true, log = false } = {}) {
+  const port = fixedPort ?? (await freePort());
   const dir = persistTo ?? mkdtempSync(join(tmpdir(), "edgehook-state-"));
   const envFile = join(mkdtempSync(join(tmpdir(), "edgehook-vars-")), ".env");
   writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n") + "\n");
@@ -37,7 +39,7 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   }
   const child = spawn(
     wrangler,
-    ["dev", "-c", config, "--ip", "127.0.0.1", "--port", String(port), "--persist-to", dir, "--env-file", envFile,
+    ["dev", ...(script ? [script] : []), "-c", config, "--ip", "127.0.0.1", "--port", String(port), "--persist-to", dir, "--env-file", envFile,
       "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false", "--log-level", log ? "log" : "warn"],
     { cwd: root, env: quietEnv, stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "ignore"], detached: true },
   );

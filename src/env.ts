@@ -13,6 +13,8 @@ export interface Env {
   BODY_TIMEOUT_MS?: string;
   RETENTION_DAYS?: string;
   MAX_DELIVERY_ATTEMPTS?: string;
+  RETRY_BASE_SECONDS?: string;
+  RETRY_MAX_SECONDS?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
   DESTINATIONS?: unknown;
 

@@ -19,8 +19,8 @@ const DEFAULT_MAX_ATTEMPTS = 8;
 const CONFIG_RETRY_SECONDS = 300;
 /** Queues accept delays up to 12 hours. */
 const MAX_DELAY_SECONDS = 43_200;
-const BACKOFF_BASE_SECONDS = 10;
-const BACKOFF_CAP_SECONDS = 3_600;
+const DEFAULT_RETRY_BASE_SECONDS = 10;
+const DEFAULT_RETRY_MAX_SECONDS = 3_600;
 /** Messages of a batch forwarded at once; each forwards to its destinations in parallel. */
 const MESSAGE_CONCURRENCY = 8;
 
@@ -40,7 +40,11 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
     return;
   }
   const now = Date.now();
-  const maxAttempts = numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS);
+  const retry: RetryPolicy = {
+    maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
+    baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
+    maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
+  };
   try {
     const loaded = await loadForDelivery(env.DB, batch.messages.map((m) => m.body.eventKey));
     const plans = await mapLimited(batch.messages, MESSAGE_CONCURRENCY, (message) => {
@@ -49,7 +53,7 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
         console.log(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "event_not_found" }));
         return Promise.resolve<Plan>({ decision: { ack: true }, round: null });
       }
-      return deliverEvent(message.body, stored.event, stored.deliveries, config.destinations, maxAttempts, now);
+      return deliverEvent(message.body, stored.event, stored.deliveries, config.destinations, retry, now);
     });
     const rounds = plans.flatMap((plan) => (plan.round ? [plan.round] : []));
     const letters = rounds.filter((round) => round.deadLettered.length);
@@ -67,12 +71,12 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
   } catch (err) {
     // D1 or the dead-letter queue failed: nothing is acked, every message comes back.
     console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
-    for (const message of batch.messages) message.retry({ delaySeconds: backoffSeconds(message.attempts) });
+    for (const message of batch.messages) message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
   }
 }
 
 async function deliverEvent(
-  queued: QueuedEvent, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], maxAttempts: number, now: number,
+  queued: QueuedEvent, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], retry: RetryPolicy, now: number,
 ): Promise<Plan> {
   const targets = queued.destinations
     ? destinations.filter((d) => queued.destinations!.includes(d.name)) // an operator's replay: routing already chosen
@@ -88,7 +92,7 @@ async function deliverEvent(
     else due.push({ destination, attempts: row?.attempts ?? 0 });
   }
 
-  const records = await Promise.all(due.map(({ destination, attempts }) => attempt(event, destination, attempts + 1, maxAttempts)));
+  const records = await Promise.all(due.map(({ destination, attempts }) => attempt(event, destination, attempts + 1, retry)));
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
 
   // The event's status covers every destination it has state for, not only this round's.
@@ -116,7 +120,7 @@ async function deliverEvent(
   };
 }
 
-async function attempt(event: EventRow, destination: Destination, attemptNumber: number, maxAttempts: number): Promise<AttemptRecord> {
+async function attempt(event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy): Promise<AttemptRecord> {
   const startedAt = Date.now();
   const result = await forward(
     { key: event.key, provider: event.provider, type: event.type, contentType: event.content_type, body: event.body },
@@ -129,18 +133,24 @@ async function attempt(event: EventRow, destination: Destination, attemptNumber:
     case "gone":
       return { ...base, status: "gone", error: result.error, nextAttemptAt: null };
     case "retry": {
-      if (attemptNumber >= maxAttempts) {
+      if (attemptNumber >= retry.maxAttempts) {
         return { ...base, status: "dead", error: `${result.error}; gave up after ${attemptNumber} attempts`, nextAttemptAt: null };
       }
-      const delay = result.retryAfterSeconds ?? backoffSeconds(attemptNumber);
+      const delay = result.retryAfterSeconds ?? backoffSeconds(attemptNumber, retry);
       return { ...base, status: "failed", error: result.error, nextAttemptAt: startedAt + Math.min(delay, MAX_DELAY_SECONDS) * 1000 };
     }
   }
 }
 
+interface RetryPolicy {
+  maxAttempts: number;
+  baseSeconds: number;
+  maxSeconds: number;
+}
+
 /** Exponential backoff with jitter: half the step fixed, half random, so retries spread out. */
-export function backoffSeconds(attempt: number): number {
-  const step = Math.min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** Math.max(0, attempt - 1));
+export function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
+  const step = Math.min(policy.maxSeconds, policy.baseSeconds * 2 ** Math.max(0, attempt - 1));
   return Math.ceil(step / 2 + Math.random() * (step / 2));
 }
 

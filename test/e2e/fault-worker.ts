@@ -1,0 +1,48 @@
+/**
+ * The gateway as the end-to-end harness runs it: the real Worker, with its D1 and Queue
+ * bindings wrapped so the harness can make them fail or stall (POST /__faults). Only
+ * `npm run test:e2e` builds this entry; the deployed Worker (src/index.ts) has no such switch.
+ */
+import type { Env, QueuedEvent } from "../../src/env";
+import worker from "../../src/index";
+import { faultyD1, faultyQueue, sleep } from "../faults";
+
+interface Fault {
+  fail: boolean;
+  delayMs: number;
+}
+const faults: { d1: Fault; queue: Fault; injected: number } = {
+  d1: { fail: false, delayMs: 0 },
+  queue: { fail: false, delayMs: 0 },
+  injected: 0,
+};
+
+async function gate(fault: Fault): Promise<void> {
+  if (fault.delayMs) await sleep(fault.delayMs);
+  if (fault.fail) {
+    faults.injected++;
+    throw new Error("injected fault");
+  }
+}
+
+function withFaults(env: Env): Env {
+  return {
+    ...env,
+    DB: faultyD1(env.DB, () => gate(faults.d1)),
+    EVENTS_QUEUE: faultyQueue(env.EVENTS_QUEUE, () => gate(faults.queue)).queue,
+  };
+}
+
+const handlers: ExportedHandler<Env, QueuedEvent> = worker;
+
+export default {
+  async fetch(request, env, ctx) {
+    if (new URL(request.url).pathname === "/__faults") {
+      if (request.method === "POST") Object.assign(faults, (await request.json()) as Partial<typeof faults>);
+      return Response.json(faults);
+    }
+    return handlers.fetch!(request, withFaults(env), ctx);
+  },
+  queue: (batch, env, ctx) => handlers.queue!(batch, withFaults(env), ctx),
+  scheduled: (controller, env, ctx) => handlers.scheduled!(controller, env, ctx),
+} satisfies ExportedHandler<Env, QueuedEvent>;

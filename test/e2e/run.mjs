@@ -1,0 +1,361 @@
+#!/usr/bin/env node
+// `npm run test:e2e`: the whole gateway under `wrangler dev` (real workerd, local D1 and
+// Queue), driven over 127.0.0.1 as Seismic and Zuddl would, with local downstream receivers,
+// faults injected through test/e2e/fault-worker.ts, and state read back through the admin API.
+// Bounded: every wait has a deadline, every process it starts is stopped.
+import assert from "node:assert/strict";
+import { createHmac, randomUUID } from "node:crypto";
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
+
+const root = new URL("../..", import.meta.url).pathname;
+const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? 5000);
+const ADMIN = "e2e-admin-token";
+const S1 = "e2e-seismic-one";
+const S2 = "e2e-seismic-two";
+const Z1 = "e2e-zuddl-one";
+const Z2 = "e2e-zuddl-two";
+const figures = {};
+const results = [];
+/** Provider-side retries in the running scenario. */
+let retries = { after503: 0, afterConnectionError: 0 };
+
+// ---------------------------------------------------------------- downstream receivers
+
+/** Three destinations on one local server: /flaky fails a third of requests, /slow waits. */
+async function startReceivers() {
+  const port = await freePort();
+  const seen = { flaky: new Map(), slow: new Map(), picky: new Map() };
+  let failures = 0;
+  const server = createServer((request, response) => {
+    const chunks = [];
+    request.on("data", (chunk) => chunks.push(chunk));
+    request.on("end", async () => {
+      const name = request.url.slice(1);
+      const id = request.headers["webhook-id"];
+      if (name === "flaky" && Math.random() < 1 / 3) {
+        failures++;
+        response.writeHead(500).end();
+        return;
+      }
+      if (name === "slow") await new Promise((resolve) => setTimeout(resolve, 50));
+      seen[name]?.set(id, (seen[name].get(id) ?? 0) + 1);
+      response.writeHead(200).end("ok");
+    });
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    seen,
+    failures: () => failures,
+    destinations: [
+      { name: "flaky", url: `http://127.0.0.1:${port}/flaky` },
+      { name: "slow", url: `http://127.0.0.1:${port}/slow`, providers: ["seismic"] },
+      { name: "picky", url: `http://127.0.0.1:${port}/picky`, types: ["ContentManager*"], filter: "$.data..[?(@.teamSiteId == '1')]" },
+    ],
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+// ---------------------------------------------------------------- senders
+
+const sample = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8");
+const zuddlSample = readFileSync(join(root, "test/fixtures/zuddl-time-spent-in-session.json"), "utf8");
+
+/** A mix of provider events; `routes` says which destinations must receive it. */
+function makeEvent(i) {
+  const id = randomUUID();
+  switch (i % 5) {
+    case 0:
+    case 1:
+      return { provider: "seismic", id, body: sample.replace("e40bbaab-f86e-e62b-d3c9-5104734edb18", id), routes: ["flaky", "slow"] };
+    case 2: {
+      const teamSiteId = i % 10 === 2 ? "1" : "2";
+      const body = JSON.stringify({ id, version: "ContentManagerCreateFileV1", occurredAt: "2024-03-31T09:13:57.948Z", tenantId: "t-1", tenantName: "demo", data: { contentId: `c-${i}`, teamSiteId, format: "PPTX" } });
+      return { provider: "seismic", id, body, routes: teamSiteId === "1" ? ["flaky", "slow", "picky"] : ["flaky", "slow"] };
+    }
+    default:
+      return { provider: "zuddl", id, body: zuddlSample.replace("a912a64f-8865-4289-9024-9a120792c3d8", id), routes: ["flaky"] };
+  }
+}
+
+const hmac = (secret, body) => createHmac("sha256", secret).update(body).digest("hex");
+
+function signed(event, keys = { seismic: [S1], zuddl: [Z1] }) {
+  if (event.provider === "seismic") {
+    const [current, old] = keys.seismic;
+    return { "x-seismic-signature": hmac(current, event.body), ...(old ? { "x-seismic-signature-old": hmac(old, event.body) } : {}) };
+  }
+  return { "x-webhook-signature": `sha256=${hmac(keys.zuddl[0], event.body)}` };
+}
+
+/** Posts like a provider: retries 5xx and connection failures until a final answer or the deadline. */
+async function deliver(gateway, event, headers, { retryUntil = Date.now() + 60_000 } = {}) {
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    try {
+      const response = await fetch(`${gateway.url}/webhooks/${event.provider}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: event.body,
+      });
+      const text = await response.text();
+      if (response.status < 500) return { status: response.status, body: text ? JSON.parse(text) : null, attempts };
+      retries.after503++;
+    } catch {
+      retries.afterConnectionError++;
+    }
+    if (Date.now() > retryUntil) return { status: 0, body: null, attempts };
+    await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 200));
+  }
+}
+
+async function pool(items, concurrency, work) {
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < items.length) await work(items[next++]);
+  }));
+}
+
+async function admin(gateway, path, init = {}) {
+  const response = await fetch(`${gateway.url}${path}`, { ...init, headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(response.status < 300, true, `${path}: ${response.status}`);
+  return response.json();
+}
+
+async function until(what, check, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Distinct stored events per provider since the scenario started (admin stats). */
+async function storedCount(gateway, since) {
+  const stats = await admin(gateway, `/admin/stats?since=${since}`);
+  return stats.events.reduce((sum, row) => sum + row.count, 0);
+}
+
+const gatewayVars = (receivers, secrets = { SEISMIC_SIGNING_SECRET: S1, ZUDDL_SIGNING_SECRET: Z1 }) => ({
+  ...secrets,
+  ADMIN_TOKEN: ADMIN,
+  DESTINATIONS: receivers.destinations,
+  MAX_DELIVERY_ATTEMPTS: "12",
+  RETRY_BASE_SECONDS: "1",
+  RETRY_MAX_SECONDS: "4",
+});
+
+async function scenario(name, run) {
+  const started = Date.now();
+  retries = { after503: 0, afterConnectionError: 0 };
+  try {
+    await run();
+    results.push({ name, ok: true, seconds: (Date.now() - started) / 1000, senderRetries: retries });
+    console.log(`ok   ${name} (${((Date.now() - started) / 1000).toFixed(1)} s; sender retries: ${retries.after503} after 5xx, ${retries.afterConnectionError} after connection errors)`);
+  } catch (err) {
+    results.push({ name, ok: false, error: String(err) });
+    console.log(`FAIL ${name}: ${err.stack ?? err}`);
+  }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow destination`, async () => {
+  const receivers = await startReceivers();
+  const gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars(receivers) });
+  try {
+    const since = Date.now() - 1000;
+    const events = Array.from({ length: SOAK_EVENTS }, (_, i) => makeEvent(i));
+    // Some events are delivered two or three times, a few of them concurrently.
+    const sends = events.flatMap((event, i) => (i % 7 === 0 ? [event, event] : i % 11 === 0 ? [event, event, event] : [event]));
+    const concurrent = events.filter((_, i) => i % 13 === 0);
+    const outcomes = { accepted: 0, duplicate: 0, other: 0 };
+    const count = (answer) => {
+      if (answer.status === 200 && answer.body?.status) outcomes[answer.body.status] = (outcomes[answer.body.status] ?? 0) + 1;
+      else outcomes.other++;
+    };
+    const sendStarted = Date.now();
+    await Promise.all([
+      pool(sends, 16, async (event) => count(await deliver(gateway, event, signed(event)))),
+      pool(concurrent, 4, async (event) => (await Promise.all([1, 2, 3].map(() => deliver(gateway, event, signed(event))))).forEach(count)),
+    ]);
+    const sendSeconds = (Date.now() - sendStarted) / 1000;
+    assert.equal(outcomes.other, 0, "every genuine delivery got a 200");
+    assert.equal(outcomes.accepted, events.length, "each event accepted exactly once");
+
+    // Everything reaches every destination it routes to, then nothing is left pending.
+    const expected = { flaky: new Set(), slow: new Set(), picky: new Set() };
+    const ids = new Map();
+    await until("all deliveries", async () => {
+      const stats = await admin(gateway, `/admin/stats?since=${since}`);
+      const open = stats.deliveries.filter((d) => d.status === "pending" || d.status === "failed").reduce((s, d) => s + d.count, 0);
+      const queued = stats.events.filter((e) => e.status !== "delivered").reduce((s, e) => s + e.count, 0);
+      return open === 0 && queued === 0;
+    }, 240_000);
+    for (const event of events) {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.body.status, "duplicate");
+      ids.set(event.id, answer.body.id);
+      for (const name of event.routes) expected[name].add(answer.body.id);
+    }
+    for (const name of Object.keys(expected)) {
+      const got = new Set(receivers.seen[name].keys());
+      const missing = [...expected[name]].filter((id) => !got.has(id));
+      const unexpected = [...got].filter((id) => !expected[name].has(id));
+      assert.deepEqual({ missing: missing.length, unexpected: unexpected.length }, { missing: 0, unexpected: 0 }, `destination ${name}`);
+    }
+    assert.equal(await storedCount(gateway, since), events.length, "stored exactly once");
+    const dead = await admin(gateway, "/admin/deliveries?status=dead&limit=200");
+    assert.equal(dead.deliveries.length, 0, "nothing dead");
+    const duplicateForwards = Object.values(receivers.seen).reduce((s, m) => s + [...m.values()].reduce((a, n) => a + n - 1, 0), 0);
+    Object.assign(figures, {
+      soakEvents: events.length,
+      soakRequests: sends.length + concurrent.length * 3 + events.length,
+      soakDuplicatesSuppressed: outcomes.duplicate + events.length,
+      soakStored: events.length,
+      soakForwarded: Object.values(expected).reduce((s, set) => s + set.size, 0),
+      soakDownstreamFailuresInjected: receivers.failures(),
+      soakDuplicateForwards: duplicateForwards,
+      soakAcceptSeconds: sendSeconds,
+    });
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
+
+await scenario("rotation: secrets switched midway, in both orders, on both providers", async () => {
+  const receivers = await startReceivers();
+  let gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars(receivers) });
+  const restart = async (secrets) => {
+    const { persistTo } = gateway;
+    await gateway.stop();
+    gateway = await startWorker({ script: "test/e2e/fault-worker.ts", persistTo, migrate: false, vars: gatewayVars(receivers, secrets) });
+  };
+  const expectAll = async (label, count, keys, status = 200) => {
+    const events = Array.from({ length: count }, (_, i) => makeEvent(i));
+    await pool(events, 8, async (event) => {
+      const answer = await deliver(gateway, event, signed(event, keys), { retryUntil: Date.now() + 10_000 });
+      assert.equal(answer.status, status, `${label}: ${event.provider} answered ${answer.status}`);
+    });
+    figures.rotationEvents = (figures.rotationEvents ?? 0) + (status === 200 ? count : 0);
+    figures.rotationForgeriesRejected = (figures.rotationForgeriesRejected ?? 0) + (status === 401 ? count : 0);
+  };
+  try {
+    // Seismic rotates first: new header + old header, our bindings still old.
+    await expectAll("before rotation", 50, { seismic: [S1], zuddl: [Z1] });
+    await expectAll("provider rotated first", 50, { seismic: [S2, S1], zuddl: [Z1] });
+    await restart({ SEISMIC_SIGNING_SECRET: S2, SEISMIC_SIGNING_SECRET_OLD: S1, ZUDDL_SIGNING_SECRET: Z2, ZUDDL_SIGNING_SECRET_OLD: Z1 });
+    await expectAll("both sides mid-rotation", 50, { seismic: [S2, S1], zuddl: [Z2] });
+    await expectAll("late retries signed with the old secrets", 50, { seismic: [S1], zuddl: [Z1] });
+    await restart({ SEISMIC_SIGNING_SECRET: S2, ZUDDL_SIGNING_SECRET: Z2 });
+    await expectAll("rotation finished", 50, { seismic: [S2, S1], zuddl: [Z2] });
+    await expectAll("old secret alone after the rotation", 20, { seismic: ["forged-or-retired"], zuddl: ["forged-or-retired"] }, 401);
+    // We rotate first: provider still signs with the old secret only.
+    await restart({ SEISMIC_SIGNING_SECRET: S1, SEISMIC_SIGNING_SECRET_OLD: S2, ZUDDL_SIGNING_SECRET: Z1, ZUDDL_SIGNING_SECRET_OLD: Z2 });
+    await expectAll("we rotated first", 50, { seismic: [S2], zuddl: [Z2] });
+    await expectAll("provider catches up", 50, { seismic: [S1, S2], zuddl: [Z1] });
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
+
+await scenario("storage faults: D1 then the Queue fail for a stretch; senders retry; complete, no duplicates", async () => {
+  const receivers = await startReceivers();
+  const gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars(receivers) });
+  try {
+    const since = Date.now() - 1000;
+    const events = Array.from({ length: 300 }, (_, i) => makeEvent(i));
+    const setFaults = (faults) => fetch(`${gateway.url}/__faults`, { method: "POST", body: JSON.stringify(faults) }).then((r) => r.json());
+    const sending = pool(events, 8, async (event) => {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.status, 200);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await setFaults({ d1: { fail: true, delayMs: 0 } });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await setFaults({ d1: { fail: false, delayMs: 0 }, queue: { fail: true, delayMs: 0 } });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const { injected } = await setFaults({ queue: { fail: false, delayMs: 0 } });
+    await sending;
+    assert.ok(injected > 0, "faults were injected");
+    assert.equal(await storedCount(gateway, since), events.length, "every event stored exactly once");
+    await until("deliveries after faults", async () => {
+      const stats = await admin(gateway, `/admin/stats?since=${since}`);
+      return stats.events.every((e) => e.status === "delivered");
+    }, 120_000);
+    for (const event of events) {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.body.status, "duplicate");
+    }
+    figures.storageFaultsInjected = injected;
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
+
+await scenario("restart: wrangler dev stopped and started mid-stream loses no accepted event", async () => {
+  const receivers = await startReceivers();
+  let gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars(receivers) });
+  try {
+    const since = Date.now() - 1000;
+    const events = Array.from({ length: 400 }, (_, i) => makeEvent(i));
+    const accepted = new Set();
+    const target = { url: gateway.url };
+    const sending = pool(events, 8, async (event) => {
+      const answer = await deliver(target, event, signed(event), { retryUntil: Date.now() + 90_000 });
+      assert.equal(answer.status, 200);
+      accepted.add(event.id);
+    });
+    await until("some events in", () => accepted.size > 100, 30_000);
+    const { persistTo, port } = gateway;
+    await gateway.stop();
+    gateway = await startWorker({ script: "test/e2e/fault-worker.ts", persistTo, port, migrate: false, vars: gatewayVars(receivers) });
+    await sending;
+    assert.equal(accepted.size, events.length);
+    assert.equal(await storedCount(gateway, since), events.length, "every accepted event is still stored, once");
+    figures.restartEvents = events.length;
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
+
+await scenario("deadline: with storage stalled, 503 before 3 seconds instead of a timeout", async () => {
+  const receivers = await startReceivers();
+  const gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars(receivers) });
+  try {
+    await fetch(`${gateway.url}/__faults`, { method: "POST", body: JSON.stringify({ d1: { fail: false, delayMs: 5_000 } }) });
+    const timings = [];
+    for (let i = 0; i < 5; i++) {
+      const event = makeEvent(i);
+      const started = Date.now();
+      const response = await fetch(`${gateway.url}/webhooks/${event.provider}`, { method: "POST", headers: { "content-type": "application/json", ...signed(event) }, body: event.body });
+      timings.push(Date.now() - started);
+      assert.equal(response.status, 503);
+      assert.equal((await response.json()).error.code, "storage_timeout");
+      assert.ok(response.headers.get("retry-after"));
+    }
+    figures.deadlineMaxMs = Math.max(...timings);
+    assert.ok(figures.deadlineMaxMs < 3000, `answered within ${figures.deadlineMaxMs} ms`);
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
+
+// ---------------------------------------------------------------- report
+
+mkdirSync(join(root, "test-artifacts"), { recursive: true });
+console.log(JSON.stringify(figures, null, 2));
+writeFileSync(join(root, "test-artifacts/e2e.json"), JSON.stringify({ results, figures }, null, 2));
+const failed = results.filter((r) => !r.ok).length;
+console.log(`e2e: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
