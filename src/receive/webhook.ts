@@ -10,7 +10,7 @@ import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
-import { markEnqueued, newEventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { isEnqueued, markEnqueued, newEventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
@@ -18,6 +18,9 @@ const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
 const DEFAULT_BODY_TIMEOUT_MS = 1000;
+/** How a redelivery waits for a concurrent first delivery of the same event before answering 503. */
+const IN_PROGRESS_CHECKS = 3;
+const IN_PROGRESS_WAIT_MS = 50;
 
 export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
   return async function receiveWebhook(c) {
@@ -138,6 +141,11 @@ async function persist(env: Env, event: NewEvent, afterResponse: (work: Promise<
   });
   if (state === "duplicate") return { key, status: "duplicate" };
   if (state === "in_progress") {
+    // A redelivery racing the first one: that attempt is usually a few milliseconds from done.
+    for (let i = 0; i < IN_PROGRESS_CHECKS; i++) {
+      await new Promise((resolve) => setTimeout(resolve, IN_PROGRESS_WAIT_MS));
+      if (await isEnqueued(env.DB, key).catch(() => false)) return { key, status: "duplicate" };
+    }
     throw unavailable("in_progress", "an earlier delivery of this event is still being stored; retry later", 2);
   }
   try {

@@ -105,6 +105,11 @@ export async function markEnqueued(db: D1Database, key: string, at: number): Pro
     .run();
 }
 
+export async function isEnqueued(db: D1Database, key: string): Promise<boolean> {
+  const row = await db.prepare(`SELECT enqueued_at FROM events WHERE key = ?1`).bind(key).first<{ enqueued_at: number | null }>();
+  return row?.enqueued_at != null;
+}
+
 /** After a failed send: let the provider's next retry enqueue at once instead of after the lease. */
 export async function releaseClaim(db: D1Database, key: string): Promise<void> {
   await db.prepare(`UPDATE events SET claimed_at = NULL WHERE key = ?1 AND enqueued_at IS NULL`).bind(key).run();
