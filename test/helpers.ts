@@ -62,6 +62,16 @@ export async function zuddlRequest(body: string, headers?: Record<string, string
   return webhookRequest("zuddl", body, headers ?? { "x-webhook-signature": `sha256=${await hmacHex(env.ZUDDL_SIGNING_SECRET!, body)}` });
 }
 
+/** A Seismic-looking POST whose body is a stream (no Content-Length), with a well-formed, wrong signature. */
+export function streamingRequest(body: ReadableStream<Uint8Array>): Request {
+  return new Request("https://edgehook.test/webhooks/seismic", {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-seismic-signature": "0".repeat(64) },
+    body,
+    duplex: "half",
+  } as RequestInit);
+}
+
 /** Through the deployed entry point, with the test environment's real bindings. */
 export function send(request: Request): Promise<Response> {
   return exports.default.fetch(request);

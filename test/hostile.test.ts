@@ -5,7 +5,7 @@
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { countRows, hmacHex, send, sendWith, seismicBody, webhookRequest, zuddlBody } from "./helpers";
+import { countRows, hmacHex, send, sendWith, seismicBody, streamingRequest, webhookRequest, zuddlBody } from "./helpers";
 
 const utf8 = new TextEncoder();
 
@@ -147,13 +147,7 @@ describe("slow and oversized bodies", () => {
         clearInterval(timer);
       },
     });
-    const request = new Request("https://edgehook.test/webhooks/seismic", {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-seismic-signature": "0".repeat(64) },
-      body: stream,
-      duplex: "half",
-    } as RequestInit);
-    const response = await sendWith(request, { BODY_TIMEOUT_MS: "300" });
+    const response = await sendWith(streamingRequest(stream), { BODY_TIMEOUT_MS: "300" });
     clearInterval(timer);
     expect(response.status).toBe(408);
     expect((await response.json()) as unknown).toMatchObject({ error: { code: "body_timeout" } });

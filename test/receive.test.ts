@@ -6,7 +6,7 @@ import livesendV3 from "./fixtures/seismic-livesend-session-summary-v3.json?raw"
 import timeSpent from "./fixtures/zuddl-time-spent-in-session.json?raw";
 import {
   ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendWith, seismicBody, seismicRequest,
-  uniqueId, webhookRequest, zuddlBody, zuddlRequest,
+  streamingRequest, uniqueId, webhookRequest, zuddlBody, zuddlRequest,
 } from "./helpers";
 
 interface Accepted {
@@ -193,12 +193,7 @@ describe("bad input gets a precise status and JSON error", () => {
         else controller.enqueue(chunk);
       },
     });
-    const request = new Request("https://edgehook.test/webhooks/seismic", {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-seismic-signature": "0".repeat(64) },
-      body: stream,
-      duplex: "half",
-    } as RequestInit);
+    const request = streamingRequest(stream);
     expect(request.headers.get("content-length")).toBeNull();
     // Straight into the handler: across a service binding the sender's pipe would report the cut.
     await expectError(await sendWith(request, {}), 413, "body_too_large");

@@ -176,7 +176,7 @@ function deliveryView(row: DeliveryRow, attempts?: AttemptRow[]) {
   };
 }
 
-export function limitParam(value: string | undefined, fallback = 50): number {
+function limitParam(value: string | undefined, fallback = 50): number {
   if (value === undefined) return fallback;
   const limit = Number(value);
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
@@ -186,7 +186,7 @@ export function limitParam(value: string | undefined, fallback = 50): number {
 }
 
 /** Accepts ISO 8601 or epoch milliseconds. */
-export function timeParam(value: string | undefined, name: string): number | undefined {
+function timeParam(value: string | undefined, name: string): number | undefined {
   if (value === undefined || value === "") return undefined;
   const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
   if (!Number.isFinite(ms)) throw new HttpError(400, "invalid_time", `${name} must be an ISO 8601 time or epoch milliseconds`);

@@ -149,7 +149,7 @@ interface RetryPolicy {
 }
 
 /** Exponential backoff with jitter: half the step fixed, half random, so retries spread out. */
-export function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
+function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
   const step = Math.min(policy.maxSeconds, policy.baseSeconds * 2 ** Math.max(0, attempt - 1));
   return Math.ceil(step / 2 + Math.random() * (step / 2));
 }

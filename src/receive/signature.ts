@@ -9,7 +9,7 @@ const encoder = new TextEncoder();
 const keyCache = new Map<string, Promise<CryptoKey>>();
 
 /** Secrets are few and long-lived: import each once per isolate. */
-export function hmacKey(secret: string | Uint8Array): Promise<CryptoKey> {
+function hmacKey(secret: string | Uint8Array): Promise<CryptoKey> {
   const raw = typeof secret === "string" ? encoder.encode(secret) : secret;
   const cacheKey = typeof secret === "string" ? secret : `bytes:${bytesToHex(raw)}`;
   let key = keyCache.get(cacheKey);

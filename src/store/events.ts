@@ -115,10 +115,6 @@ export async function releaseClaim(db: D1Database, key: string): Promise<void> {
   await db.prepare(`UPDATE events SET claimed_at = NULL WHERE key = ?1 AND enqueued_at IS NULL`).bind(key).run();
 }
 
-export async function setEventStatus(db: D1Database, key: string, status: EventStatus): Promise<void> {
-  await db.prepare(`UPDATE events SET status = ?2 WHERE key = ?1`).bind(key, status).run();
-}
-
 export async function getEvent(db: D1Database, key: string): Promise<EventRow | null> {
   return db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(key).first<EventRow>();
 }
