@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes";
+import { consoleRoutes } from "./console/routes";
 import { loadDestinations } from "./deliver/destinations";
 import type { Env } from "./env";
 import { errorResponse, HttpError } from "./errors";
@@ -36,6 +37,7 @@ app.get("/healthz", (c) => {
 app.post("/webhooks/:provider", receiveWebhook());
 
 app.route("/admin", adminRoutes);
+app.route("/console", consoleRoutes);
 
 app.notFound((c) => {
   throw new HttpError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`);

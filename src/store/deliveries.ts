@@ -185,3 +185,43 @@ export async function stats(db: D1Database, since: number, until: number): Promi
   ]);
   return { events: events!.results as Stats["events"], deliveries: deliveries!.results as Stats["deliveries"] };
 }
+
+export interface TimelineBucket {
+  start: number;
+  received: number;
+  delivered: number;
+  failed: number;
+}
+
+/** Events received and delivery outcomes per bucket since `since`, for the console's chart. */
+export async function timeline(db: D1Database, since: number, bucketMs: number, buckets: number): Promise<TimelineBucket[]> {
+  const [events, deliveries] = await db.batch([
+    db
+      .prepare(`SELECT (received_at - ?1) / ?2 AS bucket, count(*) AS n FROM events WHERE received_at >= ?1 GROUP BY bucket`)
+      .bind(since, bucketMs),
+    db
+      .prepare(
+        `SELECT (updated_at - ?1) / ?2 AS bucket, sum(status IN ('delivered', 'gone')) AS delivered,
+                sum(status IN ('failed', 'dead')) AS failed
+         FROM deliveries WHERE updated_at >= ?1 GROUP BY bucket`,
+      )
+      .bind(since, bucketMs),
+  ]);
+  const rows = Array.from({ length: buckets }, (_, i) => ({ start: since + i * bucketMs, received: 0, delivered: 0, failed: 0 }));
+  for (const r of events!.results as { bucket: number; n: number }[]) if (rows[r.bucket]) rows[r.bucket]!.received = r.n;
+  for (const r of deliveries!.results as { bucket: number; delivered: number; failed: number }[]) {
+    if (rows[r.bucket]) Object.assign(rows[r.bucket]!, { delivered: r.delivered, failed: r.failed });
+  }
+  return rows;
+}
+
+/** The console's headline counts: events received in the last hour and day, dead deliveries. */
+export async function consoleCounts(db: D1Database, now: number): Promise<{ hour: number; day: number; deadDeliveries: number }> {
+  const [hour, day, dead] = await db.batch([
+    db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 3_600_000),
+    db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 86_400_000),
+    db.prepare(`SELECT count(*) AS n FROM deliveries WHERE status = 'dead'`),
+  ]);
+  const n = (result: D1Result | undefined) => (result?.results[0] as { n: number } | undefined)?.n ?? 0;
+  return { hour: n(hour), day: n(day), deadDeliveries: n(dead) };
+}

@@ -216,3 +216,25 @@ export async function quarantine(db: D1Database, item: QuarantinedPayload): Prom
     .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt)
     .run();
 }
+
+export interface QuarantineRow {
+  id: number;
+  provider: string;
+  reason: string;
+  error: string;
+  path: string | null;
+  bytes: number;
+  attempts: number;
+  last_received_at: number;
+}
+
+export async function listQuarantine(db: D1Database, limit: number): Promise<QuarantineRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT id, provider, reason, error, path, length(body) AS bytes, attempts, last_received_at
+       FROM quarantine ORDER BY last_received_at DESC LIMIT ?1`,
+    )
+    .bind(limit)
+    .all<QuarantineRow>();
+  return results;
+}

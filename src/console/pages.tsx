@@ -1,0 +1,283 @@
+/** The console's HTML, server-rendered with Hono's JSX: no client framework, a few lines of script. */
+import type { Child, FC } from "hono/jsx";
+import { raw } from "hono/html";
+import type { Destination } from "../deliver/destinations";
+import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
+import type { EventRow, QuarantineRow } from "../store/events";
+
+const STYLE = `
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}
+header a{color:#fff}header nav{display:flex;gap:1rem;flex:1}
+main{padding:1rem 1.2rem;max-width:1200px}
+a:focus,button:focus,input:focus,select:focus{outline:3px solid #f5a623;outline-offset:2px}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:.35rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
+form.filters{display:flex;flex-wrap:wrap;gap:.6rem;align-items:flex-end;margin:.6rem 0}
+form.filters label{display:flex;flex-direction:column;font-size:12px}
+input,select,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
+.status-delivered,.status-gone{color:#17803d}.status-failed,.status-pending,.status-queued,.status-received{color:#a86400}.status-dead{color:#c0262d}
+.cards{display:flex;gap:1rem;margin:.6rem 0}.card{background:#fff;padding:.6rem 1rem;border:1px solid #e3e6ea}
+.card strong{display:block;font-size:22px}
+pre{background:#fff;border:1px solid #e3e6ea;padding:.8rem;overflow:auto;max-height:40rem}
+.error{color:#c0262d}.note{color:#17803d}
+svg text{font-size:10px;fill:#555}
+`;
+
+export const Layout: FC<{ title: string; children?: Child }> = ({ title, children }) => (
+  <html lang="en">
+    <head>
+      <meta charset="utf-8" />
+      <meta name="viewport" content="width=device-width, initial-scale=1" />
+      <title>{title} · edgehook</title>
+      <style>{raw(STYLE)}</style>
+    </head>
+    <body>
+      <header>
+        <strong>edgehook</strong>
+        <nav aria-label="Console">
+          <a href="/console">Events</a>
+          <a href="/console/dead">Dead letters &amp; quarantine</a>
+          <a href="/console/destinations">Destinations</a>
+        </nav>
+        <form method="post" action="/console/logout">
+          <button type="submit">Sign out</button>
+        </form>
+      </header>
+      <main>
+        <h1>{title}</h1>
+        {children}
+      </main>
+    </body>
+  </html>
+);
+
+export const LoginPage: FC<{ error?: string }> = ({ error }) => (
+  <html lang="en">
+    <head>
+      <meta charset="utf-8" />
+      <title>Sign in · edgehook</title>
+      <style>{raw(STYLE)}</style>
+    </head>
+    <body>
+      <main>
+        <h1>edgehook console</h1>
+        {error && <p class="error" role="alert">{error}</p>}
+        <form method="post" action="/console/login">
+          <label for="token">Admin token</label>{" "}
+          <input id="token" name="token" type="password" autocomplete="current-password" required autofocus />{" "}
+          <button type="submit">Sign in</button>
+        </form>
+      </main>
+    </body>
+  </html>
+);
+
+const time = (ms: number | null) => (ms === null ? "–" : new Date(ms).toISOString().replace("T", " ").slice(0, 19));
+const Status: FC<{ status: string }> = ({ status }) => <span class={`status-${status}`}>{status}</span>;
+
+export interface EventFilterValues {
+  provider?: string;
+  type?: string;
+  status?: string;
+  tenant?: string;
+  eventId?: string;
+  since?: string;
+  until?: string;
+}
+
+export const EventLog: FC<{
+  filters: EventFilterValues;
+  events: Omit<EventRow, "body">[];
+  nextCursor: string | null;
+  counts: { hour: number; day: number; deadDeliveries: number };
+  hour: TimelineBucket[];
+  day: TimelineBucket[];
+}> = ({ filters, events, nextCursor, counts, hour, day }) => {
+  const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
+  return (
+    <Layout title="Events">
+      <section class="cards" aria-label="Counts" aria-live="polite">
+        <div class="card">Received, last hour<strong id="count-hour">{counts.hour}</strong></div>
+        <div class="card">Received, last day<strong id="count-day">{counts.day}</strong></div>
+        <div class="card">Dead deliveries<strong id="count-dead">{counts.deadDeliveries}</strong></div>
+      </section>
+      <Chart label="Last hour, 5-minute buckets" buckets={hour} />
+      <Chart label="Last day, 1-hour buckets" buckets={day} />
+      <form class="filters" method="get" action="/console" role="search">
+        <label for="f-provider">Provider<select id="f-provider" name="provider">
+          {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
+        </select></label>
+        <label for="f-type">Type<input id="f-type" name="type" value={filters.type ?? ""} /></label>
+        <label for="f-status">Status<select id="f-status" name="status">
+          {["", "received", "queued", "delivered", "failed", "dead"].map((s) => <option value={s} selected={filters.status === s}>{s || "any"}</option>)}
+        </select></label>
+        <label for="f-tenant">Tenant<input id="f-tenant" name="tenant" value={filters.tenant ?? ""} /></label>
+        <label for="f-since">From<input id="f-since" name="since" type="datetime-local" value={filters.since ?? ""} /></label>
+        <label for="f-until">To<input id="f-until" name="until" type="datetime-local" value={filters.until ?? ""} /></label>
+        <label for="f-event">Event id<input id="f-event" name="eventId" value={filters.eventId ?? ""} /></label>
+        <button type="submit">Filter</button>
+      </form>
+      <table>
+        <caption class="sr">Newest first</caption>
+        <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
+        <tbody>
+          {events.map((e) => (
+            <tr>
+              <td>{time(e.received_at)}</td>
+              <td>{e.provider}</td>
+              <td>{e.type}{e.known_type ? "" : " (unknown type)"}</td>
+              <td>{e.tenant ?? "–"}</td>
+              <td><Status status={e.status} /></td>
+              <td><a href={`/console/events/${e.key}`}>{e.event_id}</a></td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {events.length === 0 && <p>No events match.</p>}
+      {nextCursor && <p><a href={`/console?${query}${query.size ? "&" : ""}cursor=${encodeURIComponent(nextCursor)}`}>Older events →</a></p>}
+      <script>{raw(LIVE_COUNTS)}</script>
+    </Layout>
+  );
+};
+
+/** Refreshes the counts every 5 seconds (the session cookie goes along). */
+const LIVE_COUNTS = `
+setInterval(async () => {
+  const r = await fetch("/console/stats.json", { credentials: "same-origin" });
+  if (!r.ok) return;
+  const s = await r.json();
+  for (const k of ["hour", "day", "dead"]) document.getElementById("count-" + k).textContent = s[k];
+}, 5000);`;
+
+const Chart: FC<{ label: string; buckets: TimelineBucket[] }> = ({ label, buckets }) => {
+  const width = 600;
+  const height = 90;
+  const max = Math.max(1, ...buckets.map((b) => Math.max(b.received, b.delivered + b.failed)));
+  const slot = width / buckets.length;
+  const bar = (value: number) => (value / max) * (height - 12);
+  const total = buckets.reduce((s, b) => ({ received: s.received + b.received, delivered: s.delivered + b.delivered, failed: s.failed + b.failed }), { received: 0, delivered: 0, failed: 0 });
+  return (
+    <figure>
+      <svg width={width} height={height} role="img" aria-label={`${label}: ${total.received} events received, ${total.delivered} deliveries succeeded, ${total.failed} failed`}>
+        {buckets.map((b, i) => (
+          <g>
+            <rect x={i * slot + 1} y={height - 10 - bar(b.received)} width={slot / 2 - 1} height={bar(b.received)} fill="#3867d6"><title>{`${time(b.start)}: ${b.received} received`}</title></rect>
+            <rect x={i * slot + slot / 2} y={height - 10 - bar(b.delivered)} width={slot / 2 - 1} height={bar(b.delivered)} fill="#20bf6b"><title>{`${b.delivered} delivered`}</title></rect>
+            <rect x={i * slot + slot / 2} y={height - 10 - bar(b.delivered) - bar(b.failed)} width={slot / 2 - 1} height={bar(b.failed)} fill="#eb3b5a"><title>{`${b.failed} failed or dead`}</title></rect>
+          </g>
+        ))}
+        <text x="0" y={height}>{label}: blue received, green delivered, red failed</text>
+      </svg>
+    </figure>
+  );
+};
+
+export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; notice?: string }> = ({ event, deliveries, attempts, destinations, notice }) => {
+  let pretty = event.body;
+  try {
+    pretty = JSON.stringify(JSON.parse(event.body), null, 2);
+  } catch {
+    // shown as stored
+  }
+  return (
+    <Layout title={`${event.provider} · ${event.type}`}>
+      {notice && <p class="note" role="status">{notice}</p>}
+      <table>
+        <tbody>
+          <tr><th scope="row">Gateway id</th><td>{event.key}</td></tr>
+          <tr><th scope="row">Provider event id</th><td>{event.event_id}</td></tr>
+          <tr><th scope="row">Type</th><td>{event.type}{event.known_type ? "" : " (unknown type)"}</td></tr>
+          <tr><th scope="row">Tenant</th><td>{event.tenant ?? "–"}</td></tr>
+          <tr><th scope="row">Occurred at (as sent)</th><td>{event.occurred_at ?? "–"}</td></tr>
+          <tr><th scope="row">Received</th><td>{time(event.received_at)}</td></tr>
+          <tr><th scope="row">Verified with</th><td>{event.verified_with === "old" ? "the old (previous) secret" : "the current secret"}</td></tr>
+          <tr><th scope="row">Status</th><td><Status status={event.status} /></td></tr>
+        </tbody>
+      </table>
+      <h2>Deliveries</h2>
+      <form method="post" action={`/console/events/${event.key}/replay`}>
+        <label for="replay-destination">Replay to</label>{" "}
+        <select id="replay-destination" name="destination">
+          <option value="">all routed destinations</option>
+          {destinations.map((d) => <option value={d}>{d}</option>)}
+        </select>{" "}
+        <button type="submit">Replay</button>
+      </form>
+      {deliveries.length === 0 && <p>No deliveries (no destination routes this event).</p>}
+      {deliveries.map((d) => (
+        <section aria-label={`Deliveries to ${d.destination}`}>
+          <h3>{d.destination}: <Status status={d.status} /> after {d.attempts} attempt{d.attempts === 1 ? "" : "s"}</h3>
+          <table>
+            <thead><tr><th scope="col">Attempt</th><th scope="col">At</th><th scope="col">Status code</th><th scope="col">Took</th><th scope="col">Error</th></tr></thead>
+            <tbody>
+              {attempts.filter((a) => a.destination === d.destination).map((a) => (
+                <tr><td>{a.attempt}</td><td>{time(a.started_at)}</td><td>{a.status_code ?? "–"}</td><td>{a.duration_ms} ms</td><td>{a.error ?? ""}</td></tr>
+              ))}
+            </tbody>
+          </table>
+          {d.next_attempt_at && <p>Next attempt {time(d.next_attempt_at)}</p>}
+        </section>
+      ))}
+      <h2>Payload</h2>
+      <pre tabindex={0} aria-label="Payload">{pretty}</pre>
+    </Layout>
+  );
+};
+
+export const DeadPage: FC<{ dead: DeliveryRow[]; quarantined: QuarantineRow[]; notice?: string }> = ({ dead, quarantined, notice }) => (
+  <Layout title="Dead letters & quarantine">
+    {notice && <p class="note" role="status">{notice}</p>}
+    <h2>Dead deliveries</h2>
+    <form method="post" action="/console/replay">
+      <label for="bulk-destination">Replay dead deliveries to</label>{" "}
+      <select id="bulk-destination" name="destination">
+        <option value="">every destination</option>
+        {[...new Set(dead.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
+      </select>{" "}
+      <button type="submit">Replay (up to 100)</button>
+    </form>
+    <table>
+      <thead><tr><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
+      <tbody>
+        {dead.map((d) => (
+          <tr><td><a href={`/console/events/${d.event_key}`}>{d.event_key}</a></td><td>{d.destination}</td><td>{d.attempts}</td><td>{d.last_error ?? ""}</td><td>{time(d.updated_at)}</td></tr>
+        ))}
+      </tbody>
+    </table>
+    {dead.length === 0 && <p>No dead deliveries.</p>}
+    <h2>Quarantined payloads</h2>
+    <p>Signed bodies that could not be accepted (bad JSON or a schema mismatch), kept so nothing genuine is lost.</p>
+    <table>
+      <thead><tr><th scope="col">Last received</th><th scope="col">Provider</th><th scope="col">Reason</th><th scope="col">At path</th><th scope="col">Error</th><th scope="col">Bytes</th><th scope="col">Times</th></tr></thead>
+      <tbody>
+        {quarantined.map((q) => (
+          <tr><td>{time(q.last_received_at)}</td><td>{q.provider}</td><td>{q.reason}</td><td><code>{q.path ?? "–"}</code></td><td>{q.error}</td><td>{q.bytes}</td><td>{q.attempts}</td></tr>
+        ))}
+      </tbody>
+    </table>
+    {quarantined.length === 0 && <p>Nothing quarantined.</p>}
+  </Layout>
+);
+
+export const DestinationsPage: FC<{ destinations: Destination[] | null; errors: string[]; rates: Map<string, { delivered: number; total: number }> }> = ({ destinations, errors, rates }) => (
+  <Layout title="Destinations">
+    {errors.length > 0 && (
+      <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
+    )}
+    <table>
+      <thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Providers</th><th scope="col">Types</th><th scope="col">Filter</th><th scope="col">Signed</th><th scope="col">Success, last day</th></tr></thead>
+      <tbody>
+        {(destinations ?? []).map((d) => {
+          const rate = rates.get(d.name);
+          return (
+            <tr>
+              <td>{d.name}</td><td>{d.url}</td><td>{d.config.providers?.join(", ") ?? "all"}</td><td>{d.config.types?.join(", ") ?? "all"}</td>
+              <td><code>{d.config.filter ?? "–"}</code></td><td>{d.signingKey ? `yes (${d.config.secret})` : "no"}</td>
+              <td>{rate && rate.total ? `${Math.round((rate.delivered / rate.total) * 100)}% of ${rate.total}` : "no deliveries"}</td>
+            </tr>
+          );
+        })}
+      </tbody>
+    </table>
+  </Layout>
+);

@@ -1,0 +1,45 @@
+import type { MiddlewareHandler } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import type { Context } from "hono";
+import type { AppEnv } from "../app";
+import { hmacSha256, tokensEqual } from "../receive/signature";
+
+/**
+ * The console's login session: the admin token is typed into a form once; the browser then
+ * holds an HttpOnly, SameSite=Strict cookie with an expiry and an HMAC of it keyed by the
+ * token. The token itself is never in a cookie or a URL, and changing ADMIN_TOKEN ends
+ * every session.
+ */
+const COOKIE = "edgehook_console";
+const SESSION_SECONDS = 8 * 3600;
+
+async function sign(token: string, expires: number): Promise<string> {
+  const mac = await hmacSha256(token, new TextEncoder().encode(`edgehook-console:${expires}`));
+  return btoa(String.fromCharCode(...mac)).replace(/=+$/, "");
+}
+
+export async function startSession(c: Context<AppEnv>, token: string): Promise<void> {
+  const expires = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
+  setCookie(c, COOKIE, `${expires}.${await sign(token, expires)}`, {
+    path: "/console", httpOnly: true, secure: true, sameSite: "Strict", maxAge: SESSION_SECONDS,
+  });
+}
+
+export function endSession(c: Context<AppEnv>): void {
+  deleteCookie(c, COOKIE, { path: "/console", secure: true });
+}
+
+async function validSession(c: Context<AppEnv>): Promise<boolean> {
+  const token = c.env.ADMIN_TOKEN;
+  const [expires, mac] = (getCookie(c, COOKIE) ?? "").split(".");
+  if (!token || !expires || !mac || Number(expires) < Date.now() / 1000) return false;
+  return tokensEqual(mac, await sign(token, Number(expires)));
+}
+
+/** Pages behind the session; anything else goes to the login form. */
+export function consoleAuth(): MiddlewareHandler<AppEnv> {
+  return async function consoleAuth(c, next) {
+    if (!(await validSession(c))) return c.redirect("/console/login", 303);
+    await next();
+  };
+}

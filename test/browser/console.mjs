@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// `npm run test:browser`: the operator console in headless Chromium (Debian's package, driven by
+// playwright-core) against the gateway under `wrangler dev`. Keeps a screenshot of every page in
+// test-artifacts/console/. Needs /usr/bin/chromium (.ci/run installs it).
+import assert from "node:assert/strict";
+import { createHmac, randomUUID } from "node:crypto";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
+
+const root = new URL("../..", import.meta.url).pathname;
+const shots = join(root, "test-artifacts/console");
+mkdirSync(shots, { recursive: true });
+const ADMIN = "browser-admin-token";
+const SECRET = "browser-seismic-secret";
+const results = [];
+
+// A downstream that records what it receives.
+const receiverPort = await freePort();
+const received = [];
+const receiver = createServer((request, response) => {
+  request.resume();
+  request.on("end", () => {
+    received.push(request.headers["webhook-id"]);
+    response.end("ok");
+  });
+}).listen(receiverPort, "127.0.0.1");
+
+const gateway = await startWorker({
+  vars: {
+    SEISMIC_SIGNING_SECRET: SECRET,
+    ADMIN_TOKEN: ADMIN,
+    DESTINATIONS: [{ name: "local", url: `http://127.0.0.1:${receiverPort}/hook` }],
+  },
+});
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+
+async function step(name, run) {
+  try {
+    await run();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name}`);
+  } catch (err) {
+    results.push({ name, ok: false, error: String(err) });
+    console.log(`FAIL ${name}: ${err.stack ?? err}`);
+  }
+}
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const eventId = randomUUID();
+  const body = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8").replace("e40bbaab-f86e-e62b-d3c9-5104734edb18", eventId);
+
+  await step("a wrong token is refused", async () => {
+    await page.goto(`${gateway.url}/console`);
+    assert.match(page.url(), /\/console\/login$/);
+    await page.getByLabel("Admin token").fill("wrong-token");
+    await page.keyboard.press("Enter");
+    await page.getByRole("alert").waitFor();
+    assert.match(await page.getByRole("alert").innerText(), /not right/);
+    await page.screenshot({ path: join(shots, "login-refused.png") });
+  });
+
+  await step("log in with the keyboard; the token never appears in a URL", async () => {
+    await page.goto(`${gateway.url}/console/login`);
+    await page.keyboard.press("Tab"); // focus starts on the token field (autofocus), Tab moves to the button
+    await page.getByLabel("Admin token").focus();
+    await page.keyboard.type(ADMIN);
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/\/console$/);
+    assert.ok(!page.url().includes(ADMIN));
+    const cookies = await context.cookies();
+    assert.ok(cookies.every((c) => !c.value.includes(ADMIN)), "the cookie holds a session, not the token");
+    await page.screenshot({ path: join(shots, "events-empty.png") });
+  });
+
+  await step("a sent event appears in the log", async () => {
+    const response = await fetch(`${gateway.url}/webhooks/seismic`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-seismic-signature": createHmac("sha256", SECRET).update(body).digest("hex") },
+      body,
+    });
+    assert.equal(response.status, 200);
+    await page.reload();
+    await page.getByRole("link", { name: eventId }).waitFor();
+    await page.screenshot({ path: join(shots, "events.png"), fullPage: true });
+  });
+
+  await step("open it: envelope, payload, which secret, its delivery", async () => {
+    await page.getByRole("link", { name: eventId }).click();
+    await page.getByText("the current secret").waitFor();
+    await page.getByText("livesend-session-summary-v3").first().waitFor();
+    // The consumer forwards within a couple of seconds; the page shows the attempt.
+    for (let i = 0; i < 20 && !(await page.getByText(/local: delivered/).count()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await page.reload();
+    }
+    await page.getByText(/local: delivered after 1 attempt/).waitFor();
+    await page.screenshot({ path: join(shots, "event.png"), fullPage: true });
+  });
+
+  await step("replay it and see the new delivery", async () => {
+    const before = received.length;
+    await page.getByLabel("Replay to").selectOption("local");
+    await page.getByRole("button", { name: "Replay" }).click();
+    await page.getByRole("status").waitFor();
+    for (let i = 0; i < 20 && !(await page.getByText(/local: delivered after 1 attempt/).count() && received.length > before); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await page.reload();
+    }
+    assert.ok(received.length > before, "the receiver got the replay");
+    assert.ok((await page.getByRole("row").filter({ hasText: "200" }).count()) >= 2, "two attempts with 200 in the history");
+    await page.screenshot({ path: join(shots, "event-replayed.png"), fullPage: true });
+  });
+
+  await step("dead letters, quarantine and destinations pages render with labelled controls", async () => {
+    await page.getByRole("link", { name: "Dead letters & quarantine" }).click();
+    await page.getByRole("heading", { name: "Quarantined payloads" }).waitFor();
+    await page.getByLabel("Replay dead deliveries to").waitFor();
+    await page.screenshot({ path: join(shots, "dead.png"), fullPage: true });
+    await page.getByRole("link", { name: "Destinations" }).click();
+    await page.getByText(`http://127.0.0.1:${receiverPort}/hook`).waitFor();
+    await page.screenshot({ path: join(shots, "destinations.png"), fullPage: true });
+    // Every form control on every page has a label.
+    for (const path of ["/console", "/console/dead", "/console/destinations"]) {
+      await page.goto(`${gateway.url}${path}`);
+      const unlabelled = await page.$$eval("input:not([type=hidden]), select", (els) => els.filter((el) => !(el.labels && el.labels.length)).map((el) => el.outerHTML));
+      assert.deepEqual(unlabelled, [], `${path} has unlabelled controls`);
+    }
+  });
+} finally {
+  await browser.close();
+  await gateway.stop();
+  receiver.close();
+}
+
+writeFileSync(join(root, "test-artifacts/browser.json"), JSON.stringify({ results }, null, 2));
+const failed = results.filter((r) => !r.ok).length;
+console.log(`browser: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
