@@ -197,11 +197,11 @@ export interface TimelineBucket {
 export async function timeline(db: D1Database, since: number, bucketMs: number, buckets: number): Promise<TimelineBucket[]> {
   const [events, deliveries] = await db.batch([
     db
-      .prepare(`SELECT (received_at - ?1) / ?2 AS bucket, count(*) AS n FROM events WHERE received_at >= ?1 GROUP BY bucket`)
+      .prepare(`SELECT CAST((received_at - ?1) / ?2 AS INTEGER) AS bucket, count(*) AS n FROM events WHERE received_at >= ?1 GROUP BY bucket`)
       .bind(since, bucketMs),
     db
       .prepare(
-        `SELECT (updated_at - ?1) / ?2 AS bucket, sum(status IN ('delivered', 'gone')) AS delivered,
+        `SELECT CAST((updated_at - ?1) / ?2 AS INTEGER) AS bucket, sum(status IN ('delivered', 'gone')) AS delivered,
                 sum(status IN ('failed', 'dead')) AS failed
          FROM deliveries WHERE updated_at >= ?1 GROUP BY bucket`,
       )

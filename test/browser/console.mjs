@@ -23,6 +23,7 @@ const received = [];
 const receiver = createServer((request, response) => {
   request.resume();
   request.on("end", () => {
+    if (request.url === "/broken") return response.writeHead(500).end();
     received.push(request.headers["webhook-id"]);
     response.end("ok");
   });
@@ -32,7 +33,11 @@ const gateway = await startWorker({
   vars: {
     SEISMIC_SIGNING_SECRET: SECRET,
     ADMIN_TOKEN: ADMIN,
-    DESTINATIONS: [{ name: "local", url: `http://127.0.0.1:${receiverPort}/hook` }],
+    DESTINATIONS: [
+      { name: "local", url: `http://127.0.0.1:${receiverPort}/hook` },
+      { name: "broken", url: `http://127.0.0.1:${receiverPort}/broken`, types: ["BrokenTypeV1"] },
+    ],
+    MAX_DELIVERY_ATTEMPTS: "1",
   },
 });
 const browser = await chromium.launch({
@@ -119,10 +124,32 @@ try {
     await page.screenshot({ path: join(shots, "event-replayed.png"), fullPage: true });
   });
 
-  await step("dead letters, quarantine and destinations pages render with labelled controls", async () => {
+  await step("dead letters with bulk replay, and quarantine with the failing path", async () => {
+    const post = (text) =>
+      fetch(`${gateway.url}/webhooks/seismic`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-seismic-signature": createHmac("sha256", SECRET).update(text).digest("hex") },
+        body: text,
+      });
+    const deadEvent = JSON.stringify({ id: randomUUID(), version: "BrokenTypeV1", occurredAt: "x", tenantId: "t", data: {} });
+    assert.equal((await post(deadEvent)).status, 200);
+    const quarantined = JSON.stringify({ id: randomUUID(), version: "livesend-session-summary-v3", occurredAt: "x", tenantId: "t", data: { InteractionId: 42 } });
+    assert.equal((await post(quarantined)).status, 422);
     await page.getByRole("link", { name: "Dead letters & quarantine" }).click();
-    await page.getByRole("heading", { name: "Quarantined payloads" }).waitFor();
-    await page.getByLabel("Replay dead deliveries to").waitFor();
+    for (let i = 0; i < 20 && !(await page.getByRole("cell", { name: "broken" }).count()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await page.reload();
+    }
+    await page.getByRole("cell", { name: "broken" }).first().waitFor();
+    await page.getByRole("cell", { name: "$.data.InteractionId", exact: true }).waitFor();
+    await page.screenshot({ path: join(shots, "dead.png"), fullPage: true });
+    await page.getByLabel("Replay dead deliveries to").selectOption("broken");
+    await page.getByRole("button", { name: /Replay/ }).click();
+    await page.getByRole("status").waitFor();
+    assert.match(await page.getByRole("status").innerText(), /Replay queued for 1 dead deliver/);
+  });
+
+  await step("destinations and every page's controls are labelled", async () => {
     await page.screenshot({ path: join(shots, "dead.png"), fullPage: true });
     await page.getByRole("link", { name: "Destinations" }).click();
     await page.getByText(`http://127.0.0.1:${receiverPort}/hook`).waitFor();
