@@ -51,17 +51,19 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
 
     // From here the body is genuine: whatever cannot be accepted is quarantined, never dropped.
     const receivedAt = Date.now();
+    const storageBudgetMs = numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS);
     let signed: SignedBody;
     try {
       signed = readSigned(provider, body);
     } catch (err) {
       if (err instanceof HttpError) {
-        await quarantine(c.env.DB, {
+        const kept = quarantine(c.env.DB, {
           provider: provider.name, reason: err.code, error: err.message, path: err.detail.path ?? null,
           contentType: contentType ?? "application/json", verifiedWith, body, receivedAt,
         }).catch(() => {
           throw unavailable("quarantine_unavailable", "could not keep the rejected payload; retry later");
         });
+        await withinBudget(kept, storageBudgetMs);
         log.outcome = `quarantined:${err.code}`;
       }
       throw err;
@@ -81,7 +83,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     const work = persist(c.env, stored, (later) => c.executionCtx.waitUntil(later));
     // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
     c.executionCtx.waitUntil(work.catch(() => undefined));
-    const { key, status } = await withinBudget(work, numberVar(c.env.STORAGE_BUDGET_MS, DEFAULT_STORAGE_BUDGET_MS));
+    const { key, status } = await withinBudget(work, storageBudgetMs);
     Object.assign(log, { eventKey: key, outcome: status });
     return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status });
   };
