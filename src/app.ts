@@ -5,7 +5,7 @@ import { loadDestinations } from "./deliver/destinations";
 import type { Env } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog, type LogFields } from "./log";
-import { providerNames, findProvider } from "./providers";
+import { providers } from "./providers";
 import { receiveWebhook } from "./receive/webhook";
 
 export interface AppEnv {
@@ -23,9 +23,7 @@ app.get("/healthz", (c) => {
   return c.json(
     {
       status: destinations.ok ? "ok" : "degraded",
-      providers: Object.fromEntries(
-        providerNames().map((name) => [name, { configured: findProvider(name)!.secrets(c.env).length > 0 }]),
-      ),
+      providers: Object.fromEntries(providers.map((p) => [p.name, { configured: p.secrets(c.env).length > 0 }])),
       destinations: destinations.ok
         ? { valid: true, names: destinations.destinations.map((d) => d.name) }
         : { valid: false, errors: destinations.errors },
