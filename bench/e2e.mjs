@@ -138,5 +138,6 @@ export async function runDelivery({ events = 100 } = {}) {
   } finally {
     await gateway.stop();
     receiver.close();
+    receiver.closeAllConnections(); // workerd keeps connections alive; do not wait for them
   }
 }

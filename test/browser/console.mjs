@@ -165,6 +165,7 @@ try {
   await browser.close();
   await gateway.stop();
   receiver.close();
+  receiver.closeAllConnections();
 }
 
 writeFileSync(join(root, "test-artifacts/browser.json"), JSON.stringify({ results }, null, 2));

@@ -54,7 +54,10 @@ async function startReceivers() {
       { name: "slow", url: `http://127.0.0.1:${port}/slow`, providers: ["seismic"] },
       { name: "picky", url: `http://127.0.0.1:${port}/picky`, types: ["ContentManager*"], filter: "$.data..[?(@.teamSiteId == '1')]" },
     ],
-    close: () => new Promise((resolve) => server.close(resolve)),
+    close: () => new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    }),
   };
 }
 
