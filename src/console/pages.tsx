@@ -118,7 +118,7 @@ export const EventLog: FC<{
         <button type="submit">Filter</button>
       </form>
       <table>
-        <caption class="sr">Newest first</caption>
+        <caption>Newest first</caption>
         <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
         <tbody>
           {events.map((e) => (
