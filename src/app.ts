@@ -2,16 +2,11 @@ import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
 import { loadDestinations } from "./deliver/destinations";
-import type { Env } from "./env";
+import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
-import { requestLog, type LogFields } from "./log";
+import { requestLog } from "./log";
 import { providers } from "./providers";
 import { receiveWebhook } from "./receive/webhook";
-
-export interface AppEnv {
-  Bindings: Env;
-  Variables: { log: LogFields };
-}
 
 export const app = new Hono<AppEnv>();
 

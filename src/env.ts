@@ -35,6 +35,27 @@ export interface QueuedEvent {
   destinations?: string[];
 }
 
+/** Fields of the one structured log line written per request. Never a secret or a body. */
+export interface LogFields {
+  method: string;
+  path: string;
+  provider?: string;
+  eventKey?: string;
+  eventId?: string;
+  type?: string;
+  outcome?: string;
+  status?: number;
+  durationMs?: number;
+  warning?: string;
+  error?: string;
+}
+
+/** Hono's environment for every router and middleware: the bindings and the request's log line. */
+export interface AppEnv {
+  Bindings: Env;
+  Variables: { log: LogFields };
+}
+
 /** Reads a numeric var, falling back when it is unset or not a positive number. */
 export function numberVar(value: string | undefined, fallback: number): number {
   const parsed = Number(value);

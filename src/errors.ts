@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { HTTPException } from "hono/http-exception";
-import type { AppEnv } from "./app";
+import type { AppEnv } from "./env";
 
 /**
  * The one error type for answers that are not a success: a client fault (4xx) or a

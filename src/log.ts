@@ -1,20 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import type { AppEnv } from "./app";
-
-/** Fields of the one structured log line written per request. Never a secret or a body. */
-export interface LogFields {
-  method: string;
-  path: string;
-  provider?: string;
-  eventKey?: string;
-  eventId?: string;
-  type?: string;
-  outcome?: string;
-  status?: number;
-  durationMs?: number;
-  warning?: string;
-  error?: string;
-}
+import type { AppEnv, LogFields } from "./env";
 
 /** Collects fields while the request runs and writes them as one JSON line at the end. */
 export function requestLog(): MiddlewareHandler<AppEnv> {

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import type { AppEnv } from "../app";
+import type { AppEnv } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { tokensEqual } from "../receive/signature";
 

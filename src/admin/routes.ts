@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import type { AppEnv } from "../app";
+import type { AppEnv } from "../env";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { getAttempts, getDeliveries, listDeliveries, stats } from "../store/deliveries";

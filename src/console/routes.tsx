@@ -1,6 +1,6 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
-import type { AppEnv } from "../app";
+import type { AppEnv } from "../env";
 import { deliveryFilter, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
 import { loadDestinations } from "../deliver/destinations";
 import { tokensEqual } from "../receive/signature";

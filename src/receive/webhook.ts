@@ -5,8 +5,7 @@
  * on the delivery path; this answers well inside the providers' 3-second deadline.
  */
 import type { Handler } from "hono";
-import type { AppEnv } from "../app";
-import { numberVar, type Env } from "../env";
+import { numberVar, type AppEnv, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
