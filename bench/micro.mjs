@@ -19,7 +19,7 @@ async function loadRequestPath() {
       contents: `
         export { verify, readSigned } from "./src/receive/webhook.ts";
         export { findProvider } from "./src/providers/index.ts";
-        export { newEventKey } from "./src/store/events.ts";`,
+        export { eventKey } from "./src/store/events.ts";`,
       resolveDir: root.pathname,
       loader: "ts",
     },
@@ -94,7 +94,7 @@ async function cpuPerCall(fn, budgetMs) {
 }
 
 export async function runMicro({ budgetMs = 1500 } = {}) {
-  const { verify, readSigned, findProvider, newEventKey } = await loadRequestPath();
+  const { verify, readSigned, findProvider, eventKey } = await loadRequestPath();
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
   const rows = [];
@@ -107,7 +107,7 @@ export async function runMicro({ budgetMs = 1500 } = {}) {
     const ours = async () => {
       const slot = await verify(provider, provider.signatures(headers), headers, body, SECRETS);
       const { event } = readSigned(provider, body);
-      return { slot, key: newEventKey(), id: event.eventId, type: event.type };
+      return { slot, key: await eventKey(provider.name, event.type, event.eventId), id: event.eventId, type: event.type };
     };
     const floor = async () => {
       await crypto.subtle.sign("HMAC", floorKey, body);

@@ -53,6 +53,19 @@ describe("idempotency", () => {
     expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", actionId)).toBe(1);
   });
 
+  it("derives the event id from (provider, type, provider id): the same id after the row is gone", async () => {
+    const body = seismicBody();
+    const { id: eventId, version } = JSON.parse(body) as { id: string; version: string };
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(["seismic", version, eventId]))));
+    const expected = `evt_${[...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 24)}`;
+    const first = (await (await send(await seismicRequest(body))).json()) as Ack;
+    expect(first.id).toBe(expected);
+    // A purge, a restore or a new database: the provider's redelivery gets the same id.
+    await env.DB.prepare("DELETE FROM events WHERE key = ?").bind(first.id).run();
+    const again = (await (await send(await seismicRequest(body))).json()) as Ack;
+    expect(again).toEqual({ ...first, status: "accepted" });
+  });
+
   it("treats the same id under another type as a different event", async () => {
     const id = "shared-id-" + crypto.randomUUID();
     const a = (await (await send(await seismicRequest(seismicBody({ id, version: "livesend-session-summary-v3", data: { InteractionId: "i" } })))).json()) as Ack;

@@ -94,6 +94,24 @@ describe("URL verification challenges", () => {
     expect(await countRows("SELECT count(*) AS n FROM quarantine WHERE instr(CAST(body AS TEXT), ?) > 0", challenge)).toBe(0);
   });
 
+  it("answers a signed challenge before a secret is configured (the URL is registered first), storing nothing", async () => {
+    const challenge = `signed-unconfigured-${uniqueId()}`;
+    for (const body of [
+      JSON.stringify({ type: "verification", challenge }),
+      JSON.stringify({ id: uniqueId(), version: "WebhookChallengeV1", occurredAt: "x", tenantId: "t", data: { challenge } }),
+    ]) {
+      const headers = { "x-seismic-signature": await hmacHex("a secret we do not have yet", body) };
+      const response = await sendWith(webhookRequest("seismic", body, headers), { SEISMIC_SIGNING_SECRET: undefined, SEISMIC_SIGNING_SECRET_OLD: undefined });
+      expect(response.status).toBe(200);
+      expect(await response.text()).toContain(challenge);
+    }
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE instr(body, ?) > 0", challenge)).toBe(0);
+    // Once a secret is set, the same signed challenge must verify again.
+    const body = JSON.stringify({ type: "verification", challenge });
+    const forged = await send(webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex("a secret we do not have yet", body) }));
+    expect(forged.status).toBe(401);
+  });
+
   it("rejects a verification without a challenge value with 422", async () => {
     const response = await send(webhookRequest("seismic", JSON.stringify({ type: "verification" })));
     expect(response.status).toBe(422);

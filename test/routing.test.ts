@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { loadDestinations, route, type Destination } from "../src/deliver/destinations";
+import { loadDestinations, route, type Routing } from "../src/deliver/destinations";
 import { compileFilter, JsonPathError } from "../src/deliver/jsonpath";
 import type { Env } from "../src/env";
 import demoEvent from "./fixtures/seismic-demo-event-v1.json?raw";
@@ -80,7 +80,7 @@ describe("JSONPath operators", () => {
 });
 
 const env = (destinations: unknown, extra: Record<string, string> = {}) => ({ DESTINATIONS: destinations, ...extra }) as unknown as Env;
-const names = (list: Destination[]) => list.map((d) => d.name);
+const names = (routing: Routing) => routing.destinations.map((d) => d.name);
 
 describe("destination routing", () => {
   const loaded = loadDestinations(env([

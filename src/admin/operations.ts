@@ -28,7 +28,7 @@ export async function replayEvent(env: Env, row: EventRow, destination?: string)
     if (!destinations.some((d) => d.name === destination)) throw new HttpError(404, "unknown_destination", `no destination named "${destination}"`);
     targets = [destination];
   } else {
-    targets = route(destinations, { provider: row.provider, type: row.type, envelope: JSON.parse(row.body) }).map((d) => d.name);
+    targets = route(destinations, { provider: row.provider, type: row.type, envelope: JSON.parse(row.body) }).destinations.map((d) => d.name);
   }
   if (targets.length) await replay(env, [{ eventKey: row.key, destinations: targets }]);
   return targets;

@@ -80,7 +80,7 @@ async function deliverEvent(
 ): Promise<Plan> {
   const targets = queued.destinations
     ? destinations.filter((d) => queued.destinations!.includes(d.name)) // an operator's replay: routing already chosen
-    : route(destinations, { provider: event.provider, type: event.type, envelope: JSON.parse(event.body) });
+    : route(destinations, { provider: event.provider, type: event.type, envelope: JSON.parse(event.body) }).destinations;
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
 
   const due: { destination: Destination; attempts: number }[] = [];

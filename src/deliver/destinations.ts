@@ -138,14 +138,23 @@ function describeFailure(failure: Failure): string {
   return failure.message;
 }
 
+/** Where an event goes, and the destinations whose filter could not decide (never an exception). */
+export interface Routing {
+  destinations: Destination[];
+  /** Destinations left out because evaluating their filter failed, with the reason to record. */
+  skipped: { destination: string; reason: string }[];
+}
+
 /** The destinations an event goes to: provider, then type (exact or prefix*), then filter. */
-export function route(destinations: readonly Destination[], event: { provider: string; type: string; envelope: unknown }): Destination[] {
-  return destinations.filter((destination) => {
-    if (destination.providers && !destination.providers.has(event.provider)) return false;
+export function route(destinations: readonly Destination[], event: { provider: string; type: string; envelope: unknown }): Routing {
+  const routing: Routing = { destinations: [], skipped: [] };
+  for (const destination of destinations) {
+    if (destination.providers && !destination.providers.has(event.provider)) continue;
     if (destination.types) {
       const { exact, prefixes } = destination.types;
-      if (!exact.has(event.type) && !prefixes.some((prefix) => event.type.startsWith(prefix))) return false;
+      if (!exact.has(event.type) && !prefixes.some((prefix) => event.type.startsWith(prefix))) continue;
     }
-    return destination.filter === null || destination.filter.matches(event.envelope);
-  });
+    if (destination.filter === null || destination.filter.matches(event.envelope)) routing.destinations.push(destination);
+  }
+  return routing;
 }

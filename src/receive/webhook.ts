@@ -9,7 +9,7 @@ import { numberVar, type AppEnv, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
-import { isEnqueued, markEnqueued, newEventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { isEnqueued, markEnqueued, eventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
@@ -39,10 +39,14 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     );
 
     const signatures = provider.signatures(c.req.raw.headers);
-    if (signatures.length === 0) {
-      const challenge = unsignedChallenge(provider, body);
+    // A challenge carries no event: it is answered unsigned, and before a secret exists (the
+    // operator registers the URL first). Once a secret is set, a signed challenge must verify.
+    const secretMissing = provider.secrets(c.env).length === 0;
+    if (signatures.length === 0 || secretMissing) {
+      const challenge = unverifiedChallenge(provider, body);
       if (challenge) {
         log.outcome = "challenge";
+        if (secretMissing) log.warning = `${provider.name} signing secret is not configured; challenge answered unverified`;
         return challenge;
       }
     }
@@ -75,7 +79,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
 
     Object.assign(log, { eventId: event.eventId, type: event.type });
     const stored: NewEvent = {
-      key: newEventKey(), provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
+      key: await eventKey(provider.name, event.type, event.eventId), provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
       tenant: event.tenant, occurredAt: event.occurredAt, receivedAt, verifiedWith,
       contentType: contentType ?? "application/json", body: text,
     };
@@ -112,11 +116,8 @@ export async function verify(provider: Provider, candidates: string[], headers: 
   return result.slot;
 }
 
-/**
- * The answer to an unsigned URL-verification challenge (it carries no event, and arrives
- * before the operator may have a secret), or null if the body is anything else.
- */
-function unsignedChallenge(provider: Provider, body: Uint8Array): Response | null {
+/** The answer to a URL-verification challenge, or null if the body is anything else. */
+function unverifiedChallenge(provider: Provider, body: Uint8Array): Response | null {
   if (!provider.challenge) return null;
   try {
     return provider.challenge(parseJsonBody(body).json);

@@ -21,7 +21,7 @@ export const CLAIM_LEASE_MS = 30_000;
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead";
 
 export interface NewEvent {
-  /** Proposed id (newEventKey); an earlier delivery's id wins. */
+  /** eventKey(provider, type, eventId); a row stored before ids were derived keeps its own. */
   key: string;
   provider: string;
   eventId: string;
@@ -51,9 +51,14 @@ export interface EventRow {
   enqueued_at: number | null;
 }
 
-/** A fresh id for an event; a redelivery gets the first delivery's id back from storeAndClaim. */
-export function newEventKey(): string {
-  return `evt_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
+/**
+ * The gateway's id for an event (`evt_` + 24 hex digits, the forwards' `webhook-id`): a SHA-256
+ * of (provider, type, provider event id), so every gateway, before and after a purge or a
+ * restore, gives one provider event the same id and downstream deduplication keeps working.
+ */
+export async function eventKey(provider: string, type: string, eventId: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify([provider, type, eventId])));
+  return `evt_${bytesToHex(new Uint8Array(digest)).slice(0, 24)}`;
 }
 
 export interface StoreOutcome {
