@@ -12,16 +12,19 @@ export const app = new Hono<AppEnv>();
 
 app.use("*", requestLog());
 
-/** Liveness plus configuration state; 503 when DESTINATIONS is invalid (events wait until fixed). */
+/**
+ * Liveness plus whether DESTINATIONS is valid (503 when not: events wait until it is fixed).
+ * Unauthenticated, so it counts errors and names no destination; the errors themselves are on
+ * /admin/destinations (#9.6). Whether each provider has a secret is no news: its webhook endpoint
+ * already answers provider_not_configured.
+ */
 app.get("/healthz", (c) => {
   const destinations = loadDestinations(c.env);
   return c.json(
     {
       status: destinations.ok ? "ok" : "degraded",
       providers: Object.fromEntries(providers.map((p) => [p.name, { configured: p.secrets(c.env).length > 0 }])),
-      destinations: destinations.ok
-        ? { valid: true, names: destinations.destinations.map((d) => d.name) }
-        : { valid: false, errors: destinations.errors },
+      destinations: { valid: destinations.ok, errors: destinations.ok ? 0 : destinations.errors.length },
     },
     destinations.ok ? 200 : 503,
   );

@@ -1,7 +1,9 @@
 /**
  * Destinations: where accepted events are forwarded, declared in wrangler.toml as the
- * DESTINATIONS var and validated here. A configuration with any error is reported (in
- * /healthz and the logs) and delivers nothing: events wait in the retry path until it is fixed.
+ * DESTINATIONS var and validated here. A configuration with any error is reported (counted in
+ * /healthz, listed in /admin/destinations and the logs) and delivers nothing: events wait in the
+ * retry path until it is fixed. Errors name the field and the rule, never the rejected value,
+ * which may be a secret pasted into the wrong field (#9.6).
  */
 import { array, integer, max, min, nonempty, object, optional, pattern, refine, size, string, type Failure, type Infer } from "superstruct";
 import type { Env } from "../env";
@@ -21,9 +23,11 @@ function isAllowedUrl(value: string): boolean {
   return url.protocol === "http:" && ["127.0.0.1", "localhost", "[::1]"].includes(url.hostname);
 }
 
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
 const DestinationConfig = object({
-  name: pattern(string(), /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/),
-  url: refine(string(), "url", (value) => isAllowedUrl(value) || "must be https (or http to 127.0.0.1/localhost)"),
+  name: pattern(string(), NAME),
+  url: refine(string(), "url", isAllowedUrl),
   providers: optional(size(array(nonempty(string())), 1, 20)),
   types: optional(size(array(pattern(string(), /^[^*]+\*?$|^\*$/)), 1, 100)),
   filter: optional(nonempty(string())),
@@ -31,6 +35,23 @@ const DestinationConfig = object({
   timeout_ms: optional(max(min(integer(), 100), 30_000)),
 });
 export type DestinationConfig = Infer<typeof DestinationConfig>;
+
+/**
+ * Each field's rule as error messages state it, in place of superstruct's messages, which quote
+ * the rejected value. `satisfies` keeps it in step with the struct above.
+ */
+const RULES = {
+  name: "must be 1-64 letters, digits or ._- starting with a letter or digit",
+  url: "must be https (or http to 127.0.0.1/localhost)",
+  providers: "must be a list of 1-20 non-empty provider names",
+  types: "must be a list of 1-100 exact types or prefixes ending in *",
+  filter: "must be a non-empty JSONPath filter",
+  secret: "must be the name of a secret binding (A-Z, 0-9, _), not the secret itself",
+  timeout_ms: "must be an integer from 100 to 30000",
+} satisfies Record<keyof DestinationConfig, string>;
+
+/** An unknown key is shown only when it looks like a misspelt field name, never when it could be pasted text. */
+const FIELD_LIKE = /^[a-z][a-z_]{0,23}$/;
 
 export interface Destination {
   name: string;
@@ -41,7 +62,7 @@ export interface Destination {
   /** Key bytes of the Standard Webhooks secret, or null to forward unsigned. */
   signingKey: Uint8Array | null;
   timeoutMs: number;
-  /** The declaration as written, for /healthz and the operator API (never the secret's value). */
+  /** The declaration as written, for the operator API (never the secret's value). */
   config: DestinationConfig;
 }
 
@@ -86,14 +107,11 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
   const errors: string[] = [];
   const destinations: Destination[] = [];
   const names = new Set<string>();
-  raw.forEach((entry, index) => {
+  raw.forEach((entry: unknown, index) => {
     const [error, config] = DestinationConfig.validate(entry);
-    const label = `DESTINATIONS[${index}]${typeof entry?.name === "string" ? ` (${entry.name})` : ""}`;
+    const label = labelOf(entry, index);
     if (error) {
-      for (const failure of error.failures()) {
-        const field = failure.path.join(".") || "(table)";
-        errors.push(`${label}.${field}: ${describeFailure(failure)}`);
-      }
+      for (const failure of error.failures()) errors.push(`${label}${describeFailure(failure)}`);
       return;
     }
     if (names.has(config.name)) errors.push(`${label}: name "${config.name}" is used twice`);
@@ -132,10 +150,23 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
   return errors.length ? { ok: false, errors } : { ok: true, destinations };
 }
 
+/** `DESTINATIONS[i]`, with the entry's name only when it passes the name rule (an invalid one may be anything). */
+function labelOf(entry: unknown, index: number): string {
+  const name = typeof entry === "object" && entry !== null && "name" in entry ? entry.name : undefined;
+  return `DESTINATIONS[${index}]${typeof name === "string" && NAME.test(name) ? ` (${name})` : ""}`;
+}
+
+/** `.field: rule` for one failure; never superstruct's message, which quotes the rejected value. */
 function describeFailure(failure: Failure): string {
-  if (failure.value === undefined) return `is required (${failure.type})`;
-  if (failure.type === "never") return "is not a known field";
-  return failure.message;
+  const path: unknown[] = failure.path;
+  const field = path[0];
+  if (typeof field !== "string") return ": must be a table with at least name and url";
+  if (!Object.hasOwn(RULES, field)) {
+    return FIELD_LIKE.test(field) ? `.${field}: is not a known field` : ": has a field that is not a known field (its name is not shown)";
+  }
+  const rule = RULES[field as keyof typeof RULES];
+  if (failure.value === undefined) return `.${field}: is required; ${rule}`;
+  return `.${path.join(".")}: ${rule}`;
 }
 
 /** Where an event goes, and the destinations whose filter could not decide (never an exception). */
@@ -145,7 +176,11 @@ export interface Routing {
   skipped: { destination: string; reason: string }[];
 }
 
-/** The destinations an event goes to: provider, then type (exact or prefix*), then filter. */
+/**
+ * The destinations an event goes to: provider, then type (exact or prefix*), then filter. A filter
+ * that cannot decide (over its budget, #9.7) leaves its destination out, in `skipped` with why;
+ * `evaluate` never throws, so neither does this.
+ */
 export function route(destinations: readonly Destination[], event: { provider: string; type: string; envelope: unknown }): Routing {
   const routing: Routing = { destinations: [], skipped: [] };
   for (const destination of destinations) {
@@ -154,7 +189,13 @@ export function route(destinations: readonly Destination[], event: { provider: s
       const { exact, prefixes } = destination.types;
       if (!exact.has(event.type) && !prefixes.some((prefix) => event.type.startsWith(prefix))) continue;
     }
-    if (destination.filter === null || destination.filter.matches(event.envelope)) routing.destinations.push(destination);
+    if (destination.filter === null) {
+      routing.destinations.push(destination);
+      continue;
+    }
+    const result = destination.filter.evaluate(event.envelope);
+    if (result.outcome === "match") routing.destinations.push(destination);
+    else if (result.outcome !== "no_match") routing.skipped.push({ destination: destination.name, reason: result.reason });
   }
   return routing;
 }

@@ -3,16 +3,24 @@
  * as implemented by Newtonsoft's SelectTokens), so operators can reuse their expressions:
  *   $  @  .name  ['name']  [0]  *  ..  [?(expr)]  with == != < <= > >= && || ! and ( ).
  * A filter matches an event when the path selects anything. Parsed once into a tree and
- * evaluated without eval/new Function (both forbidden on Workers), iteratively so a deeply
- * nested payload cannot overflow the stack.
+ * evaluated without eval/new Function (both forbidden on Workers). Payload traversal and
+ * equality use explicit stacks, so a deeply nested payload cannot overflow the stack (only
+ * the expression's own nesting recurses, and the parser caps it).
+ *
+ * Every evaluation runs on a budget of work (#9.7): `$..*..*..*` is cubic in the payload's
+ * depth, so without one a 6 KB event could stall a consumer or exhaust its memory. Running out
+ * is a result, not an exception: the event does not match, and the caller records why.
  *
  * Semantics copied from Newtonsoft: `..[?(e)]` tests the node itself and every descendant
  * (so `$.data..[?(@.contentId == 'foo')]` matches when data.contentId is 'foo'); comparing a
  * string with a number or boolean compares their text (`@.teamSiteId == '1'` matches 1);
- * a comparison with a missing value is false, whatever the operator.
+ * a comparison with a missing value is false, whatever the operator. One difference: two
+ * containers (path against path) are equal when they are equal JSON values, key order aside,
+ * where Newtonsoft finds containers never equal.
  */
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type Container = Json[] | { [key: string]: Json };
 
 type Step =
   | { kind: "child"; name: string }
@@ -36,20 +44,68 @@ export class JsonPathError extends Error {
   }
 }
 
+/**
+ * Nodes one evaluation may visit: each payload node a scan, wildcard or filter reaches, each
+ * step of a path inside a filter, each pair an equality of containers compares, and (so a long
+ * expression is paid for too) each sub-expression tested. The costliest Seismic doc example spends 676 on a 5 KB sample
+ * event; a `..[?( )]` filter pays about 3 per node, so 100,000 covers a ~1 MB event of typical
+ * shape, and takes about 5-7 ms of CPU in Node whatever the filter (`$..*..*..*` included).
+ */
+export const DEFAULT_BUDGET = 100_000;
+
+/** The expression nesting (brackets, `!`, filters in filters) the parser accepts: evaluation recurses on it. */
+const MAX_NESTING = 32;
+
+/** A filter that could not decide (out of budget, or failing) counts as no match, with a reason to record. */
+export type Evaluation = { spent: number } & (
+  | { outcome: "match" }
+  | { outcome: "no_match" }
+  | { outcome: "budget_exceeded" | "failed"; reason: string }
+);
+
 export interface CompiledFilter {
   source: string;
-  matches(document: unknown): boolean;
+  /** Never throws. */
+  evaluate(document: unknown, budget?: number): Evaluation;
 }
 
 /** Parses an expression; throws JsonPathError naming the position of the first problem. */
 export function compileFilter(source: string): CompiledFilter {
-  const parser = new Parser(source);
-  const steps = parser.rootPath();
-  return { source, matches: (document) => select(steps, document as Json, document as Json).length > 0 };
+  const steps = new Parser(source).rootPath();
+  return { source, evaluate: (document, budget = DEFAULT_BUDGET) => evaluate(steps, document as Json, budget) };
+}
+
+function evaluate(steps: Step[], document: Json, limit: number): Evaluation {
+  const budget = new Budget(limit);
+  try {
+    const selected = select(steps, document, document, budget);
+    return { outcome: selected.length > 0 ? "match" : "no_match", spent: budget.spent };
+  } catch (err) {
+    if (err instanceof OutOfBudget) {
+      return { outcome: "budget_exceeded", spent: budget.spent, reason: `filter exceeded its budget of ${limit} nodes` };
+    }
+    // A bug must cost one destination this event, not the whole batch; the name only, as a message may quote payload data.
+    return { outcome: "failed", spent: budget.spent, reason: `filter evaluation failed (${err instanceof Error ? err.name : typeof err})` };
+  }
+}
+
+/** Unwinds an evaluation the moment its budget runs out; evaluate() turns it into a result. */
+class OutOfBudget extends Error {}
+
+class Budget {
+  spent = 0;
+  constructor(private readonly limit: number) {}
+
+  /** Pays for one node before it is visited or kept, so no intermediate list can outgrow the budget. */
+  spend(): void {
+    this.spent++;
+    if (this.spent > this.limit) throw new OutOfBudget();
+  }
 }
 
 class Parser {
   private pos = 0;
+  private depth = 0;
   constructor(private readonly text: string) {}
 
   rootPath(): Step[] {
@@ -57,7 +113,8 @@ class Parser {
     if (!this.eat("$")) throw this.error("expected the path to start with $");
     const steps = this.steps();
     this.skipSpace();
-    if (this.pos < this.text.length) throw this.error(`unexpected "${this.text[this.pos]}"`);
+    // The position, not the character: configuration errors never quote configuration text (#9.6).
+    if (this.pos < this.text.length) throw this.error("unexpected character");
     return steps;
   }
 
@@ -90,7 +147,7 @@ class Parser {
     if (this.eat("?")) {
       this.skipSpace();
       this.expect("(");
-      const expr = this.or();
+      const expr = this.nested(() => this.or());
       this.skipSpace();
       this.expect(")");
       step = { kind: "filter", expr, scan };
@@ -126,9 +183,9 @@ class Parser {
   private unary(): Expr {
     this.skipSpace();
     if (this.text.startsWith("!=", this.pos)) throw this.error("unexpected !=");
-    if (this.eat("!")) return { kind: "not", expr: this.unary() };
+    if (this.eat("!")) return { kind: "not", expr: this.nested(() => this.unary()) };
     if (this.eat("(")) {
-      const expr = this.or();
+      const expr = this.nested(() => this.or());
       this.skipSpace();
       this.expect(")");
       return expr;
@@ -178,6 +235,17 @@ class Parser {
     throw this.error("unterminated string", start);
   }
 
+  /** Parses one level deeper, refusing nesting that could overflow the stack here or in evaluation. */
+  private nested<T>(parse: () => T): T {
+    if (this.depth >= MAX_NESTING) throw this.error(`nested deeper than ${MAX_NESTING} levels`);
+    this.depth++;
+    try {
+      return parse();
+    } finally {
+      this.depth--;
+    }
+  }
+
   private peek(): string | undefined {
     return this.text[this.pos];
   }
@@ -201,7 +269,7 @@ class Parser {
   }
 }
 
-function isContainer(value: Json): value is Json[] | { [key: string]: Json } {
+function isContainer(value: Json): value is Container {
   return typeof value === "object" && value !== null;
 }
 
@@ -210,95 +278,120 @@ function children(value: Json): Json[] {
   return isContainer(value) ? Object.values(value) : [];
 }
 
-/** The node and all its descendants, depth-first, without recursion. */
-function descendantsAndSelf(value: Json): Json[] {
-  const out: Json[] = [];
-  const stack: Json[] = [value];
+/** Visits the node's children, paying for each. */
+function eachChild(node: Json, budget: Budget, visit: (child: Json) => void): void {
+  for (const child of children(node)) {
+    budget.spend();
+    visit(child);
+  }
+}
+
+/** Visits the node and all its descendants depth-first, paying for each, without recursion. */
+function walk(start: Json, budget: Budget, visit: (node: Json) => void): void {
+  const stack: Json[] = [start];
   while (stack.length) {
     const node = stack.pop()!;
-    out.push(node);
-    const kids = children(node);
-    for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i]!);
+    budget.spend();
+    visit(node);
+    pushChildrenReversed(node, stack);
   }
-  return out;
+}
+
+/** Pushes the children last first, so they pop in document order; no Object.values copy (twice as fast on `..*..*`). */
+function pushChildrenReversed(node: Json, stack: Json[]): void {
+  if (Array.isArray(node)) {
+    for (let i = node.length - 1; i >= 0; i--) stack.push(node[i]!);
+  } else if (isContainer(node)) {
+    const keys = Object.keys(node);
+    for (let i = keys.length - 1; i >= 0; i--) stack.push(node[keys[i]!]!);
+  }
 }
 
 function hasOwn(value: Json, name: string): value is { [key: string]: Json } {
   return isContainer(value) && !Array.isArray(value) && Object.hasOwn(value, name);
 }
 
-function select(steps: Step[], start: Json, root: Json): Json[] {
+function select(steps: Step[], start: Json, root: Json, budget: Budget): Json[] {
   let current: Json[] = [start];
   for (const step of steps) {
     const next: Json[] = [];
-    for (const node of current) {
-      switch (step.kind) {
-        case "child":
-          if (hasOwn(node, step.name)) next.push(node[step.name]!);
-          break;
-        case "index":
-          if (Array.isArray(node)) {
-            const item = node[step.index < 0 ? node.length + step.index : step.index];
-            if (item !== undefined) next.push(item);
-          }
-          break;
-        case "wildcard":
-          next.push(...children(node));
-          break;
-        case "scan":
-          for (const each of descendantsAndSelf(node)) {
-            if (step.name === null) {
-              if (each !== node) next.push(each);
-            } else if (hasOwn(each, step.name)) {
-              next.push(each[step.name]!);
-            }
-          }
-          break;
-        case "filter":
-          for (const candidate of step.scan ? descendantsAndSelf(node) : children(node)) {
-            if (test(step.expr, candidate, root)) next.push(candidate);
-          }
-          break;
-      }
-    }
+    for (const node of current) apply(step, node, root, budget, next);
     current = next;
   }
   return current;
 }
 
-function test(expr: Expr, current: Json, root: Json): boolean {
-  switch (expr.kind) {
-    case "or":
-      return test(expr.left, current, root) || test(expr.right, current, root);
-    case "and":
-      return test(expr.left, current, root) && test(expr.right, current, root);
-    case "not":
-      return !test(expr.expr, current, root);
-    case "exists":
-      return resolve(expr.operand, current, root) !== undefined;
-    case "compare": {
-      const left = resolve(expr.left, current, root);
-      const right = resolve(expr.right, current, root);
-      if (left === undefined || right === undefined) return false;
-      return compare(expr.op, left, right);
+/** Appends what `step` selects from `node` to `out`; each node it touches is paid for first. */
+function apply(step: Step, node: Json, root: Json, budget: Budget, out: Json[]): void {
+  switch (step.kind) {
+    case "child":
+      budget.spend();
+      if (hasOwn(node, step.name)) out.push(node[step.name]!);
+      return;
+    case "index":
+      budget.spend();
+      if (Array.isArray(node)) {
+        const item = node[step.index < 0 ? node.length + step.index : step.index];
+        if (item !== undefined) out.push(item);
+      }
+      return;
+    case "wildcard":
+      eachChild(node, budget, (child) => out.push(child));
+      return;
+    case "scan":
+      walk(node, budget, (each) => {
+        if (step.name === null) {
+          if (each !== node) out.push(each);
+        } else if (hasOwn(each, step.name)) {
+          out.push(each[step.name]!);
+        }
+      });
+      return;
+    case "filter": {
+      const check = (candidate: Json) => {
+        if (test(step.expr, candidate, root, budget)) out.push(candidate);
+      };
+      if (step.scan) walk(node, budget, check);
+      else eachChild(node, budget, check);
+      return;
     }
   }
 }
 
-function resolve(operand: Operand, current: Json, root: Json): Json | undefined {
-  if (operand.kind === "literal") return operand.value;
-  return select(operand.steps, operand.root === "@" ? current : root, root)[0];
+function test(expr: Expr, current: Json, root: Json, budget: Budget): boolean {
+  budget.spend();
+  switch (expr.kind) {
+    case "or":
+      return test(expr.left, current, root, budget) || test(expr.right, current, root, budget);
+    case "and":
+      return test(expr.left, current, root, budget) && test(expr.right, current, root, budget);
+    case "not":
+      return !test(expr.expr, current, root, budget);
+    case "exists":
+      return resolve(expr.operand, current, root, budget) !== undefined;
+    case "compare": {
+      const left = resolve(expr.left, current, root, budget);
+      const right = resolve(expr.right, current, root, budget);
+      if (left === undefined || right === undefined) return false;
+      return compare(expr.op, left, right, budget);
+    }
+  }
 }
 
-function compare(op: Comparator, left: Json, right: Json): boolean {
+function resolve(operand: Operand, current: Json, root: Json, budget: Budget): Json | undefined {
+  if (operand.kind === "literal") return operand.value;
+  return select(operand.steps, operand.root === "@" ? current : root, root, budget)[0];
+}
+
+function compare(op: Comparator, left: Json, right: Json, budget: Budget): boolean {
   // Newtonsoft compares a string with a number or boolean by their text.
   if (typeof left === "string" && (typeof right === "number" || typeof right === "boolean")) right = String(right);
   if (typeof right === "string" && (typeof left === "number" || typeof left === "boolean")) left = String(left);
   switch (op) {
     case "==":
-      return equal(left, right);
+      return equal(left, right, budget);
     case "!=":
-      return !equal(left, right);
+      return !equal(left, right, budget);
     default: {
       if (typeof left !== typeof right || (typeof left !== "number" && typeof left !== "string")) return false;
       const l = left as number | string;
@@ -308,7 +401,37 @@ function compare(op: Comparator, left: Json, right: Json): boolean {
   }
 }
 
-function equal(left: Json, right: Json): boolean {
-  if (isContainer(left) || isContainer(right)) return JSON.stringify(left) === JSON.stringify(right);
-  return left === right;
+/** JSON equality (object keys in any order), pair by pair from an explicit stack, paying for each pair. */
+function equal(left: Json, right: Json, budget: Budget): boolean {
+  budget.spend();
+  const pairs: [Json, Json][] = [[left, right]];
+  while (pairs.length) {
+    const [l, r] = pairs.pop()!;
+    if (!isContainer(l) || !isContainer(r)) {
+      if (l !== r) return false;
+    } else if (!pushChildPairs(l, r, pairs, budget)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Queues (and pays for) the children of two containers; false when their shapes already differ. */
+function pushChildPairs(l: Container, r: Container, pairs: [Json, Json][], budget: Budget): boolean {
+  if (Array.isArray(l) || Array.isArray(r)) {
+    if (!Array.isArray(l) || !Array.isArray(r) || l.length !== r.length) return false;
+    l.forEach((item, i) => {
+      budget.spend();
+      pairs.push([item, r[i]!]);
+    });
+    return true;
+  }
+  const keys = Object.keys(l);
+  if (keys.length !== Object.keys(r).length) return false;
+  for (const key of keys) {
+    if (!Object.hasOwn(r, key)) return false;
+    budget.spend();
+    pairs.push([l[key]!, r[key]!]);
+  }
+  return true;
 }
