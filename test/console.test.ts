@@ -1,14 +1,19 @@
-/** The console through the Worker's real handler: sign-in, pages, replay, and what it never leaks. */
+/**
+ * The console through the Worker's real handler: sign-in (and its slow-down), pages, replay,
+ * quarantine release, cross-origin form posts refused, and what it never leaks.
+ */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
 import { faultyQueue } from "./faults";
-import { send, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest } from "./helpers";
 
 const BASE = "https://edgehook.test";
+/** What a browser sends with a form post from the console's own pages. */
+const SAME_ORIGIN = { origin: BASE };
 
-async function signIn(token = env.ADMIN_TOKEN!): Promise<Response> {
-  return send(new Request(`${BASE}/console/login`, { method: "POST", body: new URLSearchParams({ token }), redirect: "manual" }));
+async function signIn(token = env.ADMIN_TOKEN!, headers: Record<string, string> = {}): Promise<Response> {
+  return send(new Request(`${BASE}/console/login`, { method: "POST", headers: { ...SAME_ORIGIN, ...headers }, body: new URLSearchParams({ token }), redirect: "manual" }));
 }
 
 async function session(): Promise<string> {
@@ -22,8 +27,11 @@ async function session(): Promise<string> {
   return cookie.split(";")[0]!;
 }
 
-const page = (path: string, cookie: string, init: RequestInit = {}, bindings = {}) =>
-  sendWith(new Request(`${BASE}${path}`, { ...init, headers: { cookie, ...(init.headers ?? {}) }, redirect: "manual" }), bindings);
+/** A page; a POST is a form post from the console's own pages unless `init.headers` are given instead. */
+const page = (path: string, cookie: string, init: RequestInit & { headers?: Record<string, string> } = {}, bindings = {}) =>
+  sendWith(new Request(`${BASE}${path}`, { ...init, headers: { cookie, ...(init.headers ?? (init.method === "POST" ? SAME_ORIGIN : {})) }, redirect: "manual" }), bindings);
+
+const recordingQueue = () => faultyQueue<QueuedEvent>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>, () => undefined);
 
 describe("console", () => {
   it("sends a visitor without a session to the login form", async () => {
@@ -62,7 +70,7 @@ describe("console", () => {
     expect(eventPage).toContain("ConsoleTypeV1");
     expect(eventPage).toContain('<label for="replay-destination">Replay to</label>');
 
-    const events = faultyQueue<QueuedEvent>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>, () => undefined);
+    const events = recordingQueue();
     const destinations = [{ name: "alpha", url: "https://alpha.test/hook" }];
     const replay = await page(`/console/events/${id}/replay`, cookie, { method: "POST", body: new URLSearchParams({ destination: "alpha" }) }, { DESTINATIONS: destinations, EVENTS_QUEUE: events.queue });
     expect(replay.status).toBe(303);
@@ -110,10 +118,136 @@ describe("console", () => {
     }
   }, 60_000);
 
+  it("shows a quarantined payload; a release still failing says where, a forced one opens the event marked forced", async () => {
+    const cookie = await session();
+    const body = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 9 } });
+    expect((await send(await seismicRequest(body))).status).toBe(422);
+    const { id } = (await env.DB.prepare("SELECT id FROM quarantine WHERE CAST(body AS TEXT) = ?").bind(body).first<{ id: number }>())!;
+
+    const dead = await (await page("/console/dead", cookie)).text();
+    expect(dead).toContain(`<a href="/console/quarantine/${id}">View #${id}</a>`);
+    expect(dead).toContain(`action="/console/quarantine/${id}/release"`);
+    const detail = await (await page(`/console/quarantine/${id}`, cookie)).text();
+    expect(detail).toContain("&quot;InteractionId&quot;: 9");
+    expect(detail).toContain('<button type="submit" name="force" value="true">Release as it is (forced)</button>');
+
+    const release = (form: Record<string, string>, bindings = {}) =>
+      page(`/console/quarantine/${id}/release`, cookie, { method: "POST", body: new URLSearchParams(form) }, bindings);
+    const refused = await release({});
+    expect(refused.status).toBe(422);
+    expect(await refused.text()).toMatch(/role="alert"><p>Not released: still fails validation: [^<]*\(at <code>\$\.data\.InteractionId<\/code>\)/);
+
+    const events = recordingQueue();
+    const forced = await release({ force: "true" }, { EVENTS_QUEUE: events.queue });
+    expect(forced.status).toBe(303);
+    const location = forced.headers.get("location")!;
+    expect(location).toMatch(/^\/console\/events\/evt_[0-9a-f]{24}\?released=accepted$/);
+    const key = location.slice("/console/events/".length, location.indexOf("?"));
+    expect(events.accepted).toEqual([{ eventKey: key }]);
+    const eventPage = await (await page(location, cookie)).text();
+    expect(eventPage).toContain("Released from quarantine: stored and queued for delivery.");
+    expect(eventPage).toContain("released from quarantine as it was, without passing validation");
+    expect(await (await page("/console/dead", cookie)).text()).toContain(`(forced) as <a href="/console/events/${key}">`);
+    const again = await release({});
+    expect(again.headers.get("location")).toBe(`/console/events/${key}?released=already_released`);
+  });
+
   it("signs out", async () => {
     const cookie = await session();
     const out = await page("/console/logout", cookie, { method: "POST" });
     expect(out.status).toBe(303);
     expect(out.headers.get("set-cookie")).toMatch(/edgehook_console=;|Max-Age=0/);
+  });
+});
+
+describe("console form posts (#9.9)", () => {
+  it("refuses a form post from another origin with 403, even with a valid session", async () => {
+    const cookie = await session();
+    const { id } = (await (await send(await seismicRequest(seismicBody()))).json()) as { id: string };
+    const events = recordingQueue();
+    const replay = (headers: Record<string, string>) =>
+      page(`/console/events/${id}/replay`, cookie, { method: "POST", headers, body: new URLSearchParams({ destination: "alpha" }) }, {
+        DESTINATIONS: [{ name: "alpha", url: "https://alpha.test/hook" }],
+        EVENTS_QUEUE: events.queue,
+      });
+    const refused: Record<string, string>[] = [
+      { origin: "https://sibling.example.workers.dev", "sec-fetch-site": "same-site" }, // another Worker of the account
+      { origin: "https://attacker.example", "sec-fetch-site": "cross-site" },
+      { origin: "null" },
+      {}, // neither header: not a browser, so not the console
+    ];
+    for (const headers of refused) {
+      const response = await replay(headers);
+      expect(response.status, JSON.stringify(headers)).toBe(403);
+      expect(await errorOf(response)).toMatchObject({ code: "cross_origin_form" });
+    }
+    expect(events.accepted).toEqual([]);
+    // The console's own pages: the Origin header, or Sec-Fetch-Site alone.
+    expect((await replay({ origin: BASE })).status).toBe(303);
+    expect((await replay({ "sec-fetch-site": "same-origin" })).status).toBe(303);
+    expect(events.accepted).toHaveLength(2);
+
+    const login = await signIn(env.ADMIN_TOKEN!, { origin: "https://sibling.example.workers.dev" });
+    expect(login.status).toBe(403);
+    expect(login.headers.get("set-cookie")).toBeNull();
+    expect((await page("/console/logout", cookie, { method: "POST", headers: { origin: "https://sibling.example.workers.dev" } })).status).toBe(403);
+  });
+
+  it("refuses a sign-in form over 4 KiB with 413, declared or streamed", async () => {
+    const declared = await signIn("x".repeat(5000));
+    expect(declared.status).toBe(413);
+    expect(await errorOf(declared)).toMatchObject({ code: "body_too_large" });
+    const bytes = new TextEncoder().encode(`token=${"x".repeat(5000)}`);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes);
+        controller.close();
+      },
+    });
+    const streamed = await send(
+      new Request(`${BASE}/console/login`, {
+        method: "POST", headers: { ...SAME_ORIGIN, "content-type": "application/x-www-form-urlencoded" }, body: stream, duplex: "half", redirect: "manual",
+      } as RequestInit),
+    );
+    expect(streamed.status).toBe(413);
+  });
+
+  it("answers 429 with Retry-After after 5 failed sign-ins from one address, until the window ends", async () => {
+    const from = { "cf-connecting-ip": "203.0.113.7" };
+    const guess = "wrong-guess-" + crypto.randomUUID();
+    for (let i = 0; i < 5; i++) expect((await signIn(guess, from)).status).toBe(401);
+    const locked = await signIn(env.ADMIN_TOKEN!, from); // even the right token: a locked client learns nothing
+    expect(locked.status).toBe(429);
+    expect(Number(locked.headers.get("retry-after"))).toBeGreaterThan(14 * 60);
+    expect(Number(locked.headers.get("retry-after"))).toBeLessThanOrEqual(15 * 60);
+    expect(locked.headers.get("set-cookie")).toBeNull();
+    expect(await locked.text()).toContain("Too many failed sign-ins from your address. Try again in 15 minutes.");
+    // Another address signs in; the count lives in D1 (every isolate reads it) and holds no token.
+    expect((await signIn(env.ADMIN_TOKEN!, { "cf-connecting-ip": "203.0.113.99" })).status).toBe(303);
+    const { results } = await env.DB.prepare("SELECT * FROM login_failures").all();
+    expect(results).toContainEqual(expect.objectContaining({ client: "203.0.113.7", failures: 6 }));
+    expect(JSON.stringify(results)).not.toContain(guess);
+    expect(JSON.stringify(results)).not.toContain(env.ADMIN_TOKEN!);
+
+    // Fifteen minutes later (the window moved back instead of waiting): signed in, count cleared.
+    await env.DB.prepare("UPDATE login_failures SET window_started_at = window_started_at - 15 * 60000 WHERE client = ?").bind("203.0.113.7").run();
+    expect((await signIn(env.ADMIN_TOKEN!, from)).status).toBe(303);
+    expect(await countRows("SELECT count(*) AS n FROM login_failures WHERE client = ?", "203.0.113.7")).toBe(0);
+  });
+
+  it("a successful sign-in clears earlier failures", async () => {
+    const from = { "cf-connecting-ip": "198.51.100.4" };
+    for (let i = 0; i < 4; i++) expect((await signIn("wrong", from)).status).toBe(401);
+    expect((await signIn(env.ADMIN_TOKEN!, from)).status).toBe(303);
+    for (let i = 0; i < 5; i++) expect((await signIn("wrong", from)).status).toBe(401);
+    expect((await signIn("wrong", from)).status).toBe(429);
+  });
+
+  it("counts an IPv6 client by its /64", async () => {
+    for (const ip of ["2001:db8:77:1::1", "2001:db8:77:1::2", "2001:0db8:0077:0001:aaaa:bbbb:cccc:dddd", "2001:db8:77:1:0:0:0:9", "2001:db8:77:1::5"]) {
+      expect((await signIn("wrong", { "cf-connecting-ip": ip })).status).toBe(401);
+    }
+    expect((await signIn("wrong", { "cf-connecting-ip": "2001:db8:77:1::ffff" })).status).toBe(429);
+    expect((await signIn("wrong", { "cf-connecting-ip": "2001:db8:77:2::1" })).status).toBe(401);
   });
 });

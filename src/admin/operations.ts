@@ -3,7 +3,7 @@ import { loadDestinations, route, type Destination } from "../deliver/destinatio
 import type { Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, resetStatements, type AttemptRow, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { getEvent, type EventRow } from "../store/events";
+import { bodyJson, getEvent, type EventRow } from "../store/events";
 
 /** Deliveries one bulk replay resets and re-enqueues; call again while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
@@ -28,7 +28,8 @@ export async function replayEvent(env: Env, row: EventRow, destination?: string)
     if (!destinations.some((d) => d.name === destination)) throw new HttpError(404, "unknown_destination", `no destination named "${destination}"`);
     targets = [destination];
   } else {
-    targets = route(destinations, { provider: row.provider, type: row.type, envelope: JSON.parse(row.body) }).destinations.map((d) => d.name);
+    // A forced event's body may not be JSON: then no filter can match it, but type routes still do.
+    targets = route(destinations, { provider: row.provider, type: row.type, envelope: bodyJson(row.body)?.json ?? null }).destinations.map((d) => d.name);
   }
   if (targets.length) await replay(env, [{ eventKey: row.key, destinations: targets }]);
   return targets;
@@ -84,7 +85,34 @@ export function timeParam(value: string | undefined, name: string): number | und
 
 export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** The API's shape of an event: camelCase, ISO times, the payload parsed when it was stored whole. */
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** The text of a body, or null when it is not UTF-8 (only a quarantined body can be that). */
+export function decodeUtf8(body: Uint8Array): string | null {
+  try {
+    return strictUtf8.decode(body);
+  } catch {
+    return null;
+  }
+}
+
+export interface PayloadView {
+  /** json: `payload` is the parsed body; text: the body as a string; base64: the bytes (not UTF-8). */
+  payloadFormat: "json" | "text" | "base64";
+  payload: unknown;
+}
+
+/** A stored body as the API shows it: parsed when it is JSON, else as it is, text or base64. */
+export function payloadView(body: string | Uint8Array): PayloadView {
+  if (typeof body !== "string") {
+    const text = decodeUtf8(body);
+    return text === null ? { payloadFormat: "base64", payload: btoa(Array.from(body, (b) => String.fromCharCode(b)).join("")) } : payloadView(text);
+  }
+  const parsed = bodyJson(body);
+  return parsed ? { payloadFormat: "json", payload: parsed.json } : { payloadFormat: "text", payload: body };
+}
+
+/** The API's shape of an event: camelCase, ISO times, and with the body its payload (see payloadView). */
 export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
   return {
     id: row.key,
@@ -98,7 +126,8 @@ export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
     verifiedWith: row.verified_with,
     status: row.status,
     enqueuedAt: iso(row.enqueued_at),
-    ...(row.body === undefined ? {} : { contentType: row.content_type, payload: JSON.parse(row.body) as unknown }),
+    forced: row.forced === 1,
+    ...(row.body === undefined ? {} : { contentType: row.content_type, ...payloadView(row.body) }),
   };
 }
 

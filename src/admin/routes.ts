@@ -4,10 +4,12 @@ import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { getAttempts, getDeliveries, listDeliveries, stats } from "../store/deliveries";
 import { listEvents } from "../store/events";
+import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
 import {
   deliveryFilter, deliveryView, eventView, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
+import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
 const DAY_MS = 86_400_000;
 
@@ -60,6 +62,24 @@ adminRoutes.get("/deliveries", async (c) => {
 
 adminRoutes.post("/replay", async (c) => {
   return c.json(await replayDeliveries(c.env, deliveryFilter({ status: "dead", ...c.req.query() })), 202);
+});
+
+adminRoutes.get("/quarantine", async (c) => {
+  const query = c.req.query();
+  const page = await listQuarantine(c.env.DB, quarantineFilter(query), limitParam(query.limit), query.cursor || null);
+  return c.json({ quarantined: page.items.map(quarantineView), nextCursor: page.nextCursor });
+});
+
+adminRoutes.get("/quarantine/:id", async (c) => {
+  return c.json({ quarantined: quarantineDetailView(await requireQuarantined(c.env, c.req.param("id"))) });
+});
+
+adminRoutes.post("/quarantine/:id/release", async (c) => {
+  const force = flagParam(c.req.query("force"), "force") ?? false;
+  const row = await requireQuarantined(c.env, c.req.param("id"));
+  const release = await releaseQuarantined(c.env, row, force, (later) => c.executionCtx.waitUntil(later));
+  Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
+  return c.json(release);
 });
 
 adminRoutes.get("/stats", async (c) => {

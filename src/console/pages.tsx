@@ -3,7 +3,9 @@ import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
-import type { EventRow, QuarantineRow } from "../store/events";
+import type { PayloadView } from "../admin/operations";
+import type { EventRow } from "../store/events";
+import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 
 const STYLE = `
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -192,6 +194,7 @@ export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempt
           <tr><th scope="row">Received</th><td>{time(event.received_at)}</td></tr>
           <tr><th scope="row">Verified with</th><td>{event.verified_with === "old" ? "the old (previous) secret" : "the current secret"}</td></tr>
           <tr><th scope="row">Status</th><td><Status status={event.status} /></td></tr>
+          {event.forced === 1 && <tr><th scope="row">Forced</th><td class="error">released from quarantine as it was, without passing validation</td></tr>}
         </tbody>
       </table>
       <h2>Deliveries</h2>
@@ -224,7 +227,7 @@ export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempt
   );
 };
 
-export const DeadPage: FC<{ dead: DeliveryRow[]; quarantined: QuarantineRow[]; notice?: string }> = ({ dead, quarantined, notice }) => (
+export const DeadPage: FC<{ dead: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string }> = ({ dead, quarantined, olderQuarantined, notice }) => (
   <Layout title="Dead letters & quarantine">
     {notice && <p class="note" role="status">{notice}</p>}
     <h2>Dead deliveries</h2>
@@ -246,16 +249,77 @@ export const DeadPage: FC<{ dead: DeliveryRow[]; quarantined: QuarantineRow[]; n
     </table>
     {dead.length === 0 && <p>No dead deliveries.</p>}
     <h2>Quarantined payloads</h2>
-    <p>Signed bodies that could not be accepted (bad JSON or a schema mismatch), kept so nothing genuine is lost.</p>
+    <p>
+      Signed bodies that could not be accepted (bad JSON or a schema mismatch), kept so nothing genuine is lost.
+      Release validates one again with the current schemas and delivers it if it passes; its page can also release it as it is.
+    </p>
     <table>
-      <thead><tr><th scope="col">Last received</th><th scope="col">Provider</th><th scope="col">Reason</th><th scope="col">At path</th><th scope="col">Error</th><th scope="col">Bytes</th><th scope="col">Times</th></tr></thead>
+      <thead><tr><th scope="col">Last received</th><th scope="col">Provider</th><th scope="col">Reason</th><th scope="col">At path</th><th scope="col">Error</th><th scope="col">Bytes</th><th scope="col">Times</th><th scope="col">Payload</th><th scope="col">Release</th></tr></thead>
       <tbody>
         {quarantined.map((q) => (
-          <tr><td>{time(q.last_received_at)}</td><td>{q.provider}</td><td>{q.reason}</td><td><code>{q.path ?? "–"}</code></td><td>{q.error}</td><td>{q.bytes}</td><td>{q.attempts}</td></tr>
+          <tr>
+            <td>{time(q.last_received_at)}</td><td>{q.provider}</td><td>{q.reason}</td><td><code>{q.path ?? "–"}</code></td><td>{q.error}</td><td>{q.bytes}</td><td>{q.attempts}</td>
+            <td><a href={`/console/quarantine/${q.id}`}>View #{q.id}</a></td>
+            <td><Released item={q} /></td>
+          </tr>
         ))}
       </tbody>
     </table>
     {quarantined.length === 0 && <p>Nothing quarantined.</p>}
+    {olderQuarantined && <p><a href={`/console/dead?quarantineCursor=${encodeURIComponent(olderQuarantined)}`}>Older quarantined payloads →</a></p>}
+  </Layout>
+);
+
+/** Bytes that are not UTF-8 cannot become an event: events are stored and forwarded as text. */
+const releasable = (item: QuarantineSummary) => item.released_at === null && item.reason !== "invalid_utf8";
+
+/** Where a released payload went, or the button that validates and releases it. */
+const Released: FC<{ item: QuarantineSummary }> = ({ item }) => {
+  if (item.released_at !== null) {
+    return <>released {time(item.released_at)}{item.forced ? " (forced)" : ""} as <a href={`/console/events/${item.event_key}`}>{item.event_key}</a></>;
+  }
+  if (!releasable(item)) return <>not releasable: not UTF-8</>;
+  return (
+    <form method="post" action={`/console/quarantine/${item.id}/release`}>
+      <button type="submit" aria-label={`Release quarantined payload #${item.id}`}>Release</button>
+    </form>
+  );
+};
+
+export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; error?: { message: string; path?: string } }> = ({ item, payload, error }) => (
+  <Layout title={`Quarantined payload #${item.id}`}>
+    {error && (
+      <div class="error" role="alert">
+        <p>Not released: {error.message}{error.path && <> (at <code>{error.path}</code>)</>}</p>
+      </div>
+    )}
+    <table>
+      <tbody>
+        <tr><th scope="row">Provider</th><td>{item.provider}</td></tr>
+        <tr><th scope="row">Reason</th><td>{item.reason}</td></tr>
+        <tr><th scope="row">At path</th><td><code>{item.path ?? "–"}</code></td></tr>
+        <tr><th scope="row">Error</th><td>{item.error}</td></tr>
+        <tr><th scope="row">First received</th><td>{time(item.first_received_at)}</td></tr>
+        <tr><th scope="row">Last received</th><td>{time(item.last_received_at)}</td></tr>
+        <tr><th scope="row">Times received</th><td>{item.attempts}</td></tr>
+        <tr><th scope="row">Size</th><td>{item.bytes} bytes, {item.content_type}</td></tr>
+        <tr><th scope="row">Verified with</th><td>{item.verified_with === "old" ? "the old (previous) secret" : "the current secret"}</td></tr>
+        <tr><th scope="row">SHA-256</th><td><code>{item.body_sha256}</code></td></tr>
+        <tr><th scope="row">Released</th><td><Released item={item} /></td></tr>
+      </tbody>
+    </table>
+    {releasable(item) && (
+      <form method="post" action={`/console/quarantine/${item.id}/release`}>
+        <p>
+          <button type="submit">Release (validate again)</button>{" "}
+          <button type="submit" name="force" value="true">Release as it is (forced)</button>
+        </p>
+        <p>A forced release delivers the payload unvalidated and marks the event as forced.</p>
+      </form>
+    )}
+    <h2>Payload</h2>
+    {payload.payloadFormat === "base64" && <p>Not UTF-8 text; shown as base64.</p>}
+    <pre tabindex={0} aria-label="Payload">{payload.payloadFormat === "json" ? JSON.stringify(payload.payload, null, 2) : String(payload.payload)}</pre>
   </Layout>
 );
 

@@ -1,16 +1,29 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { deliveryFilter, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
+import { deliveryFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
+import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
 import { loadDestinations } from "../deliver/destinations";
+import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, getAttempts, getDeliveries, listDeliveries, stats, timeline } from "../store/deliveries";
-import { listEvents, listQuarantine } from "../store/events";
-import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, type EventFilterValues } from "./pages";
+import { listEvents } from "../store/events";
+import { clearLoginFailures } from "../store/logins";
+import { listQuarantine, type QuarantineRow } from "../store/quarantine";
+import { boundedForms, sameOriginForms } from "./forms";
+import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
+import { loginAttempt, loginClient } from "./throttle";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
+
+/** What the event page says after a release from quarantine led to it. */
+const RELEASE_NOTICES = new Map<string, string>([
+  ["accepted", "Released from quarantine: stored and queued for delivery."],
+  ["duplicate", "Released from quarantine: this event had already been accepted, so nothing new was queued."],
+  ["already_released", "That payload had already been released into this event."],
+] satisfies [Release["status"], string][]);
 
 export const consoleRoutes = new Hono<AppEnv>();
 
@@ -20,14 +33,27 @@ consoleRoutes.use("*", async (c, next) => {
   c.header("Cache-Control", "no-store");
 });
 
+// Every form post, signed in or not (sign-in and sign-out included), before anything reads it.
+consoleRoutes.use("*", sameOriginForms(), boundedForms());
+
 consoleRoutes.get("/login", (c) => c.html(<LoginPage />));
 
 consoleRoutes.post("/login", async (c) => {
+  const client = loginClient(c.req.header("cf-connecting-ip"));
+  // Counted before the token is looked at: a locked-out client learns nothing, even from the right one.
+  const waitSeconds = await loginAttempt(c.env.DB, client);
+  if (waitSeconds !== null) {
+    c.header("Retry-After", String(waitSeconds));
+    const minutes = Math.ceil(waitSeconds / 60);
+    return c.html(<LoginPage error={`Too many failed sign-ins from your address. Try again in ${minutes} minute${minutes === 1 ? "" : "s"}.`} />, 429);
+  }
   const form = await c.req.parseBody();
   const expected = c.env.ADMIN_TOKEN;
   if (!expected || typeof form.token !== "string" || !tokensEqual(form.token, expected)) {
     return c.html(<LoginPage error="That token is not right." />, 401);
   }
+  // If this fails the session still starts; the count ends with its window.
+  await clearLoginFailures(c.env.DB, client).catch(() => undefined);
   await startSession(c, expected);
   return c.redirect("/console", 303);
 });
@@ -67,13 +93,14 @@ consoleRoutes.get("/events/:id", async (c) => {
   const [deliveries, attempts] = await Promise.all([getDeliveries(c.env.DB, event.key), getAttempts(c.env.DB, event.key)]);
   const config = loadDestinations(c.env);
   const replayed = c.req.query("replayed");
+  const released = RELEASE_NOTICES.get(c.req.query("released") ?? "");
   return c.html(
     <EventPage
       event={event}
       deliveries={deliveries}
       attempts={attempts}
       destinations={config.ok ? config.destinations.map((d) => d.name) : []}
-      notice={replayed === undefined ? undefined : replayed ? `Replay queued to ${replayed}.` : "No destination routes this event; nothing to replay."}
+      notice={released ?? (replayed === undefined ? undefined : replayed ? `Replay queued to ${replayed}.` : "No destination routes this event; nothing to replay.")}
     />,
   );
 });
@@ -89,10 +116,40 @@ consoleRoutes.post("/events/:id/replay", async (c) => {
 consoleRoutes.get("/dead", async (c) => {
   const [dead, quarantined] = await Promise.all([
     listDeliveries(c.env.DB, { status: "dead" }, 200, null),
-    listQuarantine(c.env.DB, 200),
+    listQuarantine(c.env.DB, {}, 200, c.req.query("quarantineCursor") || null),
   ]);
   const replayed = c.req.query("replayed");
-  return c.html(<DeadPage dead={dead} quarantined={quarantined} notice={replayed ? `Replay queued for ${replayed} dead deliveries.` : undefined} />);
+  return c.html(
+    <DeadPage
+      dead={dead}
+      quarantined={quarantined.items}
+      olderQuarantined={quarantined.nextCursor}
+      notice={replayed ? `Replay queued for ${replayed} dead deliveries.` : undefined}
+    />,
+  );
+});
+
+const quarantinePage = (item: QuarantineRow, error?: HttpError) => (
+  <QuarantinePage item={item} payload={payloadView(new Uint8Array(item.body))} error={error && { message: error.message, path: error.detail.path }} />
+);
+
+consoleRoutes.get("/quarantine/:id", async (c) => {
+  return c.html(quarantinePage(await requireQuarantined(c.env, c.req.param("id"))));
+});
+
+consoleRoutes.post("/quarantine/:id/release", async (c) => {
+  const item = await requireQuarantined(c.env, c.req.param("id"));
+  const form = await c.req.parseBody();
+  let release: Release;
+  try {
+    release = await releaseQuarantined(c.env, item, form.force === "true", (later) => c.executionCtx.waitUntil(later));
+  } catch (err) {
+    // Still invalid, or not releasable: back to its page saying why, where it can be forced.
+    if (err instanceof HttpError && err.status === 422) return c.html(quarantinePage(item, err), 422);
+    throw err;
+  }
+  Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
+  return c.redirect(`/console/events/${release.id}?released=${release.status}`, 303);
 });
 
 consoleRoutes.post("/replay", async (c) => {

@@ -9,7 +9,8 @@ import { numberVar, type AppEnv, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
-import { isEnqueued, markEnqueued, eventKey, quarantine, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { isEnqueued, markEnqueued, eventKey, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { quarantine } from "../store/quarantine";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
@@ -78,12 +79,8 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     const { text, event } = signed;
 
     Object.assign(log, { eventId: event.eventId, type: event.type });
-    const stored: NewEvent = {
-      key: await eventKey(provider.name, event.type, event.eventId), provider: provider.name, eventId: event.eventId, type: event.type, knownType: event.knownType,
-      tenant: event.tenant, occurredAt: event.occurredAt, receivedAt, verifiedWith,
-      contentType: contentType ?? "application/json", body: text,
-    };
-    const work = persist(c.env, stored, (later) => c.executionCtx.waitUntil(later));
+    const arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
+    const work = acceptEvent(c.env, arrival, (later) => c.executionCtx.waitUntil(later));
     // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
     c.executionCtx.waitUntil(work.catch(() => undefined));
     const { key, status } = await withinBudget(work, storageBudgetMs);
@@ -128,16 +125,18 @@ function unverifiedChallenge(provider: Provider, body: Uint8Array): Response | n
   }
 }
 
-interface Persisted {
+interface Accepted {
   key: string;
   status: "accepted" | "duplicate";
 }
 
 /**
- * Stores then enqueues (see store/events.ts for why in this order). Throws 503 to make the
- * provider retry. Recording the enqueue runs after the answer: if it fails, the consumer does it.
+ * Derives the event's id, stores, then enqueues (see store/events.ts for why in this order): the
+ * one way an event gets in, for the request path and a release from quarantine alike. Throws 503
+ * to make the caller retry. Recording the enqueue runs after the answer: if it fails, the consumer does it.
  */
-async function persist(env: Env, event: NewEvent, afterResponse: (work: Promise<unknown>) => void): Promise<Persisted> {
+export async function acceptEvent(env: Env, arrival: Omit<NewEvent, "key">, afterResponse: (work: Promise<unknown>) => void): Promise<Accepted> {
+  const event: NewEvent = { ...arrival, key: await eventKey(arrival.provider, arrival.type, arrival.eventId) };
   const { key, state } = await storeAndClaim(env.DB, event).catch(() => {
     throw unavailable("storage_unavailable", "could not store the event; retry later");
   });

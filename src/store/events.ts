@@ -1,5 +1,5 @@
 /**
- * D1 access for events and quarantined payloads. All SQL for these tables lives here.
+ * D1 access for events. All SQL for this table lives here (quarantined payloads: quarantine.ts).
  *
  * Write order on the request path (see README "Durability"):
  *   1. one D1 batch: insert the event with an enqueue claim, or re-claim an earlier attempt's
@@ -33,6 +33,8 @@ export interface NewEvent {
   verifiedWith: SecretSlot;
   contentType: string;
   body: string;
+  /** Released from quarantine as it was, past a failing validation (see store/quarantine.ts). */
+  forced: boolean;
 }
 
 export interface EventRow {
@@ -49,6 +51,7 @@ export interface EventRow {
   body: string;
   status: EventStatus;
   enqueued_at: number | null;
+  forced: number;
 }
 
 /**
@@ -79,12 +82,12 @@ export async function storeAndClaim(db: D1Database, event: NewEvent): Promise<St
     db
       .prepare(
         `INSERT INTO events (provider, type, event_id, key, known_type, tenant, occurred_at, received_at,
-                             verified_with, content_type, body, status, claimed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'received', ?8)
+                             verified_with, content_type, body, forced, status, claimed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'received', ?8)
          ON CONFLICT (provider, type, event_id) DO NOTHING`,
       )
       .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant,
-        event.occurredAt, now, event.verifiedWith, event.contentType, event.body),
+        event.occurredAt, now, event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0),
     db
       .prepare(
         `UPDATE events SET claimed_at = ?4
@@ -164,7 +167,7 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
   const { results } = await db
     .prepare(
       `SELECT key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with,
-              content_type, status, enqueued_at
+              content_type, status, enqueued_at, forced
        FROM events ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
        ORDER BY received_at DESC, key DESC LIMIT ?${params.length}`,
     )
@@ -178,16 +181,17 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
   };
 }
 
-interface Cursor {
+/** A keyset position: a time and a tie-breaking key (quarantine.ts pages with it too). */
+export interface Cursor {
   receivedAt: number;
   key: string;
 }
 
-function encodeCursor(cursor: Cursor): string {
+export function encodeCursor(cursor: Cursor): string {
   return btoa(`${cursor.receivedAt}:${cursor.key}`).replace(/=+$/, "");
 }
 
-function decodeCursor(cursor: string): Cursor | null {
+export function decodeCursor(cursor: string): Cursor | null {
   try {
     const [receivedAt, key] = atob(cursor).split(":");
     const at = Number(receivedAt);
@@ -197,49 +201,14 @@ function decodeCursor(cursor: string): Cursor | null {
   }
 }
 
-export interface QuarantinedPayload {
-  provider: string;
-  reason: string;
-  error: string;
-  path: string | null;
-  contentType: string;
-  verifiedWith: SecretSlot;
-  body: Uint8Array;
-  receivedAt: number;
-}
-
-/** Keeps a signed body that could not be accepted; a redelivery of the same bytes bumps `attempts`. */
-export async function quarantine(db: D1Database, item: QuarantinedPayload): Promise<void> {
-  const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
-  await db
-    .prepare(
-      `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
-                               first_received_at, last_received_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
-       ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
-    )
-    .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt)
-    .run();
-}
-
-export interface QuarantineRow {
-  id: number;
-  provider: string;
-  reason: string;
-  error: string;
-  path: string | null;
-  bytes: number;
-  attempts: number;
-  last_received_at: number;
-}
-
-export async function listQuarantine(db: D1Database, limit: number): Promise<QuarantineRow[]> {
-  const { results } = await db
-    .prepare(
-      `SELECT id, provider, reason, error, path, length(body) AS bytes, attempts, last_received_at
-       FROM quarantine ORDER BY last_received_at DESC LIMIT ?1`,
-    )
-    .bind(limit)
-    .all<QuarantineRow>();
-  return results;
+/**
+ * A stored body's JSON, or null when it is not JSON (only a forced event's can be anything).
+ * A leading byte-order mark is kept in the stored text, forwarded byte for byte, but not parsed.
+ */
+export function bodyJson(body: string): { json: unknown } | null {
+  try {
+    return { json: JSON.parse(body.charCodeAt(0) === 0xfeff ? body.slice(1) : body) };
+  } catch {
+    return null;
+  }
 }
