@@ -15,6 +15,10 @@ export interface Env {
   MAX_DELIVERY_ATTEMPTS?: string;
   RETRY_BASE_SECONDS?: string;
   RETRY_MAX_SECONDS?: string;
+  /** Forwards one queue batch may start (the plan's subrequest limit); the rest wait for the next delivery. */
+  MAX_FORWARDS_PER_BATCH?: string;
+  /** An unfinished event no consumer has handled for this long is re-enqueued by the cron's sweep. */
+  RECONCILE_AFTER_SECONDS?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
   DESTINATIONS?: unknown;
 
@@ -28,10 +32,14 @@ export interface Env {
   [secretBinding: string]: unknown;
 }
 
-/** What the events queue carries: a reference to the stored event, never its body (128 KB limit). */
+/**
+ * What the queues carry: a reference to the stored event, never its body (128 KB limit).
+ * Routing, replays and pins live in D1, so any copy of a message, or one the sweep sends, does
+ * the same work.
+ */
 export interface QueuedEvent {
   eventKey: string;
-  /** Only these destinations (a replay to one destination); all routed destinations when absent. */
+  /** Dead-letter notices only: the destinations whose delivery went dead. */
   destinations?: string[];
 }
 

@@ -1,5 +1,7 @@
 import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
+import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
+import { reconcile } from "./deliver/reconcile";
 import { numberVar, type Env, type QueuedEvent } from "./env";
 import { purgeOlderThan } from "./store/retention";
 
@@ -7,10 +9,22 @@ const DEFAULT_RETENTION_DAYS = 30;
 
 export default {
   fetch: app.fetch,
-  queue: consumeEvents,
+  queue: (batch, env) => (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env)),
+  /** The cron: the reconciliation sweep, then the retention purge; one failing never stops the other. */
   async scheduled(controller, env) {
-    const cutoff = controller.scheduledTime - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
-    const purged = await purgeOlderThan(env.DB, cutoff);
-    console.log(JSON.stringify({ cron: controller.cron, outcome: "retention_purge", ...purged }));
+    const now = controller.scheduledTime;
+    const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
+    const steps = { reconcile: () => reconcile(env, now), retention_purge: () => purgeOlderThan(env.DB, cutoff) };
+    let failed = false;
+    for (const [outcome, step] of Object.entries(steps)) {
+      try {
+        console.log(JSON.stringify({ cron: controller.cron, outcome, ...(await step()) }));
+      } catch (err) {
+        failed = true;
+        console.error(JSON.stringify({ cron: controller.cron, outcome: `${outcome}_failed`, error: String(err) }));
+      }
+    }
+    // A failed step shows as a failed cron run in the dashboard, after the others had their turn.
+    if (failed) throw new Error("a scheduled step failed; see the log lines above");
   },
 } satisfies ExportedHandler<Env, QueuedEvent>;

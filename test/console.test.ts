@@ -75,7 +75,8 @@ describe("console", () => {
     const replay = await page(`/console/events/${id}/replay`, cookie, { method: "POST", body: new URLSearchParams({ destination: "alpha" }) }, { DESTINATIONS: destinations, EVENTS_QUEUE: events.queue });
     expect(replay.status).toBe(303);
     expect(replay.headers.get("location")).toBe(`/console/events/${id}?replayed=alpha`);
-    expect(events.accepted).toEqual([{ eventKey: id, destinations: ["alpha"] }]);
+    expect(events.accepted).toEqual([{ eventKey: id }]);
+    expect(await env.DB.prepare("SELECT status, pinned FROM deliveries WHERE event_key = ? AND destination = 'alpha'").bind(id).first()).toEqual({ status: "pending", pinned: 1 });
   });
 
   it("lists dead letters, quarantine with the failing path, and destinations with their success rate", async () => {

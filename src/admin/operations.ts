@@ -1,12 +1,15 @@
 /** What the operator API and the console both do: read views of events and deliveries, replay. */
 import { loadDestinations, route, type Destination } from "../deliver/destinations";
-import type { Env } from "../env";
+import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
-import { DELIVERY_STATUSES, listDeliveries, resetStatements, type AttemptRow, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
+import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
 import { bodyJson, getEvent, type EventRow } from "../store/events";
 
-/** Deliveries one bulk replay resets and re-enqueues; call again while `more` is true. */
+/** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
+/** What a bulk replay may select: finished deliveries. Pending ones are already on their way. */
+export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered"] as const;
+const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 
 export async function requireEvent(env: Env, key: string): Promise<EventRow> {
   const row = await getEvent(env.DB, key);
@@ -20,40 +23,110 @@ export function configuredDestinations(env: Env): Destination[] {
   return config.destinations;
 }
 
-/** Re-delivers one event to the destinations that route it now, or to the one named. */
+/** Re-delivers one event to the destinations that route it now, or to the one named (pinned: sent even if not routed). */
 export async function replayEvent(env: Env, row: EventRow, destination?: string): Promise<string[]> {
   const destinations = configuredDestinations(env);
   let targets: string[];
   if (destination) {
-    if (!destinations.some((d) => d.name === destination)) throw new HttpError(404, "unknown_destination", `no destination named "${destination}"`);
+    requireDestination(destinations, destination);
     targets = [destination];
   } else {
     // A forced event's body may not be JSON: then no filter can match it, but type routes still do.
     targets = route(destinations, { provider: row.provider, type: row.type, envelope: bodyJson(row.body)?.json ?? null }).destinations.map((d) => d.name);
   }
-  if (targets.length) await replay(env, [{ eventKey: row.key, destinations: targets }]);
+  if (targets.length) await replay(env, [{ eventKey: row.key, destinations: targets }], destination !== undefined);
   return targets;
 }
 
-/** Re-delivers the deliveries matching `filter`, at most BULK_REPLAY_LIMIT of them. */
-export async function replayDeliveries(env: Env, filter: DeliveryFilter): Promise<{ replayed: number; events: number; more: boolean }> {
-  configuredDestinations(env);
-  const rows = await listDeliveries(env.DB, filter, BULK_REPLAY_LIMIT, null);
+function requireDestination(destinations: Destination[], name: string): void {
+  if (!destinations.some((d) => d.name === name)) throw new HttpError(404, "unknown_destination", `no destination named "${name}" in DESTINATIONS`);
+}
+
+/**
+ * Where a bulk replay stands: its filter, the time its set was fixed (the first call), and the
+ * last delivery it replayed. Rows a replay resets are updated after `until`, so no page selects
+ * a delivery twice, even one that failed again meanwhile.
+ */
+interface ReplayCursor {
+  status: string;
+  destination: string | null;
+  since: number | null;
+  until: number;
+  after: DeliveryCursor;
+}
+
+export interface BulkReplay {
+  status: (typeof REPLAYABLE_STATUSES)[number];
+  destination?: string;
+  since?: number;
+  limit: number;
+  cursor: string | null;
+}
+
+/** Reads a bulk replay's query: an explicit, known status is required (a missing filter never means "everything"). */
+export function bulkReplayQuery(query: Record<string, string | undefined>): BulkReplay {
+  const status = REPLAYABLE_STATUSES.find((s) => s === query.status);
+  if (!status) {
+    throw new HttpError(400, "invalid_status", `status is required for a replay: one of ${REPLAYABLE_STATUSES.join(", ")}`);
+  }
+  const limit = limitParam(query.limit, BULK_REPLAY_LIMIT);
+  if (limit > BULK_REPLAY_LIMIT) throw new HttpError(400, "invalid_limit", `limit must be an integer from 1 to ${BULK_REPLAY_LIMIT}`);
+  return { status, destination: query.destination || undefined, since: timeParam(query.since, "since"), limit, cursor: query.cursor || null };
+}
+
+/** Re-delivers one page of the deliveries a bulk replay selects, pinned to their destinations. */
+export async function replayDeliveries(env: Env, request: BulkReplay): Promise<{ replayed: number; events: number; more: boolean; nextCursor: string | null }> {
+  const configured = configuredDestinations(env);
+  if (request.destination) requireDestination(configured, request.destination);
+  const resumed = request.cursor ? readReplayCursor(request.cursor, request) : null;
+  const until = resumed?.until ?? Date.now();
+  const filter = {
+    status: request.status, destination: request.destination, since: request.since, until,
+    // A destination removed from DESTINATIONS is never replayed to: its rows would wait forever.
+    destinations: configured.map((d) => d.name),
+  };
+  const rows = await listDeliveries(env.DB, filter, request.limit, resumed?.after ?? null);
   const byEvent = new Map<string, string[]>();
   for (const row of rows) byEvent.set(row.event_key, [...(byEvent.get(row.event_key) ?? []), row.destination]);
   const messages = [...byEvent].map(([eventKey, destinations]) => ({ eventKey, destinations }));
-  if (messages.length) await replay(env, messages);
-  return { replayed: rows.length, events: messages.length, more: rows.length === BULK_REPLAY_LIMIT };
+  if (messages.length) await replay(env, messages, true);
+  const last = rows[rows.length - 1];
+  const more = rows.length === request.limit && last !== undefined;
+  const next: ReplayCursor | null = more
+    ? { status: request.status, destination: request.destination ?? null, since: request.since ?? null, until, after: [last.updated_at, last.event_key, last.destination] }
+    : null;
+  return { replayed: rows.length, events: messages.length, more, nextCursor: next && btoa(JSON.stringify(next)) };
 }
 
-/** Makes the deliveries due again, then enqueues them; a 503 means "replay again". */
-async function replay(env: Env, messages: { eventKey: string; destinations: string[] }[]): Promise<void> {
-  const now = Date.now();
-  await env.DB.batch(messages.flatMap((m) => resetStatements(env.DB, m.eventKey, m.destinations, now)));
+function readReplayCursor(cursor: string, request: BulkReplay): ReplayCursor {
+  let value: Partial<ReplayCursor> | null = null;
   try {
-    await env.EVENTS_QUEUE.sendBatch(messages.map((body) => ({ body, contentType: "json" as const })));
+    value = JSON.parse(atob(cursor)) as Partial<ReplayCursor>;
   } catch {
-    throw unavailable("queue_unavailable", "deliveries were reset to pending but could not be enqueued; replay status=pending again");
+    // reported below
+  }
+  const after = value?.after;
+  if (!value || typeof value.until !== "number" || !Array.isArray(after) || typeof after[0] !== "number" || typeof after[1] !== "string" || typeof after[2] !== "string") {
+    throw new HttpError(400, "invalid_cursor", "cursor is not one this API returned");
+  }
+  if (value.status !== request.status || value.destination !== (request.destination ?? null) || value.since !== (request.since ?? null)) {
+    throw new HttpError(400, "cursor_mismatch", "this cursor belongs to a replay with another status, destination or since; repeat that replay's parameters with it");
+  }
+  return value as ReplayCursor;
+}
+
+/** Makes the deliveries due again, then enqueues their events. */
+async function replay(env: Env, targets: { eventKey: string; destinations: string[] }[], pinned: boolean): Promise<void> {
+  const now = Date.now();
+  await env.DB.batch(targets.flatMap((t) => replayStatements(env.DB, t.eventKey, t.destinations, pinned, now)));
+  try {
+    await env.EVENTS_QUEUE.sendBatch(targets.map(({ eventKey }) => ({ body: { eventKey }, contentType: "json" as const })));
+  } catch {
+    const after = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS);
+    throw unavailable(
+      "queue_unavailable",
+      `the deliveries were reset to pending but could not be enqueued now; the reconciliation sweep enqueues them after ${after} s without progress (at its next cron run), or replay each event again`,
+    );
   }
 }
 
@@ -127,6 +200,9 @@ export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
     status: row.status,
     enqueuedAt: iso(row.enqueued_at),
     forced: row.forced === 1,
+    /** Why the last delivery round could not run (an error, or DESTINATIONS invalid); null once one ran. */
+    lastError: row.last_error,
+    lastHandledAt: iso(row.progress_at),
     ...(row.body === undefined ? {} : { contentType: row.content_type, ...payloadView(row.body) }),
   };
 }
@@ -143,6 +219,7 @@ export function deliveryView(row: DeliveryRow, attempts?: AttemptRow[]) {
     nextAttemptAt: iso(row.next_attempt_at),
     deliveredAt: iso(row.delivered_at),
     deadLetteredAt: iso(row.dead_lettered_at),
+    pinned: row.pinned === 1,
     ...(attempts && {
       history: attempts
         .filter((a) => a.destination === row.destination)

@@ -2,12 +2,13 @@ import { Hono } from "hono";
 import type { AppEnv } from "../env";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
-import { getAttempts, getDeliveries, listDeliveries, stats } from "../store/deliveries";
+import { listDeadLetters } from "../store/dead-letters";
+import { getAttempts, getDeliveries, listDeliveries, stats, type DeliveryCursor } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
 import {
-  deliveryFilter, deliveryView, eventView, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
+  bulkReplayQuery, deliveryFilter, deliveryView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
@@ -61,7 +62,7 @@ adminRoutes.get("/deliveries", async (c) => {
 });
 
 adminRoutes.post("/replay", async (c) => {
-  return c.json(await replayDeliveries(c.env, deliveryFilter({ status: "dead", ...c.req.query() })), 202);
+  return c.json(await replayDeliveries(c.env, bulkReplayQuery(c.req.query())), 202);
 });
 
 adminRoutes.get("/quarantine", async (c) => {
@@ -94,15 +95,45 @@ adminRoutes.get("/destinations", (c) => {
   return c.json({ valid: true, destinations: config.destinations.map((d) => d.config) });
 });
 
-function deliveryCursor(cursor: string | undefined): [number, string, string] | null {
+adminRoutes.get("/dead-letters", async (c) => {
+  const limit = limitParam(c.req.query("limit"));
+  const rows = await listDeadLetters(c.env.DB, limit + 1, deadLetterCursor(c.req.query("cursor")));
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return c.json({
+    deadLetters: page.map((row) => ({
+      messageId: row.message_id,
+      eventId: row.event_key,
+      destinations: row.destinations === null ? null : (JSON.parse(row.destinations) as string[]),
+      attempts: row.attempts,
+      receivedAt: iso(row.received_at),
+    })),
+    nextCursor: rows.length > limit && last ? btoa(JSON.stringify([last.received_at, last.message_id])) : null,
+  });
+});
+
+function deadLetterCursor(cursor: string | undefined): [number, string] | null {
   if (!cursor) return null;
+  const value = decodeJsonCursor(cursor);
+  if (Array.isArray(value) && value.length === 2 && typeof value[0] === "number" && typeof value[1] === "string") return [value[0], value[1]];
+  throw invalidCursor();
+}
+
+function decodeJsonCursor(cursor: string): unknown {
   try {
-    const value = JSON.parse(atob(cursor)) as unknown;
-    if (Array.isArray(value) && typeof value[0] === "number" && typeof value[1] === "string" && typeof value[2] === "string") {
-      return value as [number, string, string];
-    }
+    return JSON.parse(atob(cursor)) as unknown;
   } catch {
-    // fall through to the error below
+    throw invalidCursor();
   }
-  throw new HttpError(400, "invalid_cursor", "cursor is not one this API returned");
+}
+
+const invalidCursor = () => new HttpError(400, "invalid_cursor", "cursor is not one this API returned");
+
+function deliveryCursor(cursor: string | undefined): DeliveryCursor | null {
+  if (!cursor) return null;
+  const value = decodeJsonCursor(cursor);
+  if (Array.isArray(value) && typeof value[0] === "number" && typeof value[1] === "string" && typeof value[2] === "string") {
+    return [value[0], value[1], value[2]];
+  }
+  throw invalidCursor();
 }

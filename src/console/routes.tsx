@@ -1,7 +1,7 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { deliveryFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
+import { bulkReplayQuery, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
@@ -155,7 +155,7 @@ consoleRoutes.post("/quarantine/:id/release", async (c) => {
 consoleRoutes.post("/replay", async (c) => {
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" ? form.destination : undefined;
-  const result = await replayDeliveries(c.env, deliveryFilter({ status: "dead", destination }));
+  const result = await replayDeliveries(c.env, bulkReplayQuery({ status: "dead", destination }));
   return c.redirect(`/console/dead?replayed=${result.replayed}`, 303);
 });
 

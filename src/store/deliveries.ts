@@ -1,10 +1,17 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
 import type { EventRow, EventStatus } from "./events";
 
-export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead";
-export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead"];
+/**
+ * pending/failed: work left. delivered, gone (410), dead: finished until an operator replays.
+ * cancelled: the destination no longer routes the event (removed, renamed, types or filter changed).
+ * skipped: the destination's filter could not decide (its work budget ran out); counts as no match.
+ */
+export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead" | "cancelled" | "skipped";
+export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead", "cancelled", "skipped"];
 /** Nothing more will be sent for these until an operator replays them. */
-export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead"]);
+export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead", "cancelled", "skipped"]);
+/** Deliveries that say nothing about the event's own status: nobody wants the event there now. */
+export const NOT_COUNTED: ReadonlySet<DeliveryStatus> = new Set(["cancelled", "skipped"]);
 
 export interface DeliveryRow {
   event_key: string;
@@ -17,6 +24,7 @@ export interface DeliveryRow {
   next_attempt_at: number | null;
   delivered_at: number | null;
   dead_lettered_at: number | null;
+  pinned: number;
   updated_at: number;
 }
 
@@ -68,20 +76,36 @@ export interface AttemptRecord {
   nextAttemptAt: number | null;
 }
 
-/** What one message's delivery round changed: its attempts, the event's status, new dead letters. */
+/** A delivery closed without an attempt: cancelled (no longer routed) or skipped (filter undecided). */
+export interface ClosedDelivery {
+  destination: string;
+  status: "cancelled" | "skipped";
+  reason: string;
+}
+
+/** What one message's delivery round changed: attempts, closed deliveries, the event's status, new dead letters. */
 export interface Round {
   eventKey: string;
   records: AttemptRecord[];
-  eventStatus: EventStatus;
+  closed: ClosedDelivery[];
+  /** null: leave the event's status as it is (the round failed before deciding it). */
+  eventStatus: EventStatus | null;
   deadLettered: string[];
+  /** Why the round could not run (an exception while handling the message), shown on the event. */
+  error: string | null;
 }
 
 /**
  * Every round of a queue batch in one D1 batch (one round trip, one transaction): attempts,
- * delivery state, event status (and the enqueue, which the consumer proves), dead letters sent.
+ * delivery state, event status and progress (and the enqueue, which the consumer proves).
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
-  const statements = rounds.flatMap((round) => [
+  const statements = rounds.flatMap((round) => roundStatements(db, round, now));
+  if (statements.length) await db.batch(statements);
+}
+
+function roundStatements(db: D1Database, round: Round, now: number): D1PreparedStatement[] {
+  return [
     ...round.records.flatMap((r) => [
       db
         .prepare(
@@ -100,9 +124,21 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
         )
         .bind(round.eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
     ]),
+    ...round.closed.map((c) =>
+      db
+        .prepare(
+          `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+           ON CONFLICT (event_key, destination) DO UPDATE SET status = ?3, last_error = ?4, next_attempt_at = NULL, pinned = 0, updated_at = ?5`,
+        )
+        .bind(round.eventKey, c.destination, c.status, c.reason, now),
+    ),
     db
-      .prepare(`UPDATE events SET status = ?2, enqueued_at = COALESCE(enqueued_at, ?3), claimed_at = NULL WHERE key = ?1`)
-      .bind(round.eventKey, round.eventStatus, now),
+      .prepare(
+        `UPDATE events SET status = COALESCE(?2, status), last_error = ?3, progress_at = ?4,
+                enqueued_at = COALESCE(enqueued_at, ?4), claimed_at = NULL
+         WHERE key = ?1`,
+      )
+      .bind(round.eventKey, round.eventStatus, round.error, now),
     ...(round.deadLettered.length
       ? [
           db
@@ -110,45 +146,50 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
             .bind(round.eventKey, JSON.stringify(round.deadLettered), now),
         ]
       : []),
-  ]);
-  if (statements.length) await db.batch(statements);
+  ];
 }
 
 /**
- * Makes deliveries due again for a replay: the named destinations, or all of the event's.
- * Attempt history is kept; the attempt counter restarts so a replay gets the full retry budget.
+ * Makes deliveries due again for a replay, creating any that do not exist yet. Attempt history
+ * is kept; the attempt counter restarts so a replay gets the full retry budget. `pinned`
+ * deliveries were named by the operator and are sent even where routing no longer selects them.
  */
-export function resetStatements(db: D1Database, eventKey: string, destinations: string[] | null, now: number): D1PreparedStatement[] {
-  const reset = destinations
-    ? db
-        .prepare(
-          `UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, updated_at = ?3
-           WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`,
-        )
-        .bind(eventKey, JSON.stringify(destinations), now)
-    : db
-        .prepare(
-          `UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, updated_at = ?2
-           WHERE event_key = ?1`,
-        )
-        .bind(eventKey, now);
-  return [reset, db.prepare(`UPDATE events SET status = 'queued' WHERE key = ?1`).bind(eventKey)];
+export function replayStatements(db: D1Database, eventKey: string, destinations: string[], pinned: boolean, now: number): D1PreparedStatement[] {
+  return [
+    db
+      .prepare(
+        `INSERT INTO deliveries (event_key, destination, status, pinned, updated_at)
+         SELECT ?1, value, 'pending', ?3, ?4 FROM json_each(?2) WHERE true
+         ON CONFLICT (event_key, destination) DO UPDATE SET
+           status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, pinned = ?3, updated_at = ?4`,
+      )
+      .bind(eventKey, JSON.stringify(destinations), pinned ? 1 : 0, now),
+    db.prepare(`UPDATE events SET status = 'queued', last_error = NULL, progress_at = ?2 WHERE key = ?1`).bind(eventKey, now),
+  ];
 }
 
 export interface DeliveryFilter {
   status?: string;
   destination?: string;
   since?: number;
+  /** Only deliveries last updated at or before this time (fixes a bulk replay's set at its first page). */
+  until?: number;
+  /** Only these destinations (the ones configured now). */
+  destinations?: string[];
 }
 
+export type DeliveryCursor = [updatedAt: number, eventKey: string, destination: string];
+
 /** Newest first by last update; `before` continues a page (an `updated_at|event_key|destination` cursor). */
-export async function listDeliveries(db: D1Database, filter: DeliveryFilter, limit: number, before: [number, string, string] | null): Promise<DeliveryRow[]> {
+export async function listDeliveries(db: D1Database, filter: DeliveryFilter, limit: number, before: DeliveryCursor | null): Promise<DeliveryRow[]> {
   const where: string[] = [];
   const params: unknown[] = [];
   const bind = (value: unknown) => `?${params.push(value)}`;
   if (filter.status) where.push(`status = ${bind(filter.status)}`);
   if (filter.destination) where.push(`destination = ${bind(filter.destination)}`);
+  if (filter.destinations) where.push(`destination IN (SELECT value FROM json_each(${bind(JSON.stringify(filter.destinations))}))`);
   if (filter.since !== undefined) where.push(`updated_at >= ${bind(filter.since)}`);
+  if (filter.until !== undefined) where.push(`updated_at <= ${bind(filter.until)}`);
   if (before) {
     const [at, key, destination] = before.map(bind);
     where.push(`(updated_at, event_key, destination) < (${at}, ${key}, ${destination})`);

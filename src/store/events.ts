@@ -52,6 +52,8 @@ export interface EventRow {
   status: EventStatus;
   enqueued_at: number | null;
   forced: number;
+  progress_at: number | null;
+  last_error: string | null;
 }
 
 /**
@@ -123,6 +125,35 @@ export async function releaseClaim(db: D1Database, key: string): Promise<void> {
   await db.prepare(`UPDATE events SET claimed_at = NULL WHERE key = ?1 AND enqueued_at IS NULL`).bind(key).run();
 }
 
+/**
+ * Events the delivery path has lost track of: unfinished (received, queued or failed), not
+ * handled by any consumer since `idleBefore`, and with no retry scheduled after it (a message
+ * waiting out its backoff is not lost). Oldest first, so a backlog drains in order.
+ */
+export async function findStranded(db: D1Database, idleBefore: number, limit: number): Promise<string[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT key FROM events e
+       WHERE status IN ('received', 'queued', 'failed') AND COALESCE(progress_at, received_at) < ?1
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key
+                         AND d.status IN ('pending', 'failed') AND d.next_attempt_at > ?1)
+       ORDER BY received_at LIMIT ?2`,
+    )
+    .bind(idleBefore, limit)
+    .all<{ key: string }>();
+  return results.map((row) => row.key);
+}
+
+/** The sweep re-enqueued these: start their idle clock again, so the next sweep leaves them be. */
+export async function markProgress(db: D1Database, keys: string[], now: number): Promise<void> {
+  await db.prepare(`UPDATE events SET progress_at = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys), now).run();
+}
+
+/** Says why these events are waiting, without touching their idle clock (the sweep must find them). */
+export async function markWaiting(db: D1Database, keys: string[], reason: string): Promise<void> {
+  await db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys), reason).run();
+}
+
 export async function getEvent(db: D1Database, key: string): Promise<EventRow | null> {
   return db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(key).first<EventRow>();
 }
@@ -167,7 +198,7 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
   const { results } = await db
     .prepare(
       `SELECT key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with,
-              content_type, status, enqueued_at, forced
+              content_type, status, enqueued_at, forced, progress_at, last_error
        FROM events ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
        ORDER BY received_at DESC, key DESC LIMIT ?${params.length}`,
     )

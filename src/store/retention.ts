@@ -3,6 +3,7 @@
 export interface PurgeResult {
   events: number;
   quarantined: number;
+  deadLetters: number;
 }
 
 /**
@@ -10,7 +11,7 @@ export interface PurgeResult {
  * has a delivery pending or being retried, nor one that has not reached the queue yet.
  */
 export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
-  const purged: PurgeResult = { events: 0, quarantined: 0 };
+  const purged: PurgeResult = { events: 0, quarantined: 0, deadLetters: 0 };
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db
       .prepare(
@@ -31,13 +32,19 @@ export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize =
     purged.events += results.length;
     if (results.length < batchSize) break;
   }
+  purged.quarantined = await deleteInBatches(db, `DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches);
+  purged.deadLetters = await deleteInBatches(
+    db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
+  );
+  return purged;
+}
+
+async function deleteInBatches(db: D1Database, sql: string, cutoff: number, batchSize: number, maxBatches: number): Promise<number> {
+  let deleted = 0;
   for (let i = 0; i < maxBatches; i++) {
-    const { meta } = await db
-      .prepare(`DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`)
-      .bind(cutoff, batchSize)
-      .run();
-    purged.quarantined += meta.changes;
+    const { meta } = await db.prepare(sql).bind(cutoff, batchSize).run();
+    deleted += meta.changes;
     if (meta.changes < batchSize) break;
   }
-  return purged;
+  return deleted;
 }

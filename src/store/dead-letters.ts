@@ -1,0 +1,44 @@
+/** D1 access for the record of what reached the dead-letter queue. All SQL for this table lives here. */
+
+export interface DeadLetter {
+  messageId: string;
+  eventKey: string;
+  destinations: string[] | null;
+  attempts: number;
+  receivedAt: number;
+}
+
+export interface DeadLetterRow {
+  message_id: string;
+  event_key: string;
+  destinations: string | null;
+  attempts: number;
+  received_at: number;
+}
+
+/** One batch of dead letters in one D1 batch; a redelivered message is recorded once. */
+export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): Promise<void> {
+  if (letters.length === 0) return;
+  await db.batch(
+    letters.map((letter) =>
+      db
+        .prepare(
+          `INSERT INTO dead_letters (message_id, event_key, destinations, attempts, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
+           ON CONFLICT (message_id) DO UPDATE SET attempts = ?4`,
+        )
+        .bind(letter.messageId, letter.eventKey, letter.destinations && JSON.stringify(letter.destinations), letter.attempts, letter.receivedAt),
+    ),
+  );
+}
+
+/** Newest first; `before` (a received_at|message_id pair) continues a page. */
+export async function listDeadLetters(db: D1Database, limit: number, before: [number, string] | null): Promise<DeadLetterRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT * FROM dead_letters ${before ? "WHERE (received_at, message_id) < (?2, ?3)" : ""}
+       ORDER BY received_at DESC, message_id DESC LIMIT ?1`,
+    )
+    .bind(limit, ...(before ?? []))
+    .all<DeadLetterRow>();
+  return results;
+}
