@@ -2,97 +2,16 @@
  * The delivery path through the Worker's real queue and fetch handlers, with real D1.
  * Downstream URLs are mocked at the network edge with msw; nothing of ours is stubbed.
  */
-import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { http, HttpResponse } from "msw";
-import { setupServer } from "msw/native";
 import { Webhook } from "standardwebhooks";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import type { Env, QueuedEvent } from "../src/env";
-import worker from "../src/index";
+import { describe, expect, it } from "vitest";
+import {
+  accept, admin, consume, deadLetters, deliveries, downstream, events, makeDue, runCron, SECRET_A, server, useDeliveryHarness,
+} from "./delivery-harness";
+import { countRows, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
-/** The entry point as the runtime sees it (our handlers ignore the execution context). */
-const handlers: ExportedHandler<Env, QueuedEvent> = worker;
-import { faultyQueue } from "./faults";
-import { ADMIN, countRows, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
-
-const SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const server = setupServer();
-beforeAll(() => server.listen({ onUnhandledRequest: "error" }));
-afterEach(() => server.resetHandlers());
-afterAll(() => server.close());
-
-interface Received {
-  url: string;
-  headers: Headers;
-  body: string;
-}
-
-/** A downstream that answers each request with the next status in `statuses` (the last repeats). */
-function downstream(url: string, statuses: (number | [number, Record<string, string>])[] = [200]) {
-  const received: Received[] = [];
-  server.use(
-    http.post(url, async ({ request }) => {
-      received.push({ url: request.url, headers: request.headers, body: await request.text() });
-      const next = statuses[Math.min(received.length - 1, statuses.length - 1)]!;
-      const [status, headers] = Array.isArray(next) ? next : [next, {}];
-      return new HttpResponse(null, { status, headers });
-    }),
-  );
-  return received;
-}
-
-const DESTINATIONS = [
-  { name: "alpha", url: "https://alpha.test/hook", secret: "DEST_ALPHA_SECRET" },
-  { name: "beta", url: "https://beta.test/hook", providers: ["seismic"] },
-  { name: "gamma", url: "https://gamma.test/hook", types: ["ContentManager*"] },
-];
-
-let events: ReturnType<typeof faultyQueue<QueuedEvent>>;
-let deadLetters: ReturnType<typeof faultyQueue<QueuedEvent>>;
-let bindings: Partial<Env>;
-beforeEach(() => {
-  // Capture both queues: these tests drive the consumer themselves, message by message.
-  events = faultyQueue(captureOnly(), () => undefined);
-  deadLetters = faultyQueue(captureOnly(), () => undefined);
-  bindings = { DESTINATIONS, DEST_ALPHA_SECRET: SECRET_A, EVENTS_QUEUE: events.queue, DEAD_LETTER_QUEUE: deadLetters.queue, MAX_DELIVERY_ATTEMPTS: "3" };
-});
-
-function captureOnly(): Queue<QueuedEvent> {
-  return { send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>;
-}
-
-async function accept(request: Request): Promise<string> {
-  const response = await sendWith(request, bindings);
-  expect(response.status).toBe(200);
-  return ((await response.json()) as { id: string }).id;
-}
-
-/** Runs the Worker's queue handler on these messages and reports what it acked and retried. */
-async function consume(messages: QueuedEvent[], extra: Partial<Env> = {}) {
-  const batch = createMessageBatch<QueuedEvent>(
-    "edgehook-events",
-    messages.map((body, i) => ({ id: `msg-${i}`, timestamp: new Date(), attempts: 1, body })),
-  );
-  const ctx = createExecutionContext();
-  await handlers.queue!(batch, { ...env, ...bindings, ...extra } as Env, ctx);
-  const result = await getQueueResult(batch, ctx);
-  return { acked: result.explicitAcks, retried: result.retryMessages, ackAll: result.ackAll, retryBatch: result.retryBatch };
-}
-
-async function deliveries(key: string) {
-  const { results } = await env.DB.prepare("SELECT * FROM deliveries WHERE event_key = ? ORDER BY destination").bind(key).all<Record<string, unknown>>();
-  return Object.fromEntries(results.map((r) => [r.destination as string, r]));
-}
-
-/** Moves every scheduled retry of an event into the past, as waiting would. */
-async function makeDue(key: string) {
-  await env.DB.prepare("UPDATE deliveries SET next_attempt_at = 0 WHERE event_key = ? AND next_attempt_at IS NOT NULL").bind(key).run();
-}
-
-async function admin(method: string, path: string, extra: Partial<Env> = {}) {
-  return sendWith(new Request(`https://edgehook.test${path}`, { method, headers: ADMIN }), { ...bindings, ...extra });
-}
+useDeliveryHarness();
 
 describe("forwarding", () => {
   it("forwards the original bytes with Standard Webhooks headers a standard verifier accepts", async () => {
@@ -385,9 +304,7 @@ describe("retention", () => {
     await env.DB.prepare("INSERT INTO quarantine (provider, reason, error, content_type, verified_with, body, body_sha256, first_received_at, last_received_at) VALUES ('zuddl', 'x', 'x', 'application/json', 'current', x'00', ?, ?, ?)")
       .bind(crypto.randomUUID(), longAgo, longAgo).run();
 
-    const ctx = createExecutionContext();
-    await handlers.scheduled!(createScheduledController({ scheduledTime: new Date(), cron: "17 * * * *" }), env, ctx);
-    await waitOnExecutionContext(ctx);
+    await runCron(new Date());
 
     const remaining = async (key: string) => countRows("SELECT count(*) AS n FROM events WHERE key = ?", key);
     expect(await remaining(oldDone)).toBe(0);

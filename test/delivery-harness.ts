@@ -1,0 +1,108 @@
+/**
+ * The delivery-path test harness: downstream URLs mocked at the network edge with msw, both
+ * queues captured so a test drives the consumer message by message, and the Worker's real
+ * queue, fetch and scheduled handlers run against real D1 with bindings replaced.
+ */
+import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { http, HttpResponse } from "msw";
+import { setupServer } from "msw/native";
+import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
+import type { Env, QueuedEvent } from "../src/env";
+import worker from "../src/index";
+import { faultyQueue } from "./faults";
+import { ADMIN, sendWith } from "./helpers";
+
+/** The entry point as the runtime sees it (our handlers ignore the execution context). */
+export const handlers: ExportedHandler<Env, QueuedEvent> = worker;
+
+export const SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+export const server = setupServer();
+
+export interface Received {
+  url: string;
+  headers: Headers;
+  body: string;
+}
+
+/** A downstream that answers each request with the next status in `statuses` (the last repeats). */
+export function downstream(url: string, statuses: (number | [number, Record<string, string>])[] = [200]) {
+  const received: Received[] = [];
+  server.use(
+    http.post(url, async ({ request }) => {
+      // Decoded keeping a byte-order mark, so a test sees the bytes exactly as forwarded.
+      const body = new TextDecoder("utf-8", { ignoreBOM: true }).decode(await request.arrayBuffer());
+      received.push({ url: request.url, headers: request.headers, body });
+      const next = statuses[Math.min(received.length - 1, statuses.length - 1)]!;
+      const [status, headers] = Array.isArray(next) ? next : [next, {}];
+      return new HttpResponse(null, { status, headers });
+    }),
+  );
+  return received;
+}
+
+export const DESTINATIONS = [
+  { name: "alpha", url: "https://alpha.test/hook", secret: "DEST_ALPHA_SECRET" },
+  { name: "beta", url: "https://beta.test/hook", providers: ["seismic"] },
+  { name: "gamma", url: "https://gamma.test/hook", types: ["ContentManager*"] },
+];
+
+export let events: ReturnType<typeof faultyQueue<QueuedEvent>>;
+export let deadLetters: ReturnType<typeof faultyQueue<QueuedEvent>>;
+export let bindings: Partial<Env>;
+
+/** Registers the harness's hooks in the calling test file. */
+export function useDeliveryHarness(): void {
+  beforeAll(() => server.listen({ onUnhandledRequest: "error" }));
+  afterEach(() => server.resetHandlers());
+  afterAll(() => server.close());
+  beforeEach(() => {
+    // Capture both queues: these tests drive the consumer themselves, message by message.
+    events = faultyQueue(captureOnly(), () => undefined);
+    deadLetters = faultyQueue(captureOnly(), () => undefined);
+    bindings = { DESTINATIONS, DEST_ALPHA_SECRET: SECRET_A, EVENTS_QUEUE: events.queue, DEAD_LETTER_QUEUE: deadLetters.queue, MAX_DELIVERY_ATTEMPTS: "3" };
+  });
+}
+
+function captureOnly(): Queue<QueuedEvent> {
+  return { send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>;
+}
+
+export async function accept(request: Request): Promise<string> {
+  const response = await sendWith(request, bindings);
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { id: string }).id;
+}
+
+/** Runs the Worker's queue handler on these messages and reports what it acked and retried. */
+export async function consume(messages: QueuedEvent[], extra: Partial<Env> = {}, queue = "edgehook-events") {
+  const batch = createMessageBatch<QueuedEvent>(
+    queue,
+    messages.map((body, i) => ({ id: `msg-${i}`, timestamp: new Date(), attempts: 1, body })),
+  );
+  const ctx = createExecutionContext();
+  await handlers.queue!(batch, { ...env, ...bindings, ...extra } as Env, ctx);
+  const result = await getQueueResult(batch, ctx);
+  return { acked: result.explicitAcks, retried: result.retryMessages, ackAll: result.ackAll, retryBatch: result.retryBatch };
+}
+
+export async function deliveries(key: string) {
+  const { results } = await env.DB.prepare("SELECT * FROM deliveries WHERE event_key = ? ORDER BY destination").bind(key).all<Record<string, unknown>>();
+  return Object.fromEntries(results.map((r) => [r.destination as string, r]));
+}
+
+/** Moves every scheduled retry of an event into the past, as waiting would. */
+export async function makeDue(key: string) {
+  await env.DB.prepare("UPDATE deliveries SET next_attempt_at = 0 WHERE event_key = ? AND next_attempt_at IS NOT NULL").bind(key).run();
+}
+
+export async function admin(method: string, path: string, extra: Partial<Env> = {}) {
+  return sendWith(new Request(`https://edgehook.test${path}`, { method, headers: ADMIN }), { ...bindings, ...extra });
+}
+
+/** Runs the Worker's cron handler as if it fired at `at`. */
+export async function runCron(at: Date, extra: Partial<Env> = {}): Promise<void> {
+  const ctx = createExecutionContext();
+  await handlers.scheduled!(createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" }), { ...env, ...bindings, ...extra } as Env, ctx);
+  await waitOnExecutionContext(ctx);
+}
