@@ -31,7 +31,7 @@ export function downstream(url: string, statuses: (number | [number, Record<stri
   server.use(
     http.post(url, async ({ request }) => {
       // Decoded keeping a byte-order mark, so a test sees the bytes exactly as forwarded.
-      const body = new TextDecoder("utf-8", { ignoreBOM: true }).decode(await request.arrayBuffer());
+      const body = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(await request.arrayBuffer());
       received.push({ url: request.url, headers: request.headers, body });
       const next = statuses[Math.min(received.length - 1, statuses.length - 1)]!;
       const [status, headers] = Array.isArray(next) ? next : [next, {}];

@@ -57,4 +57,27 @@ export function faultyQueue<T>(queue: Queue<T>, gate: () => Promise<void> | void
   return { queue: wrapped, accepted };
 }
 
+/**
+ * A D1 whose batch reads hand back matching event rows broken: reading their `body` throws, as a
+ * bug or a corrupt row would, while the stored row stays intact.
+ */
+export function breakingEventRows(db: D1Database, breaks: (key: string) => boolean): D1Database {
+  return {
+    prepare: (sql: string) => db.prepare(sql),
+    batch: async (statements: D1PreparedStatement[]) => {
+      const results = await db.batch(statements);
+      for (const result of results) {
+        for (const row of result.results as { key?: unknown; body?: unknown }[]) {
+          if (typeof row.key === "string" && "body" in row && breaks(row.key)) {
+            Object.defineProperty(row, "body", { get: () => { throw new TypeError("injected: unreadable event row"); } });
+          }
+        }
+      }
+      return results;
+    },
+    exec: (sql: string) => db.exec(sql),
+    dump: () => db.dump(),
+  } as unknown as D1Database;
+}
+
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -10,27 +10,12 @@ import type { Env } from "../src/env";
 import {
   accept, admin, consume, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness,
 } from "./delivery-harness";
+import { breakingEventRows } from "./faults";
 import { countRows, hmacHex, seismicBody, webhookRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 useDeliveryHarness();
 
 const ONLY_ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
-
-/** A D1 whose batch reads hand back `key`'s event row broken: reading its body throws (a bug, a corrupt row). */
-function corruptingEventRow(db: D1Database, key: string): D1Database {
-  return {
-    prepare: (sql: string) => db.prepare(sql),
-    batch: async (statements: D1PreparedStatement[]) => {
-      const results = await db.batch(statements);
-      for (const result of results) {
-        for (const row of result.results as { key?: string; body?: unknown }[]) {
-          if (row.key === key && "body" in row) Object.defineProperty(row, "body", { get: () => { throw new TypeError("corrupt row"); } });
-        }
-      }
-      return results;
-    },
-  } as unknown as D1Database;
-}
 
 async function eventView(key: string, extra: Partial<Env> = {}) {
   const response = await admin("GET", `/admin/events/${key}`, extra);
@@ -49,7 +34,7 @@ describe("one poison message", () => {
     const last = await accept(await zuddlRequest(zuddlBody()));
     const messages = events.accepted;
 
-    const round = await consume(messages, { DESTINATIONS: ONLY_ALPHA, DB: corruptingEventRow(env.DB, poisoned) });
+    const round = await consume(messages, { DESTINATIONS: ONLY_ALPHA, DB: breakingEventRows(env.DB, (key) => key === poisoned) });
     expect(round.acked.sort()).toEqual(["msg-0", "msg-1", "msg-3"]);
     expect(round.retried.map((m: { msgId: string }) => m.msgId)).toEqual(["msg-2"]);
     expect(alpha.map((r) => r.headers.get("webhook-id")).sort()).toEqual([first, bom, last].sort());
@@ -58,7 +43,7 @@ describe("one poison message", () => {
     expect(forwardedBom.body.charCodeAt(0)).toBe(0xfeff);
 
     // The failure is on the event for the operator; the BOM event reads back as JSON.
-    expect((await eventView(poisoned)).lastError).toMatch(/^delivery round failed: TypeError/);
+    expect((await eventView(poisoned)).lastError).toBe("delivery round failed: TypeError: injected: unreadable event row");
     expect((await eventView(bom)).payload).toEqual(JSON.parse(bomBody.slice(1)));
 
     // The whole batch comes back (a queue redelivery): only the poisoned event is forwarded now.

@@ -5,17 +5,30 @@
  */
 import type { Env, QueuedEvent } from "../../src/env";
 import worker from "../../src/index";
-import { faultyD1, faultyQueue, sleep } from "../faults";
+import { breakingEventRows, faultyD1, faultyQueue, sleep } from "../faults";
 
 interface Fault {
   fail: boolean;
   delayMs: number;
 }
-const faults: { d1: Fault; queue: Fault; injected: number } = {
+/** poison: the consumer's read of about one event in 16 (by id) throws, its first two times. */
+const faults: { d1: Fault; queue: Fault; poison: boolean; injected: number; poisoned: number } = {
   d1: { fail: false, delayMs: 0 },
   queue: { fail: false, delayMs: 0 },
+  poison: false,
   injected: 0,
+  poisoned: 0,
 };
+const poisonings = new Map<string, number>();
+
+function poisons(key: string): boolean {
+  if (!faults.poison || !key.endsWith("0")) return false;
+  const times = poisonings.get(key) ?? 0;
+  if (times >= 2) return false;
+  poisonings.set(key, times + 1);
+  faults.poisoned++;
+  return true;
+}
 
 async function gate(fault: Fault): Promise<void> {
   if (fault.delayMs) await sleep(fault.delayMs);
@@ -43,6 +56,9 @@ export default {
     }
     return handlers.fetch!(request, withFaults(env), ctx);
   },
-  queue: (batch, env, ctx) => handlers.queue!(batch, withFaults(env), ctx),
+  queue: (batch, env, ctx) => {
+    const faulty = withFaults(env);
+    return handlers.queue!(batch, { ...faulty, DB: breakingEventRows(faulty.DB, poisons) }, ctx);
+  },
   scheduled: (controller, env, ctx) => handlers.scheduled!(controller, env, ctx),
 } satisfies ExportedHandler<Env, QueuedEvent>;

@@ -66,8 +66,13 @@ async function startReceivers() {
 const sample = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8");
 const zuddlSample = readFileSync(join(root, "test/fixtures/zuddl-time-spent-in-session.json"), "utf8");
 
-/** A mix of provider events; `routes` says which destinations must receive it. */
+/** A mix of provider events; `routes` says which destinations must receive it. One in 17 starts with a byte-order mark. */
 function makeEvent(i) {
+  const event = makeEventBody(i);
+  return i % 17 === 3 ? { ...event, body: `\uFEFF${event.body}` } : event;
+}
+
+function makeEventBody(i) {
   const id = randomUUID();
   switch (i % 5) {
     case 0:
@@ -144,13 +149,14 @@ async function storedCount(gateway, since) {
   return stats.events.reduce((sum, row) => sum + row.count, 0);
 }
 
-const gatewayVars = (receivers, secrets = { SEISMIC_SIGNING_SECRET: S1, ZUDDL_SIGNING_SECRET: Z1 }) => ({
+const gatewayVars = (receivers, secrets = { SEISMIC_SIGNING_SECRET: S1, ZUDDL_SIGNING_SECRET: Z1 }, extra = {}) => ({
   ...secrets,
   ADMIN_TOKEN: ADMIN,
   DESTINATIONS: receivers.destinations,
   MAX_DELIVERY_ATTEMPTS: "12",
   RETRY_BASE_SECONDS: "1",
   RETRY_MAX_SECONDS: "4",
+  ...extra,
 });
 
 async function scenario(name, run) {
@@ -170,19 +176,20 @@ async function scenario(name, run) {
  * Local receivers plus the gateway under `wrangler dev` (with the fault-injecting entry) for one
  * scenario; `restart` brings the gateway back on the same state and port, with other secrets if given.
  */
-async function withGateway(run) {
+async function withGateway(run, vars = {}) {
   const receivers = await startReceivers();
-  const start = (secrets, previous) =>
+  const start = (secrets, previous, extra = vars) =>
     startWorker({
       script: "test/e2e/fault-worker.ts",
-      vars: gatewayVars(receivers, secrets),
+      vars: gatewayVars(receivers, secrets, extra),
       ...(previous && { persistTo: previous.persistTo, port: previous.port, migrate: false }),
     });
   const deployment = { receivers, gateway: await start() };
-  deployment.restart = async (secrets) => {
+  /** Same state and port; other secrets and vars if given (a new deploy). */
+  deployment.restart = async (secrets, extra) => {
     const previous = deployment.gateway;
     await previous.stop();
-    deployment.gateway = await start(secrets, previous);
+    deployment.gateway = await start(secrets, previous, extra);
   };
   try {
     await run(deployment);
@@ -205,6 +212,8 @@ await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow de
     if (answer.status === 200 && answer.body?.status) outcomes[answer.body.status] = (outcomes[answer.body.status] ?? 0) + 1;
     else outcomes.other++;
   };
+  // Poison: the consumer's reads of some events throw (their first two times), and some bodies start with a BOM.
+  await fetch(`${gateway.url}/__faults`, { method: "POST", body: JSON.stringify({ poison: true }) });
   const sendStarted = Date.now();
   await Promise.all([
     pool(sends, 16, async (event) => count(await deliver(gateway, event, signed(event)))),
@@ -239,6 +248,9 @@ await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow de
   const dead = await admin(gateway, "/admin/deliveries?status=dead&limit=200");
   assert.equal(dead.deliveries.length, 0, "nothing dead");
   const duplicateForwards = Object.values(receivers.seen).reduce((s, m) => s + [...m.values()].reduce((a, n) => a + n - 1, 0), 0);
+  const { poisoned } = await (await fetch(`${gateway.url}/__faults`)).json();
+  assert.ok(poisoned > 0, "poison messages were injected");
+  assert.equal(duplicateForwards, 0, "no destination received any event twice");
   Object.assign(figures, {
     soakEvents: events.length,
     soakRequests: sends.length + concurrent.length * 3 + events.length,
@@ -247,6 +259,8 @@ await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow de
     soakForwarded: Object.values(expected).reduce((s, set) => s + set.size, 0),
     soakDownstreamFailuresInjected: receivers.failures(),
     soakDuplicateForwards: duplicateForwards,
+    soakPoisonedReads: poisoned,
+    soakBomEvents: events.filter((e) => e.body.startsWith("\uFEFF")).length,
     soakAcceptSeconds: sendSeconds,
   });
 }));
@@ -338,6 +352,39 @@ await scenario("deadline: with storage stalled, 503 before 3 seconds instead of 
   figures.deadlineMaxMs = Math.max(...timings);
   assert.ok(figures.deadlineMaxMs < 3000, `answered within ${figures.deadlineMaxMs} ms`);
 }));
+
+await scenario("bad deploy: events accepted under an invalid DESTINATIONS are delivered after the fix, a restart and the cron", () => withGateway(async (deployment) => {
+  const events = Array.from({ length: 200 }, (_, i) => makeEvent(i));
+  await pool(events, 8, async (event) => {
+    const answer = await deliver(deployment.gateway, event, signed(event));
+    assert.equal(answer.status, 200);
+  });
+  // The consumer sees the invalid configuration: it says so on the events and acks (no queue retries used).
+  await until("the consumer to report the invalid configuration", async () => {
+    const { events: page } = await admin(deployment.gateway, "/admin/events?limit=200");
+    return page.length === 200 && page.every((e) => e.lastError?.startsWith("DESTINATIONS is invalid"));
+  }, 60_000);
+  assert.equal(Object.values(deployment.receivers.seen).reduce((s, m) => s + m.size, 0), 0, "nothing forwarded while invalid");
+
+  // The fix is deployed (a restart on the same local state); the cron's sweep re-enqueues what waits.
+  // The sweep's idle window is 15 s here (900 s by default): longer than any retry delay in this run,
+  // so it only ever re-enqueues events no message is carrying.
+  await deployment.restart(undefined, { RECONCILE_AFTER_SECONDS: "15" });
+  const { gateway, receivers } = deployment;
+  const started = Date.now();
+  let cronRuns = 0;
+  await until("every event delivered after the fix", async () => {
+    await fetch(`${gateway.url}/cdn-cgi/handler/scheduled`).then((r) => r.arrayBuffer());
+    cronRuns++;
+    const stats = await admin(gateway, "/admin/stats?since=0");
+    return stats.events.every((e) => e.status === "delivered");
+  }, 120_000);
+  const answers = await Promise.all(events.map(async (event) => ({ event, id: (await deliver(gateway, event, signed(event))).body.id })));
+  for (const { event, id } of answers) {
+    for (const name of event.routes) assert.equal(receivers.seen[name].get(id), 1, `${name} got ${id} once`);
+  }
+  Object.assign(figures, { badDeployEvents: events.length, badDeployRecoverySeconds: (Date.now() - started) / 1000, badDeployCronRuns: cronRuns });
+}, { DESTINATIONS: [{ name: "bad", url: "ftp://nowhere.test/hook" }] }));
 
 // ---------------------------------------------------------------- report
 
