@@ -46,7 +46,7 @@ const EXPECTED_ERRORS = [
   "DESTINATIONS[8] (leaky-timeout).timeout_ms: must be an integer from 100 to 30000",
   "DESTINATIONS[9] (leaky-extra).notes: is not a known field",
   "DESTINATIONS[10] (leaky-key): has a field that is not a known field (its name is not shown)",
-  "DESTINATIONS[11] (leaky-binding).secret: binding LEAKY_BINDING is missing or not whsec_<base64> (16+ bytes)",
+  "DESTINATIONS[11] (leaky-binding).secret: the binding it names is missing or not whsec_<base64> (16+ bytes)",
   "DESTINATIONS[12]: must be a table with at least name and url",
 ];
 

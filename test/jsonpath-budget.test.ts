@@ -52,6 +52,15 @@ describe("the filter budget", () => {
     expect(compileFilter("$[?(@.x != @.y)]").evaluate(different, 1_000_000)).toMatchObject({ outcome: "match" });
   });
 
+  it("pays for the keys of every object an equality compares, even when their counts differ", () => {
+    // 2,000 empty objects, each compared with one of 6,000 keys: unpaid key listing took seconds.
+    const big = Object.fromEntries(Array.from({ length: 6_000 }, (_, i) => [`k${i}`, i]));
+    const document = { big, items: Array.from({ length: 2_000 }, () => ({})) };
+    expect(compileFilter("$.items[?(@ == $.big)]").evaluate(document).outcome).toBe("no_match");
+    const reversed = { big: {}, items: Array.from({ length: 2_000 }, () => big) };
+    expect(compileFilter("$.items[?(@ == $.big)]").evaluate(reversed)).toMatchObject({ outcome: "budget_exceeded" });
+  });
+
   it("compares objects as JSON values: key order does not matter", () => {
     const document = { pair: { x: { a: 1, b: [1, { c: null }] }, y: { b: [1, { c: null }], a: 1 }, z: { a: 1, b: [{ c: null }, 1] } } };
     expect(compileFilter("$[?(@.x == @.y)]").evaluate(document).outcome).toBe("match");

@@ -197,8 +197,11 @@ describe("bulk replay", () => {
       const response = await admin("POST", `/admin/replay${query}`);
       expect(response.status).toBe(400);
       const { error } = (await response.json()) as { error: { code: string; message: string } };
-      expect(error).toEqual({ code: "invalid_status", message: "status is required for a replay: one of dead, failed, gone, delivered" });
+      expect(error).toEqual({ code: "invalid_status", message: "status is required for a replay: one of dead, failed, gone, delivered, cancelled" });
     }
+    const tooMany = await admin("POST", "/admin/replay?status=dead&limit=150");
+    expect(tooMany.status).toBe(400);
+    expect(await tooMany.json()).toEqual({ error: { code: "invalid_limit", message: "limit must be an integer from 1 to 100" } });
   });
 
   it("pages through a set fixed at the first call, never selecting a delivery twice", async () => {

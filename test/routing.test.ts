@@ -137,7 +137,7 @@ describe("destination routing", () => {
       expect.stringMatching(/DESTINATIONS\[3\] \(ok\): name "ok" is used twice/),
       expect.stringMatching(/DESTINATIONS\[3\] \(ok\)\.filter: expected "\)" at position/),
       expect.stringMatching(/DESTINATIONS\[4\] \(typo\)\.provider: is not a known field/),
-      expect.stringMatching(/DESTINATIONS\[5\] \(nosecret\)\.secret: binding MISSING_SECRET is missing/),
+      expect.stringMatching(/DESTINATIONS\[5\] \(nosecret\)\.secret: the binding it names is missing/),
       expect.stringMatching(/DESTINATIONS\[6\] \(badsecret\)\.secret/),
       expect.stringMatching(/DESTINATIONS\[7\]\.name: is required; must be 1-64/),
     ]));

@@ -7,8 +7,8 @@ import { bodyJson, getEvent, type EventRow } from "../store/events";
 
 /** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
-/** What a bulk replay may select: finished deliveries. Pending ones are already on their way. */
-export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered"] as const;
+/** What a bulk replay may select (pending deliveries are already on their way). */
+export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 
 export async function requireEvent(env: Env, key: string): Promise<EventRow> {
@@ -69,8 +69,7 @@ export function bulkReplayQuery(query: Record<string, string | undefined>): Bulk
   if (!status) {
     throw new HttpError(400, "invalid_status", `status is required for a replay: one of ${REPLAYABLE_STATUSES.join(", ")}`);
   }
-  const limit = limitParam(query.limit, BULK_REPLAY_LIMIT);
-  if (limit > BULK_REPLAY_LIMIT) throw new HttpError(400, "invalid_limit", `limit must be an integer from 1 to ${BULK_REPLAY_LIMIT}`);
+  const limit = limitParam(query.limit, BULK_REPLAY_LIMIT, BULK_REPLAY_LIMIT);
   return { status, destination: query.destination || undefined, since: timeParam(query.since, "since"), limit, cursor: query.cursor || null };
 }
 
@@ -139,11 +138,11 @@ export function deliveryFilter(query: Record<string, string | undefined>): Deliv
 
 const MAX_PAGE = 200;
 
-export function limitParam(value: string | undefined, fallback = 50): number {
+export function limitParam(value: string | undefined, fallback = 50, most = MAX_PAGE): number {
   if (value === undefined || value === "") return fallback;
   const limit = Number(value);
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
-    throw new HttpError(400, "invalid_limit", `limit must be an integer from 1 to ${MAX_PAGE}`);
+  if (!Number.isInteger(limit) || limit < 1 || limit > most) {
+    throw new HttpError(400, "invalid_limit", `limit must be an integer from 1 to ${most}`);
   }
   return limit;
 }

@@ -195,6 +195,7 @@ export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempt
           <tr><th scope="row">Verified with</th><td>{event.verified_with === "old" ? "the old (previous) secret" : "the current secret"}</td></tr>
           <tr><th scope="row">Status</th><td><Status status={event.status} /></td></tr>
           {event.forced === 1 && <tr><th scope="row">Forced</th><td class="error">released from quarantine as it was, without passing validation</td></tr>}
+          {event.last_error !== null && <tr><th scope="row">Last error</th><td class="error" role="status">{event.last_error}</td></tr>}
         </tbody>
       </table>
       <h2>Deliveries</h2>

@@ -6,7 +6,7 @@ import { releaseQuarantined, requireQuarantined, type Release } from "../admin/q
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
-import { consoleCounts, getAttempts, getDeliveries, listDeliveries, stats, timeline } from "../store/deliveries";
+import { consoleCounts, getAttempts, getDeliveries, listDeliveries, NOT_COUNTED, stats, timeline } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
@@ -165,6 +165,8 @@ consoleRoutes.get("/destinations", async (c) => {
   const { deliveries } = await stats(c.env.DB, now - DAY, now + 1);
   const rates = new Map<string, { delivered: number; total: number }>();
   for (const row of deliveries) {
+    // Cancelled and skipped deliveries were never tried: they say nothing about the destination.
+    if ((NOT_COUNTED as ReadonlySet<string>).has(row.status)) continue;
     const rate = rates.get(row.destination) ?? { delivered: 0, total: 0 };
     rate.total += row.count;
     if (row.status === "delivered" || row.status === "gone") rate.delivered += row.count;

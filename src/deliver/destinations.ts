@@ -130,7 +130,8 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
     if (config.secret) {
       const value = env[config.secret];
       signingKey = typeof value === "string" ? standardWebhooksKey(value) : null;
-      if (!signingKey) errors.push(`${label}.secret: binding ${config.secret} is missing or not whsec_<base64> (16+ bytes)`);
+      // The binding's name is not repeated: a secret pasted here that happens to look like a name must not be echoed.
+      if (!signingKey) errors.push(`${label}.secret: the binding it names is missing or not whsec_<base64> (16+ bytes)`);
     }
     const types = config.types ?? null;
     destinations.push({

@@ -426,8 +426,19 @@ function pushChildPairs(l: Container, r: Container, pairs: [Json, Json][], budge
     });
     return true;
   }
-  const keys = Object.keys(l);
-  if (keys.length !== Object.keys(r).length) return false;
+  // Keys are counted one by one, each paid for: Object.keys on a 6,000-key object, compared
+  // against thousands of candidates, would otherwise do unbounded unpaid work.
+  const keys: string[] = [];
+  for (const key in l) {
+    budget.spend();
+    keys.push(key);
+  }
+  let rightKeys = 0;
+  for (const _key in r) {
+    budget.spend();
+    if (++rightKeys > keys.length) return false;
+  }
+  if (rightKeys !== keys.length) return false;
   for (const key of keys) {
     if (!Object.hasOwn(r, key)) return false;
     budget.spend();
