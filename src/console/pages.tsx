@@ -3,7 +3,7 @@ import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
-import type { PayloadView } from "../admin/operations";
+import type { PayloadView } from "../admin/schemas";
 import type { EventRow } from "../store/events";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 

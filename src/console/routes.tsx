@@ -2,7 +2,8 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
 import { bulkReplayQuery, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
-import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
+import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
+import type { ReleaseView } from "../admin/schemas";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
@@ -23,7 +24,7 @@ const RELEASE_NOTICES = new Map<string, string>([
   ["accepted", "Released from quarantine: stored and queued for delivery."],
   ["duplicate", "Released from quarantine: this event had already been accepted, so nothing new was queued."],
   ["already_released", "That payload had already been released into this event."],
-] satisfies [Release["status"], string][]);
+] satisfies [ReleaseView["status"], string][]);
 
 export const consoleRoutes = new Hono<AppEnv>();
 
@@ -140,7 +141,7 @@ consoleRoutes.get("/quarantine/:id", async (c) => {
 consoleRoutes.post("/quarantine/:id/release", async (c) => {
   const item = await requireQuarantined(c.env, c.req.param("id"));
   const form = await c.req.parseBody();
-  let release: Release;
+  let release: ReleaseView;
   try {
     release = await releaseQuarantined(c.env, item, form.force === "true", (later) => c.executionCtx.waitUntil(later));
   } catch (err) {
