@@ -10,6 +10,7 @@ import { adminAuth } from "./auth";
 import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
+import { openApiDocument } from "./openapi";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
 const DAY_MS = 86_400_000;
@@ -111,6 +112,8 @@ adminRoutes.get("/dead-letters", async (c) => {
     nextCursor: rows.length > limit && last ? btoa(JSON.stringify([last.received_at, last.message_id])) : null,
   });
 });
+
+adminRoutes.get("/openapi.json", (c) => c.json(openApiDocument()));
 
 function deadLetterCursor(cursor: string | undefined): [number, string] | null {
   if (!cursor) return null;
