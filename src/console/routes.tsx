@@ -7,10 +7,11 @@ import type { ReleaseView } from "../admin/schemas";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
-import { consoleCounts, getAttempts, getDeliveries, listDeliveries, stats, timeline } from "../store/deliveries";
+import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
+import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
 import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
@@ -78,11 +79,20 @@ consoleRoutes.get("/", async (c) => {
       q.cursor || null,
     ),
     consoleCounts(c.env.DB, now),
-    timeline(c.env.DB, now - HOUR, 5 * 60_000, 12),
-    timeline(c.env.DB, now - DAY, HOUR, 24),
+    recent(c.env.DB, now, 5 * 60_000, 12),
+    recent(c.env.DB, now, HOUR, 24),
   ]);
   return c.html(<EventLog filters={filters} events={page.events} nextCursor={page.nextCursor} counts={counts} hour={hour} day={day} />);
 });
+
+/**
+ * The last `count` buckets of `bucketMs`, the last one the bucket now is in: aligned to the
+ * bucket size, so the charts' time labels fall on round minutes and hours.
+ */
+async function recent(db: D1Database, now: number, bucketMs: number, count: number): Promise<Timeline> {
+  const since = Math.floor(now / bucketMs) * bucketMs - (count - 1) * bucketMs;
+  return { buckets: await timeline(db, since, bucketMs, count), bucketMs };
+}
 
 consoleRoutes.get("/stats.json", async (c) => {
   const counts = await consoleCounts(c.env.DB, Date.now());
@@ -162,14 +172,6 @@ consoleRoutes.post("/replay", async (c) => {
 
 consoleRoutes.get("/destinations", async (c) => {
   const config = loadDestinations(c.env);
-  const now = Date.now();
-  const { deliveries } = await stats(c.env.DB, now - DAY, now + 1);
-  const rates = new Map<string, { delivered: number; total: number }>();
-  for (const row of deliveries) {
-    const rate = rates.get(row.destination) ?? { delivered: 0, total: 0 };
-    rate.total += row.count;
-    if (row.status === "delivered" || row.status === "gone") rate.delivered += row.count;
-    rates.set(row.destination, rate);
-  }
-  return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} rates={rates} />);
+  const health = config.ok ? await destinationHealth(c.env.DB, config.destinations.map((d) => d.name), Date.now() - DAY) : [];
+  return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} health={health} />);
 });
