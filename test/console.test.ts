@@ -5,8 +5,10 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
+import { DESTINATION_HEALTH_SQL } from "../src/store/deliveries";
 import { faultyQueue } from "./faults";
 import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { select } from "./html";
 
 const BASE = "https://edgehook.test";
 /** What a browser sends with a form post from the console's own pages. */
@@ -158,6 +160,53 @@ describe("console", () => {
     const out = await page("/console/logout", cookie, { method: "POST" });
     expect(out.status).toBe(303);
     expect(out.headers.get("set-cookie")).toMatch(/edgehook_console=;|Max-Age=0/);
+  });
+});
+
+describe("console charts (#12)", () => {
+  it("charts events received and delivery outcomes for the last hour and day, in buckets on round times", async () => {
+    const cookie = await session();
+    expect((await send(await seismicRequest(seismicBody({ version: "ChartTypeV1" })))).status).toBe(200);
+    const html = await (await page("/console", cookie)).text();
+    const found = await select(html, ["#chart-hour .axis-x text.tick", "#chart-hour .axis-y text.tick", "#chart-hour .legend text", "#chart-hour .bucket title", "#chart-day .axis-x text.tick", "#chart-day .bucket title"]);
+    expect(found["#chart-hour .axis-x text.tick"]!.map((e) => e.text)).toHaveLength(7);
+    for (const label of found["#chart-hour .axis-x text.tick"]!) expect(label.text).toMatch(/^\d\d:\d[05]$/);
+    for (const label of found["#chart-day .axis-x text.tick"]!) expect(label.text).toMatch(/^\d\d:00$/);
+    expect(found["#chart-hour .axis-y text.tick"]![0]!.text).toBe("0");
+    expect(found["#chart-hour .legend text"]!.map((e) => e.text)).toEqual(["events received", "deliveries succeeded", "failed or dead"]);
+    expect(found["#chart-hour .bucket title"]).toHaveLength(12);
+    expect(found["#chart-day .bucket title"]).toHaveLength(24);
+    // The bucket now is in is the last one, and holds the event just sent.
+    expect(found["#chart-hour .bucket title"]!.at(-1)!.text).toMatch(/UTC: [1-9]\d* events received/);
+  });
+
+  it("charts each destination's success rate and p95 forward time over the last day, from an index", async () => {
+    const now = Date.now();
+    // 100 forwards to one destination, 1 to 100 ms; the 10 slowest failed. A day-old one is left out.
+    await env.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+       INSERT INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
+       SELECT 'evt_chart' || i, 'chart-dest', 1, ?1 - i * 1000, i, CASE WHEN i > 90 THEN 500 ELSE 200 END, NULL FROM n
+       UNION ALL SELECT 'evt_chart_old', 'chart-dest', 1, ?1 - 86400000 - 1, 99999, 200, NULL`,
+    ).bind(now).run();
+    const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN ${DESTINATION_HEALTH_SQL}`).bind("chart-dest", now).all<{ detail: string }>();
+    // Range searches of that destination's day in the index alone, never a scan of every attempt kept.
+    const plan = results.map((r) => r.detail);
+    expect(plan.filter((d) => d.includes("delivery_attempts"))).toEqual(
+      expect.arrayContaining(["SEARCH delivery_attempts USING COVERING INDEX delivery_attempts_by_destination (destination=? AND started_at>?)"]),
+    );
+    expect(plan.join(" / ")).not.toMatch(/SCAN delivery_attempts/);
+    const destinations = [{ name: "chart-dest", url: "https://chart.test/hook" }, { name: "chart-idle", url: "https://idle.test/hook" }];
+
+    const cookie = await session();
+    const html = await (await page("/console/destinations", cookie, {}, { DESTINATIONS: destinations })).text();
+    const found = await select(html, ["#chart-success .value", "#chart-success title", "#chart-p95 .value", "#chart-p95 title", "#chart-p95 .axis-x text.tick", "td"]);
+    expect(found["#chart-success .value"]!.map((e) => e.text)).toEqual(["90%", "no forwards"]);
+    expect(found["#chart-success title"]!.map((e) => e.text)).toEqual(["chart-dest: 90 of 100 forwards answered 2xx (90%)", "chart-idle: no forwards in the last 24 hours"]);
+    expect(found["#chart-p95 .value"]!.map((e) => e.text)).toEqual(["95 ms", "no forwards"]);
+    expect(found["#chart-p95 title"]!.map((e) => e.text)[0]).toBe("chart-dest: 95% of 100 forwards took at most 95 ms");
+    expect(found["#chart-p95 .axis-x text.tick"]!.map((e) => e.text)).toEqual(["0", "50", "100"]);
+    expect(found.td!.map((e) => e.text)).toEqual(expect.arrayContaining(["90% of 100", "95 ms"]));
   });
 });
 

@@ -3,6 +3,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env, exports } from "cloudflare:workers";
 import worker from "../src/index";
 import type { Env } from "../src/env";
+import { recordAdmin } from "./api-contract";
 
 export const ADMIN = { authorization: `Bearer ${env.ADMIN_TOKEN}` };
 
@@ -72,9 +73,9 @@ export function streamingRequest(body: ReadableStream<Uint8Array>): Request {
   } as RequestInit);
 }
 
-/** Through the deployed entry point, with the test environment's real bindings. */
-export function send(request: Request): Promise<Response> {
-  return exports.default.fetch(request);
+/** Through the deployed entry point, with the test environment's real bindings. Admin answers are checked against the API's description. */
+export async function send(request: Request): Promise<Response> {
+  return recordAdmin(request, await exports.default.fetch(request));
 }
 
 /** Through the same handler with bindings replaced (faults, other secrets, other limits). */
@@ -82,7 +83,7 @@ export async function sendWith(request: Request, bindings: Partial<Env>): Promis
   const ctx = createExecutionContext();
   const response = await worker.fetch(request, { ...env, ...bindings } as Env, ctx);
   await waitOnExecutionContext(ctx);
-  return response;
+  return recordAdmin(request, response);
 }
 
 export async function errorOf(response: Response): Promise<{ code: string; message: string; path?: string }> {
@@ -91,7 +92,7 @@ export async function errorOf(response: Response): Promise<{ code: string; messa
 }
 
 export async function adminGet<T>(path: string): Promise<T> {
-  const response = await exports.default.fetch(new Request(`https://edgehook.test${path}`, { headers: ADMIN }));
+  const response = await send(new Request(`https://edgehook.test${path}`, { headers: ADMIN }));
   if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
 }

@@ -282,10 +282,10 @@ describe("health and admin read API", () => {
 
   it("refuses the admin API without the right bearer token", async () => {
     for (const headers of [{} as Record<string, string>, { authorization: "Bearer wrong" }, { authorization: `Bearer ${env.ADMIN_TOKEN}x` }, { authorization: env.ADMIN_TOKEN! }]) {
-      const response = await exports.default.fetch(new Request("https://edgehook.test/admin/events", { headers }));
+      const response = await send(new Request("https://edgehook.test/admin/events", { headers }));
       expect(response.status).toBe(401);
     }
-    const inQuery = await exports.default.fetch(`https://edgehook.test/admin/events?token=${env.ADMIN_TOKEN}`);
+    const inQuery = await send(new Request(`https://edgehook.test/admin/events?token=${env.ADMIN_TOKEN}`));
     expect(inQuery.status).toBe(401);
   });
 
@@ -295,7 +295,7 @@ describe("health and admin read API", () => {
     const { event } = await adminGet<{ event: Record<string, unknown> }>(`/admin/events/${id}`);
     expect(event).toMatchObject({ id, provider: "zuddl", type: "TIME_SPENT_IN_SESSION", tenant: "org-1", verifiedWith: "current", payload: JSON.parse(body) });
     expect(event.status).toMatch(/received|queued|delivered/);
-    expect(await exports.default.fetch(new Request("https://edgehook.test/admin/events/evt_missing", { headers: ADMIN }))).toHaveProperty("status", 404);
+    expect(await send(new Request("https://edgehook.test/admin/events/evt_missing", { headers: ADMIN }))).toHaveProperty("status", 404);
   });
 
   it("lists events newest first with filters and a cursor", async () => {
@@ -317,7 +317,7 @@ describe("health and admin read API", () => {
     } while (cursor);
     expect(new Set(seen)).toEqual(new Set(ids));
     expect(seen).toHaveLength(5);
-    const bad = await exports.default.fetch(new Request("https://edgehook.test/admin/events?limit=0", { headers: ADMIN }));
+    const bad = await send(new Request("https://edgehook.test/admin/events?limit=0", { headers: ADMIN }));
     expect(bad.status).toBe(400);
   });
 });

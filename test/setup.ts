@@ -1,5 +1,12 @@
 import { applyD1Migrations } from "cloudflare:test";
 import { env } from "cloudflare:workers";
+import { afterEach, expect } from "vitest";
+import { checkRecorded } from "./api-contract";
 
 // Setup files may run more than once; applyD1Migrations only applies what is missing.
 await applyD1Migrations(env.DB, env.TEST_MIGRATIONS);
+
+// Every admin answer a test produced must be one /admin/openapi.json describes (#12).
+afterEach(async () => {
+  expect(await checkRecorded(), "admin answers that do not match /admin/openapi.json").toEqual([]);
+});

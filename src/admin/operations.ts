@@ -4,11 +4,11 @@ import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
 import { bodyJson, getEvent, type EventRow } from "../store/events";
+import {
+  BULK_REPLAY_LIMIT, DEFAULT_PAGE, MAX_PAGE, REPLAYABLE_STATUSES,
+  type AttemptView, type DeliveryView, type EventDetailView, type EventView, type PayloadView,
+} from "./schemas";
 
-/** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
-export const BULK_REPLAY_LIMIT = 100;
-/** What a bulk replay may select (pending deliveries are already on their way). */
-export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 
 export async function requireEvent(env: Env, key: string): Promise<EventRow> {
@@ -136,9 +136,7 @@ export function deliveryFilter(query: Record<string, string | undefined>): Deliv
   return { status: query.status || undefined, destination: query.destination || undefined, since: timeParam(query.since, "since") };
 }
 
-const MAX_PAGE = 200;
-
-export function limitParam(value: string | undefined, fallback = 50, most = MAX_PAGE): number {
+export function limitParam(value: string | undefined, fallback = DEFAULT_PAGE, most = MAX_PAGE): number {
   if (value === undefined || value === "") return fallback;
   const limit = Number(value);
   if (!Number.isInteger(limit) || limit < 1 || limit > most) {
@@ -155,7 +153,11 @@ export function timeParam(value: string | undefined, name: string): number | und
   return ms;
 }
 
-export const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+export function iso(ms: number): string;
+export function iso(ms: number | null): string | null;
+export function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
 
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -168,12 +170,6 @@ export function decodeUtf8(body: Uint8Array): string | null {
   }
 }
 
-export interface PayloadView {
-  /** json: `payload` is the parsed body; text: the body as a string; base64: the bytes (not UTF-8). */
-  payloadFormat: "json" | "text" | "base64";
-  payload: unknown;
-}
-
 /** A stored body as the API shows it: parsed when it is JSON, else as it is, text or base64. */
 export function payloadView(body: string | Uint8Array): PayloadView {
   if (typeof body !== "string") {
@@ -184,8 +180,8 @@ export function payloadView(body: string | Uint8Array): PayloadView {
   return parsed ? { payloadFormat: "json", payload: parsed.json } : { payloadFormat: "text", payload: body };
 }
 
-/** The API's shape of an event: camelCase, ISO times, and with the body its payload (see payloadView). */
-export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
+/** The API's shape of an event: camelCase, ISO times, without its body (see eventDetailView). */
+export function eventView(row: Omit<EventRow, "body">): EventView {
   return {
     id: row.key,
     provider: row.provider,
@@ -202,11 +198,20 @@ export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
     /** Why the last delivery round could not run (an error, or DESTINATIONS invalid); null once one ran. */
     lastError: row.last_error,
     lastHandledAt: iso(row.progress_at),
-    ...(row.body === undefined ? {} : { contentType: row.content_type, ...payloadView(row.body) }),
   };
 }
 
-export function deliveryView(row: DeliveryRow, attempts?: AttemptRow[]) {
+/** An event with its body as its payload (see payloadView), and each delivery with its attempts. */
+export function eventDetailView(row: EventRow, deliveries: DeliveryRow[], attempts: AttemptRow[]): EventDetailView {
+  return {
+    ...eventView(row),
+    contentType: row.content_type,
+    ...payloadView(row.body),
+    deliveries: deliveries.map((d) => ({ ...deliveryView(d), history: attempts.filter((a) => a.destination === d.destination).map(attemptView) })),
+  };
+}
+
+export function deliveryView(row: DeliveryRow): DeliveryView {
   return {
     eventId: row.event_key,
     destination: row.destination,
@@ -219,10 +224,7 @@ export function deliveryView(row: DeliveryRow, attempts?: AttemptRow[]) {
     deliveredAt: iso(row.delivered_at),
     deadLetteredAt: iso(row.dead_lettered_at),
     pinned: row.pinned === 1,
-    ...(attempts && {
-      history: attempts
-        .filter((a) => a.destination === row.destination)
-        .map((a) => ({ attempt: a.attempt, at: iso(a.started_at), durationMs: a.duration_ms, statusCode: a.status_code, error: a.error })),
-    }),
   };
 }
+
+const attemptView = (a: AttemptRow): AttemptView => ({ attempt: a.attempt, at: iso(a.started_at), durationMs: a.duration_ms, statusCode: a.status_code, error: a.error });

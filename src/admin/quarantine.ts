@@ -14,6 +14,7 @@ import { acceptEvent, readSigned } from "../receive/webhook";
 import { bodyJson } from "../store/events";
 import { getQuarantined, markReleased, type QuarantineFilter, type QuarantineRow, type QuarantineSummary } from "../store/quarantine";
 import { decodeUtf8, iso, payloadView } from "./operations";
+import type { QuarantinedDetailView, QuarantinedView, ReleaseView } from "./schemas";
 
 /** `?name=true|false`; undefined when absent. */
 export function flagParam(value: string | undefined, name: string): boolean | undefined {
@@ -34,7 +35,7 @@ export async function requireQuarantined(env: Env, id: string): Promise<Quaranti
 }
 
 /** The API's shape of a quarantined payload, without its body. */
-export function quarantineView(row: QuarantineSummary) {
+export function quarantineView(row: QuarantineSummary): QuarantinedView {
   return {
     id: row.id,
     provider: row.provider,
@@ -45,12 +46,12 @@ export function quarantineView(row: QuarantineSummary) {
     attempts: row.attempts,
     firstReceivedAt: iso(row.first_received_at),
     lastReceivedAt: iso(row.last_received_at),
-    released: row.released_at === null ? null : { at: iso(row.released_at), event: row.event_key, forced: row.forced === 1 },
+    released: row.released_at === null || row.event_key === null ? null : { at: iso(row.released_at), event: row.event_key, forced: row.forced === 1 },
   };
 }
 
 /** With the body: content type, which secret verified it, its SHA-256, and the payload (see payloadView). */
-export function quarantineDetailView(row: QuarantineRow) {
+export function quarantineDetailView(row: QuarantineRow): QuarantinedDetailView {
   return {
     ...quarantineView(row),
     contentType: row.content_type,
@@ -60,15 +61,6 @@ export function quarantineDetailView(row: QuarantineRow) {
   };
 }
 
-export interface Release {
-  /** The event's id (`evt_…`), as the webhook answer and the admin event API name it. */
-  id: string;
-  quarantineId: number;
-  forced: boolean;
-  releasedAt: string;
-  /** accepted: stored and enqueued now; duplicate: that event was already accepted; already_released: an earlier release did it. */
-  status: "accepted" | "duplicate" | "already_released";
-}
 
 /**
  * Releases a quarantined payload into events. Throws 422 (with the failing path) when it still
@@ -76,7 +68,7 @@ export interface Release {
  * and 503 when storage or the queue fails (release again). A second release answers
  * `already_released` with the same event id.
  */
-export async function releaseQuarantined(env: Env, row: QuarantineRow, force: boolean, afterResponse: (work: Promise<unknown>) => void): Promise<Release> {
+export async function releaseQuarantined(env: Env, row: QuarantineRow, force: boolean, afterResponse: (work: Promise<unknown>) => void): Promise<ReleaseView> {
   const earlier = earlierRelease(row);
   if (earlier) return earlier;
   const { event, body, forced } = readReleasable(row, force);
@@ -99,7 +91,7 @@ export async function releaseQuarantined(env: Env, row: QuarantineRow, force: bo
   return { id: key, quarantineId: row.id, forced, releasedAt: new Date(releasedAt).toISOString(), status };
 }
 
-function earlierRelease(row: QuarantineRow): Release | null {
+function earlierRelease(row: QuarantineRow): ReleaseView | null {
   if (row.released_at === null || row.event_key === null) return null;
   return { id: row.event_key, quarantineId: row.id, forced: row.forced === 1, releasedAt: new Date(row.released_at).toISOString(), status: "already_released" };
 }

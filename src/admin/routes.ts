@@ -8,8 +8,9 @@ import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
 import {
-  bulkReplayQuery, deliveryFilter, deliveryView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
+  bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
+import { openApiDocument } from "./openapi";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
 const DAY_MS = 86_400_000;
@@ -40,7 +41,7 @@ adminRoutes.get("/events", async (c) => {
 adminRoutes.get("/events/:id", async (c) => {
   const row = await requireEvent(c.env, c.req.param("id"));
   const [deliveries, attempts] = await Promise.all([getDeliveries(c.env.DB, row.key), getAttempts(c.env.DB, row.key)]);
-  return c.json({ event: { ...eventView(row), deliveries: deliveries.map((d) => deliveryView(d, attempts)) } });
+  return c.json({ event: eventDetailView(row, deliveries, attempts) });
 });
 
 adminRoutes.post("/events/:id/replay", async (c) => {
@@ -56,7 +57,7 @@ adminRoutes.get("/deliveries", async (c) => {
   const page = rows.slice(0, limit);
   const last = page[page.length - 1];
   return c.json({
-    deliveries: page.map((d) => deliveryView(d)),
+    deliveries: page.map(deliveryView),
     nextCursor: rows.length > limit && last ? btoa(JSON.stringify([last.updated_at, last.event_key, last.destination])) : null,
   });
 });
@@ -111,6 +112,8 @@ adminRoutes.get("/dead-letters", async (c) => {
     nextCursor: rows.length > limit && last ? btoa(JSON.stringify([last.received_at, last.message_id])) : null,
   });
 });
+
+adminRoutes.get("/openapi.json", (c) => c.json(openApiDocument()));
 
 function deadLetterCursor(cursor: string | undefined): [number, string] | null {
   if (!cursor) return null;

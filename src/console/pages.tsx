@@ -2,10 +2,11 @@
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import type { Destination } from "../deliver/destinations";
-import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
-import type { PayloadView } from "../admin/operations";
+import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
+import type { PayloadView } from "../admin/schemas";
 import type { EventRow } from "../store/events";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
+import { DestinationCharts, successRate, TimelineChart, type Timeline } from "./charts";
 
 const STYLE = `
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -22,7 +23,10 @@ input,select,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
 .card strong{display:block;font-size:22px}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.8rem;overflow:auto;max-height:40rem}
 .error{color:#c0262d}.note{color:#17803d}
-svg text{font-size:10px;fill:#555}
+.charts{display:flex;flex-wrap:wrap;gap:1rem;margin:.6rem 0}
+figure.chart{flex:1 1 560px;max-width:680px;margin:0;background:#fff;border:1px solid #e3e6ea;padding:.4rem .6rem}
+figure.chart figcaption{font-weight:600}svg.chart{width:100%;height:auto}
+svg text{font-size:11px;fill:#555}
 `;
 
 export const Layout: FC<{ title: string; children?: Child }> = ({ title, children }) => (
@@ -92,8 +96,8 @@ export const EventLog: FC<{
   events: Omit<EventRow, "body">[];
   nextCursor: string | null;
   counts: { hour: number; day: number; deadDeliveries: number };
-  hour: TimelineBucket[];
-  day: TimelineBucket[];
+  hour: Timeline;
+  day: Timeline;
 }> = ({ filters, events, nextCursor, counts, hour, day }) => {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
   return (
@@ -103,8 +107,10 @@ export const EventLog: FC<{
         <div class="card">Received, last day<strong id="count-day">{counts.day}</strong></div>
         <div class="card">Dead deliveries<strong id="count-dead">{counts.deadDeliveries}</strong></div>
       </section>
-      <Chart label="Last hour, 5-minute buckets" buckets={hour} />
-      <Chart label="Last day, 1-hour buckets" buckets={day} />
+      <div class="charts">
+        <TimelineChart id="chart-hour" caption="Last hour, 5-minute buckets" {...hour} />
+        <TimelineChart id="chart-day" caption="Last day, 1-hour buckets" {...day} />
+      </div>
       <form class="filters" method="get" action="/console" role="search">
         <label for="f-provider">Provider<select id="f-provider" name="provider">
           {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
@@ -150,29 +156,6 @@ setInterval(async () => {
   const s = await r.json();
   for (const k of ["hour", "day", "dead"]) document.getElementById("count-" + k).textContent = s[k];
 }, 5000);`;
-
-const Chart: FC<{ label: string; buckets: TimelineBucket[] }> = ({ label, buckets }) => {
-  const width = 600;
-  const height = 90;
-  const max = Math.max(1, ...buckets.map((b) => Math.max(b.received, b.delivered + b.failed)));
-  const slot = width / buckets.length;
-  const bar = (value: number) => (value / max) * (height - 12);
-  const total = buckets.reduce((s, b) => ({ received: s.received + b.received, delivered: s.delivered + b.delivered, failed: s.failed + b.failed }), { received: 0, delivered: 0, failed: 0 });
-  return (
-    <figure>
-      <svg width={width} height={height} role="img" aria-label={`${label}: ${total.received} events received, ${total.delivered} deliveries succeeded, ${total.failed} failed`}>
-        {buckets.map((b, i) => (
-          <g>
-            <rect x={i * slot + 1} y={height - 10 - bar(b.received)} width={slot / 2 - 1} height={bar(b.received)} fill="#3867d6"><title>{`${time(b.start)}: ${b.received} received`}</title></rect>
-            <rect x={i * slot + slot / 2} y={height - 10 - bar(b.delivered)} width={slot / 2 - 1} height={bar(b.delivered)} fill="#20bf6b"><title>{`${b.delivered} delivered`}</title></rect>
-            <rect x={i * slot + slot / 2} y={height - 10 - bar(b.delivered) - bar(b.failed)} width={slot / 2 - 1} height={bar(b.failed)} fill="#eb3b5a"><title>{`${b.failed} failed or dead`}</title></rect>
-          </g>
-        ))}
-        <text x="0" y={height}>{label}: blue received, green delivered, red failed</text>
-      </svg>
-    </figure>
-  );
-};
 
 export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; notice?: string }> = ({ event, deliveries, attempts, destinations, notice }) => {
   let pretty = event.body;
@@ -324,25 +307,30 @@ export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; err
   </Layout>
 );
 
-export const DestinationsPage: FC<{ destinations: Destination[] | null; errors: string[]; rates: Map<string, { delivered: number; total: number }> }> = ({ destinations, errors, rates }) => (
-  <Layout title="Destinations">
-    {errors.length > 0 && (
-      <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
-    )}
-    <table>
-      <thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Providers</th><th scope="col">Types</th><th scope="col">Filter</th><th scope="col">Signed</th><th scope="col">Success, last day</th></tr></thead>
-      <tbody>
-        {(destinations ?? []).map((d) => {
-          const rate = rates.get(d.name);
-          return (
-            <tr>
-              <td>{d.name}</td><td>{d.url}</td><td>{d.config.providers?.join(", ") ?? "all"}</td><td>{d.config.types?.join(", ") ?? "all"}</td>
-              <td><code>{d.config.filter ?? "–"}</code></td><td>{d.signingKey ? `yes (${d.config.secret})` : "no"}</td>
-              <td>{rate && rate.total ? `${Math.round((rate.delivered / rate.total) * 100)}% of ${rate.total}` : "no deliveries"}</td>
-            </tr>
-          );
-        })}
-      </tbody>
-    </table>
-  </Layout>
-);
+export const DestinationsPage: FC<{ destinations: Destination[] | null; errors: string[]; health: DestinationHealth[] }> = ({ destinations, errors, health }) => {
+  const byName = new Map(health.map((h) => [h.destination, h]));
+  return (
+    <Layout title="Destinations">
+      {errors.length > 0 && (
+        <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
+      )}
+      <table>
+        <thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Providers</th><th scope="col">Types</th><th scope="col">Filter</th><th scope="col">Signed</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th></tr></thead>
+        <tbody>
+          {(destinations ?? []).map((d) => {
+            const h = byName.get(d.name);
+            return (
+              <tr>
+                <td>{d.name}</td><td>{d.url}</td><td>{d.config.providers?.join(", ") ?? "all"}</td><td>{d.config.types?.join(", ") ?? "all"}</td>
+                <td><code>{d.config.filter ?? "–"}</code></td><td>{d.signingKey ? `yes (${d.config.secret})` : "no"}</td>
+                <td>{h ? `${successRate(h)}% of ${h.forwards}` : "no forwards"}</td>
+                <td>{h ? `${h.p95Ms} ms` : "–"}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      <DestinationCharts destinations={(destinations ?? []).map((d) => d.name)} health={health} />
+    </Layout>
+  );
+};

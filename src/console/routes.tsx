@@ -2,14 +2,16 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
 import { bulkReplayQuery, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
-import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
+import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
+import type { ReleaseView } from "../admin/schemas";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
-import { consoleCounts, getAttempts, getDeliveries, listDeliveries, NOT_COUNTED, stats, timeline } from "../store/deliveries";
+import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
+import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
 import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
@@ -23,7 +25,7 @@ const RELEASE_NOTICES = new Map<string, string>([
   ["accepted", "Released from quarantine: stored and queued for delivery."],
   ["duplicate", "Released from quarantine: this event had already been accepted, so nothing new was queued."],
   ["already_released", "That payload had already been released into this event."],
-] satisfies [Release["status"], string][]);
+] satisfies [ReleaseView["status"], string][]);
 
 export const consoleRoutes = new Hono<AppEnv>();
 
@@ -77,11 +79,20 @@ consoleRoutes.get("/", async (c) => {
       q.cursor || null,
     ),
     consoleCounts(c.env.DB, now),
-    timeline(c.env.DB, now - HOUR, 5 * 60_000, 12),
-    timeline(c.env.DB, now - DAY, HOUR, 24),
+    recent(c.env.DB, now, 5 * 60_000, 12),
+    recent(c.env.DB, now, HOUR, 24),
   ]);
   return c.html(<EventLog filters={filters} events={page.events} nextCursor={page.nextCursor} counts={counts} hour={hour} day={day} />);
 });
+
+/**
+ * The last `count` buckets of `bucketMs`, the last one the bucket now is in: aligned to the
+ * bucket size, so the charts' time labels fall on round minutes and hours.
+ */
+async function recent(db: D1Database, now: number, bucketMs: number, count: number): Promise<Timeline> {
+  const since = Math.floor(now / bucketMs) * bucketMs - (count - 1) * bucketMs;
+  return { buckets: await timeline(db, since, bucketMs, count), bucketMs };
+}
 
 consoleRoutes.get("/stats.json", async (c) => {
   const counts = await consoleCounts(c.env.DB, Date.now());
@@ -140,7 +151,7 @@ consoleRoutes.get("/quarantine/:id", async (c) => {
 consoleRoutes.post("/quarantine/:id/release", async (c) => {
   const item = await requireQuarantined(c.env, c.req.param("id"));
   const form = await c.req.parseBody();
-  let release: Release;
+  let release: ReleaseView;
   try {
     release = await releaseQuarantined(c.env, item, form.force === "true", (later) => c.executionCtx.waitUntil(later));
   } catch (err) {
@@ -161,16 +172,6 @@ consoleRoutes.post("/replay", async (c) => {
 
 consoleRoutes.get("/destinations", async (c) => {
   const config = loadDestinations(c.env);
-  const now = Date.now();
-  const { deliveries } = await stats(c.env.DB, now - DAY, now + 1);
-  const rates = new Map<string, { delivered: number; total: number }>();
-  for (const row of deliveries) {
-    // Cancelled and skipped deliveries were never tried: they say nothing about the destination.
-    if ((NOT_COUNTED as ReadonlySet<string>).has(row.status)) continue;
-    const rate = rates.get(row.destination) ?? { delivered: 0, total: 0 };
-    rate.total += row.count;
-    if (row.status === "delivered" || row.status === "gone") rate.delivered += row.count;
-    rates.set(row.destination, rate);
-  }
-  return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} rates={rates} />);
+  const health = config.ok ? await destinationHealth(c.env.DB, config.destinations.map((d) => d.name), Date.now() - DAY) : [];
+  return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} health={health} />);
 });

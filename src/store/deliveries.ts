@@ -266,3 +266,33 @@ export async function consoleCounts(db: D1Database, now: number): Promise<{ hour
   const n = (result: D1Result | undefined) => (result?.results[0] as { n: number } | undefined)?.n ?? 0;
   return { hour: n(hour), day: n(day), deadDeliveries: n(dead) };
 }
+
+export interface DestinationHealth {
+  destination: string;
+  /** Forward attempts started in the window (at least 1: destinations without any are left out). */
+  forwards: number;
+  /** Of those, the ones the destination answered with a 2xx. */
+  succeeded: number;
+  /** 95th percentile of their duration in ms, by nearest rank: the shortest duration that at least 95% of them do not exceed. */
+  p95Ms: number;
+}
+
+/**
+ * One destination's forward attempts started since ?2. SQLite has no percentile function: p95 is
+ * the duration at ascending rank ceil(0.95 n), read as OFFSET n - ceil(0.95 n) in descending
+ * order, so the sort keeps only the slowest 5%. Each use of `day` is a range scan of the covering
+ * index delivery_attempts_by_destination (migration 0010; a test checks the plan).
+ */
+export const DESTINATION_HEALTH_SQL = `
+  WITH day AS (SELECT duration_ms, status_code FROM delivery_attempts WHERE destination = ?1 AND started_at >= ?2)
+  SELECT ?1 AS destination, count(*) AS forwards, count(CASE WHEN status_code BETWEEN 200 AND 299 THEN 1 END) AS succeeded,
+         (SELECT duration_ms FROM day ORDER BY duration_ms DESC
+          LIMIT 1 OFFSET (SELECT count(*) - (95 * count(*) + 99) / 100 FROM day)) AS p95Ms
+  FROM day`;
+
+/** For the console's charts: each destination's forwards since `since`, in one round trip; those without any are left out. */
+export async function destinationHealth(db: D1Database, destinations: string[], since: number): Promise<DestinationHealth[]> {
+  if (destinations.length === 0) return [];
+  const results = await db.batch(destinations.map((name) => db.prepare(DESTINATION_HEALTH_SQL).bind(name, since)));
+  return results.flatMap((result) => (result.results as DestinationHealth[]).filter((row) => row.forwards > 0));
+}

@@ -45,6 +45,33 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 
+/**
+ * A chart as a person sees it: a screenshot of it alone, then its axes, tick and time labels,
+ * legend and hover titles read from the page. Hovering the middle of a bar must land on an
+ * element whose <title> (the browser's tooltip) names the values.
+ */
+async function checkChart(page, id, { xTicks, yTicks, legend, hovers }) {
+  const chart = page.locator(`#${id}`);
+  await chart.screenshot({ path: join(shots, `${id}.png`) });
+  const read = (selector) => chart.locator(selector).allTextContents();
+  const x = await read(".axis-x text.tick");
+  const y = await read(".axis-y text.tick");
+  assert.ok(x.length >= 2 && x.every((t) => xTicks.test(t)), `${id}: x axis labels ${JSON.stringify(x)}`);
+  assert.ok(y.length >= 2 && y.every((t) => yTicks.test(t)), `${id}: y axis labels ${JSON.stringify(y)}`);
+  for (const axis of [".axis-x", ".axis-y"]) assert.equal(await chart.locator(`${axis} > line`).count(), 1, `${id}: the ${axis} line`);
+  assert.deepEqual(await read(".legend text"), legend, `${id}: legend`);
+  assert.equal(await chart.locator("svg[role=img][aria-label]").count(), 1, `${id}: labelled for assistive technology`);
+  const titles = await chart.locator(".hover").evaluateAll((els) =>
+    els.map((el) => {
+      const box = el.getBoundingClientRect();
+      const hit = document.elementFromPoint(box.x + box.width / 2, box.y + box.height / 2);
+      return hit === el ? el.querySelector("title").textContent : null;
+    }),
+  );
+  assert.ok(titles.every((t) => t), `${id}: every hover area is on top and titled`);
+  for (const pattern of hovers) assert.ok(titles.some((t) => pattern.test(t)), `${id}: a hover title like ${pattern} among ${JSON.stringify(titles)}`);
+}
+
 async function step(name, run) {
   try {
     await run();
@@ -95,6 +122,13 @@ try {
     await page.reload();
     await page.getByRole("link", { name: eventId }).waitFor();
     await page.screenshot({ path: join(shots, "events.png"), fullPage: true });
+  });
+
+  await step("the events charts have axes, time labels, a legend and values on hover", async () => {
+    const legend = ["events received", "deliveries succeeded", "failed or dead"];
+    const integer = /^\d+$/;
+    await checkChart(page, "chart-hour", { xTicks: /^\d\d:\d[05]$/, yTicks: integer, legend, hovers: [/UTC: 1 events received/] });
+    await checkChart(page, "chart-day", { xTicks: /^\d\d:00$/, yTicks: integer, legend, hovers: [/UTC: 1 events received/] });
   });
 
   await step("open it: envelope, payload, which secret, its delivery", async () => {
@@ -154,6 +188,15 @@ try {
     await page.getByRole("link", { name: "Destinations" }).click();
     await page.getByText(`http://127.0.0.1:${receiverPort}/hook`).waitFor();
     await page.screenshot({ path: join(shots, "destinations.png"), fullPage: true });
+    // "local" delivered every forward; "broken" answered 500 to its one attempt.
+    await checkChart(page, "chart-success", {
+      xTicks: /^(0|25|50|75|100)$/, yTicks: /^(local|broken)$/, legend: ["forwards answered 2xx, %"],
+      hovers: [/^local: (\d+) of \1 forwards answered 2xx \(100%\)$/, /^broken: 0 of \d+ forwards answered 2xx \(0%\)$/],
+    });
+    await checkChart(page, "chart-p95", {
+      xTicks: /^\d+$/, yTicks: /^(local|broken)$/, legend: ["95th percentile of forward time, ms"],
+      hovers: [/^local: 95% of \d+ forwards took at most \d+ ms$/],
+    });
     // Every form control on every page has a label.
     for (const path of ["/console", "/console/dead", "/console/destinations"]) {
       await page.goto(`${gateway.url}${path}`);

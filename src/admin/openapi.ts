@@ -1,0 +1,306 @@
+/**
+ * The operator API's routes described once: parameters, the success answer, and every error code
+ * by status. GET /admin/openapi.json is generated from this table and the view schemas
+ * (schemas.ts); a test checks the table against the routes registered on the admin router, and
+ * validates every admin response the test suite produces against the generated document.
+ *
+ * Adding a route: register it in routes.ts, add its entry to ADMIN_API (its answer's schema in
+ * schemas.ts when a view builds it), and a test that calls it.
+ */
+import * as T from "@sinclair/typebox";
+import { DELIVERY_STATUSES } from "../store/deliveries";
+import {
+  BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
+  Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, StatsView, StringEnum,
+} from "./schemas";
+
+interface Param {
+  schema: T.TSchema;
+  description: string;
+  required?: boolean;
+  /** The 400 error code a value the handler cannot read is answered with. */
+  invalid?: string;
+}
+
+type ErrorStatus = 400 | 404 | 422 | 503;
+
+interface Operation {
+  operationId: string;
+  summary: string;
+  description?: string;
+  path?: Record<string, Param>;
+  query?: Record<string, Param>;
+  status: 200 | 202;
+  response: T.TSchema;
+  /** Error codes beyond those of the parameters and the bearer guard (every route answers those). */
+  errors?: Partial<Record<ErrorStatus, string[]>>;
+}
+
+const limit = (max = MAX_PAGE): Param => ({
+  schema: T.Integer({ minimum: 1, maximum: max, default: Math.min(DEFAULT_PAGE, max) }),
+  description: "page size",
+  invalid: "invalid_limit",
+});
+const cursor: Param = {
+  schema: T.String(),
+  description: "`nextCursor` from the previous page, to read the next one (with the same filters)",
+  invalid: "invalid_cursor",
+};
+const time = (description: string): Param => ({
+  schema: T.String({ examples: ["2026-11-23T09:00:00Z", "1795424400000"] }),
+  description: `${description}: an ISO 8601 time or epoch milliseconds`,
+  invalid: "invalid_time",
+});
+const text = (description: string): Param => ({ schema: T.String(), description });
+const eventId: Param = { schema: T.String(), description: "the event's gateway id (`evt_…`)", required: true };
+const quarantineId: Param = { schema: T.Integer({ minimum: 1 }), description: "the quarantined payload's id", required: true };
+
+/** Answers to a request that selects more than it can read at once. */
+const page = <S extends T.TSchema>(key: string, item: S) =>
+  T.Object({ [key]: T.Array(item), nextCursor: Nullable(T.String(), { description: "null on the last page" }) }, { additionalProperties: false });
+
+/** Where an event that must be stored and enqueued could not be: the request can be repeated. */
+const STORAGE_CODES = ["storage_unavailable", "storage_timeout", "in_progress", "queue_unavailable"];
+
+export const ADMIN_API: Record<string, Operation> = {
+  "GET /admin/events": {
+    operationId: "listEvents",
+    summary: "Events, newest first",
+    query: {
+      provider: text("only this provider"),
+      type: text("only this type"),
+      status: { schema: StringEnum(EVENT_STATUSES), description: "only events in this status" },
+      tenant: text("only this tenant"),
+      eventId: text("only this provider event id"),
+      since: time("received at or after"),
+      until: time("received before"),
+      limit: limit(),
+      cursor,
+    },
+    status: 200,
+    response: page("events", EventView),
+  },
+  "GET /admin/events/{id}": {
+    operationId: "getEvent",
+    summary: "An event with its payload, its deliveries and every attempt",
+    path: { id: eventId },
+    status: 200,
+    response: T.Object({ event: EventDetailView }, { additionalProperties: false }),
+    errors: { 404: ["event_not_found"] },
+  },
+  "POST /admin/events/{id}/replay": {
+    operationId: "replayEvent",
+    summary: "Deliver an event again",
+    description: "To the destinations that route it now, or to the one named (pinned: sent even where routing no longer selects it).",
+    path: { id: eventId },
+    query: { destination: text("only this destination (it must be configured)") },
+    status: 202,
+    response: T.Object(
+      { id: T.String(), replayed: T.Array(T.String(), { description: "the destinations it was queued for; empty when none routes it" }) },
+      { additionalProperties: false },
+    ),
+    errors: { 404: ["event_not_found", "unknown_destination"], 503: ["invalid_destinations", "queue_unavailable"] },
+  },
+  "GET /admin/deliveries": {
+    operationId: "listDeliveries",
+    summary: "Deliveries, newest first by last update",
+    query: {
+      status: { schema: StringEnum(DELIVERY_STATUSES), description: "only deliveries in this status", invalid: "invalid_status" },
+      destination: text("only this destination"),
+      since: time("updated at or after"),
+      limit: limit(),
+      cursor,
+    },
+    status: 200,
+    response: page("deliveries", DeliveryView),
+  },
+  "POST /admin/replay": {
+    operationId: "replayDeliveries",
+    summary: "Deliver again, one page at a time, the finished deliveries a filter selects",
+    description:
+      "The set is fixed by the first call; repeat the call with the same parameters and `cursor` while `more` is true. Each delivery is pinned to its destination. Destinations no longer configured are left out.",
+    query: {
+      status: { schema: StringEnum(REPLAYABLE_STATUSES), description: "which finished deliveries (required: no filter never means everything)", required: true, invalid: "invalid_status" },
+      destination: text("only this destination (it must be configured)"),
+      since: time("updated at or after"),
+      limit: limit(BULK_REPLAY_LIMIT),
+      cursor,
+    },
+    status: 202,
+    response: T.Object(
+      {
+        replayed: T.Integer({ minimum: 0, description: "deliveries reset and enqueued by this call" }),
+        events: T.Integer({ minimum: 0, description: "events they belong to (one queue message each)" }),
+        more: T.Boolean(),
+        nextCursor: Nullable(T.String()),
+      },
+      { additionalProperties: false },
+    ),
+    errors: { 400: ["cursor_mismatch"], 404: ["unknown_destination"], 503: ["invalid_destinations", "queue_unavailable"] },
+  },
+  "GET /admin/quarantine": {
+    operationId: "listQuarantine",
+    summary: "Quarantined payloads, newest first by last receipt",
+    query: {
+      provider: text("only this provider"),
+      released: { schema: T.Boolean(), description: "true: only released ones; false: only those still held", invalid: "invalid_released" },
+      limit: limit(),
+      cursor,
+    },
+    status: 200,
+    response: page("quarantined", QuarantinedView),
+  },
+  "GET /admin/quarantine/{id}": {
+    operationId: "getQuarantined",
+    summary: "A quarantined payload with its body",
+    path: { id: quarantineId },
+    status: 200,
+    response: T.Object({ quarantined: QuarantinedDetailView }, { additionalProperties: false }),
+    errors: { 404: ["quarantine_not_found"] },
+  },
+  "POST /admin/quarantine/{id}/release": {
+    operationId: "releaseQuarantined",
+    summary: "Validate a quarantined payload again and, if it passes, accept it as an event",
+    description: "With `force=true` a payload that still fails is accepted as it is, marked `forced`. A second release answers `already_released` with the same event.",
+    path: { id: quarantineId },
+    query: { force: { schema: T.Boolean({ default: false }), description: "accept it even if it still fails validation", invalid: "invalid_force" } },
+    status: 200,
+    response: ReleaseView,
+    errors: {
+      404: ["quarantine_not_found"],
+      422: ["schema_mismatch", "malformed_json", "invalid_utf8", "empty_body", "not_releasable"],
+      503: STORAGE_CODES,
+    },
+  },
+  "GET /admin/stats": {
+    operationId: "getStats",
+    summary: "Counts of events and deliveries in a time window (default: the last 24 hours)",
+    query: { since: time("from (default: 24 hours before `until`)"), until: time("to (default: now)") },
+    status: 200,
+    response: StatsView,
+  },
+  "GET /admin/destinations": {
+    operationId: "getDestinations",
+    summary: "DESTINATIONS as configured, or its errors",
+    description: "Errors name the entry, the field and the rule, never the rejected value (it may be a secret pasted into the wrong field).",
+    status: 200,
+    response: T.Union([
+      T.Object({ valid: T.Literal(true), destinations: T.Array(DestinationConfigView) }, { additionalProperties: false }),
+      T.Object({ valid: T.Literal(false), errors: T.Array(T.String(), { minItems: 1 }) }, { additionalProperties: false }),
+    ]),
+  },
+  "GET /admin/dead-letters": {
+    operationId: "listDeadLetters",
+    summary: "Everything the dead-letter queue delivered, newest first",
+    query: { limit: limit(), cursor },
+    status: 200,
+    response: page("deadLetters", DeadLetterView),
+  },
+  "GET /admin/openapi.json": {
+    operationId: "getOpenApi",
+    summary: "This document",
+    status: 200,
+    response: T.Object({ openapi: T.String({ pattern: "^3\\.1\\.\\d+$" }), info: T.Object({ title: T.String(), version: T.String() }), paths: T.Record(T.String(), T.Unknown()) }),
+  },
+};
+
+/** Schemas that appear in the document once, under components, and are referenced everywhere else. */
+const COMPONENTS: Record<string, T.TSchema> = {
+  Event: EventView,
+  EventDetail: EventDetailView,
+  Delivery: DeliveryView,
+  Quarantined: QuarantinedView,
+  QuarantinedDetail: QuarantinedDetailView,
+  Release: ReleaseView,
+  DeadLetter: DeadLetterView,
+  DestinationConfig: DestinationConfigView,
+  Stats: StatsView,
+};
+const COMPONENT_NAMES = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema as object, name]));
+
+/** A plain JSON copy of a schema (TypeBox's symbol keys dropped), with each component replaced by a $ref to it. */
+function toJson(node: unknown, root = node): unknown {
+  if (Array.isArray(node)) return node.map((item) => toJson(item, root));
+  if (node === null || typeof node !== "object") return node;
+  const name = node !== root ? COMPONENT_NAMES.get(node) : undefined;
+  if (name) return { $ref: `#/components/schemas/${name}` };
+  return Object.fromEntries(Object.entries(node).map(([key, value]) => [key, toJson(value, root)]));
+}
+
+const json = (schema: unknown) => ({ "application/json": { schema: toJson(schema) } });
+
+function errorResponse(codes: string[], headers?: Record<string, unknown>) {
+  return {
+    description: `error: ${codes.join(", ")}`,
+    ...(headers && { headers }),
+    content: json(
+      T.Object(
+        {
+          error: T.Object(
+            {
+              code: StringEnum(codes),
+              message: T.String({ description: "for people; may change" }),
+              path: T.Optional(T.String({ description: "JSONPath of the failing field (schema_mismatch)" })),
+            },
+            { additionalProperties: false },
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  };
+}
+
+const RETRY_AFTER = { "Retry-After": { description: "seconds to wait before trying again", required: true, schema: { type: "integer" } } };
+
+function operationObject(op: Operation) {
+  const parameters = [
+    ...Object.entries(op.path ?? {}).map(([name, p]) => ({ name, in: "path", ...p, required: true })),
+    ...Object.entries(op.query ?? {}).map(([name, p]) => ({ name, in: "query", ...p, required: p.required ?? false })),
+  ].map(({ name, in: where, schema, description, required }) => ({ name, in: where, description, required, schema: toJson(schema) }));
+  const invalid = Object.values(op.query ?? {}).flatMap((p) => (p.invalid ? [p.invalid] : []));
+  const errors: Partial<Record<ErrorStatus | 401 | 500, string[]>> = {
+    ...op.errors,
+    400: [...new Set([...invalid, ...(op.errors?.[400] ?? [])])],
+    401: ["unauthorized"],
+    500: ["internal_error"],
+    503: [...(op.errors?.[503] ?? []), "admin_not_configured"],
+  };
+  const headers = { 401: { "WWW-Authenticate": { description: "Bearer", required: true, schema: { type: "string" } } }, 503: RETRY_AFTER };
+  return {
+    operationId: op.operationId,
+    summary: op.summary,
+    ...(op.description && { description: op.description }),
+    ...(parameters.length && { parameters }),
+    responses: {
+      [op.status]: { description: op.summary, content: json(op.response) },
+      ...Object.fromEntries(
+        Object.entries(errors)
+          .filter(([, codes]) => codes.length)
+          .map(([status, codes]) => [status, errorResponse(codes, headers[Number(status) as keyof typeof headers])]),
+      ),
+    },
+  };
+}
+
+export function openApiDocument() {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const [route, op] of Object.entries(ADMIN_API)) {
+    const [method, path] = route.split(" ") as [string, string];
+    (paths[path] ??= {})[method.toLowerCase()] = operationObject(op);
+  }
+  return {
+    openapi: "3.1.1",
+    info: {
+      title: "edgehook operator API",
+      version: "1",
+      description: "Events, deliveries, replays, quarantine, dead letters and stats. Every error body is `{\"error\":{\"code\",\"message\"[,\"path\"]}}`.",
+    },
+    security: [{ adminToken: [] }],
+    paths,
+    components: {
+      securitySchemes: { adminToken: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN, in the Authorization header only" } },
+      schemas: Object.fromEntries(Object.entries(COMPONENTS).map(([name, schema]) => [name, toJson(schema)])),
+    },
+  };
+}

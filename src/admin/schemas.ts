@@ -1,0 +1,166 @@
+/**
+ * What the operator API answers, as JSON Schema built with TypeBox. Each schema's static type is
+ * the return type of the view that builds that answer (operations.ts, quarantine.ts), so a view
+ * that drifts from its schema fails to compile, and /admin/openapi.json (openapi.ts) is generated
+ * from these same objects instead of a hand-kept copy. Limits and enums the handlers enforce are
+ * defined here once and used by both.
+ */
+import * as T from "@sinclair/typebox";
+import { DELIVERY_STATUSES } from "../store/deliveries";
+import type { EventStatus } from "../store/events";
+
+/** Page size when `limit` is not given, and the largest one any list accepts. */
+export const DEFAULT_PAGE = 50;
+export const MAX_PAGE = 200;
+/** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
+export const BULK_REPLAY_LIMIT = 100;
+/** What a bulk replay may select (pending deliveries are already on their way). */
+export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
+export const EVENT_STATUSES = ["received", "queued", "delivered", "failed", "dead"] as const satisfies readonly EventStatus[];
+export const RELEASE_STATUSES = ["accepted", "duplicate", "already_released"] as const;
+
+/** A string from a fixed list, as `enum` (what OpenAPI tools read) rather than TypeBox's anyOf of consts. */
+export const StringEnum = <V extends readonly string[]>(values: V, options: T.SchemaOptions = {}) =>
+  T.Unsafe<V[number]>({ ...options, type: "string", enum: [...values] });
+
+export const Nullable = <S extends T.TSchema>(schema: S, options: T.SchemaOptions = {}) => T.Union([schema, T.Null()], options);
+
+const Time = (description?: string) => T.String({ format: "date-time", ...(description && { description }) });
+
+/** Every answer lists exactly its fields: the tests then catch a field a view adds without describing it. */
+const Strict = <P extends T.TProperties>(properties: P, description?: string) =>
+  T.Object(properties, { additionalProperties: false, ...(description && { description }) });
+
+const SecretSlot = StringEnum(["current", "old"], { description: "which signing secret verified the body: the current one or the previous one (during a rotation)" });
+
+const payloadFields = {
+  payloadFormat: StringEnum(["json", "text", "base64"], {
+    description: "json: `payload` is the parsed body; text: the body as a string (a forced release that is not JSON); base64: the bytes (a quarantined body that is not UTF-8)",
+  }),
+  payload: T.Unknown({ description: "the body, in the form `payloadFormat` names" }),
+};
+
+export const EventView = Strict(
+  {
+    id: T.String({ description: "the gateway's id, `evt_` + 24 hex digits; the forwards' `webhook-id`" }),
+    provider: T.String(),
+    eventId: T.String({ description: "the provider's own id for the event, covered by its signature" }),
+    type: T.String(),
+    knownType: T.Boolean({ description: "false: a valid envelope of a type this gateway has no name for" }),
+    tenant: Nullable(T.String()),
+    occurredAt: Nullable(T.String(), { description: "exactly as the provider sent it (not always ISO 8601)" }),
+    receivedAt: Time(),
+    verifiedWith: SecretSlot,
+    status: StringEnum(EVENT_STATUSES),
+    enqueuedAt: Nullable(Time()),
+    forced: T.Boolean({ description: "true only for an event released from quarantine past a failing validation" }),
+    lastError: Nullable(T.String(), { description: "why the last delivery round could not run (an error, or DESTINATIONS invalid); null once one ran" }),
+    lastHandledAt: Nullable(Time("the last time a consumer handled the event")),
+  },
+  "An accepted event, without its body",
+);
+
+export const AttemptView = Strict({
+  attempt: T.Integer({ minimum: 1 }),
+  at: Time(),
+  durationMs: T.Integer({ minimum: 0 }),
+  statusCode: Nullable(T.Integer(), { description: "the destination's HTTP status; null after a network error or timeout" }),
+  error: Nullable(T.String()),
+});
+
+const deliveryFields = {
+  eventId: T.String({ description: "the event's gateway id (`evt_…`)" }),
+  destination: T.String(),
+  status: StringEnum(DELIVERY_STATUSES, {
+    description: "pending/failed: work left; delivered, gone (410) and dead: finished until replayed; cancelled: no longer routed; skipped: its filter ran out of budget",
+  }),
+  attempts: T.Integer({ minimum: 0, description: "attempts since the last replay" }),
+  lastStatusCode: Nullable(T.Integer()),
+  lastError: Nullable(T.String()),
+  lastAttemptAt: Nullable(Time()),
+  nextAttemptAt: Nullable(Time()),
+  deliveredAt: Nullable(Time()),
+  deadLetteredAt: Nullable(Time()),
+  pinned: T.Boolean({ description: "an operator replayed it by name: sent even where routing no longer selects it" }),
+};
+
+export const DeliveryView = Strict(deliveryFields, "The state of one event's delivery to one destination");
+
+export const EventDetailView = Strict(
+  {
+    ...EventView.properties,
+    contentType: T.String(),
+    ...payloadFields,
+    deliveries: T.Array(Strict({ ...deliveryFields, history: T.Array(AttemptView, { description: "every attempt, oldest first" }) })),
+  },
+  "An event with its payload and its deliveries",
+);
+
+const quarantinedFields = {
+  id: T.Integer({ minimum: 1 }),
+  provider: T.String(),
+  reason: T.String({ description: "the error code the request was answered with: malformed_json, invalid_utf8, empty_body or schema_mismatch" }),
+  error: T.String(),
+  path: Nullable(T.String(), { description: "JSONPath of the first schema failure" }),
+  bytes: T.Integer({ minimum: 0 }),
+  attempts: T.Integer({ minimum: 1, description: "how many times the provider sent these bytes" }),
+  firstReceivedAt: Time(),
+  lastReceivedAt: Time(),
+  released: Nullable(Strict({ at: Time(), event: T.String({ description: "the event it became" }), forced: T.Boolean() })),
+};
+
+export const QuarantinedView = Strict(quarantinedFields, "A signed payload that could not be accepted, without its body");
+
+export const QuarantinedDetailView = Strict(
+  { ...quarantinedFields, contentType: T.String(), verifiedWith: SecretSlot, sha256: T.String({ pattern: "^[0-9a-f]{64}$" }), ...payloadFields },
+  "A quarantined payload with its body",
+);
+
+export const ReleaseView = Strict({
+  id: T.String({ description: "the event's gateway id, as the webhook answer and /admin/events name it" }),
+  quarantineId: T.Integer({ minimum: 1 }),
+  forced: T.Boolean(),
+  releasedAt: Time(),
+  status: StringEnum(RELEASE_STATUSES, {
+    description: "accepted: stored and enqueued now; duplicate: that event was already accepted; already_released: an earlier release did it",
+  }),
+});
+
+export const DeadLetterView = Strict({
+  messageId: T.String({ description: "the dead-letter queue's message id" }),
+  eventId: T.String(),
+  destinations: Nullable(T.Array(T.String()), { description: "the destinations whose delivery died; null: the event's message used up the queue's retries" }),
+  attempts: T.Integer({ minimum: 1 }),
+  receivedAt: Time(),
+});
+
+/** A destination as declared in DESTINATIONS (the rules are in deliver/destinations.ts and the README). */
+export const DestinationConfigView = Strict({
+  name: T.String(),
+  url: T.String({ format: "uri" }),
+  providers: T.Optional(T.Array(T.String())),
+  types: T.Optional(T.Array(T.String(), { description: "exact types, or prefixes ending in *" })),
+  filter: T.Optional(T.String({ description: "JSONPath filter in Seismic's dialect" })),
+  secret: T.Optional(T.String({ description: "the name of the secret binding holding the signing key, never its value" })),
+  timeout_ms: T.Optional(T.Integer()),
+});
+
+export const StatsView = Strict({
+  since: Time(),
+  until: Time(),
+  events: T.Array(Strict({ provider: T.String(), type: T.String(), status: StringEnum(EVENT_STATUSES), count: T.Integer({ minimum: 1 }) }), {
+    description: "events received in the window, by provider, type and status",
+  }),
+  deliveries: T.Array(Strict({ destination: T.String(), status: StringEnum(DELIVERY_STATUSES), count: T.Integer({ minimum: 1 }) }), {
+    description: "deliveries last updated in the window, by destination and status",
+  }),
+});
+
+export type EventView = T.Static<typeof EventView>;
+export type EventDetailView = T.Static<typeof EventDetailView>;
+export type DeliveryView = T.Static<typeof DeliveryView>;
+export type AttemptView = T.Static<typeof AttemptView>;
+export type QuarantinedView = T.Static<typeof QuarantinedView>;
+export type QuarantinedDetailView = T.Static<typeof QuarantinedDetailView>;
+export type ReleaseView = T.Static<typeof ReleaseView>;
+export type PayloadView = T.Static<T.TObject<typeof payloadFields>>;
