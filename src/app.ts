@@ -6,6 +6,7 @@ import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog } from "./log";
 import { providers } from "./providers";
+import { webhookOutcomes } from "./receive/outcomes";
 import { receiveWebhook } from "./receive/webhook";
 
 export const app = new Hono<AppEnv>();
@@ -30,7 +31,7 @@ app.get("/healthz", (c) => {
   );
 });
 
-app.post("/webhooks/:provider", receiveWebhook());
+app.post("/webhooks/:provider", webhookOutcomes(), receiveWebhook());
 
 app.route("/admin", adminRoutes);
 app.route("/console", consoleRoutes);

@@ -28,6 +28,8 @@ export interface Env {
   ZUDDL_SIGNING_SECRET_OLD?: string;
   ZUDDL_AUTH_TOKEN?: string;
   ADMIN_TOKEN?: string;
+  /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
+  METRICS?: AnalyticsEngineDataset;
   /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
   [secretBinding: string]: unknown;
 }

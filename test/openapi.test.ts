@@ -103,6 +103,7 @@ describe("GET /admin/openapi.json", () => {
       ["GET", "/admin/dead-letters?limit=10", 200],
       ["GET", "/admin/dead-letters?cursor=nonsense", 400],
       ["GET", "/admin/openapi.json", 200],
+      ["GET", "/admin/metrics", 200],
     ];
     for (const [method, path, status, extra] of answers) {
       expect((await admin(method, path, extra)).status, `${method} ${path}`).toBe(status);

@@ -32,6 +32,8 @@ interface Operation {
   query?: Record<string, Param>;
   status: 200 | 202;
   response: T.TSchema;
+  /** The success answer's media type, when it is not JSON. */
+  mediaType?: string;
   /** Error codes beyond those of the parameters and the bearer guard (every route answers those). */
   errors?: Partial<Record<ErrorStatus, string[]>>;
 }
@@ -196,6 +198,14 @@ export const ADMIN_API: Record<string, Operation> = {
     status: 200,
     response: page("deadLetters", DeadLetterView),
   },
+  "GET /admin/metrics": {
+    operationId: "getMetrics",
+    summary: "Counters and gauges in Prometheus text format",
+    description: "Counters never go down (retention included): events, deliveries and attempts, and a forward-duration histogram per destination; gauges of pending, held, dead and quarantined.",
+    status: 200,
+    mediaType: "text/plain; version=0.0.4",
+    response: T.String(),
+  },
   "GET /admin/openapi.json": {
     operationId: "getOpenApi",
     summary: "This document",
@@ -273,7 +283,7 @@ function operationObject(op: Operation) {
     ...(op.description && { description: op.description }),
     ...(parameters.length && { parameters }),
     responses: {
-      [op.status]: { description: op.summary, content: json(op.response) },
+      [op.status]: { description: op.summary, content: op.mediaType ? { [op.mediaType]: { schema: toJson(op.response) } } : json(op.response) },
       ...Object.fromEntries(
         Object.entries(errors)
           .filter(([, codes]) => codes.length)

@@ -7,6 +7,7 @@ import { getAttempts, getDeliveries, listDeliveries, stats, type DeliveryCursor 
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
+import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
@@ -95,6 +96,8 @@ adminRoutes.get("/destinations", (c) => {
   if (!config.ok) return c.json({ valid: false, errors: config.errors });
   return c.json({ valid: true, destinations: config.destinations.map((d) => d.config) });
 });
+
+adminRoutes.get("/metrics", async (c) => c.body(await prometheusText(c.env), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }));
 
 adminRoutes.get("/dead-letters", async (c) => {
   const limit = limitParam(c.req.query("limit"));

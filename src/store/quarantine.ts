@@ -4,6 +4,7 @@
  * events later (admin/quarantine.ts); the row then stays, as the record of what it became.
  */
 import { HttpError } from "../errors";
+import { CounterDeltas } from "./metrics";
 import { bytesToHex, type SecretSlot } from "../receive/signature";
 import { decodeCursor, encodeCursor } from "./events";
 
@@ -21,15 +22,19 @@ export interface QuarantinedPayload {
 /** Keeps a signed body that could not be accepted; a redelivery of the same bytes bumps `attempts`. */
 export async function quarantine(db: D1Database, item: QuarantinedPayload): Promise<void> {
   const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
-  await db
-    .prepare(
-      `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
-                               first_received_at, last_received_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
-       ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
-    )
-    .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt)
-    .run();
+  const counted = new CounterDeltas();
+  counted.event(item.provider, "", "quarantined");
+  await db.batch([
+    db
+      .prepare(
+        `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
+                                 first_received_at, last_received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
+      )
+      .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt),
+    ...counted.statements(db),
+  ]);
 }
 
 /** A row as listed: everything but the body. */

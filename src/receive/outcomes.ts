@@ -1,0 +1,45 @@
+/**
+ * Counts what each webhook request came to, after its answer: a data point for Workers
+ * Analytics Engine when the optional METRICS binding is bound, and the Prometheus counter of
+ * refused requests. Accepted, duplicate and quarantined events are counted where they are
+ * written (the consumer, the quarantine); a refusal writes nothing, so its count is gathered in
+ * the isolate and written at most every FLUSH_MS (a refusal flood never becomes a D1 write flood;
+ * an isolate that ends loses at most that window of refusal counts).
+ */
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "../env";
+import { findProvider } from "../providers";
+import { CounterDeltas } from "../store/metrics";
+
+const FLUSH_MS = 10_000;
+let refusals = new CounterDeltas();
+let lastFlush = 0;
+
+export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provider"> {
+  return async function webhookOutcomes(c, next) {
+    const started = Date.now();
+    await next();
+    const log = c.get("log");
+    const status = c.res.status;
+    const outcome = status < 400 ? (log.outcome ?? "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
+    // A provider name from the URL only when it is one we serve: a hostile path never becomes a label.
+    const provider = findProvider(c.req.param("provider"))?.name ?? "unknown";
+    c.env.METRICS?.writeDataPoint({
+      indexes: [provider],
+      blobs: [provider, log.type ?? "", outcome, log.outcome ?? ""],
+      doubles: [status, Date.now() - started],
+    });
+    if (outcome !== "refused") return;
+    refusals.event(provider, "", "refused");
+    if (started - lastFlush >= FLUSH_MS) c.executionCtx.waitUntil(flushRefusals(c.env.DB).catch(() => undefined));
+  };
+}
+
+/** Writes the refusals this isolate has gathered (a scrape calls it too, so what it serves is current). */
+export async function flushRefusals(db: D1Database): Promise<void> {
+  lastFlush = Date.now();
+  if (refusals.size === 0) return;
+  const due = refusals;
+  refusals = new CounterDeltas();
+  await db.batch(due.statements(db));
+}

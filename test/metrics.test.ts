@@ -1,0 +1,80 @@
+/**
+ * GET /admin/metrics (#12): Prometheus text, read back with a real Prometheus text parser, and
+ * its counts checked against what the test sent, through the Worker's real handlers.
+ */
+import { env } from "cloudflare:workers";
+import parsePrometheusTextFormat, { type Family } from "parse-prometheus-text-format";
+import { describe, expect, it } from "vitest";
+import { ADMIN, hmacHex, send, sendWith, seismicBody, uniqueId, webhookRequest } from "./helpers";
+
+async function scrape(): Promise<Family[]> {
+  const response = await send(new Request("https://edgehook.test/admin/metrics", { headers: ADMIN }));
+  expect(response.status).toBe(200);
+  expect(response.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+  return parsePrometheusTextFormat(await response.text());
+}
+
+function family(families: Family[], name: string): Family {
+  const found = families.find((f) => f.name === name);
+  if (!found) throw new Error(`no ${name} in the scrape`);
+  return found;
+}
+
+/** A counter's value for the sample whose labels include `labels` (0 when it has none yet). */
+function value(families: Family[], name: string, labels: Record<string, string>): number {
+  const sample = family(families, name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+  return Number(sample?.value ?? 0);
+}
+
+describe("GET /admin/metrics", () => {
+  it("lists every family with its type, before anything happened to it", async () => {
+    const families = await scrape();
+    const types = Object.fromEntries(families.map((f) => [f.name, f.type]));
+    expect(types).toMatchObject({
+      edgehook_events_total: "COUNTER",
+      edgehook_deliveries_total: "COUNTER",
+      edgehook_attempts_total: "COUNTER",
+      edgehook_forward_duration_seconds: "HISTOGRAM",
+      edgehook_pending: "GAUGE",
+      edgehook_held: "GAUGE",
+      edgehook_dead: "GAUGE",
+      edgehook_quarantined: "GAUGE",
+    });
+  });
+
+  it("counts refused and quarantined requests exactly, and refusals never label a path we do not serve", async () => {
+    const before = await scrape();
+    const refused = { source: "seismic", provider: "seismic", outcome: "refused" };
+    const quarantined = { source: "seismic", provider: "seismic", outcome: "quarantined" };
+    for (let i = 0; i < 3; i++) {
+      const response = await send(webhookRequest("seismic", seismicBody(), { "x-seismic-signature": "0".repeat(64) }));
+      expect(response.status).toBe(401);
+    }
+    await send(webhookRequest("evil\"provider", "{}"));
+    const malformed = `{"id":"${uniqueId()}",`;
+    expect((await send(webhookRequest("seismic", malformed, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, malformed) }))).status).toBe(400);
+
+    const after = await scrape();
+    expect(value(after, "edgehook_events_total", refused) - value(before, "edgehook_events_total", refused)).toBe(3);
+    expect(value(after, "edgehook_events_total", quarantined) - value(before, "edgehook_events_total", quarantined)).toBe(1);
+    expect(value(after, "edgehook_events_total", { provider: "unknown", outcome: "refused" })).toBeGreaterThanOrEqual(1);
+    expect(family(after, "edgehook_events_total").metrics.every((m) => !m.labels?.provider?.includes("evil"))).toBe(true);
+    expect(Number(family(after, "edgehook_quarantined").metrics[0]!.value)).toBeGreaterThanOrEqual(1);
+  });
+
+  it("never goes down when retention purges the rows it counted", async () => {
+    const malformed = `{"id":"${uniqueId()}",`;
+    await send(webhookRequest("seismic", malformed, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, malformed) }));
+    const labels = { provider: "seismic", outcome: "quarantined" };
+    const before = value(await scrape(), "edgehook_events_total", labels);
+    await env.DB.prepare("DELETE FROM quarantine").run();
+    expect(value(await scrape(), "edgehook_events_total", labels)).toBe(before);
+  });
+
+  it("writes one Analytics Engine data point per webhook request when METRICS is bound", async () => {
+    const points: AnalyticsEngineDataPoint[] = [];
+    const METRICS = { writeDataPoint: (point?: AnalyticsEngineDataPoint) => void (point && points.push(point)) } as AnalyticsEngineDataset;
+    await sendWith(webhookRequest("seismic", seismicBody(), { "x-seismic-signature": "0".repeat(64) }), { METRICS });
+    expect(points).toEqual([{ indexes: ["seismic"], blobs: ["seismic", "", "refused", "invalid_signature"], doubles: [401, expect.any(Number)] }]);
+  });
+});
