@@ -5,13 +5,20 @@
 import { env } from "cloudflare:workers";
 import parsePrometheusTextFormat, { type Family } from "parse-prometheus-text-format";
 import { describe, expect, it } from "vitest";
-import { ADMIN, hmacHex, send, sendWith, seismicBody, uniqueId, webhookRequest } from "./helpers";
+import { accept, consume, downstream, events, useDeliveryHarness } from "./delivery-harness";
+import { ADMIN, hmacHex, send, sendWith, seismicBody, uniqueId, webhookRequest, zuddlBody, zuddlRequest } from "./helpers";
 
-async function scrape(): Promise<Family[]> {
+useDeliveryHarness();
+
+async function scrapeText(): Promise<string> {
   const response = await send(new Request("https://edgehook.test/admin/metrics", { headers: ADMIN }));
   expect(response.status).toBe(200);
   expect(response.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
-  return parsePrometheusTextFormat(await response.text());
+  return response.text();
+}
+
+async function scrape(): Promise<Family[]> {
+  return parsePrometheusTextFormat(await scrapeText());
 }
 
 function family(families: Family[], name: string): Family {
@@ -76,5 +83,35 @@ describe("GET /admin/metrics", () => {
     const METRICS = { writeDataPoint: (point?: AnalyticsEngineDataPoint) => void (point && points.push(point)) } as AnalyticsEngineDataset;
     await sendWith(webhookRequest("seismic", seismicBody(), { "x-seismic-signature": "0".repeat(64) }), { METRICS });
     expect(points).toEqual([{ indexes: ["seismic"], blobs: ["seismic", "", "refused", "invalid_signature"], doubles: [401, expect.any(Number)] }]);
+  });
+
+  it("counts attempts, final deliveries and forward durations per destination, and writes a data point per attempt", async () => {
+    const name = `metered-${crypto.randomUUID().slice(0, 8)}`;
+    const destinations = [{ name, url: "https://metered.test/hook" }];
+    downstream("https://metered.test/hook", [500, 200]);
+    const points: AnalyticsEngineDataPoint[] = [];
+    const METRICS = { writeDataPoint: (point?: AnalyticsEngineDataPoint) => void (point && points.push(point)) } as AnalyticsEngineDataset;
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    await consume(events.accepted, { DESTINATIONS: destinations, METRICS });
+    await env.DB.prepare("UPDATE deliveries SET next_attempt_at = 0 WHERE event_key = ?").bind(key).run();
+    await consume(events.accepted, { DESTINATIONS: destinations, METRICS });
+
+    const text = await scrapeText();
+    const families = parsePrometheusTextFormat(text);
+    expect(value(families, "edgehook_attempts_total", { destination: name, result: "failed" })).toBe(1);
+    expect(value(families, "edgehook_attempts_total", { destination: name, result: "delivered" })).toBe(1);
+    expect(value(families, "edgehook_deliveries_total", { destination: name, status: "delivered" })).toBe(1);
+    // The parser keeps a labelled histogram's family and type but not its per-label samples, so those are read off the lines.
+    expect(family(families, "edgehook_forward_duration_seconds").type).toBe("HISTOGRAM");
+    const samples = (suffix: string) =>
+      [...text.matchAll(new RegExp(`^edgehook_forward_duration_seconds_${suffix}\\{destination="${name}"(?:,le="([^"]+)")?\\} (\\S+)$`, "gm"))].map(([, le, v]) => [le, Number(v)] as const);
+    expect(samples("count")).toEqual([[undefined, 2]]);
+    const buckets = samples("bucket");
+    expect(buckets.map(([le]) => le)).toEqual(["0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "+Inf"]);
+    expect(buckets.at(-1)![1]).toBe(2);
+    // Cumulative: each bucket holds at least as many as the one before.
+    const counts = buckets.map(([, n]) => n);
+    expect(counts).toEqual([...counts].sort((a, b) => a - b));
+    expect(points.map((p) => p.blobs!.slice(0, 2))).toEqual([[name, "failed"], [name, "delivered"]]);
   });
 });

@@ -54,6 +54,8 @@ interface ForwardBudget {
   connections: Limiter;
   /** Forwards this batch may still start; work beyond it waits for the message's next delivery. */
   remaining: number;
+  /** The optional Analytics Engine dataset each attempt writes a data point to. */
+  metrics: AnalyticsEngineDataset | undefined;
 }
 
 export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
@@ -85,6 +87,7 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
+    metrics: env.METRICS,
   };
   const plans = await mapLimited(batch.messages, MESSAGE_CONCURRENCY, async (message): Promise<Plan> => {
     const stored = loaded.get(message.body.eventKey);
@@ -173,7 +176,7 @@ async function deliverEvent(
   }
 
   const records = await Promise.all(
-    due.map(({ destination, attempts }) => budget.connections(() => attempt(event, destination, attempts + 1, retry))),
+    due.map(({ destination, attempts }) => budget.connections(() => attempt(event, destination, attempts + 1, retry, budget.metrics))),
   );
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
 
@@ -237,7 +240,20 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
   return counted.includes("dead") ? "dead" : "delivered";
 }
 
-async function attempt(event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy): Promise<AttemptRecord> {
+/** One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. */
+async function attempt(
+  event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined,
+): Promise<AttemptRecord> {
+  const record = await forwardOnce(event, destination, attemptNumber, retry);
+  metrics?.writeDataPoint({
+    indexes: [destination.name],
+    blobs: [destination.name, record.status, event.provider, event.type],
+    doubles: [record.durationMs, record.statusCode ?? 0],
+  });
+  return record;
+}
+
+async function forwardOnce(event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy): Promise<AttemptRecord> {
   const startedAt = Date.now();
   const result = await forward(
     { key: event.key, provider: event.provider, type: event.type, contentType: event.content_type, body: event.body },

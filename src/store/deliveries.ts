@@ -1,5 +1,6 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
 import type { EventRow, EventStatus } from "./events";
+import { CounterDeltas } from "./metrics";
 
 /**
  * pending/failed: work left. delivered, gone (410), dead: finished until an operator replays.
@@ -101,7 +102,21 @@ export interface Round {
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
   const statements = rounds.flatMap((round) => roundStatements(db, round, now));
-  if (statements.length) await db.batch(statements);
+  if (statements.length) await db.batch([...statements, ...roundCounters(rounds).statements(db)]);
+}
+
+/** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
+function roundCounters(rounds: Round[]): CounterDeltas {
+  const counted = new CounterDeltas();
+  for (const round of rounds) {
+    for (const r of round.records) {
+      counted.add("edgehook_attempts_total", { destination: r.destination, result: r.status });
+      counted.observeForward(r.destination, r.durationMs / 1000);
+      if (FINISHED.has(r.status)) counted.add("edgehook_deliveries_total", { destination: r.destination, status: r.status });
+    }
+    for (const c of round.closed) counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
+  }
+  return counted;
 }
 
 function roundStatements(db: D1Database, round: Round, now: number): D1PreparedStatement[] {
