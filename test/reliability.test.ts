@@ -58,11 +58,22 @@ describe("one poison message", () => {
     const alpha = downstream("https://alpha.test/hook");
     const good = await accept(await zuddlRequest(zuddlBody()));
     const unwritable = await accept(await zuddlRequest(zuddlBody()));
-    // D1 refuses the batch's write as a whole (two rounds, 6 statements) but takes each round (3) alone.
+    // D1 refuses a write that records two rounds at once, but takes each round alone.
+    const sqlOf = new WeakMap<D1PreparedStatement, string>();
     const failing = {
-      prepare: (sql: string) => env.DB.prepare(sql),
+      prepare: (sql: string) => {
+        const statement = env.DB.prepare(sql);
+        const bind = statement.bind.bind(statement);
+        statement.bind = (...values: unknown[]) => {
+          const bound = bind(...values);
+          sqlOf.set(bound, sql);
+          return bound;
+        };
+        return statement;
+      },
       batch: async (statements: D1PreparedStatement[]) => {
-        if (statements.length > 4) throw new Error("injected D1 fault");
+        const roundsRecorded = statements.filter((s) => sqlOf.get(s)?.trimStart().startsWith("UPDATE events SET status")).length;
+        if (roundsRecorded > 1) throw new Error("injected D1 fault");
         return env.DB.batch(statements);
       },
     } as unknown as D1Database;
