@@ -3,7 +3,7 @@ import { loadDestinations, route, type Destination } from "../deliver/destinatio
 import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { bodyJson, getEvent, type EventRow } from "../store/events";
+import { bodyJson, getEvent, type EventFilter, type EventRow } from "../store/events";
 
 /** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
@@ -128,6 +128,20 @@ async function replay(env: Env, targets: { eventKey: string; destinations: strin
       `the deliveries were reset to pending but could not be enqueued now; the reconciliation sweep enqueues them after ${after} s without progress (at its next cron run), or replay each event again`,
     );
   }
+}
+
+/** The event list's filters, as the operator API and the console's event log take them. */
+export function eventFilter(query: Record<string, string | undefined>): EventFilter {
+  return {
+    provider: query.provider,
+    type: query.type,
+    status: query.status,
+    tenant: query.tenant,
+    eventId: query.eventId,
+    since: timeParam(query.since, "since"),
+    until: timeParam(query.until, "until"),
+    q: query.q,
+  };
 }
 
 export function deliveryFilter(query: Record<string, string | undefined>): DeliveryFilter {

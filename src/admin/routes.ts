@@ -8,7 +8,7 @@ import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
 import {
-  bulkReplayQuery, deliveryFilter, deliveryView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
+  bulkReplayQuery, deliveryFilter, deliveryView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
@@ -20,20 +20,7 @@ adminRoutes.use("*", adminAuth());
 
 adminRoutes.get("/events", async (c) => {
   const query = c.req.query();
-  const page = await listEvents(
-    c.env.DB,
-    {
-      provider: query.provider,
-      type: query.type,
-      status: query.status,
-      tenant: query.tenant,
-      eventId: query.eventId,
-      since: timeParam(query.since, "since"),
-      until: timeParam(query.until, "until"),
-    },
-    limitParam(query.limit),
-    query.cursor ?? null,
-  );
+  const page = await listEvents(c.env.DB, eventFilter(query), limitParam(query.limit), query.cursor ?? null);
   return c.json({ events: page.events.map(eventView), nextCursor: page.nextCursor });
 });
 
