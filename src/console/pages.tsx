@@ -5,6 +5,7 @@ import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
 import type { PayloadView } from "../admin/operations";
 import type { EventRow } from "../store/events";
+import { MAX_QUERY_CHARS } from "../store/search";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 
 const STYLE = `
@@ -78,6 +79,7 @@ const time = (ms: number | null) => (ms === null ? "–" : new Date(ms).toISOStr
 const Status: FC<{ status: string }> = ({ status }) => <span class={`status-${status}`}>{status}</span>;
 
 export interface EventFilterValues {
+  q?: string;
   provider?: string;
   type?: string;
   status?: string;
@@ -94,7 +96,9 @@ export const EventLog: FC<{
   counts: { hour: number; day: number; deadDeliveries: number };
   hour: TimelineBucket[];
   day: TimelineBucket[];
-}> = ({ filters, events, nextCursor, counts, hour, day }) => {
+  /** Why the filters could not be used (a search with no word, a bad time): the table is empty. */
+  error?: string;
+}> = ({ filters, events, nextCursor, counts, hour, day, error }) => {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
   return (
     <Layout title="Events">
@@ -106,6 +110,7 @@ export const EventLog: FC<{
       <Chart label="Last hour, 5-minute buckets" buckets={hour} />
       <Chart label="Last day, 1-hour buckets" buckets={day} />
       <form class="filters" method="get" action="/console" role="search">
+        <label for="f-q">Payload contains<input id="f-q" name="q" type="search" value={filters.q ?? ""} maxlength={MAX_QUERY_CHARS} aria-describedby="f-q-hint" /></label>
         <label for="f-provider">Provider<select id="f-provider" name="provider">
           {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
         </select></label>
@@ -119,6 +124,8 @@ export const EventLog: FC<{
         <label for="f-event">Event id<input id="f-event" name="eventId" value={filters.eventId ?? ""} /></label>
         <button type="submit">Filter</button>
       </form>
+      <p id="f-q-hint">Payload search finds events whose payload contains every word, for example an email, a content id or a session title.</p>
+      {error && <p class="error" role="alert">{error}</p>}
       <table>
         <caption>Newest first</caption>
         <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
@@ -135,7 +142,7 @@ export const EventLog: FC<{
           ))}
         </tbody>
       </table>
-      {events.length === 0 && <p>No events match.</p>}
+      {events.length === 0 && !error && <p>No events match.</p>}
       {nextCursor && <p><a href={`/console?${query}${query.size ? "&" : ""}cursor=${encodeURIComponent(nextCursor)}`}>Older events →</a></p>}
       <script>{raw(LIVE_COUNTS)}</script>
     </Layout>

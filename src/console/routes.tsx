@@ -1,13 +1,13 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { bulkReplayQuery, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
+import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, getAttempts, getDeliveries, listDeliveries, stats, timeline } from "../store/deliveries";
-import { listEvents } from "../store/events";
+import { listEvents, type EventPage as EventListPage } from "../store/events";
 import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import { boundedForms, sameOriginForms } from "./forms";
@@ -66,22 +66,30 @@ consoleRoutes.post("/logout", (c) => {
 consoleRoutes.use("*", consoleAuth());
 
 consoleRoutes.get("/", async (c) => {
-  const q = c.req.query();
-  const filters: EventFilterValues = { provider: q.provider, type: q.type, status: q.status, tenant: q.tenant, eventId: q.eventId, since: q.since, until: q.until };
+  const query = c.req.query();
+  const filters: EventFilterValues = {
+    q: query.q, provider: query.provider, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
+  };
   const now = Date.now();
   const [page, counts, hour, day] = await Promise.all([
-    listEvents(
-      c.env.DB,
-      { provider: q.provider, type: q.type, status: q.status, tenant: q.tenant, eventId: q.eventId, since: timeParam(q.since, "since"), until: timeParam(q.until, "until") },
-      limitParam(q.limit),
-      q.cursor || null,
-    ),
+    eventLogPage(c.env.DB, query),
     consoleCounts(c.env.DB, now),
     timeline(c.env.DB, now - HOUR, 5 * 60_000, 12),
     timeline(c.env.DB, now - DAY, HOUR, 24),
   ]);
-  return c.html(<EventLog filters={filters} events={page.events} nextCursor={page.nextCursor} counts={counts} hour={hour} day={day} />);
+  const log = <EventLog filters={filters} counts={counts} hour={hour} day={day} {...page} />;
+  return "error" in page ? c.html(log, 400) : c.html(log);
 });
+
+/** The event log's rows, or why its filters cannot be used: shown on the page, beside the filters to correct. */
+async function eventLogPage(db: D1Database, query: Record<string, string>): Promise<EventListPage | { events: []; nextCursor: null; error: string }> {
+  try {
+    return await listEvents(db, eventFilter(query), limitParam(query.limit), query.cursor || null);
+  } catch (err) {
+    if (err instanceof HttpError && err.status === 400) return { events: [], nextCursor: null, error: err.message };
+    throw err;
+  }
+}
 
 consoleRoutes.get("/stats.json", async (c) => {
   const counts = await consoleCounts(c.env.DB, Date.now());
