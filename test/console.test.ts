@@ -110,6 +110,11 @@ describe("console", () => {
     expect(older).toContain(`href="/console/events/${oldest}"`);
     expect(older).not.toContain(`href="/console/events/${newest}"`);
 
+    // With SEARCH off there is no box, and the page says how search is turned on.
+    const off = await (await page("/console", cookie, {}, { SEARCH: "off" })).text();
+    expect(off).not.toContain('id="f-q"');
+    expect(off).toContain("Payload search is off on this gateway (the SEARCH var turns it on).");
+
     // A search the index cannot run is said on the page, beside the box to correct it.
     const refused = await page(`/console?q=${encodeURIComponent('" *')}`, cookie);
     expect(refused.status).toBe(400);

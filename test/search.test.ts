@@ -1,7 +1,8 @@
 /**
  * Payload search (#12) through the Worker's real handlers: `GET /admin/events?q=` finds events
  * by what their payload says, with the other filters and the keyset pagination; the index is kept
- * in step by triggers, whatever inserts, changes or purges events; no input makes it fail.
+ * in step by triggers, whatever inserts, changes or purges events; no input makes it fail; and
+ * it is opt-in: the cron builds and empties the index as SEARCH says.
  */
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
@@ -10,12 +11,22 @@ import { describe, expect, it } from "vitest";
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
 import { FEW_MATCHES, MAX_QUERY_CHARS } from "../src/store/search";
-import { ADMIN, adminGet, countRows, errorOf, send, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
+import { ADMIN, adminGet, countRows, errorOf, send, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 interface EventList {
   events: { id: string; provider: string; type: string; status: string; tenant: string | null }[];
   nextCursor: string | null;
 }
+
+/** The Worker's cron handler, as it fires every 5 minutes, with SEARCH as given. */
+async function runCron(search = "on"): Promise<void> {
+  const ctx = createExecutionContext();
+  const handlers: ExportedHandler<Env, QueuedEvent> = worker;
+  await handlers.scheduled!(createScheduledController({ scheduledTime: Date.now(), cron: "*/5 * * * *" }), { ...env, SEARCH: search }, ctx);
+  await waitOnExecutionContext(ctx);
+}
+
+const indexed = (text: string) => countRows("SELECT count(*) AS n FROM events_search WHERE events_search MATCH ?", `"${text}"`);
 
 /** A word no other test's payload contains: one token for the index (letters and digits only). */
 const word = (prefix = "w") => `${prefix}${crypto.randomUUID().replaceAll("-", "")}`;
@@ -190,10 +201,7 @@ describe("the search index stays in step", () => {
     await env.DB.prepare("UPDATE events SET status = 'delivered', received_at = ? WHERE key = ?").bind(Date.now() - 40 * 86_400_000, old).run();
     const rowid = (await env.DB.prepare("SELECT rowid AS id FROM events WHERE key = ?").bind(old).first<{ id: number }>())!.id;
 
-    const ctx = createExecutionContext();
-    const handlers: ExportedHandler<Env, QueuedEvent> = worker;
-    await handlers.scheduled!(createScheduledController({ scheduledTime: Date.now(), cron: "*/5 * * * *" }), env, ctx);
-    await waitOnExecutionContext(ctx);
+    await runCron();
 
     expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ?", old)).toBe(0);
     expect(await countRows("SELECT count(*) AS n FROM events_search WHERE rowid = ?", rowid)).toBe(0);
@@ -221,5 +229,60 @@ describe("the search index stays in step", () => {
     // Other updates (status, marks) leave the index alone.
     await env.DB.prepare("UPDATE events SET status = 'delivered' WHERE key = ?1").bind(`evt_${a}`).run();
     expect(ids(await search(d))).toEqual([`evt_${a}`]);
+  });
+});
+
+describe("search is opt-in (SEARCH)", () => {
+  it("with SEARCH off, q is refused with 400 search_disabled saying how to turn it on; the list still works", async () => {
+    const off = (path: string) => sendWith(new Request(`https://edgehook.test${path}`, { headers: ADMIN }), { SEARCH: "off" });
+    const refused = await off("/admin/events?q=jane");
+    expect(refused.status).toBe(400);
+    expect(await errorOf(refused)).toEqual({
+      code: "search_disabled",
+      message: 'payload search is off on this gateway: set the SEARCH var to "on" (wrangler.toml [vars]) and deploy; the cron then builds the index',
+    });
+    expect((await off("/admin/events?q=")).status).toBe(200);
+    expect((await off("/admin/events?provider=zuddl")).status).toBe(200);
+  });
+
+  it("the cron empties the index when SEARCH is turned off, and builds it again, older events included, when it is turned on", async () => {
+    const [before, during] = [word("before"), word("during")];
+    const early = await accept(await zuddlRequest(zuddlBody({ session: { id: "s-6", title: before } })));
+    expect(await indexed(before)).toBe(1);
+
+    await runCron("off");
+    expect(await countRows("SELECT count(*) AS n FROM events_search")).toBe(0);
+    expect(await env.DB.prepare("SELECT enabled, build_below FROM search_index").first()).toEqual({ enabled: 0, build_below: null });
+    // Writes are no longer indexed: the triggers only check the flag.
+    const late = await accept(await zuddlRequest(zuddlBody({ session: { id: "s-7", title: during } })));
+    expect(await indexed(during)).toBe(0);
+
+    // SEARCH on again, before the cron has run: the index is not complete, and the API says so.
+    const waiting = await send(new Request(`https://edgehook.test/admin/events?q=${before}`, { headers: ADMIN }));
+    expect(waiting.status).toBe(503);
+    expect(waiting.headers.get("retry-after")).toBe("300");
+    expect(await errorOf(waiting)).toMatchObject({ code: "search_index_building" });
+
+    await runCron("on");
+    expect(await env.DB.prepare("SELECT enabled, build_below FROM search_index").first()).toEqual({ enabled: 1, build_below: null });
+    expect(ids(await search(before))).toEqual([early]);
+    expect(ids(await search(during))).toEqual([late]);
+    expect(await countRows("SELECT count(*) AS n FROM events_search")).toBe(await countRows("SELECT count(*) AS n FROM events"));
+    await env.DB.prepare("INSERT INTO events_search (events_search, rank) VALUES ('integrity-check', 0)").run();
+  });
+
+  it("an event the build reaches after its trigger indexed it is found once, and leaves the index with its row", async () => {
+    const tag = word("twice");
+    const key = await accept(await seismicRequest(seismicBody({ data: { contentId: tag, teamSiteId: "1" } })));
+    // As if indexing had begun just before this event was stored: the build covers it again.
+    const { id } = (await env.DB.prepare("SELECT rowid AS id FROM events WHERE key = ?").bind(key).first<{ id: number }>())!;
+    await env.DB.prepare("UPDATE search_index SET build_below = ?").bind(id + 1).run();
+    const building = await send(new Request(`https://edgehook.test/admin/events?q=${tag}`, { headers: ADMIN }));
+    expect(await errorOf(building)).toMatchObject({ code: "search_index_building" });
+    await runCron("on");
+    expect(await indexed(tag)).toBe(1);
+    expect(ids(await search(tag))).toEqual([key]);
+    await env.DB.prepare("DELETE FROM events WHERE key = ?").bind(key).run();
+    expect(await indexed(tag)).toBe(0);
   });
 });

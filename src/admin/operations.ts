@@ -1,6 +1,6 @@
 /** What the operator API and the console both do: read views of events and deliveries, replay. */
 import { loadDestinations, route, type Destination } from "../deliver/destinations";
-import { numberVar, type Env } from "../env";
+import { numberVar, searchEnabled, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
 import { bodyJson, getEvent, type EventFilter, type EventRow } from "../store/events";
@@ -131,7 +131,10 @@ async function replay(env: Env, targets: { eventKey: string; destinations: strin
 }
 
 /** The event list's filters, as the operator API and the console's event log take them. */
-export function eventFilter(query: Record<string, string | undefined>): EventFilter {
+export function eventFilter(env: Env, query: Record<string, string | undefined>): EventFilter {
+  if (query.q?.trim() && !searchEnabled(env)) {
+    throw new HttpError(400, "search_disabled", 'payload search is off on this gateway: set the SEARCH var to "on" (wrangler.toml [vars]) and deploy; the cron then builds the index');
+  }
   return {
     provider: query.provider,
     type: query.type,

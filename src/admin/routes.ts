@@ -20,7 +20,7 @@ adminRoutes.use("*", adminAuth());
 
 adminRoutes.get("/events", async (c) => {
   const query = c.req.query();
-  const page = await listEvents(c.env.DB, eventFilter(query), limitParam(query.limit), query.cursor ?? null);
+  const page = await listEvents(c.env.DB, eventFilter(c.env, query), limitParam(query.limit), query.cursor ?? null);
   return c.json({ events: page.events.map(eventView), nextCursor: page.nextCursor });
 });
 

@@ -96,9 +96,11 @@ export const EventLog: FC<{
   counts: { hour: number; day: number; deadDeliveries: number };
   hour: TimelineBucket[];
   day: TimelineBucket[];
+  /** Payload search is on (SEARCH): the log has a search box. */
+  search: boolean;
   /** Why the filters could not be used (a search with no word, a bad time): the table is empty. */
   error?: string;
-}> = ({ filters, events, nextCursor, counts, hour, day, error }) => {
+}> = ({ filters, search, events, nextCursor, counts, hour, day, error }) => {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
   return (
     <Layout title="Events">
@@ -110,7 +112,9 @@ export const EventLog: FC<{
       <Chart label="Last hour, 5-minute buckets" buckets={hour} />
       <Chart label="Last day, 1-hour buckets" buckets={day} />
       <form class="filters" method="get" action="/console" role="search">
-        <label for="f-q">Payload contains<input id="f-q" name="q" type="search" value={filters.q ?? ""} maxlength={MAX_QUERY_CHARS} aria-describedby="f-q-hint" /></label>
+        {search && (
+          <label for="f-q">Payload contains<input id="f-q" name="q" type="search" value={filters.q ?? ""} maxlength={MAX_QUERY_CHARS} aria-describedby="f-q-hint" /></label>
+        )}
         <label for="f-provider">Provider<select id="f-provider" name="provider">
           {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
         </select></label>
@@ -124,7 +128,11 @@ export const EventLog: FC<{
         <label for="f-event">Event id<input id="f-event" name="eventId" value={filters.eventId ?? ""} /></label>
         <button type="submit">Filter</button>
       </form>
-      <p id="f-q-hint">Payload search finds events whose payload contains every word, for example an email, a content id or a session title.</p>
+      {search ? (
+        <p id="f-q-hint">Payload search finds events whose payload contains every word, for example an email, a content id or a session title.</p>
+      ) : (
+        <p>Payload search is off on this gateway (the SEARCH var turns it on).</p>
+      )}
       {error && <p class="error" role="alert">{error}</p>}
       <table>
         <caption>Newest first</caption>

@@ -1,6 +1,6 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
-import type { AppEnv } from "../env";
+import { searchEnabled, type AppEnv, type Env } from "../env";
 import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined, type Release } from "../admin/quarantine";
 import { loadDestinations } from "../deliver/destinations";
@@ -72,21 +72,24 @@ consoleRoutes.get("/", async (c) => {
   };
   const now = Date.now();
   const [page, counts, hour, day] = await Promise.all([
-    eventLogPage(c.env.DB, query),
+    eventLogPage(c.env, query),
     consoleCounts(c.env.DB, now),
     timeline(c.env.DB, now - HOUR, 5 * 60_000, 12),
     timeline(c.env.DB, now - DAY, HOUR, 24),
   ]);
-  const log = <EventLog filters={filters} counts={counts} hour={hour} day={day} {...page} />;
-  return "error" in page ? c.html(log, 400) : c.html(log);
+  const log = <EventLog filters={filters} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
+  return c.html(log, page.error?.status ?? 200);
 });
 
-/** The event log's rows, or why its filters cannot be used: shown on the page, beside the filters to correct. */
-async function eventLogPage(db: D1Database, query: Record<string, string>): Promise<EventListPage | { events: []; nextCursor: null; error: string }> {
+/**
+ * The event log's rows, or why its filters cannot be used (a search with no word, a bad time, an
+ * index still being built): said on the page, beside the filters to correct, with the API's status.
+ */
+async function eventLogPage(env: Env, query: Record<string, string>): Promise<EventListPage & { error?: HttpError }> {
   try {
-    return await listEvents(db, eventFilter(query), limitParam(query.limit), query.cursor || null);
+    return await listEvents(env.DB, eventFilter(env, query), limitParam(query.limit), query.cursor || null);
   } catch (err) {
-    if (err instanceof HttpError && err.status === 400) return { events: [], nextCursor: null, error: err.message };
+    if (err instanceof HttpError) return { events: [], nextCursor: null, error: err };
     throw err;
   }
 }
