@@ -1,6 +1,6 @@
 -- Payload search (#12): a full-text index of every event's payload, kept in step by triggers, so
 -- it is right whatever code inserts, changes or purges events (request path, queue consumer,
--- retention). Opt-in: it adds about half to the cost of storing an event (bench/search.mjs), so
+-- retention). Opt-in: it adds 25-50% to the cost of storing an event (bench/search.mjs), so
 -- the triggers index only while search_index.enabled is 1, which the cron sets to follow the
 -- SEARCH var (src/store/search.ts). With SEARCH off they cost one lookup of a one-row table.
 

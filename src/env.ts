@@ -66,7 +66,7 @@ export interface AppEnv {
   Variables: { log: LogFields };
 }
 
-/** Payload search is opt-in: indexing adds about half to the cost of storing an event. */
+/** Payload search is opt-in: indexing adds 25-50% to the cost of storing an event (bench/search.mjs). */
 export const searchEnabled = (env: Env) => env.SEARCH === "on";
 
 /** Reads a numeric var, falling back when it is unset or not a positive number. */
