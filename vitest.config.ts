@@ -14,6 +14,8 @@ export const testBindings = {
   ZUDDL_SIGNING_SECRET: "test-zuddl-current",
   ZUDDL_SIGNING_SECRET_OLD: "test-zuddl-old",
   ADMIN_TOKEN: "test-admin-token",
+  // On, so every test's writes go through the search index's triggers; search.test.ts turns it off too.
+  SEARCH: "on",
 };
 
 export default defineConfig(async () => {

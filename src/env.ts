@@ -19,6 +19,8 @@ export interface Env {
   MAX_FORWARDS_PER_BATCH?: string;
   /** An unfinished event no consumer has handled for this long is re-enqueued by the cron's sweep. */
   RECONCILE_AFTER_SECONDS?: string;
+  /** "on": payload search (GET /admin/events?q=); the cron builds and keeps its index. Anything else: off, no index. */
+  SEARCH?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
   DESTINATIONS?: unknown;
 
@@ -65,6 +67,9 @@ export interface AppEnv {
   Bindings: Env;
   Variables: { log: LogFields };
 }
+
+/** Payload search is opt-in: indexing adds 25-50% to the cost of storing an event (bench/search.mjs). */
+export const searchEnabled = (env: Env) => env.SEARCH === "on";
 
 /** Reads a numeric var, falling back when it is unset or not a positive number. */
 export function numberVar(value: string | undefined, fallback: number): number {

@@ -2,19 +2,27 @@ import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
 import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
 import { reconcile } from "./deliver/reconcile";
-import { numberVar, type Env, type QueuedEvent } from "./env";
+import { numberVar, searchEnabled, type Env, type QueuedEvent } from "./env";
 import { purgeOlderThan } from "./store/retention";
+import { followSearchSetting } from "./store/search";
 
 const DEFAULT_RETENTION_DAYS = 30;
 
 export default {
   fetch: app.fetch,
   queue: (batch, env) => (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env)),
-  /** The cron: the reconciliation sweep, then the retention purge; one failing never stops the other. */
+  /**
+   * The cron: the reconciliation sweep, the retention purge, then the search index follows SEARCH
+   * (after the purge, so it never indexes events about to go); one failing never stops the others.
+   */
   async scheduled(controller, env) {
     const now = controller.scheduledTime;
     const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
-    const steps = { reconcile: () => reconcile(env, now), retention_purge: () => purgeOlderThan(env.DB, cutoff) };
+    const steps = {
+      reconcile: () => reconcile(env, now),
+      retention_purge: () => purgeOlderThan(env.DB, cutoff),
+      search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
+    };
     let failed = false;
     for (const [outcome, step] of Object.entries(steps)) {
       try {

@@ -81,6 +81,50 @@ describe("console", () => {
     expect(await env.DB.prepare("SELECT status, pinned FROM deliveries WHERE event_key = ? AND destination = 'alpha'").bind(id).first()).toEqual({ status: "pending", pinned: 1 });
   });
 
+  it("searches payloads from a labelled search box, with the other filters, across pages", async () => {
+    const cookie = await session();
+    const tag = `talk${crypto.randomUUID().replaceAll("-", "")}`;
+    const keys: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { id } = (await (await send(await seismicRequest(seismicBody({ version: "ConsoleSearchV1", data: { contentId: `${tag}-${i}`, teamSiteId: "1" } })))).json()) as { id: string };
+      keys.push(id);
+    }
+    const other = (await (await send(await seismicRequest(seismicBody({ version: "ConsoleSearchV1" })))).json()) as { id: string };
+
+    const empty = await (await page("/console", cookie)).text();
+    expect(empty).toContain('<label for="f-q">Payload contains<input id="f-q" name="q" type="search" value="" maxlength="256" aria-describedby="f-q-hint"/></label>');
+    expect(empty).toContain('<form class="filters" method="get" action="/console" role="search">');
+
+    // Newest first, ties (the same millisecond) by id.
+    const { results } = await env.DB.prepare("SELECT key FROM events WHERE key IN (?, ?, ?) ORDER BY received_at DESC, key DESC").bind(...keys).all<{ key: string }>();
+    const [newest, middle, oldest] = results.map((r) => r.key);
+
+    const found = await (await page(`/console?q=${tag}&type=ConsoleSearchV1&limit=2`, cookie)).text();
+    expect(found).toContain(`value="${tag}"`);
+    expect(found).toContain(`href="/console/events/${newest}"`);
+    expect(found).toContain(`href="/console/events/${middle}"`);
+    expect(found).not.toContain(`href="/console/events/${other.id}"`);
+    // The next page keeps the search and the filters.
+    const next = /href="(\/console\?[^"]*cursor=[^"]+)"/.exec(found)![1]!.replaceAll("&amp;", "&");
+    expect(next).toContain(`q=${tag}`);
+    expect(next).toContain("type=ConsoleSearchV1");
+    const older = await (await page(next, cookie)).text();
+    expect(older).toContain(`href="/console/events/${oldest}"`);
+    expect(older).not.toContain(`href="/console/events/${newest}"`);
+
+    // With SEARCH off there is no box, and the page says how search is turned on.
+    const off = await (await page("/console", cookie, {}, { SEARCH: "off" })).text();
+    expect(off).not.toContain('id="f-q"');
+    expect(off).toContain("Payload search is off on this gateway (the SEARCH var turns it on).");
+
+    // A search the index cannot run is said on the page, beside the box to correct it.
+    const refused = await page(`/console?q=${encodeURIComponent('" *')}`, cookie);
+    expect(refused.status).toBe(400);
+    const html = await refused.text();
+    expect(html).toContain('<p class="error" role="alert">q must contain a word with a letter or a digit</p>');
+    expect(html).toContain('value="&quot; *"');
+  });
+
   it("lists dead letters, quarantine with the failing path, and destinations with their success rate", async () => {
     const cookie = await session();
     const bad = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 7 } });

@@ -69,6 +69,11 @@ export const ADMIN_API: Record<string, Operation> = {
     operationId: "listEvents",
     summary: "Events, newest first",
     query: {
+      q: {
+        schema: T.String({ maxLength: 256 }),
+        description: "only events whose payload contains every word (payload search; needs SEARCH = \"on\")",
+        invalid: "invalid_query",
+      },
       provider: text("only this provider"),
       type: text("only this type"),
       status: { schema: StringEnum(EVENT_STATUSES), description: "only events in this status" },
@@ -81,6 +86,7 @@ export const ADMIN_API: Record<string, Operation> = {
     },
     status: 200,
     response: page("events", EventView),
+    errors: { 400: ["search_disabled"], 503: ["search_index_building"] },
   },
   "GET /admin/events/{id}": {
     operationId: "getEvent",

@@ -1,9 +1,9 @@
 /** What the operator API and the console both do: read views of events and deliveries, replay. */
 import { loadDestinations, route, type Destination } from "../deliver/destinations";
-import { numberVar, type Env } from "../env";
+import { numberVar, searchEnabled, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { bodyJson, getEvent, type EventRow } from "../store/events";
+import { bodyJson, getEvent, type EventFilter, type EventRow } from "../store/events";
 import {
   BULK_REPLAY_LIMIT, DEFAULT_PAGE, MAX_PAGE, REPLAYABLE_STATUSES,
   type AttemptView, type DeliveryView, type EventDetailView, type EventView, type PayloadView,
@@ -127,6 +127,23 @@ async function replay(env: Env, targets: { eventKey: string; destinations: strin
       `the deliveries were reset to pending but could not be enqueued now; the reconciliation sweep enqueues them after ${after} s without progress (at its next cron run), or replay each event again`,
     );
   }
+}
+
+/** The event list's filters, as the operator API and the console's event log take them. */
+export function eventFilter(env: Env, query: Record<string, string | undefined>): EventFilter {
+  if (query.q?.trim() && !searchEnabled(env)) {
+    throw new HttpError(400, "search_disabled", 'payload search is off on this gateway: set the SEARCH var to "on" (wrangler.toml [vars]) and deploy; the cron then builds the index');
+  }
+  return {
+    provider: query.provider,
+    type: query.type,
+    status: query.status,
+    tenant: query.tenant,
+    eventId: query.eventId,
+    since: timeParam(query.since, "since"),
+    until: timeParam(query.until, "until"),
+    q: query.q,
+  };
 }
 
 export function deliveryFilter(query: Record<string, string | undefined>): DeliveryFilter {

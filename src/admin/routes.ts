@@ -9,7 +9,7 @@ import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
 import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
-  bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
+  bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
 } from "./operations";
 import { openApiDocument } from "./openapi";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
@@ -22,20 +22,7 @@ adminRoutes.use("*", adminAuth());
 
 adminRoutes.get("/events", async (c) => {
   const query = c.req.query();
-  const page = await listEvents(
-    c.env.DB,
-    {
-      provider: query.provider,
-      type: query.type,
-      status: query.status,
-      tenant: query.tenant,
-      eventId: query.eventId,
-      since: timeParam(query.since, "since"),
-      until: timeParam(query.until, "until"),
-    },
-    limitParam(query.limit),
-    query.cursor ?? null,
-  );
+  const page = await listEvents(c.env.DB, eventFilter(c.env, query), limitParam(query.limit), query.cursor ?? null);
   return c.json({ events: page.events.map(eventView), nextCursor: page.nextCursor });
 });
 

@@ -5,6 +5,7 @@ import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
 import type { EventRow } from "../store/events";
+import { MAX_QUERY_CHARS } from "../store/search";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 import { DestinationCharts, successRate, TimelineChart, type Timeline } from "./charts";
 
@@ -82,6 +83,7 @@ const time = (ms: number | null) => (ms === null ? "–" : new Date(ms).toISOStr
 const Status: FC<{ status: string }> = ({ status }) => <span class={`status-${status}`}>{status}</span>;
 
 export interface EventFilterValues {
+  q?: string;
   provider?: string;
   type?: string;
   status?: string;
@@ -98,7 +100,11 @@ export const EventLog: FC<{
   counts: { hour: number; day: number; deadDeliveries: number };
   hour: Timeline;
   day: Timeline;
-}> = ({ filters, events, nextCursor, counts, hour, day }) => {
+  /** Payload search is on (SEARCH): the log has a search box. */
+  search: boolean;
+  /** Why the filters could not be used (a search with no word, a bad time): the table is empty. */
+  error?: string;
+}> = ({ filters, search, events, nextCursor, counts, hour, day, error }) => {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
   return (
     <Layout title="Events">
@@ -112,6 +118,9 @@ export const EventLog: FC<{
         <TimelineChart id="chart-day" caption="Last day, 1-hour buckets" {...day} />
       </div>
       <form class="filters" method="get" action="/console" role="search">
+        {search && (
+          <label for="f-q">Payload contains<input id="f-q" name="q" type="search" value={filters.q ?? ""} maxlength={MAX_QUERY_CHARS} aria-describedby="f-q-hint" /></label>
+        )}
         <label for="f-provider">Provider<select id="f-provider" name="provider">
           {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
         </select></label>
@@ -125,6 +134,12 @@ export const EventLog: FC<{
         <label for="f-event">Event id<input id="f-event" name="eventId" value={filters.eventId ?? ""} /></label>
         <button type="submit">Filter</button>
       </form>
+      {search ? (
+        <p id="f-q-hint">Payload search finds events whose payload contains every word, for example an email, a content id or a session title.</p>
+      ) : (
+        <p>Payload search is off on this gateway (the SEARCH var turns it on).</p>
+      )}
+      {error && <p class="error" role="alert">{error}</p>}
       <table>
         <caption>Newest first</caption>
         <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
@@ -141,7 +156,7 @@ export const EventLog: FC<{
           ))}
         </tbody>
       </table>
-      {events.length === 0 && <p>No events match.</p>}
+      {events.length === 0 && !error && <p>No events match.</p>}
       {nextCursor && <p><a href={`/console?${query}${query.size ? "&" : ""}cursor=${encodeURIComponent(nextCursor)}`}>Older events →</a></p>}
       <script>{raw(LIVE_COUNTS)}</script>
     </Layout>

@@ -1,14 +1,14 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
-import type { AppEnv } from "../env";
-import { bulkReplayQuery, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, timeParam } from "../admin/operations";
+import { searchEnabled, type AppEnv, type Env } from "../env";
+import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { ReleaseView } from "../admin/schemas";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
-import { listEvents } from "../store/events";
+import { listEvents, type EventPage as EventListPage } from "../store/events";
 import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
@@ -68,21 +68,19 @@ consoleRoutes.post("/logout", (c) => {
 consoleRoutes.use("*", consoleAuth());
 
 consoleRoutes.get("/", async (c) => {
-  const q = c.req.query();
-  const filters: EventFilterValues = { provider: q.provider, type: q.type, status: q.status, tenant: q.tenant, eventId: q.eventId, since: q.since, until: q.until };
+  const query = c.req.query();
+  const filters: EventFilterValues = {
+    q: query.q, provider: query.provider, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
+  };
   const now = Date.now();
   const [page, counts, hour, day] = await Promise.all([
-    listEvents(
-      c.env.DB,
-      { provider: q.provider, type: q.type, status: q.status, tenant: q.tenant, eventId: q.eventId, since: timeParam(q.since, "since"), until: timeParam(q.until, "until") },
-      limitParam(q.limit),
-      q.cursor || null,
-    ),
+    eventLogPage(c.env, query),
     consoleCounts(c.env.DB, now),
     recent(c.env.DB, now, 5 * 60_000, 12),
     recent(c.env.DB, now, HOUR, 24),
   ]);
-  return c.html(<EventLog filters={filters} events={page.events} nextCursor={page.nextCursor} counts={counts} hour={hour} day={day} />);
+  const log = <EventLog filters={filters} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
+  return c.html(log, page.error?.status ?? 200);
 });
 
 /**
@@ -92,6 +90,19 @@ consoleRoutes.get("/", async (c) => {
 async function recent(db: D1Database, now: number, bucketMs: number, count: number): Promise<Timeline> {
   const since = Math.floor(now / bucketMs) * bucketMs - (count - 1) * bucketMs;
   return { buckets: await timeline(db, since, bucketMs, count), bucketMs };
+}
+
+/**
+ * The event log's rows, or why its filters cannot be used (a search with no word, a bad time, an
+ * index still being built): said on the page, beside the filters to correct, with the API's status.
+ */
+async function eventLogPage(env: Env, query: Record<string, string>): Promise<EventListPage & { error?: HttpError }> {
+  try {
+    return await listEvents(env.DB, eventFilter(env, query), limitParam(query.limit), query.cursor || null);
+  } catch (err) {
+    if (err instanceof HttpError) return { events: [], nextCursor: null, error: err };
+    throw err;
+  }
 }
 
 consoleRoutes.get("/stats.json", async (c) => {

@@ -38,6 +38,7 @@ const gateway = await startWorker({
       { name: "broken", url: `http://127.0.0.1:${receiverPort}/broken`, types: ["BrokenTypeV1"] },
     ],
     MAX_DELIVERY_ATTEMPTS: "1",
+    SEARCH: "on",
   },
 });
 const browser = await chromium.launch({
@@ -129,6 +130,22 @@ try {
     const integer = /^\d+$/;
     await checkChart(page, "chart-hour", { xTicks: /^\d\d:\d[05]$/, yTicks: integer, legend, hovers: [/UTC: 1 events received/] });
     await checkChart(page, "chart-day", { xTicks: /^\d\d:00$/, yTicks: integer, legend, hovers: [/UTC: 1 events received/] });
+  });
+
+  await step("search the payloads from the keyboard", async () => {
+    // The cron builds the index once SEARCH is on (locally: its handler URL).
+    await fetch(`${gateway.url}/cdn-cgi/handler/scheduled`).then((r) => r.arrayBuffer());
+    await page.getByLabel("Payload contains").focus();
+    await page.keyboard.type(eventId);
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/[?&]q=/);
+    await page.getByRole("link", { name: eventId }).waitFor();
+    assert.equal(await page.getByRole("row").count(), 2, "the header and the one event whose payload has that id");
+    await page.screenshot({ path: join(shots, "events-search.png"), fullPage: true });
+    await page.getByLabel("Payload contains").fill(`${eventId} nowhere-${randomUUID()}`);
+    await page.keyboard.press("Enter");
+    await page.getByText("No events match.").waitFor();
+    await page.goto(`${gateway.url}/console`);
   });
 
   await step("open it: envelope, payload, which secret, its delivery", async () => {

@@ -1,0 +1,97 @@
+/**
+ * Payload search (#12): the `events_search` index and its state (migrations/0008_event_search.sql).
+ * What an operator types becomes an FTS5 MATCH expression that can only mean "the payload contains
+ * all of these words"; the cron makes the index follow the SEARCH var.
+ */
+import { HttpError, unavailable } from "../errors";
+
+/** Longer queries are refused: every word is one more index lookup. */
+export const MAX_QUERY_CHARS = 256;
+
+/**
+ * Whitespace and control characters separate words. Each word becomes one FTS5 string (a `"`
+ * inside doubled), and inside a string `*`, `^`, `:`, `(`, `NEAR`, `AND`, `OR` and `NOT` are
+ * plain text, so nothing typed is an operator or a column filter. The index's tokenizer splits a
+ * string at punctuation into a phrase, so `jane.doe@example.com` matches those four tokens next
+ * to each other, in that order. Words are ANDed.
+ */
+export function matchExpression(q: string): string {
+  if (q.length > MAX_QUERY_CHARS) throw new HttpError(400, "invalid_query", `q must be at most ${MAX_QUERY_CHARS} characters`);
+  // A word with no letter or digit tokenizes to nothing; FTS5 would ignore it, so say so instead.
+  const words = q.split(/[\s\p{Cc}]+/u).filter((word) => /[\p{L}\p{N}]/u.test(word));
+  if (words.length === 0) throw new HttpError(400, "invalid_query", "q must contain a word with a letter or a digit");
+  return words.map((word) => `"${word.replaceAll('"', '""')}"`).join(" ");
+}
+
+/**
+ * Up to this many matches, a search reads exactly those events and sorts them (its cost grows
+ * with the matches); past it, it walks the event list's own index in order and keeps the rows
+ * among the matches (its cost grows with how far it has to walk). See bench/search.mjs.
+ */
+export const FEW_MATCHES = 1000;
+
+interface IndexState {
+  enabled: number;
+  build_below: number | null;
+}
+
+/**
+ * Events matching, counted only up to FEW_MATCHES + 1 (a word in every payload costs no more to
+ * count than a rare one), in the same round trip as the check that the index is complete.
+ */
+export async function countMatches(db: D1Database, match: string): Promise<number> {
+  const [state, count] = await db.batch([
+    db.prepare("SELECT enabled, build_below FROM search_index"),
+    db.prepare("SELECT count(*) AS n FROM (SELECT 1 FROM events_search WHERE events_search MATCH ?1 LIMIT ?2)").bind(match, FEW_MATCHES + 1),
+  ]);
+  const index = state!.results[0] as IndexState;
+  if (!index.enabled || index.build_below !== null) {
+    throw unavailable(
+      "search_index_building",
+      "the search index is not complete yet: after SEARCH is turned on, the cron (every 5 minutes) indexes new events at once and older ones newest first; try again in a few minutes",
+      300,
+    );
+  }
+  return (count!.results[0] as { n: number }).n;
+}
+
+/** Rowids one statement of the build indexes: short enough not to hold up the request path's writes for long. */
+const BUILD_CHUNK = 2_000;
+/** Statements one cron run spends on the build; the next run continues. */
+const BUILD_CHUNKS_PER_RUN = 50;
+
+/**
+ * The cron's step: the index follows SEARCH. Off: stop indexing and empty the index, in one
+ * transaction. On: start indexing every write (one statement: every event stored after it is
+ * indexed by the triggers, every one before it has a rowid below build_below), then index the
+ * older events, newest first, BUILD_CHUNK rowids a statement, and say whether it is complete.
+ */
+export async function followSearchSetting(db: D1Database, on: boolean): Promise<{ search: "off" | "building" | "ready" }> {
+  if (!on) {
+    const { enabled } = (await db.prepare("SELECT enabled FROM search_index").first<IndexState>())!;
+    if (enabled) {
+      await db.batch([
+        db.prepare("UPDATE search_index SET enabled = 0, build_below = NULL"),
+        db.prepare("INSERT INTO events_search (events_search) VALUES ('delete-all')"),
+      ]);
+    }
+    return { search: "off" };
+  }
+  await db.prepare("UPDATE search_index SET enabled = 1, build_below = (SELECT coalesce(max(rowid), 0) + 1 FROM events) WHERE enabled = 0").run();
+  let index = (await db.prepare("SELECT enabled, build_below FROM search_index").first<IndexState>())!;
+  for (let chunk = 0; index.enabled && index.build_below !== null && chunk < BUILD_CHUNKS_PER_RUN; chunk++) {
+    const below = index.build_below;
+    const from = below - BUILD_CHUNK;
+    const [, , state] = await db.batch([
+      // Only if the build still stands where this run read it (another run, or SEARCH turned off, may have moved it).
+      db.prepare(
+        `INSERT OR REPLACE INTO events_search (rowid, text)
+         SELECT rowid, text FROM events_search_text WHERE rowid >= ?1 AND rowid < ?2 AND (SELECT build_below FROM search_index) = ?2`,
+      ).bind(from, below),
+      db.prepare("UPDATE search_index SET build_below = CASE WHEN ?1 > (SELECT coalesce(min(rowid), 0) FROM events) THEN ?1 END WHERE build_below = ?2").bind(from, below),
+      db.prepare("SELECT enabled, build_below FROM search_index"),
+    ]);
+    index = state!.results[0] as IndexState;
+  }
+  return { search: !index.enabled ? "off" : index.build_below === null ? "ready" : "building" };
+}
