@@ -5,8 +5,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
-import { faultyQueue } from "./faults";
-import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { recordingQueue } from "./faults";
+import { consumeAll, countRows, errorOf, send, sendAndConsume, sendWith, seismicBody, seismicRequest } from "./helpers";
 
 const BASE = "https://edgehook.test";
 /** What a browser sends with a form post from the console's own pages. */
@@ -31,8 +31,6 @@ async function session(): Promise<string> {
 const page = (path: string, cookie: string, init: RequestInit & { headers?: Record<string, string> } = {}, bindings = {}) =>
   sendWith(new Request(`${BASE}${path}`, { ...init, headers: { cookie, ...(init.headers ?? (init.method === "POST" ? SAME_ORIGIN : {})) }, redirect: "manual" }), bindings);
 
-const recordingQueue = () => faultyQueue<QueuedEvent>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>, () => undefined);
-
 describe("console", () => {
   it("sends a visitor without a session to the login form", async () => {
     const response = await send(new Request(`${BASE}/console`, { redirect: "manual" }));
@@ -56,7 +54,7 @@ describe("console", () => {
   it("shows the event log, an event with its payload and which secret verified it, and replays it", async () => {
     const cookie = await session();
     const body = seismicBody({ version: "ConsoleTypeV1" });
-    const { id } = (await (await send(await seismicRequest(body))).json()) as { id: string };
+    const { id } = (await (await sendAndConsume(await seismicRequest(body))).json()) as { id: string };
 
     const log = await page(`/console?type=ConsoleTypeV1`, cookie);
     expect(log.status).toBe(200);
@@ -70,7 +68,7 @@ describe("console", () => {
     expect(eventPage).toContain("ConsoleTypeV1");
     expect(eventPage).toContain('<label for="replay-destination">Replay to</label>');
 
-    const events = recordingQueue();
+    const events = recordingQueue<QueuedEvent>();
     const destinations = [{ name: "alpha", url: "https://alpha.test/hook" }];
     const replay = await page(`/console/events/${id}/replay`, cookie, { method: "POST", body: new URLSearchParams({ destination: "alpha" }) }, { DESTINATIONS: destinations, EVENTS_QUEUE: events.queue });
     expect(replay.status).toBe(303);
@@ -138,15 +136,16 @@ describe("console", () => {
     expect(refused.status).toBe(422);
     expect(await refused.text()).toMatch(/role="alert"><p>Not released: still fails validation: [^<]*\(at <code>\$\.data\.InteractionId<\/code>\)/);
 
-    const events = recordingQueue();
+    const events = recordingQueue<QueuedEvent>();
     const forced = await release({ force: "true" }, { EVENTS_QUEUE: events.queue });
     expect(forced.status).toBe(303);
     const location = forced.headers.get("location")!;
     expect(location).toMatch(/^\/console\/events\/evt_[0-9a-f]{24}\?released=accepted$/);
     const key = location.slice("/console/events/".length, location.indexOf("?"));
-    expect(events.accepted).toEqual([{ eventKey: key }]);
+    expect(events.accepted).toEqual([{ eventKey: key, event: expect.objectContaining({ body, forced: true }) }]);
+    await consumeAll(events.accepted);
     const eventPage = await (await page(location, cookie)).text();
-    expect(eventPage).toContain("Released from quarantine: stored and queued for delivery.");
+    expect(eventPage).toContain("Released from quarantine: queued to be stored and delivered.");
     expect(eventPage).toContain("released from quarantine as it was, without passing validation");
     expect(await (await page("/console/dead", cookie)).text()).toContain(`(forced) as <a href="/console/events/${key}">`);
     const again = await release({});
@@ -164,8 +163,8 @@ describe("console", () => {
 describe("console form posts (#9.9)", () => {
   it("refuses a form post from another origin with 403, even with a valid session", async () => {
     const cookie = await session();
-    const { id } = (await (await send(await seismicRequest(seismicBody()))).json()) as { id: string };
-    const events = recordingQueue();
+    const { id } = (await (await sendAndConsume(await seismicRequest(seismicBody()))).json()) as { id: string };
+    const events = recordingQueue<QueuedEvent>();
     const replay = (headers: Record<string, string>) =>
       page(`/console/events/${id}/replay`, cookie, { method: "POST", headers, body: new URLSearchParams({ destination: "alpha" }) }, {
         DESTINATIONS: [{ name: "alpha", url: "https://alpha.test/hook" }],

@@ -58,3 +58,22 @@ export function faultyQueue<T>(queue: Queue<T>, gate: () => Promise<void> | void
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A Queue that only records what it is sent (tests then run the consumer on it themselves). */
+export function recordingQueue<T>() {
+  return faultyQueue<T>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<T>, () => undefined);
+}
+
+/**
+ * A D1 whose batches commit and then fail, as if the consumer's isolate died right after D1
+ * answered: what was written stays written, and the caller goes no further with it.
+ */
+export function crashingAfterCommit(db: D1Database): D1Database {
+  return {
+    prepare: (sql: string) => db.prepare(sql),
+    batch: async (statements: D1PreparedStatement[]) => {
+      await db.batch(statements);
+      throw new Error("the isolate died here");
+    },
+  } as unknown as D1Database;
+}

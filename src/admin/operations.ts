@@ -3,7 +3,7 @@ import { loadDestinations, route, type Destination } from "../deliver/destinatio
 import { numberVar, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { bodyJson, getEvent, type EventRow } from "../store/events";
+import { bodyJson, getEvent, type EventRow, type EventSummary } from "../store/events";
 
 /** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
@@ -186,7 +186,7 @@ export function payloadView(body: string | Uint8Array): PayloadView {
 }
 
 /** The API's shape of an event: camelCase, ISO times, and with the body its payload (see payloadView). */
-export function eventView(row: Omit<EventRow, "body"> & { body?: string }) {
+export function eventView(row: EventSummary & { body?: string }) {
   return {
     id: row.key,
     provider: row.provider,

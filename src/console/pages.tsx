@@ -4,7 +4,7 @@ import { raw } from "hono/html";
 import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, TimelineBucket } from "../store/deliveries";
 import type { PayloadView } from "../admin/operations";
-import type { EventRow } from "../store/events";
+import type { EventRow, EventSummary } from "../store/events";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 
 const STYLE = `
@@ -89,7 +89,7 @@ export interface EventFilterValues {
 
 export const EventLog: FC<{
   filters: EventFilterValues;
-  events: Omit<EventRow, "body">[];
+  events: EventSummary[];
   nextCursor: string | null;
   counts: { hour: number; day: number; deadDeliveries: number };
   hour: TimelineBucket[];

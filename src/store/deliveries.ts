@@ -1,5 +1,5 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import type { EventRow, EventStatus } from "./events";
+import { insertEvent, type EventRow, type EventStatus, type NewEvent } from "./events";
 
 /**
  * pending/failed: work left. delivered, gone (410), dead: finished until an operator replays.
@@ -37,16 +37,63 @@ export interface AttemptRow {
   error: string | null;
 }
 
-/** Events and their delivery state for a whole queue batch, in one round trip. */
-export async function loadForDelivery(db: D1Database, eventKeys: string[]): Promise<Map<string, { event: EventRow; deliveries: DeliveryRow[] }>> {
-  const keys = JSON.stringify([...new Set(eventKeys)]);
-  const [events, deliveries] = await db.batch([
+/** One message's part in a queue batch's claim. */
+export interface Claim {
+  messageId: string;
+  eventKey: string;
+  /** The event itself, when the message carries it (the request path's message): stored first. */
+  arrival?: { event: NewEvent; enqueuedAt: number };
+}
+
+export interface Claimed {
+  event: EventRow;
+  deliveries: DeliveryRow[];
+}
+
+/**
+ * The consumer's first D1 batch for a whole queue batch (one round trip, one transaction):
+ *   1. stores the events the messages carry; copies of one provider event make one row, and the
+ *      message whose insert created it is its owner;
+ *   2. gives each event's delivery lease to the message that may deliver it: a message carrying
+ *      the event only if it is the owner (its own retry included), a message naming a stored
+ *      event (sweep, replay, large body) always; either only while no other message holds it;
+ *   3. reads the events and their delivery state back.
+ * The caller reads the outcome from `owner` and `lease_by`.
+ */
+export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<Map<string, Claimed>> {
+  const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
+  const results = await db.batch([
+    ...claims.flatMap((claim) => [
+      ...(claim.arrival ? [insertEvent(db, claim.arrival.event, { status: "queued", owner: claim.messageId, enqueuedAt: claim.arrival.enqueuedAt })] : []),
+      db
+        .prepare(
+          `UPDATE events SET lease_by = ?2, lease_until = ?3
+           WHERE key = ?1 AND (?4 = 0 OR owner = ?2) AND (lease_by IS NULL OR lease_by = ?2 OR lease_until <= ?5)`,
+        )
+        .bind(claim.eventKey, claim.messageId, leaseUntil, claim.arrival ? 1 : 0, now),
+    ]),
     db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys),
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
   ]);
-  const loaded = new Map((events!.results as EventRow[]).map((event) => [event.key, { event, deliveries: [] as DeliveryRow[] }]));
-  for (const row of deliveries!.results as DeliveryRow[]) loaded.get(row.event_key)?.deliveries.push(row);
-  return loaded;
+  const [events, deliveries] = results.slice(-2);
+  const claimed = new Map((events!.results as EventRow[]).map((event) => [event.key, { event, deliveries: [] as DeliveryRow[] }]));
+  for (const row of deliveries!.results as DeliveryRow[]) claimed.get(row.event_key)?.deliveries.push(row);
+  return claimed;
+}
+
+/**
+ * While DESTINATIONS is invalid nothing can be delivered: stores the events the messages carry
+ * and says on every event named why it waits, in one batch, without touching its idle clock or
+ * taking a lease, so the reconciliation sweep re-enqueues it once the configuration is fixed.
+ */
+export async function holdForConfiguration(db: D1Database, claims: Claim[], reason: string): Promise<void> {
+  const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
+  await db.batch([
+    ...claims.flatMap((claim) =>
+      claim.arrival ? [insertEvent(db, claim.arrival.event, { status: "queued", owner: claim.messageId, enqueuedAt: claim.arrival.enqueuedAt })] : [],
+    ),
+    db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys, reason),
+  ]);
 }
 
 export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
@@ -86,6 +133,8 @@ export interface ClosedDelivery {
 /** What one message's delivery round changed: attempts, closed deliveries, the event's status, new dead letters. */
 export interface Round {
   eventKey: string;
+  /** The message that ran the round; the event's delivery lease is released if it still holds it. */
+  messageId: string;
   records: AttemptRecord[];
   closed: ClosedDelivery[];
   /** null: leave the event's status as it is (the round failed before deciding it). */
@@ -97,7 +146,8 @@ export interface Round {
 
 /**
  * Every round of a queue batch in one D1 batch (one round trip, one transaction): attempts,
- * delivery state, event status and progress (and the enqueue, which the consumer proves).
+ * delivery state, event status and progress (and the enqueue, which the consumer proves), and
+ * each round's delivery lease released.
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
   const statements = rounds.flatMap((round) => roundStatements(db, round, now));
@@ -135,10 +185,12 @@ function roundStatements(db: D1Database, round: Round, now: number): D1PreparedS
     db
       .prepare(
         `UPDATE events SET status = COALESCE(?2, status), last_error = ?3, progress_at = ?4,
-                enqueued_at = COALESCE(enqueued_at, ?4), claimed_at = NULL
+                enqueued_at = COALESCE(enqueued_at, ?4),
+                lease_by = CASE WHEN lease_by = ?5 THEN NULL ELSE lease_by END,
+                lease_until = CASE WHEN lease_by = ?5 THEN NULL ELSE lease_until END
          WHERE key = ?1`,
       )
-      .bind(round.eventKey, round.eventStatus, round.error, now),
+      .bind(round.eventKey, round.eventStatus, round.error, now, round.messageId),
     ...(round.deadLettered.length
       ? [
           db
