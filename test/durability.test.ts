@@ -287,6 +287,20 @@ describe("faults at each step, then the retry", () => {
     expect(deadLetters.accepted).toEqual([]);
   });
 
+  it("an owner that used up its retries while holding the lease: the dead-letter consumer releases it, and the sweep delivers the event", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const { id: key } = await post(await zuddlRequest(zuddlBody()));
+    await consume(events.accepted, { DESTINATIONS: ALPHA, DB: crashingAfterCommit(env.DB) }, { ids: ["owner"] });
+    expect(await eventRow(key)).toMatchObject({ lease_by: "owner" });
+    await consume(events.accepted, {}, { queue: "edgehook-dead-letters", ids: ["owner"] });
+    expect(await eventRow(key)).toMatchObject({ lease_by: null, lease_until: null, owner: "owner", status: "queued" });
+
+    const sent = events.accepted.length;
+    await runCron(new Date(Date.now() + 61_000), { DESTINATIONS: ALPHA, RECONCILE_AFTER_SECONDS: "60" });
+    await consume(events.accepted.slice(sent), { DESTINATIONS: ALPHA });
+    expect(alpha).toHaveLength(1);
+  });
+
   it("quarantine write fails → 503 so the signed payload is retried, not lost", async () => {
     const body = '{"not": "an envelope"';
     const db = faultyD1(env.DB, (sql) => {

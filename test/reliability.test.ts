@@ -10,21 +10,22 @@ import type { Env } from "../src/env";
 import {
   accept, admin, consume, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness,
 } from "./delivery-harness";
+import { faultyD1 } from "./faults";
 import { countRows, hmacHex, seismicBody, webhookRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 useDeliveryHarness();
 
 const ONLY_ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
 
-/** A D1 whose batch reads hand back `key`'s event row broken: reading its body throws (a bug, a corrupt row). */
+/** A D1 whose batch reads hand back `key`'s event row broken: reading its type throws (a bug, a corrupt row). */
 function corruptingEventRow(db: D1Database, key: string): D1Database {
   return {
     prepare: (sql: string) => db.prepare(sql),
     batch: async (statements: D1PreparedStatement[]) => {
       const results = await db.batch(statements);
       for (const result of results) {
-        for (const row of result.results as { key?: string; body?: unknown }[]) {
-          if (row.key === key && "body" in row) Object.defineProperty(row, "body", { get: () => { throw new TypeError("corrupt row"); } });
+        for (const row of result.results as { key?: string; type?: unknown }[]) {
+          if (row.key === key && "type" in row) Object.defineProperty(row, "type", { get: () => { throw new TypeError("corrupt row"); } });
         }
       }
       return results;
@@ -73,15 +74,13 @@ describe("one poison message", () => {
     const alpha = downstream("https://alpha.test/hook");
     const good = await accept(await zuddlRequest(zuddlBody()));
     const unwritable = await accept(await zuddlRequest(zuddlBody()));
-    // D1 refuses the batch's write as a whole (two rounds, 6 statements) but takes each round (3) alone.
-    const failing = {
-      prepare: (sql: string) => env.DB.prepare(sql),
-      batch: async (statements: D1PreparedStatement[]) => {
-        if (statements.length > 4) throw new Error("injected D1 fault");
-        return env.DB.batch(statements);
-      },
-    } as unknown as D1Database;
+    // D1 refuses the batch's write as a whole (both rounds), then takes each round alone.
+    let refused = 0;
+    const failing = faultyD1(env.DB, (sql) => {
+      if (sql.includes("UPDATE events SET status") && refused++ === 0) throw new Error("injected D1 fault");
+    });
     const result = await consume(events.accepted, { DESTINATIONS: ONLY_ALPHA, DB: failing });
+    expect(refused).toBe(3);
     expect(result.acked.sort()).toEqual(["msg-0", "msg-1"]);
     expect(alpha).toHaveLength(2);
     for (const key of [good, unwritable]) expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered" });

@@ -58,6 +58,8 @@ interface Plan {
   decision: Decision;
   /** What to record; null when the message did not deliver (a duplicate, its event gone or busy, or not stored). */
   round: Round | null;
+  /** What became of the message, for the batch's log line. */
+  outcome: "round" | "duplicate" | "event_not_found" | "busy" | "not_stored" | "failed";
 }
 
 interface RetryPolicy {
@@ -108,45 +110,50 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
   }
 
   const now = Date.now();
-  const { claimed, unclaimed } = await claimEach(env.DB, claims, now);
+  // Per message id: its event and lease, null (a copy, or gone), or absent (could not be stored).
+  const claimed = await claimEach(env.DB, claims, now);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
   };
   const plans = await mapLimited(messages, MESSAGE_CONCURRENCY, async (message): Promise<Plan> => {
+    const backoff = backoffSeconds(message.attempts, retry);
     // Not stored (or its lease not known): it comes back with its body, and nothing was forwarded.
-    if (unclaimed.has(message.id)) return { decision: { ack: false, delaySeconds: backoffSeconds(message.attempts, retry) }, round: null };
-    const { eventKey } = message.body;
-    const stored = claimed.get(eventKey);
-    const skip = (outcome: string): Plan => {
-      console.log(JSON.stringify({ queue: batch.queue, eventKey, messageId: message.id, outcome }));
-      return { decision: { ack: true }, round: null };
-    };
-    // A copy whose insert found the row: an earlier copy owns delivery. (Without a row under its
-    // key, the provider event is stored under the key it had before keys were derived.)
-    if (message.body.event && stored?.event.owner !== message.id) return skip("duplicate");
-    if (!stored) return skip("event_not_found");
+    if (!claimed.has(message.id)) return { decision: { ack: false, delaySeconds: backoff }, round: null, outcome: "not_stored" };
+    const stored = claimed.get(message.id);
+    if (!stored) {
+      // A copy: an earlier copy's insert created the row and owns delivery (or the provider event
+      // is stored under the key it had before keys were derived). Or a stored event that is gone.
+      if (!message.body.event) console.log(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "event_not_found" }));
+      return { decision: { ack: true }, round: null, outcome: message.body.event ? "duplicate" : "event_not_found" };
+    }
     const { event } = stored;
     if (event.lease_by !== message.id) {
       // Another message is delivering it now: come back once that round is likely done.
       const leftSeconds = Math.ceil(((event.lease_until ?? now) - now) / 1000);
-      console.log(JSON.stringify({ queue: batch.queue, eventKey, messageId: message.id, outcome: "busy", leaseBy: event.lease_by }));
-      return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoffSeconds(message.attempts, retry))) }, round: null };
+      return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
     try {
       return await deliverEvent(message.id, event, stored.deliveries, config.destinations, retry, budget, now);
     } catch (err) {
-      return failedRound(event.key, message.id, err, backoffSeconds(message.attempts, retry));
+      return failedRound(event.key, message.id, err, backoff);
     }
   });
   await sendDeadLetters(env, plans);
   const unrecorded = await record(env.DB, plans, now);
+  let acked = 0;
   plans.forEach((plan, i) => {
     const message = messages[i]!;
     if (unrecorded.has(plan)) retryLater(message);
-    else if (plan.decision.ack) message.ack();
-    else message.retry({ delaySeconds: plan.decision.delaySeconds });
+    else if (plan.decision.ack) {
+      message.ack();
+      acked++;
+    } else message.retry({ delaySeconds: plan.decision.delaySeconds });
   });
+  // One line per batch; a line per event only where something was attempted or went wrong.
+  const outcomes: Record<string, number> = {};
+  for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
+  console.log(JSON.stringify({ queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size }));
 }
 
 /** A message the consumers can act on: names an event, and if it carries one, it has a body. */
@@ -167,24 +174,23 @@ function claimOf(message: Message<QueuedEvent>): Claim {
 /**
  * Stores and leases the whole batch in one D1 batch; if that fails, message by message, so one
  * message that cannot be stored costs only itself a retry (with its body: nothing is lost).
+ * A message missing from the result was not stored.
  */
-async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<{ claimed: Map<string, Claimed>; unclaimed: Set<string> }> {
+async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<Map<string, Claimed | null>> {
   try {
-    return { claimed: await claimForDelivery(db, claims, now, now + LEASE_MS), unclaimed: new Set() };
+    return await claimForDelivery(db, claims, now, now + LEASE_MS);
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "claim_batch_failed", error: String(err) }));
   }
-  const claimed = new Map<string, Claimed>();
-  const unclaimed = new Set<string>();
+  const claimed = new Map<string, Claimed | null>();
   for (const claim of claims) {
     try {
-      for (const [key, value] of await claimForDelivery(db, [claim], now, now + LEASE_MS)) claimed.set(key, value);
+      for (const [messageId, value] of await claimForDelivery(db, [claim], now, now + LEASE_MS)) claimed.set(messageId, value);
     } catch (err) {
       console.error(JSON.stringify({ queue: "deliver", eventKey: claim.eventKey, messageId: claim.messageId, outcome: "claim_failed", error: String(err) }));
-      unclaimed.add(claim.messageId);
     }
   }
-  return { claimed, unclaimed };
+  return claimed;
 }
 
 /** A message that threw: its event shows the error, and it alone is retried. */
@@ -194,6 +200,7 @@ function failedRound(eventKey: string, messageId: string, err: unknown, delaySec
   return {
     decision: { ack: false, delaySeconds },
     round: { eventKey, messageId, records: [], closed: [], eventStatus: null, deadLettered: [], error },
+    outcome: "failed",
   };
 }
 
@@ -265,17 +272,20 @@ async function deliverEvent(
   // Dead deliveries go to the dead-letter queue once (again, if an earlier send of it failed).
   const deadLettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
 
-  console.log(JSON.stringify({
-    queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
-    attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
-    ...(closed.length && { closed: closed.map((c) => ({ destination: c.destination, status: c.status })) }),
-  }));
+  if (records.length || closed.length) {
+    console.log(JSON.stringify({
+      queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
+      attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
+      ...(closed.length && { closed: closed.map((c) => ({ destination: c.destination, status: c.status })) }),
+    }));
+  }
   // Always recorded, even when nothing changed: the round releases the event's lease.
   return {
     decision: waitMs.length === 0
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
     round: { eventKey: event.key, messageId, records, closed, eventStatus, deadLettered, error: null },
+    outcome: "round",
   };
 }
 

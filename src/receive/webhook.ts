@@ -163,6 +163,8 @@ const utf8 = new TextEncoder();
 
 /** Whether a message fits the queue's limit, counted as the queue counts it with contentType json: its JSON text in UTF-8. */
 function fitsInMessage(message: QueuedEvent): boolean {
+  // The message's JSON holds the body's text, at least as long: a larger body is settled without serialising it.
+  if ((message.event?.body.length ?? 0) > MAX_QUEUE_MESSAGE_BYTES) return false;
   const json = JSON.stringify(message);
   // A UTF-16 unit is at most 3 UTF-8 bytes: most messages are settled without encoding them.
   if (json.length * 3 <= MAX_QUEUE_MESSAGE_BYTES) return true;

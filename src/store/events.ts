@@ -56,8 +56,9 @@ export async function eventKey(provider: string, type: string, eventId: string):
   return `evt_${bytesToHex(new Uint8Array(digest)).slice(0, 24)}`;
 }
 
-/** How a row comes to exist: who wrote it and in which state. */
-export interface Insertion {
+/** An event to insert, who writes it and in which state. */
+export interface EventInsert {
+  event: NewEvent;
   status: Extract<EventStatus, "received" | "queued">;
   /** The consumer's message id (it then owns delivery); null for the other writers. */
   owner: string | null;
@@ -65,17 +66,39 @@ export interface Insertion {
   enqueuedAt: number | null;
 }
 
-/** Inserts an event unless one with its key or its (provider, type, provider id) exists. */
-export function insertEvent(db: D1Database, event: NewEvent, how: Insertion): D1PreparedStatement {
+/** Every column but the body: what the consumer reads back (it has the body in its message). */
+const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
+  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until`;
+
+/**
+ * Inserts events, one statement however many (D1 pays per statement), skipping any whose key
+ * or (provider, type, provider id) exists, copies within the same call included.
+ *
+ * With a lease, this is the consumer's owning insert: each owner takes the event's delivery
+ * lease with its insert, or, on its own retry, takes it back if no other message holds it. It
+ * returns (without bodies) the rows of the events whose owner is among `rows`; a copy gets none.
+ */
+export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
+  const onConflict = lease
+    ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
+         lease_by = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.owner ELSE lease_by END,
+         lease_until = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.lease_until ELSE lease_until END
+       WHERE owner = excluded.owner
+       ON CONFLICT DO NOTHING
+       RETURNING ${COLUMNS_WITHOUT_BODY}`
+    : "ON CONFLICT DO NOTHING";
+  const values = rows.map(({ event, status, owner, enqueuedAt }) => ({ ...event, status, owner, enqueuedAt }));
   return db
     .prepare(
       `INSERT INTO events (provider, type, event_id, key, known_type, tenant, occurred_at, received_at,
-                           verified_with, content_type, body, forced, status, owner, enqueued_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-       ON CONFLICT DO NOTHING`,
+                           verified_with, content_type, body, forced, status, owner, enqueued_at, lease_by, lease_until)
+       SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
+              e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
+              CASE WHEN ?2 IS NOT NULL THEN e->>'owner' END, ?2
+       FROM (SELECT value AS e FROM json_each(?1)) WHERE true
+       ${onConflict}`,
     )
-    .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant, event.occurredAt,
-      event.receivedAt, event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0, how.status, how.owner, how.enqueuedAt);
+    .bind(JSON.stringify(values), lease?.until ?? null, ...(lease ? [lease.now] : []));
 }
 
 /**
@@ -83,7 +106,7 @@ export function insertEvent(db: D1Database, event: NewEvent, how: Insertion): D1
  * message then names its key delivers it, and until one does, the reconciliation sweep finds it.
  */
 export async function storeEvent(db: D1Database, event: NewEvent): Promise<void> {
-  await insertEvent(db, event, { status: "received", owner: null, enqueuedAt: null }).run();
+  await insertEvents(db, [{ event, status: "received", owner: null, enqueuedAt: null }]).run();
 }
 
 /**
