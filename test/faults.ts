@@ -1,11 +1,14 @@
 /**
- * Binding wrappers that make the outside world (D1, the Queue) fail or stall on demand.
- * Used only by tests: production code never sees a fault switch.
+ * Binding wrappers that make the outside world (D1, the Queue) fail or stall on demand, or count
+ * what it is asked. Used only by tests and benchmarks: production code never sees a fault switch.
  */
 type Gate = (sql: string) => Promise<void> | void;
 
-/** A D1Database whose statements pass through `gate` (which may throw or wait) first. */
-export function faultyD1(db: D1Database, gate: Gate): D1Database {
+/**
+ * A D1Database whose statements pass through `gate` (which may throw or wait) first, and which
+ * calls `onTransaction` once per round trip (a batch, or one statement on its own).
+ */
+export function faultyD1(db: D1Database, gate: Gate, onTransaction: () => void = () => undefined): D1Database {
   const inner = new WeakMap<object, { statement: D1PreparedStatement; sql: string }>();
   const wrap = (statement: D1PreparedStatement, sql: string): D1PreparedStatement => {
     const proxy = new Proxy(statement, {
@@ -14,6 +17,7 @@ export function faultyD1(db: D1Database, gate: Gate): D1Database {
         if (prop === "run" || prop === "first" || prop === "all" || prop === "raw") {
           return async (...args: unknown[]) => {
             await gate(sql);
+            onTransaction();
             return (target[prop] as (...a: unknown[]) => unknown).apply(target, args);
           };
         }
@@ -29,6 +33,7 @@ export function faultyD1(db: D1Database, gate: Gate): D1Database {
     batch: async (statements: D1PreparedStatement[]) => {
       const real = statements.map((s) => inner.get(s)!);
       for (const { sql } of real) await gate(sql);
+      onTransaction();
       return db.batch(real.map((r) => r.statement));
     },
     exec: (sql: string) => db.exec(sql),

@@ -10,6 +10,8 @@ import { faultyD1, faultyQueue, sleep } from "../faults";
 interface Fault {
   fail: boolean;
   delayMs: number;
+  /** D1 only: fault just the statements whose SQL contains this (one step of the write path); all when absent. */
+  match?: string;
 }
 const faults: { d1: Fault; queue: Fault; injected: number } = {
   d1: { fail: false, delayMs: 0 },
@@ -17,7 +19,8 @@ const faults: { d1: Fault; queue: Fault; injected: number } = {
   injected: 0,
 };
 
-async function gate(fault: Fault): Promise<void> {
+async function gate(fault: Fault, sql = ""): Promise<void> {
+  if (fault.match && !sql.includes(fault.match)) return;
   if (fault.delayMs) await sleep(fault.delayMs);
   if (fault.fail) {
     faults.injected++;
@@ -28,7 +31,7 @@ async function gate(fault: Fault): Promise<void> {
 function withFaults(env: Env): Env {
   return {
     ...env,
-    DB: faultyD1(env.DB, () => gate(faults.d1)),
+    DB: faultyD1(env.DB, (sql) => gate(faults.d1, sql)),
     EVENTS_QUEUE: faultyQueue(env.EVENTS_QUEUE, () => gate(faults.queue)).queue,
   };
 }
