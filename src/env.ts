@@ -1,3 +1,5 @@
+import type { SecretSlot } from "./receive/signature";
+
 /**
  * The Worker's bindings, in one place. Kept by hand rather than by `wrangler types`
  * because secrets are optional here (an unset secret is a state we answer, with 503)
@@ -36,13 +38,34 @@ export interface Env {
   [secretBinding: string]: unknown;
 }
 
+/** An accepted event as the request path read it: everything the consumer needs to store it. */
+export interface Arrival {
+  provider: string;
+  /** The provider's id for the event, covered by its signature. */
+  eventId: string;
+  type: string;
+  knownType: boolean;
+  tenant: string | null;
+  occurredAt: string | null;
+  receivedAt: number;
+  verifiedWith: SecretSlot;
+  contentType: string;
+  /** The raw body, forwarded byte for byte. */
+  body: string;
+  /** Released from quarantine as it was, past a failing validation (see store/quarantine.ts). */
+  forced: boolean;
+}
+
 /**
- * What the queues carry: a reference to the stored event, never its body (128 KB limit).
- * Routing, replays and pins live in D1, so any copy of a message, or one the sweep sends, does
- * the same work.
+ * What the queues carry. The request path sends the event itself (`event`, body included): the
+ * consumer stores it (see deliver/consumer.ts). Everything else refers to an event already in
+ * D1 by its key alone: a body too large for a queue message, the sweep, a replay. Routing,
+ * replays and pins live in D1, so any copy of a message, or one the sweep sends, does the same work.
  */
 export interface QueuedEvent {
   eventKey: string;
+  /** Present on the request path's message until the event is stored. */
+  event?: Arrival;
   /** Dead-letter notices only: the destinations whose delivery went dead. */
   destinations?: string[];
 }

@@ -112,11 +112,11 @@ describe("configuration errors", () => {
     expect(html).not.toContain(CANARY);
   });
 
-  it("are logged safely by the queue consumer, which acks the batch for the sweep to re-enqueue", async () => {
+  it("are logged safely by the queue consumer, which acks the messages for the sweep to re-enqueue", async () => {
     const batch = createMessageBatch<QueuedEvent>("edgehook-events", [{ id: "m-1", timestamp: new Date(), attempts: 1, body: { eventKey: "k" } }]);
     const ctx = createExecutionContext();
     await handlers.queue!(batch, { ...env, ...BINDINGS } as Env, ctx);
-    expect((await getQueueResult(batch, ctx)).ackAll).toBe(true);
+    expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(["m-1"]);
     const lines = logged.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(" ")));
     expect(lines.some((line) => line.includes("invalid_destinations") && line.includes("(leaky-types).types.1"))).toBe(true);
   });

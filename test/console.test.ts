@@ -6,8 +6,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
 import { DESTINATION_HEALTH_SQL } from "../src/store/deliveries";
-import { faultyQueue } from "./faults";
-import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { faultyQueue, recordingQueue } from "./faults";
+import { consumeAll, countRows, errorOf, send, sendAndConsume, sendWith, seismicBody, seismicRequest } from "./helpers";
 import { select } from "./html";
 
 const BASE = "https://edgehook.test";
@@ -33,8 +33,6 @@ async function session(): Promise<string> {
 const page = (path: string, cookie: string, init: RequestInit & { headers?: Record<string, string> } = {}, bindings = {}) =>
   sendWith(new Request(`${BASE}${path}`, { ...init, headers: { cookie, ...(init.headers ?? (init.method === "POST" ? SAME_ORIGIN : {})) }, redirect: "manual" }), bindings);
 
-const recordingQueue = () => faultyQueue<QueuedEvent>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>, () => undefined);
-
 describe("console", () => {
   it("sends a visitor without a session to the login form", async () => {
     const response = await send(new Request(`${BASE}/console`, { redirect: "manual" }));
@@ -58,7 +56,7 @@ describe("console", () => {
   it("shows the event log, an event with its payload and which secret verified it, and replays it", async () => {
     const cookie = await session();
     const body = seismicBody({ version: "ConsoleTypeV1" });
-    const { id } = (await (await send(await seismicRequest(body))).json()) as { id: string };
+    const { id } = (await (await sendAndConsume(await seismicRequest(body))).json()) as { id: string };
 
     const log = await page(`/console?type=ConsoleTypeV1`, cookie);
     expect(log.status).toBe(200);
@@ -72,7 +70,7 @@ describe("console", () => {
     expect(eventPage).toContain("ConsoleTypeV1");
     expect(eventPage).toContain('<label for="replay-destination">Replay to</label>');
 
-    const events = recordingQueue();
+    const events = recordingQueue<QueuedEvent>();
     const destinations = [{ name: "alpha", url: "https://alpha.test/hook" }];
     const replay = await page(`/console/events/${id}/replay`, cookie, { method: "POST", body: new URLSearchParams({ destination: "alpha" }) }, { DESTINATIONS: destinations, EVENTS_QUEUE: events.queue });
     expect(replay.status).toBe(303);
@@ -86,10 +84,10 @@ describe("console", () => {
     const tag = `talk${crypto.randomUUID().replaceAll("-", "")}`;
     const keys: string[] = [];
     for (let i = 0; i < 3; i++) {
-      const { id } = (await (await send(await seismicRequest(seismicBody({ version: "ConsoleSearchV1", data: { contentId: `${tag}-${i}`, teamSiteId: "1" } })))).json()) as { id: string };
+      const { id } = (await (await sendAndConsume(await seismicRequest(seismicBody({ version: "ConsoleSearchV1", data: { contentId: `${tag}-${i}`, teamSiteId: "1" } })))).json()) as { id: string };
       keys.push(id);
     }
-    const other = (await (await send(await seismicRequest(seismicBody({ version: "ConsoleSearchV1" })))).json()) as { id: string };
+    const other = (await (await sendAndConsume(await seismicRequest(seismicBody({ version: "ConsoleSearchV1" })))).json()) as { id: string };
 
     const empty = await (await page("/console", cookie)).text();
     expect(empty).toContain('<label for="f-q">Payload contains<input id="f-q" name="q" type="search" value="" maxlength="256" aria-describedby="f-q-hint"/></label>');
@@ -184,15 +182,16 @@ describe("console", () => {
     expect(refused.status).toBe(422);
     expect(await refused.text()).toMatch(/role="alert"><p>Not released: still fails validation: [^<]*\(at <code>\$\.data\.InteractionId<\/code>\)/);
 
-    const events = recordingQueue();
+    const events = recordingQueue<QueuedEvent>();
     const forced = await release({ force: "true" }, { EVENTS_QUEUE: events.queue });
     expect(forced.status).toBe(303);
     const location = forced.headers.get("location")!;
     expect(location).toMatch(/^\/console\/events\/evt_[0-9a-f]{24}\?released=accepted$/);
     const key = location.slice("/console/events/".length, location.indexOf("?"));
-    expect(events.accepted).toEqual([{ eventKey: key }]);
+    expect(events.accepted).toEqual([{ eventKey: key, event: expect.objectContaining({ body, forced: true }) }]);
+    await consumeAll(events.accepted);
     const eventPage = await (await page(location, cookie)).text();
-    expect(eventPage).toContain("Released from quarantine: stored and queued for delivery.");
+    expect(eventPage).toContain("Released from quarantine: queued to be stored and delivered.");
     expect(eventPage).toContain("released from quarantine as it was, without passing validation");
     expect(await (await page("/console/dead", cookie)).text()).toContain(`(forced) as <a href="/console/events/${key}">`);
     const again = await release({});
@@ -210,7 +209,7 @@ describe("console", () => {
 describe("console charts (#12)", () => {
   it("charts events received and delivery outcomes for the last hour and day, in buckets on round times", async () => {
     const cookie = await session();
-    expect((await send(await seismicRequest(seismicBody({ version: "ChartTypeV1" })))).status).toBe(200);
+    expect((await sendAndConsume(await seismicRequest(seismicBody({ version: "ChartTypeV1" })))).status).toBe(200);
     const html = await (await page("/console", cookie)).text();
     const found = await select(html, ["#chart-hour .axis-x text.tick", "#chart-hour .axis-y text.tick", "#chart-hour .legend text", "#chart-hour .bucket title", "#chart-day .axis-x text.tick", "#chart-day .bucket title"]);
     expect(found["#chart-hour .axis-x text.tick"]!.map((e) => e.text)).toHaveLength(7);
@@ -257,8 +256,8 @@ describe("console charts (#12)", () => {
 describe("console form posts (#9.9)", () => {
   it("refuses a form post from another origin with 403, even with a valid session", async () => {
     const cookie = await session();
-    const { id } = (await (await send(await seismicRequest(seismicBody()))).json()) as { id: string };
-    const events = recordingQueue();
+    const { id } = (await (await sendAndConsume(await seismicRequest(seismicBody()))).json()) as { id: string };
+    const events = recordingQueue<QueuedEvent>();
     const replay = (headers: Record<string, string>) =>
       page(`/console/events/${id}/replay`, cookie, { method: "POST", headers, body: new URLSearchParams({ destination: "alpha" }) }, {
         DESTINATIONS: [{ name: "alpha", url: "https://alpha.test/hook" }],

@@ -20,7 +20,7 @@ describe("forwarding", () => {
     downstream("https://gamma.test/hook");
     const body = seismicBody({ data: { name: "Zoë 🚀", teamSiteId: "1" } });
     const key = await accept(await seismicRequest(body));
-    expect(events.accepted).toEqual([{ eventKey: key }]);
+    expect(events.accepted).toEqual([{ eventKey: key, event: expect.objectContaining({ body, provider: "seismic" }) }]);
 
     const result = await consume(events.accepted);
     expect(result.acked).toEqual(["msg-0"]);
@@ -196,8 +196,8 @@ describe("retries", () => {
     const invalid = [{ name: "bad", url: "https://x.test", filter: "$.data[?(" }];
     const key = await accept(await zuddlRequest(zuddlBody()));
     const result = await consume(events.accepted, { DESTINATIONS: invalid });
-    expect(result.ackAll).toBe(true);
-    expect(result.retryBatch).toMatchObject({ retry: false });
+    expect(result.acked).toEqual(["msg-0"]);
+    expect(result.retried).toEqual([]);
     expect(await env.DB.prepare("SELECT status, last_error FROM events WHERE key = ?").bind(key).first()).toEqual({
       status: "queued", last_error: expect.stringContaining("DESTINATIONS is invalid"),
     });
@@ -296,7 +296,8 @@ describe("retention", () => {
     const oldDone = await accept(await zuddlRequest(zuddlBody()));
     const oldPending = await accept(await zuddlRequest(zuddlBody()));
     const recent = await accept(await zuddlRequest(zuddlBody()));
-    await consume([{ eventKey: oldDone }, { eventKey: recent }]);
+    await consume([events.accepted[0]!, events.accepted[2]!]);
+    await consume([events.accepted[1]!], { DESTINATIONS: [] });
     await env.DB.prepare("INSERT INTO deliveries (event_key, destination, status, attempts, updated_at) VALUES (?, 'alpha', 'failed', 1, 0)").bind(oldPending).run();
     await env.DB.prepare("UPDATE events SET status = 'failed' WHERE key = ?").bind(oldPending).run();
     const longAgo = Date.now() - 40 * 86_400_000;

@@ -3,18 +3,14 @@
  * queues captured so a test drives the consumer message by message, and the Worker's real
  * queue, fetch and scheduled handlers run against real D1 with bindings replaced.
  */
-import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { http, HttpResponse } from "msw";
 import { setupServer } from "msw/native";
 import { afterAll, afterEach, beforeAll, beforeEach, expect } from "vitest";
 import type { Env, QueuedEvent } from "../src/env";
-import worker from "../src/index";
-import { faultyQueue } from "./faults";
-import { ADMIN, sendWith } from "./helpers";
-
-/** The entry point as the runtime sees it (our handlers ignore the execution context). */
-export const handlers: ExportedHandler<Env, QueuedEvent> = worker;
+import { recordingQueue } from "./faults";
+import { ADMIN, handlers, runQueue, sendWith } from "./helpers";
 
 export const SECRET_A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 export const server = setupServer();
@@ -31,7 +27,7 @@ export function downstream(url: string, statuses: (number | [number, Record<stri
   server.use(
     http.post(url, async ({ request }) => {
       // Decoded keeping a byte-order mark, so a test sees the bytes exactly as forwarded.
-      const body = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(await request.arrayBuffer());
+      const body = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(await request.arrayBuffer());
       received.push({ url: request.url, headers: request.headers, body });
       const next = statuses[Math.min(received.length - 1, statuses.length - 1)]!;
       const [status, headers] = Array.isArray(next) ? next : [next, {}];
@@ -47,8 +43,8 @@ export const DESTINATIONS = [
   { name: "gamma", url: "https://gamma.test/hook", types: ["ContentManager*"] },
 ];
 
-export let events: ReturnType<typeof faultyQueue<QueuedEvent>>;
-export let deadLetters: ReturnType<typeof faultyQueue<QueuedEvent>>;
+export let events: ReturnType<typeof recordingQueue<QueuedEvent>>;
+export let deadLetters: ReturnType<typeof recordingQueue<QueuedEvent>>;
 export let bindings: Partial<Env>;
 
 /** Registers the harness's hooks in the calling test file. */
@@ -58,14 +54,10 @@ export function useDeliveryHarness(): void {
   afterAll(() => server.close());
   beforeEach(() => {
     // Capture both queues: these tests drive the consumer themselves, message by message.
-    events = faultyQueue(captureOnly(), () => undefined);
-    deadLetters = faultyQueue(captureOnly(), () => undefined);
+    events = recordingQueue();
+    deadLetters = recordingQueue();
     bindings = { DESTINATIONS, DEST_ALPHA_SECRET: SECRET_A, EVENTS_QUEUE: events.queue, DEAD_LETTER_QUEUE: deadLetters.queue, MAX_DELIVERY_ATTEMPTS: "3" };
   });
-}
-
-function captureOnly(): Queue<QueuedEvent> {
-  return { send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<QueuedEvent>;
 }
 
 export async function accept(request: Request): Promise<string> {
@@ -74,16 +66,15 @@ export async function accept(request: Request): Promise<string> {
   return ((await response.json()) as { id: string }).id;
 }
 
-/** Runs the Worker's queue handler on these messages and reports what it acked and retried. */
-export async function consume(messages: QueuedEvent[], extra: Partial<Env> = {}, queue = "edgehook-events") {
-  const batch = createMessageBatch<QueuedEvent>(
-    queue,
-    messages.map((body, i) => ({ id: `msg-${i}`, timestamp: new Date(), attempts: 1, body })),
-  );
-  const ctx = createExecutionContext();
-  await handlers.queue!(batch, { ...env, ...bindings, ...extra } as Env, ctx);
-  const result = await getQueueResult(batch, ctx);
-  return { acked: result.explicitAcks, retried: result.retryMessages, ackAll: result.ackAll, retryBatch: result.retryBatch };
+/**
+ * Runs the Worker's queue handler on these messages and reports what it acked and retried. A
+ * message's id is its position (`msg-0`, …), so passing the same list again redelivers the same
+ * messages; `ids` names them otherwise (copies of one event are different messages).
+ */
+export async function consume(
+  messages: QueuedEvent[], extra: Partial<Env> = {}, { queue = "edgehook-events", ids, attempts }: { queue?: string; ids?: string[]; attempts?: number } = {},
+) {
+  return runQueue(queue, messages.map((body, i) => ({ id: ids?.[i] ?? `msg-${i}`, body, attempts })), { ...bindings, ...extra });
 }
 
 export async function deliveries(key: string) {

@@ -1,167 +1,366 @@
 /**
- * Durable, idempotent acknowledgement: D1 and the Queue fail at each step of the write
- * order, and the provider's retry always ends with exactly one stored, one enqueued event.
+ * Queue-first ingest (#10): the request path answers after one Queue send, the consumer stores
+ * and tells copies apart, and exactly one message owns each event's delivery. Faults at each
+ * step, then the provider's or the queue's retry: one stored row, one forward, nothing lost.
+ * Through the Worker's real fetch, queue and scheduled handlers with real D1.
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import worker from "../src/index";
 import { describe, expect, it } from "vitest";
-import type { Env } from "../src/env";
-import { faultyD1, faultyQueue, sleep } from "./faults";
+import type { Env, QueuedEvent } from "../src/env";
+import worker from "../src/index";
+import { MAX_QUEUE_MESSAGE_BYTES } from "../src/receive/webhook";
+import { consume, deadLetters, downstream, events, runCron, useDeliveryHarness } from "./delivery-harness";
+import { crashingAfterCommit, faultyD1, faultyQueue, sleep } from "./faults";
 import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
+
+useDeliveryHarness();
 
 interface Ack {
   id: string;
+  eventId: string;
+  type: string;
+  knownType: boolean;
   status: string;
 }
 
+const ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
 const eventIdOf = (body: string) => (JSON.parse(body) as { id: string }).id;
 const storedCount = (eventId: string) => countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", eventId);
+const eventRow = (key: string) => env.DB.prepare("SELECT * FROM events WHERE key = ?").bind(key).first<Record<string, unknown>>();
 
-/** Fails the first `times` calls that match, then lets everything through. */
-function failing(times: number, matches: (sql: string) => boolean = () => true) {
-  let left = times;
-  return (sql = "") => {
-    if (matches(sql) && left-- > 0) throw new Error("injected fault");
-  };
+/** Posts through the real fetch handler with the harness's queues; the answer's JSON. */
+async function post(request: Request, extra: Partial<Env> = {}): Promise<Ack> {
+  const response = await sendWith(request, { EVENTS_QUEUE: events.queue, ...extra });
+  expect(response.status).toBe(200);
+  return (await response.json()) as Ack;
 }
 
-describe("idempotency", () => {
-  it("answers a redelivery with duplicate and does not enqueue it again", async () => {
-    const body = seismicBody();
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => undefined);
-    const first = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
-    const again = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(first.status).toBe("accepted");
-    expect(again).toEqual({ ...first, status: "duplicate" });
-    expect(accepted).toEqual([{ eventKey: first.id }]);
-    expect(await storedCount(eventIdOf(body))).toBe(1);
-  });
+/** A Seismic body of about `bytes`, valid, with `filler` repeated in an extra field. */
+const largeBody = (bytes: number, filler = "x") => seismicBody({ data: { contentId: "big", teamSiteId: "1", notes: filler.repeat(Math.ceil(bytes / filler.length)) } });
 
-  it("stores and enqueues once under concurrent redelivery of the same event", async () => {
-    const body = zuddlBody();
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => undefined);
-    const responses = await Promise.all(
-      Array.from({ length: 12 }, async () => sendWith(await zuddlRequest(body), { EVENTS_QUEUE: queue })),
-    );
-    const statuses = await Promise.all(responses.map(async (r) => (r.status === 200 ? ((await r.json()) as Ack).status : (await errorOf(r)).code)));
-    expect(statuses.filter((s) => s === "accepted")).toHaveLength(1);
-    // The others either saw it done, or saw it in flight and were told to retry.
-    for (const status of statuses) expect(["accepted", "duplicate", "in_progress"]).toContain(status);
-    expect(accepted).toHaveLength(1);
-    const actionId = (JSON.parse(body) as { actionId: string }).actionId;
-    expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", actionId)).toBe(1);
-  });
-
-  it("derives the event id from (provider, type, provider id): the same id after the row is gone", async () => {
+describe("the acknowledgement", () => {
+  it("answers every copy accepted with the same id, derived from (provider, type, provider id); the consumer stores one row", async () => {
     const body = seismicBody();
     const { id: eventId, version } = JSON.parse(body) as { id: string; version: string };
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify(["seismic", version, eventId]))));
     const expected = `evt_${[...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 24)}`;
-    const first = (await (await send(await seismicRequest(body))).json()) as Ack;
-    expect(first.id).toBe(expected);
-    // A purge, a restore or a new database: the provider's redelivery gets the same id.
-    await env.DB.prepare("DELETE FROM events WHERE key = ?").bind(first.id).run();
-    const again = (await (await send(await seismicRequest(body))).json()) as Ack;
-    expect(again).toEqual({ ...first, status: "accepted" });
+    const first = await post(await seismicRequest(body));
+    const again = await post(await seismicRequest(body));
+    expect(first).toEqual({ id: expected, eventId, type: version, knownType: true, status: "accepted" });
+    expect(again).toEqual(first);
+    // Nothing is stored before the answer: the messages carry the event.
+    expect(await storedCount(eventId)).toBe(0);
+    expect(events.accepted).toHaveLength(2);
+    for (const message of events.accepted) expect(message).toMatchObject({ eventKey: expected, event: { eventId, type: version, body, provider: "seismic", verifiedWith: "current" } });
+
+    const result = await consume(events.accepted, { DESTINATIONS: [] });
+    expect(result.acked.sort()).toEqual(["msg-0", "msg-1"]);
+    expect(await storedCount(eventId)).toBe(1);
+    expect(await eventRow(expected)).toMatchObject({ body, owner: "msg-0", status: "delivered", lease_by: null });
   });
 
-  it("treats the same id under another type as a different event", async () => {
+  it("gives a purged or restored event the same id again", async () => {
+    const body = seismicBody();
+    const first = await post(await seismicRequest(body));
+    await consume(events.accepted, { DESTINATIONS: [] });
+    await env.DB.prepare("DELETE FROM events WHERE key = ?").bind(first.id).run();
+    expect(await post(await seismicRequest(body))).toEqual(first);
+    await consume(events.accepted.slice(-1), { DESTINATIONS: [] }, { ids: ["after-purge"] });
+    expect(await eventRow(first.id)).toMatchObject({ owner: "after-purge" });
+  });
+
+  it("treats the same provider id under another type as a different event", async () => {
     const id = "shared-id-" + crypto.randomUUID();
-    const a = (await (await send(await seismicRequest(seismicBody({ id, version: "livesend-session-summary-v3", data: { InteractionId: "i" } })))).json()) as Ack;
-    const b = (await (await send(await seismicRequest(seismicBody({ id, version: "livesend-session-summary-enriched-v3", data: { InteractionId: "i" } })))).json()) as Ack;
-    expect([a.status, b.status]).toEqual(["accepted", "accepted"]);
+    const a = await post(await seismicRequest(seismicBody({ id, version: "livesend-session-summary-v3", data: { InteractionId: "i" } })));
+    const b = await post(await seismicRequest(seismicBody({ id, version: "livesend-session-summary-enriched-v3", data: { InteractionId: "i" } })));
     expect(a.id).not.toBe(b.id);
+    await consume(events.accepted, { DESTINATIONS: [] });
+    expect(await storedCount(id)).toBe(2);
+  });
+
+  it("shows the event in the admin API by the acknowledged id once the real queue's consumer has run (the batch window)", async () => {
+    const body = zuddlBody();
+    const response = await send(await zuddlRequest(body));
+    const { id } = (await response.json()) as Ack;
+    const started = Date.now();
+    await expect.poll(async () => (await sendWith(new Request(`https://edgehook.test/admin/events/${id}`, { headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` } }), {})).status, { timeout: 10_000, interval: 100 }).toBe(200);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  }, 15_000);
+});
+
+describe("the owner protocol", () => {
+  it("20 concurrent copies of one event: one row, one forward, 19 copies acked as duplicates", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = zuddlBody();
+    const acks = await Promise.all(Array.from({ length: 20 }, async () => post(await zuddlRequest(body))));
+    expect(new Set(acks.map((a) => JSON.stringify(a))).size).toBe(1);
+    expect(events.accepted).toHaveLength(20);
+
+    // The queue hands them to four consumers at once, five each.
+    const ids = events.accepted.map((_, i) => `copy-${i}`);
+    const results = await Promise.all([0, 5, 10, 15].map((from) => consume(events.accepted.slice(from, from + 5), { DESTINATIONS: ALPHA }, { ids: ids.slice(from, from + 5) })));
+    expect(results.flatMap((r) => r.acked).sort()).toEqual([...ids].sort());
+    expect(alpha).toHaveLength(1);
+    const key = acks[0]!.id;
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", (JSON.parse(body) as { actionId: string }).actionId)).toBe(1);
+    const row = await eventRow(key);
+    expect(ids).toContain(row!.owner);
+    expect(row).toMatchObject({ status: "delivered", lease_by: null });
+
+    // Every copy again, as a redelivering queue would: the owner finds nothing due, the rest are duplicates.
+    await consume(events.accepted, { DESTINATIONS: ALPHA }, { ids });
+    expect(alpha).toHaveLength(1);
+  });
+
+  it("a consumer crash after the insert and before the forward: the owner's retry delivers, a copy does not", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = seismicBody();
+    const { id: key } = await post(await seismicRequest(body));
+    await post(await seismicRequest(body)); // the provider's redelivery: a second message
+    const [owner, copy] = events.accepted;
+
+    const crashed = await consume([owner!], { DESTINATIONS: ALPHA, DB: crashingAfterCommit(env.DB) }, { ids: ["owner"] });
+    expect(crashed.acked).toEqual([]);
+    expect(crashed.retried).toHaveLength(1);
+    expect(alpha).toHaveLength(0);
+    expect(await eventRow(key)).toMatchObject({ owner: "owner", lease_by: "owner", status: "queued" });
+
+    // The copy arrives first: acked as a duplicate, nothing forwarded.
+    const duplicate = await consume([copy!], { DESTINATIONS: ALPHA }, { ids: ["copy"] });
+    expect(duplicate.acked).toEqual(["copy"]);
+    expect(alpha).toHaveLength(0);
+
+    // The owner's retry (same message id) recognises itself, takes its own lease back and delivers.
+    const retried = await consume([owner!], { DESTINATIONS: ALPHA }, { ids: ["owner"], attempts: 2 });
+    expect(retried.acked).toEqual(["owner"]);
+    expect(alpha).toHaveLength(1);
+    expect(alpha[0]!.headers.get("webhook-id")).toBe(key);
+    expect(await eventRow(key)).toMatchObject({ status: "delivered", lease_by: null, lease_until: null });
+    expect(await storedCount(eventIdOf(body))).toBe(1);
+  });
+
+  it("the sweep leaves an event whose lease is held; once it lapses, the sweep's message and the owner's retry deliver it once", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const { id: key } = await post(await zuddlRequest(zuddlBody()));
+    const [owner] = events.accepted;
+    await consume([owner!], { DESTINATIONS: ALPHA, DB: crashingAfterCommit(env.DB) }, { ids: ["owner"] });
+
+    // Idle long enough for the sweep, but a message holds the lease: the sweep leaves it be.
+    const sweep = async () => {
+      const sent = events.accepted.length;
+      await runCron(new Date(Date.now() + 61_000), { DESTINATIONS: ALPHA, RECONCILE_AFTER_SECONDS: "60" });
+      return events.accepted.slice(sent).filter((m) => m.eventKey === key);
+    };
+    expect(await sweep()).toEqual([]);
+
+    // The lease lapses (as time would) while the owner's message is still alive, waiting for its retry.
+    await env.DB.prepare("UPDATE events SET lease_until = ? WHERE key = ?").bind(Date.now() - 1, key).run();
+    const swept = await sweep();
+    expect(swept).toEqual([{ eventKey: key }]);
+
+    // Both arrive in one batch: one takes the lease and delivers, the other waits for it.
+    const both = await consume([owner!, swept[0]!], { DESTINATIONS: ALPHA }, { ids: ["owner", "sweep"], attempts: 2 });
+    expect(both.acked).toEqual(["owner"]);
+    expect(both.retried).toEqual([expect.objectContaining({ msgId: "sweep" })]);
+    expect(alpha).toHaveLength(1);
+    // The one that waited comes back: D1 says delivered, so nothing is sent.
+    const later = await consume([swept[0]!], { DESTINATIONS: ALPHA }, { ids: ["sweep"], attempts: 2 });
+    expect(later.acked).toEqual(["sweep"]);
+    expect(alpha).toHaveLength(1);
+  });
+
+  it("a message naming a stored event takes a lease left by a message that died, once it lapses", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const { id: key } = await post(await zuddlRequest(zuddlBody()));
+    await consume(events.accepted, { DESTINATIONS: ALPHA, DB: crashingAfterCommit(env.DB) }, { ids: ["lost"] });
+    await env.DB.prepare("UPDATE events SET lease_until = ? WHERE key = ?").bind(Date.now() - 1, key).run();
+    const result = await consume([{ eventKey: key }], { DESTINATIONS: ALPHA }, { ids: ["replay"] });
+    expect(result.acked).toEqual(["replay"]);
+    expect(alpha).toHaveLength(1);
   });
 });
 
-describe("faults at each step, then the provider's retry", () => {
-  it("step 1: D1 write fails → 503 with Retry-After, nothing stored; retry accepts", async () => {
+describe("faults at each step, then the retry", () => {
+  it("Queue send fails → 503 with Retry-After and nothing stored; the provider's retry is accepted with the same id", async () => {
     const body = seismicBody();
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => undefined);
-    const db = faultyD1(env.DB, failing(1));
-    const failed = await sendWith(await seismicRequest(body), { DB: db, EVENTS_QUEUE: queue });
+    let fail = true;
+    const flaky = faultyQueue(events.queue, () => {
+      if (fail) throw new Error("injected fault");
+    });
+    const failed = await sendWith(await seismicRequest(body), { EVENTS_QUEUE: flaky.queue });
     expect(failed.status).toBe(503);
     expect(failed.headers.get("retry-after")).toMatch(/^\d+$/);
-    expect(await errorOf(failed)).toMatchObject({ code: "storage_unavailable" });
-    expect(await storedCount(eventIdOf(body))).toBe(0);
-
-    const retried = (await (await sendWith(await seismicRequest(body), { DB: db, EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(retried.status).toBe("accepted");
-    expect(await storedCount(eventIdOf(body))).toBe(1);
-    expect(accepted).toHaveLength(1);
-  });
-
-  it("step 2: Queue send fails → 503, stored but not enqueued; retry enqueues once", async () => {
-    const body = seismicBody();
-    const failQueue = failing(1);
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => failQueue());
-    const failed = await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue });
     expect(await errorOf(failed)).toMatchObject({ code: "queue_unavailable" });
-    expect(await storedCount(eventIdOf(body))).toBe(1);
-    expect(accepted).toHaveLength(0);
-
-    const retried = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
+    expect(events.accepted).toHaveLength(0);
+    fail = false;
+    const retried = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: flaky.queue })).json()) as Ack;
     expect(retried.status).toBe("accepted");
-    const again = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(again.status).toBe("duplicate");
-    expect(accepted).toEqual([{ eventKey: retried.id }]);
+    await consume(events.accepted, { DESTINATIONS: [] });
     expect(await storedCount(eventIdOf(body))).toBe(1);
+    expect(await eventRow(retried.id)).toBeTruthy();
   });
 
-  it("step 2 with the claim release failing too: the claim lapses and a later retry enqueues", async () => {
+  it("Queue send stalls → 503 within the storage budget, before the providers' deadline; the late send and the retry make one event", async () => {
     const body = seismicBody();
-    const failQueue = failing(1);
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => failQueue());
-    const db = faultyD1(env.DB, failing(1, (sql) => sql.includes("SET claimed_at = NULL")));
-    expect((await sendWith(await seismicRequest(body), { DB: db, EVENTS_QUEUE: queue })).status).toBe(503);
-    // A retry inside the lease is told to come back; nothing is enqueued twice.
-    expect(await errorOf(await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue }))).toMatchObject({ code: "in_progress" });
-    // Age the claim past its lease, as time would.
-    await env.DB.prepare("UPDATE events SET claimed_at = claimed_at - 60000 WHERE event_id = ?").bind(eventIdOf(body)).run();
-    const retried = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(retried.status).toBe("accepted");
-    expect(accepted).toHaveLength(1);
+    let stall = true;
+    const slow = faultyQueue(events.queue, async () => {
+      if (stall) await sleep(2_000);
+    });
+    const ctx = createExecutionContext();
+    const started = Date.now();
+    const response = await worker.fetch(await seismicRequest(body), { ...env, EVENTS_QUEUE: slow.queue, STORAGE_BUDGET_MS: "300" } as Env, ctx);
+    expect(Date.now() - started).toBeLessThan(3_000); // the providers' deadline, not a speed target
+    expect(response.status).toBe(503);
+    expect(response.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await errorOf(response)).toMatchObject({ code: "storage_timeout" });
+
+    // The stalled send completes in the background; the provider's retry sends a second copy.
+    await waitOnExecutionContext(ctx);
+    stall = false;
+    await sendWith(await seismicRequest(body), { EVENTS_QUEUE: slow.queue });
+    expect(events.accepted).toHaveLength(2);
+    const downstreamHits = downstream("https://alpha.test/hook");
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(await storedCount(eventIdOf(body))).toBe(1);
+    expect(downstreamHits).toHaveLength(1);
+  }, 15_000);
+
+  it("D1 fails in the consumer's store step → the message is retried with its body; nothing is lost", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = zuddlBody();
+    const { id: key } = await post(await zuddlRequest(body));
+    const down = faultyD1(env.DB, () => {
+      throw new Error("injected D1 fault");
+    });
+    const failed = await consume(events.accepted, { DESTINATIONS: ALPHA, DB: down });
+    expect(failed.acked).toEqual([]);
+    expect(failed.retried).toEqual([expect.objectContaining({ msgId: "msg-0" })]);
+    expect(await eventRow(key)).toBeNull();
+    expect(alpha).toHaveLength(0);
+
+    // The queue redelivers the same message, body and all.
+    const retried = await consume(events.accepted, { DESTINATIONS: ALPHA }, { attempts: 2 });
+    expect(retried.acked).toEqual(["msg-0"]);
+    expect(await eventRow(key)).toMatchObject({ body, status: "delivered" });
+    expect(alpha).toHaveLength(1);
   });
 
-  it("step 3: marking enqueued fails → still 200 (stored and queued); the consumer repairs the mark", async () => {
-    const body = zuddlBody();
-    const { queue, accepted } = faultyQueue(env.EVENTS_QUEUE, () => undefined);
-    const db = faultyD1(env.DB, failing(1, (sql) => sql.includes("SET enqueued_at")));
-    const first = (await (await sendWith(await zuddlRequest(body), { DB: db, EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(first.status).toBe("accepted");
-    // The real consumer (declared in wrangler.toml) receives the message and records it as enqueued.
-    await expect.poll(() => countRows("SELECT count(*) AS n FROM events WHERE key = ? AND enqueued_at IS NOT NULL", first.id), { timeout: 10_000 }).toBe(1);
-    const again = (await (await sendWith(await zuddlRequest(body), { EVENTS_QUEUE: queue })).json()) as Ack;
-    expect(again.status).toBe("duplicate");
-    expect(accepted).toHaveLength(1);
+  it("one message D1 cannot store does not hold up its batch-mates: it alone comes back", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const good = await post(await zuddlRequest(zuddlBody()));
+    await post(await zuddlRequest(zuddlBody()));
+    const [first, second] = events.accepted;
+    // A message D1 refuses (a bug's shape: a required field missing), between two good ones.
+    const poison = { ...second!, event: { ...second!.event!, verifiedWith: null } } as unknown as QueuedEvent;
+    const last = await post(await zuddlRequest(zuddlBody()));
+    const result = await consume([first!, poison, events.accepted[2]!], { DESTINATIONS: ALPHA });
+    expect(result.acked.sort()).toEqual(["msg-0", "msg-2"]);
+    expect(result.retried).toEqual([expect.objectContaining({ msgId: "msg-1" })]);
+    expect(alpha.map((r) => r.headers.get("webhook-id")).sort()).toEqual([good.id, last.id].sort());
+  });
+
+  it("a message that cannot be read is logged and acked, without failing its batch", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const { id } = await post(await zuddlRequest(zuddlBody()));
+    const result = await consume([{ nonsense: true } as unknown as QueuedEvent, events.accepted[0]!], { DESTINATIONS: ALPHA });
+    expect(result.acked.sort()).toEqual(["msg-0", "msg-1"]);
+    expect(alpha.map((r) => r.headers.get("webhook-id"))).toEqual([id]);
+  });
+
+  it("a message that used up its retries: the dead-letter consumer stores its event, body and all, and the sweep delivers it", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = seismicBody();
+    const { id: key } = await post(await seismicRequest(body));
+    const result = await consume(events.accepted, {}, { queue: "edgehook-dead-letters", ids: ["exhausted"], attempts: 1 });
+    expect(result.ackAll || result.acked.includes("exhausted")).toBe(true);
+    expect(await eventRow(key)).toMatchObject({ body, status: "received", owner: null });
+    expect(await countRows("SELECT count(*) AS n FROM dead_letters WHERE message_id = 'exhausted' AND event_key = ?", key)).toBe(1);
+
+    const sent = events.accepted.length;
+    await runCron(new Date(Date.now() + 61_000), { DESTINATIONS: ALPHA, RECONCILE_AFTER_SECONDS: "60" });
+    const swept = events.accepted.slice(sent);
+    expect(swept).toEqual([{ eventKey: key }]);
+    await consume(swept, { DESTINATIONS: ALPHA });
+    expect(alpha).toHaveLength(1);
+    expect(alpha[0]!.body).toBe(body);
+    expect(deadLetters.accepted).toEqual([]);
+  });
+
+  it("an owner that used up its retries while holding the lease: the dead-letter consumer releases it, and the sweep delivers the event", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const { id: key } = await post(await zuddlRequest(zuddlBody()));
+    await consume(events.accepted, { DESTINATIONS: ALPHA, DB: crashingAfterCommit(env.DB) }, { ids: ["owner"] });
+    expect(await eventRow(key)).toMatchObject({ lease_by: "owner" });
+    await consume(events.accepted, {}, { queue: "edgehook-dead-letters", ids: ["owner"] });
+    expect(await eventRow(key)).toMatchObject({ lease_by: null, lease_until: null, owner: "owner", status: "queued" });
+
+    const sent = events.accepted.length;
+    await runCron(new Date(Date.now() + 61_000), { DESTINATIONS: ALPHA, RECONCILE_AFTER_SECONDS: "60" });
+    await consume(events.accepted.slice(sent), { DESTINATIONS: ALPHA });
+    expect(alpha).toHaveLength(1);
   });
 
   it("quarantine write fails → 503 so the signed payload is retried, not lost", async () => {
     const body = '{"not": "an envelope"';
-    const db = faultyD1(env.DB, failing(1, (sql) => sql.includes("INSERT INTO quarantine")));
+    const db = faultyD1(env.DB, (sql) => {
+      if (sql.includes("INSERT INTO quarantine")) throw new Error("injected fault");
+    });
     const response = await sendWith(await seismicRequest(body), { DB: db });
     expect(await errorOf(response)).toMatchObject({ code: "quarantine_unavailable" });
   });
-
-  it("answers 503 within the storage budget when D1 stalls, instead of timing out", async () => {
-    const body = seismicBody();
-    let stalled = false;
-    const db = faultyD1(env.DB, async () => {
-      if (!stalled) await sleep(2_500);
-      stalled = true;
-    });
-    const ctx = createExecutionContext();
-    const started = Date.now();
-    const response = await worker.fetch(await seismicRequest(body), { ...env, DB: db, STORAGE_BUDGET_MS: "300" } as Env, ctx);
-    expect(Date.now() - started).toBeLessThan(3_000); // the providers' deadline, not a speed target
-    expect(await errorOf(response)).toMatchObject({ code: "storage_timeout" });
-
-    // The stalled writes finish in the background; the provider's retry then finds the event complete.
-    await waitOnExecutionContext(ctx);
-    const retried = (await (await send(await seismicRequest(body))).json()) as Ack;
-    expect(retried.status).toBe("duplicate");
-    expect(await storedCount(eventIdOf(body))).toBe(1);
-  }, 15_000);
 });
 
+describe("bodies too large for one queue message", () => {
+  it("are stored in D1 before the answer and sent by key; 1 MiB is accepted, stored and forwarded byte for byte", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = largeBody(1_000_000);
+    expect(new TextEncoder().encode(body).byteLength).toBeLessThanOrEqual(1024 * 1024);
+    const ack = await post(await seismicRequest(body));
+    expect(ack.status).toBe("accepted");
+    expect(events.accepted).toEqual([{ eventKey: ack.id }]);
+    expect(await eventRow(ack.id)).toMatchObject({ body, status: "received", owner: null });
+
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(alpha).toHaveLength(1);
+    expect(alpha[0]!.body).toBe(body);
+    expect(await eventRow(ack.id)).toMatchObject({ status: "delivered" });
+  });
+
+  it("are measured as the queue measures a message: the JSON text, escapes included", async () => {
+    // Under the limit as a body, over it once its quotes are escaped again inside the message.
+    const quoted = largeBody(MAX_QUEUE_MESSAGE_BYTES / 3, '"');
+    expect(quoted.length).toBeLessThan(MAX_QUEUE_MESSAGE_BYTES);
+    await post(await seismicRequest(quoted));
+    expect(events.accepted.at(-1)).not.toHaveProperty("event");
+    // Just under the limit: the message carries it.
+    const fits = largeBody(MAX_QUEUE_MESSAGE_BYTES - 2_000);
+    await post(await seismicRequest(fits));
+    expect(events.accepted.at(-1)).toHaveProperty("event.body", fits);
+  });
+
+  it("D1 fails → 503 and nothing enqueued; the Queue fails after the insert → 503, and the retry delivers it once", async () => {
+    const alpha = downstream("https://alpha.test/hook");
+    const body = largeBody(200_000);
+    const down = faultyD1(env.DB, () => {
+      throw new Error("injected D1 fault");
+    });
+    const failed = await sendWith(await seismicRequest(body), { DB: down, EVENTS_QUEUE: events.queue });
+    expect(await errorOf(failed)).toMatchObject({ code: "storage_unavailable" });
+    expect(events.accepted).toHaveLength(0);
+
+    let fail = true;
+    const flaky = faultyQueue(events.queue, () => {
+      if (fail) throw new Error("injected fault");
+    });
+    const queueDown = await sendWith(await seismicRequest(body), { EVENTS_QUEUE: flaky.queue });
+    expect(await errorOf(queueDown)).toMatchObject({ code: "queue_unavailable" });
+    expect(await storedCount(eventIdOf(body))).toBe(1);
+    fail = false;
+    const ack = (await (await sendWith(await seismicRequest(body), { EVENTS_QUEUE: flaky.queue })).json()) as Ack;
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(alpha).toHaveLength(1);
+    expect(await storedCount(eventIdOf(body))).toBe(1);
+    expect(await eventRow(ack.id)).toMatchObject({ status: "delivered" });
+  });
+});

@@ -1,11 +1,14 @@
 /**
- * Binding wrappers that make the outside world (D1, the Queue) fail or stall on demand.
- * Used only by tests: production code never sees a fault switch.
+ * Binding wrappers that make the outside world (D1, the Queue) fail or stall on demand, or count
+ * what it is asked. Used only by tests and benchmarks: production code never sees a fault switch.
  */
 type Gate = (sql: string) => Promise<void> | void;
 
-/** A D1Database whose statements pass through `gate` (which may throw or wait) first. */
-export function faultyD1(db: D1Database, gate: Gate): D1Database {
+/**
+ * A D1Database whose statements pass through `gate` (which may throw or wait) first, and which
+ * calls `onTransaction` once per round trip (a batch, or one statement on its own).
+ */
+export function faultyD1(db: D1Database, gate: Gate, onTransaction: () => void = () => undefined): D1Database {
   const inner = new WeakMap<object, { statement: D1PreparedStatement; sql: string }>();
   const wrap = (statement: D1PreparedStatement, sql: string): D1PreparedStatement => {
     const proxy = new Proxy(statement, {
@@ -14,6 +17,7 @@ export function faultyD1(db: D1Database, gate: Gate): D1Database {
         if (prop === "run" || prop === "first" || prop === "all" || prop === "raw") {
           return async (...args: unknown[]) => {
             await gate(sql);
+            onTransaction();
             return (target[prop] as (...a: unknown[]) => unknown).apply(target, args);
           };
         }
@@ -29,6 +33,7 @@ export function faultyD1(db: D1Database, gate: Gate): D1Database {
     batch: async (statements: D1PreparedStatement[]) => {
       const real = statements.map((s) => inner.get(s)!);
       for (const { sql } of real) await gate(sql);
+      onTransaction();
       return db.batch(real.map((r) => r.statement));
     },
     exec: (sql: string) => db.exec(sql),
@@ -58,7 +63,7 @@ export function faultyQueue<T>(queue: Queue<T>, gate: () => Promise<void> | void
 }
 
 /**
- * A D1 whose batch reads hand back matching event rows broken: reading their `body` throws, as a
+ * A D1 whose batch reads hand back matching event rows broken: reading their `type` throws, as a
  * bug or a corrupt row would, while the stored row stays intact.
  */
 export function breakingEventRows(db: D1Database, breaks: (key: string) => boolean): D1Database {
@@ -67,9 +72,9 @@ export function breakingEventRows(db: D1Database, breaks: (key: string) => boole
     batch: async (statements: D1PreparedStatement[]) => {
       const results = await db.batch(statements);
       for (const result of results) {
-        for (const row of result.results as { key?: unknown; body?: unknown }[]) {
-          if (typeof row.key === "string" && "body" in row && breaks(row.key)) {
-            Object.defineProperty(row, "body", { get: () => { throw new TypeError("injected: unreadable event row"); } });
+        for (const row of result.results as { key?: unknown; type?: unknown }[]) {
+          if (typeof row.key === "string" && "type" in row && breaks(row.key)) {
+            Object.defineProperty(row, "type", { get: () => { throw new TypeError("injected: unreadable event row"); } });
           }
         }
       }
@@ -81,3 +86,22 @@ export function breakingEventRows(db: D1Database, breaks: (key: string) => boole
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A Queue that only records what it is sent (tests then run the consumer on it themselves). */
+export function recordingQueue<T>() {
+  return faultyQueue<T>({ send: async () => undefined, sendBatch: async () => undefined } as unknown as Queue<T>, () => undefined);
+}
+
+/**
+ * A D1 whose batches commit and then fail, as if the consumer's isolate died right after D1
+ * answered: what was written stays written, and the caller goes no further with it.
+ */
+export function crashingAfterCommit(db: D1Database): D1Database {
+  return {
+    prepare: (sql: string) => db.prepare(sql),
+    batch: async (statements: D1PreparedStatement[]) => {
+      await db.batch(statements);
+      throw new Error("the isolate died here");
+    },
+  } as unknown as D1Database;
+}

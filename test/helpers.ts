@@ -1,9 +1,13 @@
 /** Test helpers: sign like the providers do, and call the Worker's real handlers. */
-import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import worker from "../src/index";
-import type { Env } from "../src/env";
+import type { Env, QueuedEvent } from "../src/env";
 import { recordAdmin } from "./api-contract";
+import { recordingQueue } from "./faults";
+
+/** The entry point as the runtime sees it (our handlers ignore the execution context). */
+export const handlers: ExportedHandler<Env, QueuedEvent> = worker;
 
 export const ADMIN = { authorization: `Bearer ${env.ADMIN_TOKEN}` };
 
@@ -84,6 +88,41 @@ export async function sendWith(request: Request, bindings: Partial<Env>): Promis
   const response = await worker.fetch(request, { ...env, ...bindings } as Env, ctx);
   await waitOnExecutionContext(ctx);
   return recordAdmin(request, response);
+}
+
+/** A message as the queue hands it to the consumer: the same id on every redelivery. */
+export interface Delivered {
+  id: string;
+  body: QueuedEvent;
+  attempts?: number;
+}
+
+/** Runs the Worker's queue handler on these messages and reports what it acked and retried. */
+export async function runQueue(queue: string, messages: Delivered[], bindings: Partial<Env> = {}) {
+  const batch = createMessageBatch<QueuedEvent>(
+    queue,
+    messages.map(({ id, body, attempts = 1 }) => ({ id, timestamp: new Date(), attempts, body })),
+  );
+  const ctx = createExecutionContext();
+  await handlers.queue!(batch, { ...env, ...bindings } as Env, ctx);
+  const result = await getQueueResult(batch, ctx);
+  return { acked: result.explicitAcks, retried: result.retryMessages, ackAll: result.ackAll, retryBatch: result.retryBatch };
+}
+
+/**
+ * Through the fetch handler, then the queue handler on what it enqueued, so the event is stored
+ * (and delivered) when this returns rather than after the queue's batch window.
+ */
+export async function sendAndConsume(request: Request, bindings: Partial<Env> = {}): Promise<Response> {
+  const events = recordingQueue<QueuedEvent>();
+  const response = await sendWith(request, { ...bindings, EVENTS_QUEUE: events.queue });
+  await consumeAll(events.accepted, bindings);
+  return response;
+}
+
+/** Runs the consumer on messages a test captured, each under a fresh message id. */
+export async function consumeAll(bodies: QueuedEvent[], bindings: Partial<Env> = {}) {
+  return runQueue("edgehook-events", bodies.map((body) => ({ id: crypto.randomUUID(), body })), bindings);
 }
 
 export async function errorOf(response: Response): Promise<{ code: string; message: string; path?: string }> {

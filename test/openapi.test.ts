@@ -12,7 +12,7 @@ import { describe, expect, it } from "vitest";
 import { adminRoutes } from "../src/admin/routes";
 import { checkedAnswers, checkRecorded, servedDocument, type OpenApiDocument } from "./api-contract";
 import { faultyQueue } from "./faults";
-import { accept, admin, bindings, consume, downstream, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, bindings, consume, downstream, events, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, hmacHex, send, sendWith, seismicBody, seismicRequest, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -62,8 +62,8 @@ describe("GET /admin/openapi.json", () => {
     downstream("https://beta.test/hook", [410]);
     downstream("https://gamma.test/hook");
     const key = await accept(await seismicRequest(seismicBody()));
-    await consume([{ eventKey: key }]);
-    await consume([{ eventKey: key, destinations: ["alpha"] }], {}, "edgehook-dead-letters");
+    await consume(events.accepted);
+    await consume([{ eventKey: key, destinations: ["alpha"] }], {}, { queue: "edgehook-dead-letters" });
     const held = await quarantined();
     const stuck = await quarantined();
     const invalidDestinations = { DESTINATIONS: [{ name: "bad name", url: "ftp://x" }] };

@@ -8,8 +8,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import type { QueuedEvent } from "../src/env";
 import { schemaMismatch } from "../src/providers/provider";
 import { seismic } from "../src/providers/seismic";
-import { faultyQueue } from "./faults";
-import { ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendWith, seismicBody, seismicRequest, uniqueId, webhookRequest } from "./helpers";
+import { faultyQueue, recordingQueue } from "./faults";
+import { ADMIN, adminGet, consumeAll, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, uniqueId, webhookRequest } from "./helpers";
 
 const BASE = "https://edgehook.test";
 
@@ -65,11 +65,12 @@ async function expectedKey(provider: string, type: string, eventId: string): Pro
   return `evt_${[...digest].map((b) => b.toString(16).padStart(2, "0")).join("").slice(0, 24)}`;
 }
 
-/** POSTs a release with the queue recorded. */
+/** POSTs a release with the queue recorded, then runs the consumer on what it enqueued; `queued`: their event ids. */
 async function release(id: number | string, query = "") {
-  const events = faultyQueue<QueuedEvent>(env.EVENTS_QUEUE, () => undefined);
+  const events = recordingQueue<QueuedEvent>();
   const response = await sendWith(new Request(`${BASE}/admin/quarantine/${id}/release${query}`, { method: "POST", headers: ADMIN }), { EVENTS_QUEUE: events.queue });
-  return { response, queued: events.accepted };
+  await consumeAll(events.accepted);
+  return { response, queued: events.accepted.map((message) => message.eventKey) };
 }
 
 const eventRow = (key: string) => env.DB.prepare("SELECT status, forced, body FROM events WHERE key = ?").bind(key).first<{ status: string; forced: number; body: string }>();
@@ -151,8 +152,8 @@ describe("release", () => {
     const released = (await response.json()) as Release;
     const key = await expectedKey("seismic", version, eventId);
     expect(released).toMatchObject({ id: key, quarantineId: id, forced: false, status: "accepted" });
-    expect(queued).toEqual([{ eventKey: key }]);
-    expect(await eventRow(key)).toEqual({ status: "queued", forced: 0, body });
+    expect(queued).toEqual([key]);
+    expect(await eventRow(key)).toEqual({ status: "delivered", forced: 0, body });
     const event = (await adminGet<{ event: EventView }>(`/admin/events/${key}`)).event;
     expect(event).toMatchObject({ eventId, type: version, knownType: true, forced: false, payloadFormat: "json" });
 
@@ -163,8 +164,8 @@ describe("release", () => {
     expect(again.response.status).toBe(200);
     expect(await again.response.json()).toEqual({ ...released, status: "already_released" });
     expect(again.queued).toEqual([]);
-    // The provider sending the event again is a duplicate of the released one.
-    expect(await (await send(await seismicRequest(body))).json()).toMatchObject({ id: key, status: "duplicate" });
+    // The provider sending the event again gets the released event's id, and it is stored once.
+    expect(await (await sendAndConsume(await seismicRequest(body))).json()).toMatchObject({ id: key, status: "accepted" });
     expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", eventId)).toBe(1);
   });
 
@@ -186,8 +187,8 @@ describe("release", () => {
     expect(response.status).toBe(200);
     const key = await expectedKey("seismic", "livesend-session-summary-v3", (JSON.parse(body) as { id: string }).id);
     expect(await response.json()).toMatchObject({ id: key, quarantineId: id, forced: true, status: "accepted" });
-    expect(queued).toEqual([{ eventKey: key }]);
-    expect(await eventRow(key)).toEqual({ status: "queued", forced: 1, body });
+    expect(queued).toEqual([key]);
+    expect(await eventRow(key)).toEqual({ status: "delivered", forced: 1, body });
     expect((await adminGet<{ event: EventView }>(`/admin/events/${key}`)).event).toMatchObject({ forced: true, knownType: false, payload: JSON.parse(body) });
     expect((await adminGet<{ quarantined: Detail }>(`/admin/quarantine/${id}`)).quarantined.released).toMatchObject({ event: key, forced: true });
   });
@@ -206,7 +207,7 @@ describe("release", () => {
     expect((await adminGet<{ event: EventView }>(`/admin/events/${released.id}`)).event).toMatchObject({
       eventId: `sha256:${detail.sha256}`, type: "unknown", knownType: false, forced: true, payloadFormat: "text", payload: text,
     });
-    const events = faultyQueue<QueuedEvent>(env.EVENTS_QUEUE, () => undefined);
+    const events = recordingQueue<QueuedEvent>();
     const replay = await sendWith(new Request(`${BASE}/admin/events/${released.id}/replay`, { method: "POST", headers: ADMIN }), {
       EVENTS_QUEUE: events.queue,
       DESTINATIONS: [{ name: "all", url: "https://all.test/hook" }, { name: "filtered", url: "https://filtered.test/hook", filter: "$.data" }],
@@ -239,20 +240,24 @@ describe("release", () => {
     const { response, queued } = await release(id, "?force=true");
     const released = (await response.json()) as Release;
     expect(released).toMatchObject({ status: "accepted", forced: true });
-    expect(queued).toEqual([{ eventKey: released.id }]);
+    expect(queued).toEqual([released.id]);
+    expect(await eventRow(released.id)).toMatchObject({ forced: 1 });
   });
 
-  it("two releases at once make one event and one message", async () => {
-    const id = await quarantined(invalidBody());
-    const events = faultyQueue<QueuedEvent>(env.EVENTS_QUEUE, () => undefined);
+  it("two releases at once make one event, under one id", async () => {
+    const body = invalidBody();
+    const id = await quarantined(body);
+    const events = recordingQueue<QueuedEvent>();
     const post = () => sendWith(new Request(`${BASE}/admin/quarantine/${id}/release?force=true`, { method: "POST", headers: ADMIN }), { EVENTS_QUEUE: events.queue });
     const answers = await Promise.all([post(), post()]);
-    const outcomes = await Promise.all(answers.map(async (r) => (r.status === 200 ? ((await r.json()) as Release) : { status: (await errorOf(r)).code, id: null })));
-    // One stored and enqueued it; the other found it done (already released, or a duplicate event
-    // if it recorded the release first) or still in flight (503 in_progress: release again).
-    for (const outcome of outcomes) expect(["accepted", "duplicate", "already_released", "in_progress"]).toContain(outcome.status);
-    expect(events.accepted).toHaveLength(1);
-    expect(new Set(outcomes.flatMap((o) => (o.id ? [o.id] : [])))).toEqual(new Set([events.accepted[0]!.eventKey]));
-    expect((await adminGet<{ quarantined: Detail }>(`/admin/quarantine/${id}`)).quarantined.released?.event).toBe(events.accepted[0]!.eventKey);
+    const outcomes = await Promise.all(answers.map(async (r) => (await r.json()) as Release));
+    // Each enqueued it, or found the other's release recorded; either way the same event.
+    for (const outcome of outcomes) expect(["accepted", "already_released"]).toContain(outcome.status);
+    const key = outcomes[0]!.id;
+    expect(outcomes[1]!.id).toBe(key);
+    expect(new Set(events.accepted.map((m) => m.eventKey))).toEqual(new Set([key]));
+    await consumeAll(events.accepted);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", (JSON.parse(body) as { id: string }).id)).toBe(1);
+    expect((await adminGet<{ quarantined: Detail }>(`/admin/quarantine/${id}`)).quarantined.released?.event).toBe(key);
   });
 });

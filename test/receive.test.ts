@@ -5,7 +5,7 @@ import enrichedLegacy from "./fixtures/seismic-interaction-session-summary-enric
 import livesendV3 from "./fixtures/seismic-livesend-session-summary-v3.json?raw";
 import timeSpent from "./fixtures/zuddl-time-spent-in-session.json?raw";
 import {
-  ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendWith, seismicBody, seismicRequest,
+  ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest,
   streamingRequest, uniqueId, webhookRequest, zuddlBody, zuddlRequest,
 } from "./helpers";
 
@@ -39,7 +39,7 @@ describe("provider samples from the docs", () => {
   for (const [provider, name, body, type, knownType] of cases) {
     it(`accepts ${provider} ${name} and stores it verbatim`, async () => {
       const request = provider === "seismic" ? await seismicRequest(body) : await zuddlRequest(body);
-      const response = await send(request);
+      const response = await sendAndConsume(request);
       expect(response.status).toBe(200);
       const accepted = (await response.json()) as Accepted;
       expect(accepted).toMatchObject({ status: "accepted", type, knownType });
@@ -52,7 +52,7 @@ describe("provider samples from the docs", () => {
 
   it("keeps the quirky dates and obfuscated emails exactly as sent", async () => {
     const body = withFreshId(enrichedLegacy, SAMPLE_IDS.livesend);
-    const accepted = (await (await send(await seismicRequest(body))).json()) as Accepted;
+    const accepted = (await (await sendAndConsume(await seismicRequest(body))).json()) as Accepted;
     const { event } = await adminGet<{ event: { payload: { Data: Record<string, unknown> }; tenant: string } }>(`/admin/events/${accepted.id}`);
     expect(event.payload.Data.SessionEndedAt).toBe("07/14/2024 14:03:45");
     expect(event.payload.Data.InteractionOccurredAt).toBe("0001-01-01T00:00:00");
@@ -291,7 +291,7 @@ describe("health and admin read API", () => {
 
   it("shows one event with its payload", async () => {
     const body = zuddlBody();
-    const { id } = (await (await send(await zuddlRequest(body))).json()) as Accepted;
+    const { id } = (await (await sendAndConsume(await zuddlRequest(body))).json()) as Accepted;
     const { event } = await adminGet<{ event: Record<string, unknown> }>(`/admin/events/${id}`);
     expect(event).toMatchObject({ id, provider: "zuddl", type: "TIME_SPENT_IN_SESSION", tenant: "org-1", verifiedWith: "current", payload: JSON.parse(body) });
     expect(event.status).toMatch(/received|queued|delivered/);
@@ -302,7 +302,7 @@ describe("health and admin read API", () => {
     const type = `PagedTypeV${Date.now()}`;
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const { id } = (await (await send(await seismicRequest(seismicBody({ version: type })))).json()) as Accepted;
+      const { id } = (await (await sendAndConsume(await seismicRequest(seismicBody({ version: type })))).json()) as Accepted;
       ids.push(id);
     }
     const seen: string[] = [];

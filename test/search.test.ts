@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
 import { FEW_MATCHES, MAX_QUERY_CHARS } from "../src/store/search";
-import { ADMIN, adminGet, countRows, errorOf, send, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
+import { ADMIN, adminGet, countRows, errorOf, send, sendAndConsume, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 interface EventList {
   events: { id: string; provider: string; type: string; status: string; tenant: string | null }[];
@@ -34,8 +34,9 @@ const word = (prefix = "w") => `${prefix}${crypto.randomUUID().replaceAll("-", "
 const search = (q: string, filters = "") => adminGet<EventList>(`/admin/events?q=${encodeURIComponent(q)}${filters}`);
 const ids = (list: EventList) => list.events.map((e) => e.id);
 
+/** Accepted and stored: the consumer stores what the request path enqueued (queue-first). */
 async function accept(request: Request): Promise<string> {
-  const response = await send(request);
+  const response = await sendAndConsume(request);
   expect(response.status).toBe(200);
   return ((await response.json()) as { id: string }).id;
 }

@@ -3,7 +3,7 @@ import { loadDestinations, route, type Destination } from "../deliver/destinatio
 import { numberVar, searchEnabled, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { bodyJson, getEvent, type EventFilter, type EventRow } from "../store/events";
+import { bodyJson, getEvent, type EventFilter, type EventRow, type EventSummary } from "../store/events";
 import {
   BULK_REPLAY_LIMIT, DEFAULT_PAGE, MAX_PAGE, REPLAYABLE_STATUSES,
   type AttemptView, type DeliveryView, type EventDetailView, type EventView, type PayloadView,
@@ -198,7 +198,7 @@ export function payloadView(body: string | Uint8Array): PayloadView {
 }
 
 /** The API's shape of an event: camelCase, ISO times, without its body (see eventDetailView). */
-export function eventView(row: Omit<EventRow, "body">): EventView {
+export function eventView(row: EventSummary): EventView {
   return {
     id: row.key,
     provider: row.provider,

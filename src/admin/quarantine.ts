@@ -2,7 +2,7 @@
  * Quarantine as the operator sees it (admin API and console): views, and release into events.
  *
  * A release validates the kept bytes again with today's schemas and, if they pass, accepts them
- * exactly as the request path would have (same id, same store + enqueue). With `force` a payload
+ * exactly as the request path would have (same id, the same Queue send; the consumer stores it). With `force` a payload
  * that still fails is accepted as it is, marked `forced`. The quarantine row stays, recording
  * when it was released, into which event, and whether by force.
  */
@@ -68,17 +68,15 @@ export function quarantineDetailView(row: QuarantineRow): QuarantinedDetailView 
  * and 503 when storage or the queue fails (release again). A second release answers
  * `already_released` with the same event id.
  */
-export async function releaseQuarantined(env: Env, row: QuarantineRow, force: boolean, afterResponse: (work: Promise<unknown>) => void): Promise<ReleaseView> {
+export async function releaseQuarantined(env: Env, row: QuarantineRow, force: boolean): Promise<ReleaseView> {
   const earlier = earlierRelease(row);
   if (earlier) return earlier;
   const { event, body, forced } = readReleasable(row, force);
   const releasedAt = Date.now();
-  // Received now: the claim lease and retention run from it; the row keeps when it first arrived.
-  const { key, status } = await acceptEvent(
-    env,
-    { ...event, provider: row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced },
-    afterResponse,
-  );
+  // Received now: retention and the sweep's clock run from it; the row keeps when it first arrived.
+  const { key } = await acceptEvent(env, {
+    ...event, provider: row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced,
+  });
   const recorded = await markReleased(env.DB, row.id, key, forced, releasedAt).catch(() => {
     throw unavailable("storage_unavailable", `the payload is event ${key} now, but its release was not recorded; release it again`);
   });
@@ -88,7 +86,7 @@ export async function releaseQuarantined(env: Env, row: QuarantineRow, force: bo
     const concurrent = current && earlierRelease(current);
     if (concurrent) return concurrent;
   }
-  return { id: key, quarantineId: row.id, forced, releasedAt: new Date(releasedAt).toISOString(), status };
+  return { id: key, quarantineId: row.id, forced, releasedAt: new Date(releasedAt).toISOString(), status: "accepted" };
 }
 
 function earlierRelease(row: QuarantineRow): ReleaseView | null {

@@ -67,7 +67,7 @@ adminRoutes.get("/quarantine/:id", async (c) => {
 adminRoutes.post("/quarantine/:id/release", async (c) => {
   const force = flagParam(c.req.query("force"), "force") ?? false;
   const row = await requireQuarantined(c.env, c.req.param("id"));
-  const release = await releaseQuarantined(c.env, row, force, (later) => c.executionCtx.waitUntil(later));
+  const release = await releaseQuarantined(c.env, row, force);
   Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
   return c.json(release);
 });

@@ -4,7 +4,7 @@ import { raw } from "hono/html";
 import type { Destination } from "../deliver/destinations";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
-import type { EventRow } from "../store/events";
+import type { EventRow, EventSummary } from "../store/events";
 import { MAX_QUERY_CHARS } from "../store/search";
 import type { QuarantineRow, QuarantineSummary } from "../store/quarantine";
 import { DestinationCharts, successRate, TimelineChart, type Timeline } from "./charts";
@@ -95,7 +95,7 @@ export interface EventFilterValues {
 
 export const EventLog: FC<{
   filters: EventFilterValues;
-  events: Omit<EventRow, "body">[];
+  events: EventSummary[];
   nextCursor: string | null;
   counts: { hour: number; day: number; deadDeliveries: number };
   hour: Timeline;

@@ -22,8 +22,7 @@ const DAY = 24 * HOUR;
 
 /** What the event page says after a release from quarantine led to it. */
 const RELEASE_NOTICES = new Map<string, string>([
-  ["accepted", "Released from quarantine: stored and queued for delivery."],
-  ["duplicate", "Released from quarantine: this event had already been accepted, so nothing new was queued."],
+  ["accepted", "Released from quarantine: queued to be stored and delivered."],
   ["already_released", "That payload had already been released into this event."],
 ] satisfies [ReleaseView["status"], string][]);
 
@@ -164,7 +163,7 @@ consoleRoutes.post("/quarantine/:id/release", async (c) => {
   const form = await c.req.parseBody();
   let release: ReleaseView;
   try {
-    release = await releaseQuarantined(c.env, item, form.force === "true", (later) => c.executionCtx.waitUntil(later));
+    release = await releaseQuarantined(c.env, item, form.force === "true");
   } catch (err) {
     // Still invalid, or not releasable: back to its page saying why, where it can be forced.
     if (err instanceof HttpError && err.status === 422) return c.html(quarantinePage(item, err), 422);

@@ -1,20 +1,31 @@
 /**
- * The delivery path: consume → route → forward → record. Each queue message names one
- * stored event; the consumer sends it to every destination that wants it and has not had
- * it yet, and acks the message only when nothing is left to do for it. Destinations that
- * succeeded are never sent to again by a redelivered message.
+ * The delivery path: store → claim → route → forward → record. The request path's message
+ * carries the event itself; the consumer stores it, then sends it to every destination that
+ * wants it and has not had it yet, and acks the message only when nothing is left to do for it.
+ * Destinations that succeeded are never sent to again by a redelivered message.
  *
- * Storage is per batch, not per message: one D1 read before forwarding and one D1 write
- * after (D1 runs one query at a time, so transactions per event bound the gateway's rate).
+ * Exactly one owner per event: copies of one provider event (the provider's redeliveries, a
+ * retry after a 503) arrive as separate messages. The message whose insert created the row owns
+ * delivery, and its own retries recognise themselves by message id; every other copy is acked
+ * as a duplicate without forwarding anything. Messages that name a stored event (the sweep, a
+ * replay, a body too large for a message) deliver what D1 says is due. Either way one message
+ * at a time holds the event's delivery lease, so two messages never forward an event at once.
  *
- * One message never affects another: anything thrown while handling a message (a bug, a
- * corrupt row) is recorded on its event and retries that message alone, and a failed write
- * of the batch falls back to writing message by message, so a batch-mate whose forwards
- * were recorded is acked, not forwarded again.
+ * Storage is per batch, not per message: one D1 batch before forwarding (store, lease, read) and
+ * one after (record); D1 runs one query at a time, so transactions per event bound the rate.
+ *
+ * One message never affects another: a message that cannot be read is logged and acked, a
+ * store or a record that fails for the batch is retried message by message (so only the message
+ * that cannot be written comes back, with its body), and anything thrown while delivering a
+ * message is recorded on its event and retries that message alone.
  */
 import { numberVar, type Env, type QueuedEvent } from "../env";
-import { FINISHED, loadForDelivery, NOT_COUNTED, recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round } from "../store/deliveries";
-import { bodyJson, markWaiting, type EventRow, type EventStatus } from "../store/events";
+import { isRecord } from "../providers/provider";
+import {
+  claimForDelivery, FINISHED, holdForConfiguration, NOT_COUNTED, recordRounds,
+  type AttemptRecord, type Claim, type Claimed, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
+} from "../store/deliveries";
+import { bodyJson, type EventRow, type EventStatus } from "../store/events";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 import { limiter, type Limiter } from "./limiter";
@@ -32,6 +43,12 @@ const MAX_OPEN_FORWARDS = 6;
 const DEFAULT_MAX_FORWARDS_PER_BATCH = 40;
 /** A message whose forwards did not fit in this batch comes back this soon. */
 const DEFERRED_DELAY_SECONDS = 1;
+/**
+ * How long a message may hold an event's delivery lease: a queue consumer's wall-clock limit
+ * (15 minutes), so a lease never lapses under a round that is still running. A holder's own
+ * retry takes it back at once; only a message lost while holding it makes others wait this long.
+ */
+export const LEASE_MS = 15 * 60_000;
 /** Kept on the event while DESTINATIONS is invalid; the reconciliation sweep re-enqueues it once fixed. */
 export const WAITING_FOR_CONFIGURATION = "DESTINATIONS is invalid; the event waits and is re-enqueued by the reconciliation sweep once it is fixed";
 
@@ -39,8 +56,10 @@ type Decision = { ack: true } | { ack: false; delaySeconds: number };
 
 interface Plan {
   decision: Decision;
-  /** What to record; null when the message changed nothing (its event is gone, or nothing was due). */
+  /** What to record; null when the message did not deliver (a duplicate, its event gone or busy, or not stored). */
   round: Round | null;
+  /** What became of the message, for the batch's log line. */
+  outcome: "round" | "duplicate" | "event_not_found" | "busy" | "not_stored" | "failed";
 }
 
 interface RetryPolicy {
@@ -59,65 +78,132 @@ interface ForwardBudget {
 }
 
 export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
-  const keys = batch.messages.map((m) => m.body.eventKey);
-  const config = loadDestinations(env);
-  if (!config.ok) {
-    // Waiting for a fix must not use up queue retries: ack, say why on the events, and let the
-    // sweep re-enqueue them (they stay unfinished in D1, so nothing is lost).
-    console.error(JSON.stringify({ queue: batch.queue, outcome: "invalid_destinations", errors: config.errors, events: keys.length }));
-    await markWaiting(env.DB, keys, WAITING_FOR_CONFIGURATION).catch(() => undefined);
-    batch.ackAll();
-    return;
-  }
-  const now = Date.now();
   const retry: RetryPolicy = {
     maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
     baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
     maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
   };
-  let loaded: Awaited<ReturnType<typeof loadForDelivery>>;
-  try {
-    loaded = await loadForDelivery(env.DB, keys);
-  } catch (err) {
-    // Nothing was forwarded yet: every message simply comes back.
-    console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
-    for (const message of batch.messages) message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
+  const messages: Message<QueuedEvent>[] = [];
+  for (const message of batch.messages) {
+    if (readableMessage(message.body)) messages.push(message);
+    else {
+      // Only our own code sends here, so this is a bug; a retry could never read it either.
+      console.error(JSON.stringify({ queue: batch.queue, messageId: message.id, outcome: "unreadable_message" }));
+      message.ack();
+    }
+  }
+  if (messages.length === 0) return;
+  const claims = messages.map(claimOf);
+  const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
+
+  const config = loadDestinations(env);
+  if (!config.ok) {
+    // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
+    // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
+    console.error(JSON.stringify({ queue: batch.queue, outcome: "invalid_destinations", errors: config.errors, events: claims.length }));
+    try {
+      await holdForConfiguration(env.DB, claims, WAITING_FOR_CONFIGURATION);
+      for (const message of messages) message.ack();
+    } catch (err) {
+      console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
+      for (const message of messages) retryLater(message);
+    }
     return;
   }
+
+  const now = Date.now();
+  // Per message id: its event and lease, null (a copy, or gone), or absent (could not be stored).
+  const claimed = await claimEach(env.DB, claims, now);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
     metrics: env.METRICS,
   };
-  const plans = await mapLimited(batch.messages, MESSAGE_CONCURRENCY, async (message): Promise<Plan> => {
-    const stored = loaded.get(message.body.eventKey);
+  const plans = await mapLimited(messages, MESSAGE_CONCURRENCY, async (message): Promise<Plan> => {
+    const backoff = backoffSeconds(message.attempts, retry);
+    // Not stored (or its lease not known): it comes back with its body, and nothing was forwarded.
+    if (!claimed.has(message.id)) return { decision: { ack: false, delaySeconds: backoff }, round: null, outcome: "not_stored" };
+    const stored = claimed.get(message.id);
     if (!stored) {
-      console.log(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "event_not_found" }));
-      return { decision: { ack: true }, round: null };
+      // A copy: an earlier copy's insert created the row and owns delivery (or the provider event
+      // is stored under the key it had before keys were derived). Or a stored event that is gone.
+      if (!message.body.event) console.log(JSON.stringify({ queue: batch.queue, eventKey: message.body.eventKey, outcome: "event_not_found" }));
+      return { decision: { ack: true }, round: null, outcome: message.body.event ? "duplicate" : "event_not_found" };
+    }
+    const { event } = stored;
+    if (event.lease_by !== message.id) {
+      // Another message is delivering it now: come back once that round is likely done.
+      const leftSeconds = Math.ceil(((event.lease_until ?? now) - now) / 1000);
+      return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
     try {
-      return await deliverEvent(stored.event, stored.deliveries, config.destinations, retry, budget, now);
+      return await deliverEvent(message.id, event, stored.deliveries, config.destinations, retry, budget, now);
     } catch (err) {
-      return failedRound(stored.event.key, err, backoffSeconds(message.attempts, retry));
+      return failedRound(event.key, message.id, err, backoff);
     }
   });
   await sendDeadLetters(env, plans);
   const unrecorded = await record(env.DB, plans, now);
+  let acked = 0;
   plans.forEach((plan, i) => {
-    const message = batch.messages[i]!;
-    if (unrecorded.has(plan)) message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
-    else if (plan.decision.ack) message.ack();
-    else message.retry({ delaySeconds: plan.decision.delaySeconds });
+    const message = messages[i]!;
+    if (unrecorded.has(plan)) retryLater(message);
+    else if (plan.decision.ack) {
+      message.ack();
+      acked++;
+    } else message.retry({ delaySeconds: plan.decision.delaySeconds });
   });
+  // One line per batch; a line per event only where something was attempted or went wrong.
+  const outcomes: Record<string, number> = {};
+  for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
+  console.log(JSON.stringify({ queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size }));
+}
+
+/** A message the consumers can act on: names an event, and if it carries one, it has a body. */
+export function readableMessage(body: unknown): body is QueuedEvent {
+  if (!isRecord(body) || typeof body.eventKey !== "string") return false;
+  return body.event === undefined || (isRecord(body.event) && typeof body.event.body === "string");
+}
+
+function claimOf(message: Message<QueuedEvent>): Claim {
+  const { eventKey, event } = message.body;
+  return {
+    messageId: message.id,
+    eventKey,
+    ...(event && { arrival: { event: { ...event, key: eventKey }, enqueuedAt: message.timestamp.getTime() } }),
+  };
+}
+
+/**
+ * Stores and leases the whole batch in one D1 batch; if that fails, message by message, so one
+ * message that cannot be stored costs only itself a retry (with its body: nothing is lost).
+ * A message missing from the result was not stored.
+ */
+async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<Map<string, Claimed | null>> {
+  try {
+    return await claimForDelivery(db, claims, now, now + LEASE_MS);
+  } catch (err) {
+    console.error(JSON.stringify({ queue: "deliver", outcome: "claim_batch_failed", error: String(err) }));
+  }
+  const claimed = new Map<string, Claimed | null>();
+  for (const claim of claims) {
+    try {
+      for (const [messageId, value] of await claimForDelivery(db, [claim], now, now + LEASE_MS)) claimed.set(messageId, value);
+    } catch (err) {
+      console.error(JSON.stringify({ queue: "deliver", eventKey: claim.eventKey, messageId: claim.messageId, outcome: "claim_failed", error: String(err) }));
+    }
+  }
+  return claimed;
 }
 
 /** A message that threw: its event shows the error, and it alone is retried. */
-function failedRound(eventKey: string, err: unknown, delaySeconds: number): Plan {
+function failedRound(eventKey: string, messageId: string, err: unknown, delaySeconds: number): Plan {
   const error = `delivery round failed: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`.slice(0, 500);
   console.error(JSON.stringify({ queue: "deliver", eventKey, outcome: "message_error", error }));
   return {
     decision: { ack: false, delaySeconds },
-    round: { eventKey, records: [], closed: [], eventStatus: null, deadLettered: [], error },
+    round: { eventKey, messageId, records: [], closed: [], eventStatus: null, deadLettered: [], error },
+    outcome: "failed",
   };
 }
 
@@ -158,7 +244,7 @@ async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
 }
 
 async function deliverEvent(
-  event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], retry: RetryPolicy, budget: ForwardBudget, now: number,
+  messageId: string, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], retry: RetryPolicy, budget: ForwardBudget, now: number,
 ): Promise<Plan> {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
@@ -189,19 +275,20 @@ async function deliverEvent(
   // Dead deliveries go to the dead-letter queue once (again, if an earlier send of it failed).
   const deadLettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
 
-  console.log(JSON.stringify({
-    queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
-    attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
-    ...(closed.length && { closed: closed.map((c) => ({ destination: c.destination, status: c.status })) }),
-  }));
-  // Also records the enqueue when the request path's own write of it failed, and clears an earlier error.
-  const changed = records.length > 0 || closed.length > 0 || deadLettered.length > 0 || event.status !== eventStatus
-    || event.enqueued_at === null || event.last_error !== null;
+  if (records.length || closed.length) {
+    console.log(JSON.stringify({
+      queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
+      attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
+      ...(closed.length && { closed: closed.map((c) => ({ destination: c.destination, status: c.status })) }),
+    }));
+  }
+  // Always recorded, even when nothing changed: the round releases the event's lease.
   return {
     decision: waitMs.length === 0
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
-    round: changed ? { eventKey: event.key, records, closed, eventStatus, deadLettered, error: null } : null,
+    round: { eventKey: event.key, messageId, records, closed, eventStatus, deadLettered, error: null },
+    outcome: "round",
   };
 }
 

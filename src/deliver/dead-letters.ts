@@ -1,33 +1,52 @@
 /**
  * The dead-letter queue's consumer: records every message that arrives there in D1, so nothing
  * leaves the system unrecorded (a dead-letter queue nobody consumes deletes its messages when
- * their retention ends). Event messages that used up the queue's retries stay unfinished in D1,
- * where the reconciliation sweep finds them again.
+ * their retention ends). An event message that used up the queue's retries before the consumer
+ * stored its event still carries it: it is stored here, body and all, as an unfinished event.
+ * Unfinished events in D1 are what the reconciliation sweep finds and enqueues again.
  */
 import type { Env, QueuedEvent } from "../env";
-import { recordDeadLetters } from "../store/dead-letters";
+import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
+import { readableMessage } from "./consumer";
 
 /** The dead-letter queue's name in wrangler.toml; its batches come to this consumer. */
 export const DEAD_LETTER_QUEUE_NAME = "edgehook-dead-letters";
+/** A message that could not be recorded comes back after this long (D1 is likely down). */
+const RECORD_RETRY_SECONDS = 30;
 
 export async function consumeDeadLetters(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
   const receivedAt = Date.now();
-  const letters = batch.messages
-    .filter((message) => typeof message.body?.eventKey === "string")
-    .map((message) => ({
-      messageId: message.id,
-      eventKey: message.body.eventKey,
-      destinations: message.body.destinations ?? null,
-      attempts: message.attempts,
-      receivedAt,
-    }));
-  try {
-    await recordDeadLetters(env.DB, letters);
-  } catch (err) {
-    console.error(JSON.stringify({ queue: batch.queue, outcome: "dead_letter_record_failed", error: String(err) }));
-    batch.retryAll({ delaySeconds: 30 });
-    return;
+  const letters: { message: Message<QueuedEvent>; letter: DeadLetter }[] = [];
+  for (const message of batch.messages) {
+    if (!readableMessage(message.body)) {
+      console.error(JSON.stringify({ queue: batch.queue, messageId: message.id, outcome: "unreadable_message" }));
+      message.ack();
+      continue;
+    }
+    const { eventKey, event, destinations } = message.body;
+    letters.push({
+      message,
+      letter: {
+        messageId: message.id, eventKey, destinations: destinations ?? null, attempts: message.attempts, receivedAt,
+        carried: event ? { event: { ...event, key: eventKey }, enqueuedAt: message.timestamp.getTime() } : null,
+      },
+    });
   }
-  console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, unreadable: batch.messages.length - letters.length }));
-  batch.ackAll();
+  try {
+    await recordDeadLetters(env.DB, letters.map(({ letter }) => letter));
+    for (const { message } of letters) message.ack();
+  } catch (err) {
+    // One letter D1 refuses must not hold up the rest: record them one by one.
+    console.error(JSON.stringify({ queue: batch.queue, outcome: "dead_letter_batch_failed", error: String(err) }));
+    for (const { message, letter } of letters) {
+      try {
+        await recordDeadLetters(env.DB, [letter]);
+        message.ack();
+      } catch (err) {
+        console.error(JSON.stringify({ queue: batch.queue, eventKey: letter.eventKey, outcome: "dead_letter_record_failed", error: String(err) }));
+        message.retry({ delaySeconds: RECORD_RETRY_SECONDS });
+      }
+    }
+  }
+  console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, withEvent: letters.filter(({ letter }) => letter.carried).length }));
 }

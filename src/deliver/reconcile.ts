@@ -1,8 +1,10 @@
 /**
  * The reconciliation sweep (on the cron): finds events the delivery path has lost track of
  * and enqueues them again. Queue retries cannot do this alone: a message can be lost (a local
- * queue across a restart, a send that failed after the row was written), acked while the
- * configuration was invalid, or dropped after the dead-letter queue's retention.
+ * queue across a restart, a send that failed after a large body was written), acked while the
+ * configuration was invalid, or used up its retries (the dead-letter consumer then stores the
+ * event it carried, unfinished). An event not yet stored lives only in the queue: its own
+ * retries and the dead-letter consumer are what keep it.
  */
 import { numberVar, type Env } from "../env";
 import { findStranded, markProgress } from "../store/events";
@@ -15,7 +17,7 @@ const SEND_BATCH = 100;
 
 export async function reconcile(env: Env, now: number): Promise<{ requeued: number }> {
   const idleMs = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS) * 1000;
-  const keys = await findStranded(env.DB, now - idleMs, SWEEP_LIMIT);
+  const keys = await findStranded(env.DB, now - idleMs, now, SWEEP_LIMIT);
   for (let i = 0; i < keys.length; i += SEND_BATCH) {
     const chunk = keys.slice(i, i + SEND_BATCH);
     // Marked before the send: a failed send waits one more window, a sent one is never sent twice by the next sweep.

@@ -1,15 +1,17 @@
 /**
  * The request path, in the order a request meets it:
  * receive (bounded body) → verify (HMAC, current and old secrets) → challenge? → validate →
- * store (D1) + enqueue (Queue) → acknowledge. Anything slow or failure-prone downstream lives
- * on the delivery path; this answers well inside the providers' 3-second deadline.
+ * enqueue (one Queue send carrying the event) → acknowledge. No D1 round trip before the answer:
+ * the consumer stores the event and tells copies apart (deliver/consumer.ts). Anything slow or
+ * failure-prone downstream lives on the delivery path; this answers well inside the providers'
+ * 3-second deadline.
  */
 import type { Handler } from "hono";
-import { numberVar, type AppEnv, type Env } from "../env";
+import { numberVar, type AppEnv, type Arrival, type Env, type QueuedEvent } from "../env";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
-import { isEnqueued, markEnqueued, eventKey, releaseClaim, storeAndClaim, type NewEvent } from "../store/events";
+import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
@@ -18,9 +20,11 @@ const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
 const DEFAULT_BODY_TIMEOUT_MS = 1000;
-/** How a redelivery waits for a concurrent first delivery of the same event before answering 503. */
-const IN_PROGRESS_CHECKS = 3;
-const IN_PROGRESS_WAIT_MS = 50;
+/**
+ * Largest message we send: Queues take 128 KB per message, and count a message's metadata
+ * (id, timestamp, content type: about 100 bytes) against it; the rest is headroom.
+ */
+export const MAX_QUEUE_MESSAGE_BYTES = 127_000;
 
 export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
   return async function receiveWebhook(c) {
@@ -79,13 +83,14 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     const { text, event } = signed;
 
     Object.assign(log, { eventId: event.eventId, type: event.type });
-    const arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
-    const work = acceptEvent(c.env, arrival, (later) => c.executionCtx.waitUntil(later));
-    // If the budget runs out the writes still finish (or fail) in the background; the retry completes them.
+    const arrival: Arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
+    const work = acceptEvent(c.env, arrival);
+    // If the budget runs out the send still finishes (or fails) in the background; a copy it
+    // makes with the provider's retry is told apart by the consumer.
     c.executionCtx.waitUntil(work.catch(() => undefined));
-    const { key, status } = await withinBudget(work, storageBudgetMs);
-    Object.assign(log, { eventKey: key, outcome: status });
-    return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status });
+    const { key, path } = await withinBudget(work, storageBudgetMs);
+    Object.assign(log, { eventKey: key, outcome: `accepted:${path}` });
+    return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status: "accepted" });
   };
 }
 
@@ -126,37 +131,44 @@ function unverifiedChallenge(provider: Provider, body: Uint8Array): Response | n
 }
 
 interface Accepted {
+  /** The event's id: derived from (provider, type, provider id), so every copy gets the same. */
   key: string;
-  status: "accepted" | "duplicate";
+  /** queued: the message carries the event; stored: too large for one, so D1 first, then its key. */
+  path: "queued" | "stored";
 }
 
 /**
- * Derives the event's id, stores, then enqueues (see store/events.ts for why in this order): the
- * one way an event gets in, for the request path and a release from quarantine alike. Throws 503
- * to make the caller retry. Recording the enqueue runs after the answer: if it fails, the consumer does it.
+ * Sends the event to the queue, body and all: the one way an event gets in, for the request path
+ * and a release from quarantine alike. Copies are not detected here (that needs D1); the consumer
+ * stores one row and forwards once. A body too large for a queue message is stored in D1 first
+ * and its key sent. Throws 503 to make the caller retry; nothing is stored when the send fails
+ * (except such a large body, which the retry, or else the reconciliation sweep, then delivers).
  */
-export async function acceptEvent(env: Env, arrival: Omit<NewEvent, "key">, afterResponse: (work: Promise<unknown>) => void): Promise<Accepted> {
-  const event: NewEvent = { ...arrival, key: await eventKey(arrival.provider, arrival.type, arrival.eventId) };
-  const { key, state } = await storeAndClaim(env.DB, event).catch(() => {
-    throw unavailable("storage_unavailable", "could not store the event; retry later");
-  });
-  if (state === "duplicate") return { key, status: "duplicate" };
-  if (state === "in_progress") {
-    // A redelivery racing the first one: that attempt is usually a few milliseconds from done.
-    for (let i = 0; i < IN_PROGRESS_CHECKS; i++) {
-      await new Promise((resolve) => setTimeout(resolve, IN_PROGRESS_WAIT_MS));
-      if (await isEnqueued(env.DB, key).catch(() => false)) return { key, status: "duplicate" };
-    }
-    throw unavailable("in_progress", "an earlier delivery of this event is still being stored; retry later", 2);
+export async function acceptEvent(env: Env, arrival: Arrival): Promise<Accepted> {
+  const key = await eventKey(arrival.provider, arrival.type, arrival.eventId);
+  const message: QueuedEvent = { eventKey: key, event: arrival };
+  const path = fitsInMessage(message) ? "queued" : "stored";
+  if (path === "stored") {
+    await storeEvent(env.DB, { ...arrival, key }).catch(() => {
+      throw unavailable("storage_unavailable", "could not store the event; retry later");
+    });
   }
-  try {
-    await env.EVENTS_QUEUE.send({ eventKey: key }, { contentType: "json" });
-  } catch {
-    await releaseClaim(env.DB, key).catch(() => undefined);
+  await env.EVENTS_QUEUE.send(path === "queued" ? message : { eventKey: key }, { contentType: "json" }).catch(() => {
     throw unavailable("queue_unavailable", "could not enqueue the event; retry later");
-  }
-  afterResponse(markEnqueued(env.DB, key, Date.now()).catch(() => undefined));
-  return { key, status: "accepted" };
+  });
+  return { key, path };
+}
+
+const utf8 = new TextEncoder();
+
+/** Whether a message fits the queue's limit, counted as the queue counts it with contentType json: its JSON text in UTF-8. */
+function fitsInMessage(message: QueuedEvent): boolean {
+  // The message's JSON holds the body's text, at least as long: a larger body is settled without serialising it.
+  if ((message.event?.body.length ?? 0) > MAX_QUEUE_MESSAGE_BYTES) return false;
+  const json = JSON.stringify(message);
+  // A UTF-16 unit is at most 3 UTF-8 bytes: most messages are settled without encoding them.
+  if (json.length * 3 <= MAX_QUEUE_MESSAGE_BYTES) return true;
+  return json.length <= MAX_QUEUE_MESSAGE_BYTES && utf8.encode(json).byteLength <= MAX_QUEUE_MESSAGE_BYTES;
 }
 
 async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T> {

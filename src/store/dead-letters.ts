@@ -1,4 +1,5 @@
 /** D1 access for the record of what reached the dead-letter queue. All SQL for this table lives here. */
+import { insertEvents, type NewEvent } from "./events";
 
 export interface DeadLetter {
   messageId: string;
@@ -6,6 +7,8 @@ export interface DeadLetter {
   destinations: string[] | null;
   attempts: number;
   receivedAt: number;
+  /** The event the message carried, if the consumer never stored it (kept here, body included), and when it was first enqueued. */
+  carried: { event: NewEvent; enqueuedAt: number } | null;
 }
 
 export interface DeadLetterRow {
@@ -16,18 +19,27 @@ export interface DeadLetterRow {
   received_at: number;
 }
 
-/** One batch of dead letters in one D1 batch; a redelivered message is recorded once. */
+/**
+ * One batch of dead letters in one D1 batch; a redelivered message is recorded once. An event a
+ * message carried is stored as an unfinished event the reconciliation sweep delivers (a copy
+ * the consumer stored already is left as it is), and an event's delivery lease held by a message
+ * that died is released, so the sweep's message need not wait for it to lapse.
+ */
 export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): Promise<void> {
   if (letters.length === 0) return;
   await db.batch(
-    letters.map((letter) =>
+    letters.flatMap((letter) => [
+      ...(letter.carried ? [insertEvents(db, [{ event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt }])] : []),
+      db
+        .prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND lease_by = ?2`)
+        .bind(letter.eventKey, letter.messageId),
       db
         .prepare(
           `INSERT INTO dead_letters (message_id, event_key, destinations, attempts, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
            ON CONFLICT (message_id) DO UPDATE SET attempts = ?4`,
         )
         .bind(letter.messageId, letter.eventKey, letter.destinations && JSON.stringify(letter.destinations), letter.attempts, letter.receivedAt),
-    ),
+    ]),
   );
 }
 

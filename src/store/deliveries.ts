@@ -1,5 +1,5 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import type { EventRow, EventStatus } from "./events";
+import { insertEvents, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
 import { CounterDeltas } from "./metrics";
 
 /**
@@ -38,16 +38,76 @@ export interface AttemptRow {
   error: string | null;
 }
 
-/** Events and their delivery state for a whole queue batch, in one round trip. */
-export async function loadForDelivery(db: D1Database, eventKeys: string[]): Promise<Map<string, { event: EventRow; deliveries: DeliveryRow[] }>> {
-  const keys = JSON.stringify([...new Set(eventKeys)]);
-  const [events, deliveries] = await db.batch([
-    db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys),
-    db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
+/** One message's part in a queue batch's claim. */
+export interface Claim {
+  messageId: string;
+  eventKey: string;
+  /** The event itself, when the message carries it (the request path's message): stored first. */
+  arrival?: { event: NewEvent; enqueuedAt: number };
+}
+
+export interface Claimed {
+  event: EventRow;
+  deliveries: DeliveryRow[];
+}
+
+/**
+ * The consumer's first D1 batch for a whole queue batch (one round trip, one transaction):
+ *   - a message carrying its event inserts it; copies of one provider event make one row, and
+ *     the message whose insert created it is its owner and takes its delivery lease with it;
+ *     the owner's own retry takes the lease back if no other message holds it; a copy gets nothing;
+ *   - a message naming a stored event (sweep, replay, large body) takes the lease if it is free;
+ *   - the events and their delivery state are read back.
+ * Returns, per message id, its event with the lease as it now stands (the caller compares
+ * `lease_by` with the message id), or null: a copy (its event is another message's), or an
+ * event that is gone.
+ */
+export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<Map<string, Claimed | null>> {
+  const carrying = carried(claims);
+  const named = claims.filter((claim) => !claim.arrival);
+  const results = await db.batch([
+    ...(carrying.length ? [insertEvents(db, carrying, { until: leaseUntil, now })] : []),
+    ...named.map((claim) =>
+      db
+        .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND (lease_by IS NULL OR lease_by = ?2 OR lease_until <= ?4)`)
+        .bind(claim.eventKey, claim.messageId, leaseUntil, now),
+    ),
+    db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(named.map((claim) => claim.eventKey))),
+    db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
   ]);
-  const loaded = new Map((events!.results as EventRow[]).map((event) => [event.key, { event, deliveries: [] as DeliveryRow[] }]));
-  for (const row of deliveries!.results as DeliveryRow[]) loaded.get(row.event_key)?.deliveries.push(row);
-  return loaded;
+  // The owning insert returns its owners' rows without bodies (their messages have them).
+  const owned = new Map(carrying.length ? (results[0]!.results as Omit<EventRow, "body">[]).map((row) => [row.owner, row]) : []);
+  const stored = new Map((results.at(-2)!.results as EventRow[]).map((event) => [event.key, event]));
+  const deliveries = new Map<string, DeliveryRow[]>();
+  for (const row of results.at(-1)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
+  return new Map(
+    claims.map((claim) => {
+      const row = claim.arrival ? owned.get(claim.messageId) : stored.get(claim.eventKey);
+      const event = row && claim.arrival ? Object.assign(row, { body: claim.arrival.event.body }) : (row as EventRow | undefined);
+      return [claim.messageId, event ? { event, deliveries: deliveries.get(event.key) ?? [] } : null];
+    }),
+  );
+}
+
+/** The events the messages carry, as the consumer inserts them: each message the owner of its own. */
+function carried(claims: Claim[]): EventInsert[] {
+  return claims.flatMap((claim) =>
+    claim.arrival ? [{ event: claim.arrival.event, status: "queued" as const, owner: claim.messageId, enqueuedAt: claim.arrival.enqueuedAt }] : [],
+  );
+}
+
+/**
+ * While DESTINATIONS is invalid nothing can be delivered: stores the events the messages carry
+ * and says on every event named why it waits, in one batch, without touching its idle clock or
+ * taking a lease, so the reconciliation sweep re-enqueues it once the configuration is fixed.
+ */
+export async function holdForConfiguration(db: D1Database, claims: Claim[], reason: string): Promise<void> {
+  const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
+  const carrying = carried(claims);
+  await db.batch([
+    ...(carrying.length ? [insertEvents(db, carrying)] : []),
+    db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys, reason),
+  ]);
 }
 
 export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
@@ -87,6 +147,8 @@ export interface ClosedDelivery {
 /** What one message's delivery round changed: attempts, closed deliveries, the event's status, new dead letters. */
 export interface Round {
   eventKey: string;
+  /** The message that ran the round; the event's delivery lease is released if it still holds it. */
+  messageId: string;
   records: AttemptRecord[];
   closed: ClosedDelivery[];
   /** null: leave the event's status as it is (the round failed before deciding it). */
@@ -97,12 +159,77 @@ export interface Round {
 }
 
 /**
- * Every round of a queue batch in one D1 batch (one round trip, one transaction): attempts,
- * delivery state, event status and progress (and the enqueue, which the consumer proves).
+ * Every round of a queue batch in one D1 batch (one round trip, one transaction), in at most five
+ * statements whatever the batch's size (D1 pays per statement): attempts, delivery state, event
+ * status and progress (and the enqueue, which the consumer proves), each round's delivery lease
+ * released, and new dead letters marked.
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
-  const statements = rounds.flatMap((round) => roundStatements(db, round, now));
-  if (statements.length) await db.batch([...statements, ...roundCounters(rounds).statements(db)]);
+  if (rounds.length === 0) return;
+  const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, eventKey: round.eventKey })));
+  const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, eventKey: round.eventKey })));
+  const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => ({ eventKey: round.eventKey, destination })));
+  const events = rounds.map((round) => ({ eventKey: round.eventKey, messageId: round.messageId, status: round.eventStatus, error: round.error }));
+  await db.batch([
+    ...(records.length
+      ? [
+          db
+            .prepare(
+              `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
+                                       next_attempt_at, delivered_at, updated_at)
+               SELECT r->>'eventKey', r->>'destination', r->>'status', r->>'attempt', r->>'statusCode', r->>'error', r->>'startedAt',
+                      r->>'nextAttemptAt', CASE WHEN r->>'status' = 'delivered' THEN ?2 END, ?2
+               FROM (SELECT value AS r FROM json_each(?1)) WHERE true
+               ON CONFLICT (event_key, destination) DO UPDATE SET
+                 status = excluded.status, attempts = excluded.attempts, last_status_code = excluded.last_status_code,
+                 last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, next_attempt_at = excluded.next_attempt_at,
+                 delivered_at = COALESCE(excluded.delivered_at, delivered_at), updated_at = ?2`,
+            )
+            .bind(JSON.stringify(records), now),
+          db
+            .prepare(
+              `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
+               SELECT r->>'eventKey', r->>'destination', r->>'attempt', r->>'startedAt', r->>'durationMs', r->>'statusCode', r->>'error'
+               FROM (SELECT value AS r FROM json_each(?1))`,
+            )
+            .bind(JSON.stringify(records)),
+        ]
+      : []),
+    ...(closed.length
+      ? [
+          db
+            .prepare(
+              `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at)
+               SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2 FROM (SELECT value AS c FROM json_each(?1)) WHERE true
+               ON CONFLICT (event_key, destination) DO UPDATE SET
+                 status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL, pinned = 0, updated_at = ?2`,
+            )
+            .bind(JSON.stringify(closed), now),
+        ]
+      : []),
+    db
+      .prepare(
+        `UPDATE events SET status = COALESCE(u.status, events.status), last_error = u.error, progress_at = ?2,
+                enqueued_at = COALESCE(events.enqueued_at, ?2),
+                lease_by = CASE WHEN events.lease_by = u.message THEN NULL ELSE events.lease_by END,
+                lease_until = CASE WHEN events.lease_by = u.message THEN NULL ELSE events.lease_until END
+         FROM (SELECT value->>'eventKey' AS key, value->>'status' AS status, value->>'error' AS error, value->>'messageId' AS message
+               FROM json_each(?1)) AS u
+         WHERE events.key = u.key`,
+      )
+      .bind(JSON.stringify(events), now),
+    ...(deadLettered.length
+      ? [
+          db
+            .prepare(
+              `UPDATE deliveries SET dead_lettered_at = ?2
+               WHERE (event_key, destination) IN (SELECT value->>'eventKey', value->>'destination' FROM json_each(?1))`,
+            )
+            .bind(JSON.stringify(deadLettered), now),
+        ]
+      : []),
+    ...roundCounters(rounds).statements(db),
+  ]);
 }
 
 /** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
@@ -117,51 +244,6 @@ function roundCounters(rounds: Round[]): CounterDeltas {
     for (const c of round.closed) counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
   }
   return counted;
-}
-
-function roundStatements(db: D1Database, round: Round, now: number): D1PreparedStatement[] {
-  return [
-    ...round.records.flatMap((r) => [
-      db
-        .prepare(
-          `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
-                                   next_attempt_at, delivered_at, updated_at)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?3 = 'delivered' THEN ?9 END, ?9)
-           ON CONFLICT (event_key, destination) DO UPDATE SET
-             status = ?3, attempts = ?4, last_status_code = ?5, last_error = ?6, last_attempt_at = ?7,
-             next_attempt_at = ?8, delivered_at = CASE WHEN ?3 = 'delivered' THEN ?9 ELSE delivered_at END, updated_at = ?9`,
-        )
-        .bind(round.eventKey, r.destination, r.status, r.attempt, r.statusCode, r.error, r.startedAt, r.nextAttemptAt, now),
-      db
-        .prepare(
-          `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
-        )
-        .bind(round.eventKey, r.destination, r.attempt, r.startedAt, r.durationMs, r.statusCode, r.error),
-    ]),
-    ...round.closed.map((c) =>
-      db
-        .prepare(
-          `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-           ON CONFLICT (event_key, destination) DO UPDATE SET status = ?3, last_error = ?4, next_attempt_at = NULL, pinned = 0, updated_at = ?5`,
-        )
-        .bind(round.eventKey, c.destination, c.status, c.reason, now),
-    ),
-    db
-      .prepare(
-        `UPDATE events SET status = COALESCE(?2, status), last_error = ?3, progress_at = ?4,
-                enqueued_at = COALESCE(enqueued_at, ?4), claimed_at = NULL
-         WHERE key = ?1`,
-      )
-      .bind(round.eventKey, round.eventStatus, round.error, now),
-    ...(round.deadLettered.length
-      ? [
-          db
-            .prepare(`UPDATE deliveries SET dead_lettered_at = ?3 WHERE event_key = ?1 AND destination IN (SELECT value FROM json_each(?2))`)
-            .bind(round.eventKey, JSON.stringify(round.deadLettered), now),
-        ]
-      : []),
-  ];
 }
 
 /**

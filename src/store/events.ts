@@ -1,41 +1,25 @@
 /**
- * D1 access for events. All SQL for this table lives here (quarantined payloads: quarantine.ts).
+ * D1 access for events. All SQL for this table lives here (quarantined payloads: quarantine.ts;
+ * what a delivery round claims and records on an event's row: deliveries.ts).
  *
- * Write order on the request path (see README "Durability"):
- *   1. one D1 batch: insert the event with an enqueue claim, or re-claim an earlier attempt's
- *      row that never reached the queue, and read its state back;
- *   2. send the reference to the queue, only by the attempt that holds the claim;
- *   3. mark the row enqueued.
- * A failure at 1 stores nothing; at 2 leaves a claimed, unenqueued row whose claim is released
- * (or lapses) so the provider's retry enqueues it; at 3 leaves a queued event the consumer marks.
- * Step 3 runs after the answer (it only saves the consumer that write), so an event costs the
- * request path one D1 round trip and one Queue send.
+ * Who writes an event (see README "Durability"): normally the queue consumer, which stores a
+ * queue batch's events in one D1 batch (deliveries.ts, claimForDelivery). Two writers store one
+ * before any message exists, with `storeEvent`: the request path, for a body too large for a
+ * queue message, and the dead-letter consumer, for an event whose message used up its retries
+ * before the consumer could store it. Every writer inserts with ON CONFLICT DO NOTHING on
+ * (provider, type, provider id), so copies of one provider event make one row.
  */
 import { HttpError } from "../errors";
+import type { Arrival } from "../env";
 import { bytesToHex } from "../receive/signature";
 import type { SecretSlot } from "../receive/signature";
 import { countMatches, FEW_MATCHES, matchExpression } from "./search";
 
-/** How long an attempt owns the right to enqueue a stored event before a retry may take over. */
-export const CLAIM_LEASE_MS = 30_000;
-
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead";
 
-export interface NewEvent {
+export interface NewEvent extends Arrival {
   /** eventKey(provider, type, eventId); a row stored before ids were derived keeps its own. */
   key: string;
-  provider: string;
-  eventId: string;
-  type: string;
-  knownType: boolean;
-  tenant: string | null;
-  occurredAt: string | null;
-  receivedAt: number;
-  verifiedWith: SecretSlot;
-  contentType: string;
-  body: string;
-  /** Released from quarantine as it was, past a failing validation (see store/quarantine.ts). */
-  forced: boolean;
 }
 
 export interface EventRow {
@@ -55,92 +39,95 @@ export interface EventRow {
   forced: number;
   progress_at: number | null;
   last_error: string | null;
+  /** The queue message whose insert created the row (it owns delivery); null when stored outside the consumer. */
+  owner: string | null;
+  /** The message delivering the event now, and until when (see migrations/0007). */
+  lease_by: string | null;
+  lease_until: number | null;
 }
 
 /**
  * The gateway's id for an event (`evt_` + 24 hex digits, the forwards' `webhook-id`): a SHA-256
- * of (provider, type, provider event id), so every gateway, before and after a purge or a
- * restore, gives one provider event the same id and downstream deduplication keeps working.
+ * of (provider, type, provider event id), so every copy of a provider event, every gateway, and
+ * the same event before and after a purge or a restore get one id, and the request path can
+ * answer with it without asking D1.
  */
 export async function eventKey(provider: string, type: string, eventId: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(JSON.stringify([provider, type, eventId])));
   return `evt_${bytesToHex(new Uint8Array(digest)).slice(0, 24)}`;
 }
 
-export interface StoreOutcome {
-  /** The event's id: the one proposed, or the stored one of an earlier delivery. */
-  key: string;
-  /** claimed: this attempt must enqueue it; duplicate: already enqueued; in_progress: another attempt holds it. */
-  state: "claimed" | "duplicate" | "in_progress";
+/** An event to insert, who writes it and in which state. */
+export interface EventInsert {
+  event: NewEvent;
+  status: Extract<EventStatus, "received" | "queued">;
+  /** The consumer's message id (it then owns delivery); null for the other writers. */
+  owner: string | null;
+  /** When the queue accepted the event's message, when it is known. */
+  enqueuedAt: number | null;
+}
+
+/** Every column but the body: what the consumer reads back (it has the body in its message). */
+const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
+  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until`;
+
+/**
+ * Inserts events, one statement however many (D1 pays per statement), skipping any whose key
+ * or (provider, type, provider id) exists, copies within the same call included.
+ *
+ * With a lease, this is the consumer's owning insert: each owner takes the event's delivery
+ * lease with its insert, or, on its own retry, takes it back if no other message holds it. It
+ * returns (without bodies) the rows of the events whose owner is among `rows`; a copy gets none.
+ */
+export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
+  const onConflict = lease
+    ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
+         lease_by = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.owner ELSE lease_by END,
+         lease_until = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.lease_until ELSE lease_until END
+       WHERE owner = excluded.owner
+       ON CONFLICT DO NOTHING
+       RETURNING ${COLUMNS_WITHOUT_BODY}`
+    : "ON CONFLICT DO NOTHING";
+  const values = rows.map(({ event, status, owner, enqueuedAt }) => ({ ...event, status, owner, enqueuedAt }));
+  return db
+    .prepare(
+      `INSERT INTO events (provider, type, event_id, key, known_type, tenant, occurred_at, received_at,
+                           verified_with, content_type, body, forced, status, owner, enqueued_at, lease_by, lease_until)
+       SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
+              e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
+              CASE WHEN ?2 IS NOT NULL THEN e->>'owner' END, ?2
+       FROM (SELECT value AS e FROM json_each(?1)) WHERE true
+       ${onConflict}`,
+    )
+    .bind(JSON.stringify(values), lease?.until ?? null, ...(lease ? [lease.now] : []));
 }
 
 /**
- * Step 1: stores the event (or finds it by provider, type and provider id) and says whether
- * this attempt must enqueue it. One batch: one round trip, one transaction.
+ * Stores an event before any message of it exists (status `received`, no owner): whatever
+ * message then names its key delivers it, and until one does, the reconciliation sweep finds it.
  */
-export async function storeAndClaim(db: D1Database, event: NewEvent): Promise<StoreOutcome> {
-  const now = event.receivedAt;
-  const natural = "provider = ?1 AND type = ?2 AND event_id = ?3";
-  const [inserted, reclaimed, state] = await db.batch([
-    db
-      .prepare(
-        `INSERT INTO events (provider, type, event_id, key, known_type, tenant, occurred_at, received_at,
-                             verified_with, content_type, body, forced, status, claimed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'received', ?8)
-         ON CONFLICT (provider, type, event_id) DO NOTHING`,
-      )
-      .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant,
-        event.occurredAt, now, event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0),
-    db
-      .prepare(
-        `UPDATE events SET claimed_at = ?4
-         WHERE ${natural} AND enqueued_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?5)`,
-      )
-      .bind(event.provider, event.type, event.eventId, now, now - CLAIM_LEASE_MS),
-    db.prepare(`SELECT key, enqueued_at FROM events WHERE ${natural}`).bind(event.provider, event.type, event.eventId),
-  ]);
-  const row = state!.results[0] as { key: string; enqueued_at: number | null };
-  if (inserted!.meta.changes + reclaimed!.meta.changes > 0) return { key: row.key, state: "claimed" };
-  return { key: row.key, state: row.enqueued_at !== null ? "duplicate" : "in_progress" };
-}
-
-/** Step 3 (and the consumer, when step 3 failed): the queue has the event. */
-export async function markEnqueued(db: D1Database, key: string, at: number): Promise<void> {
-  await db
-    .prepare(
-      `UPDATE events SET enqueued_at = ?2, claimed_at = NULL,
-              status = CASE status WHEN 'received' THEN 'queued' ELSE status END
-       WHERE key = ?1 AND enqueued_at IS NULL`,
-    )
-    .bind(key, at)
-    .run();
-}
-
-export async function isEnqueued(db: D1Database, key: string): Promise<boolean> {
-  const row = await db.prepare(`SELECT enqueued_at FROM events WHERE key = ?1`).bind(key).first<{ enqueued_at: number | null }>();
-  return row?.enqueued_at != null;
-}
-
-/** After a failed send: let the provider's next retry enqueue at once instead of after the lease. */
-export async function releaseClaim(db: D1Database, key: string): Promise<void> {
-  await db.prepare(`UPDATE events SET claimed_at = NULL WHERE key = ?1 AND enqueued_at IS NULL`).bind(key).run();
+export async function storeEvent(db: D1Database, event: NewEvent): Promise<void> {
+  await insertEvents(db, [{ event, status: "received", owner: null, enqueuedAt: null }]).run();
 }
 
 /**
  * Events the delivery path has lost track of: unfinished (received, queued or failed), not
- * handled by any consumer since `idleBefore`, and with no retry scheduled after it (a message
- * waiting out its backoff is not lost). Oldest first, so a backlog drains in order.
+ * handled by any consumer since `idleBefore`, with no retry scheduled after it (a message
+ * waiting out its backoff is not lost), and no message holding its delivery lease now (one is
+ * delivering it, or died doing so and its lease has yet to lapse). Oldest first, so a backlog
+ * drains in order.
  */
-export async function findStranded(db: D1Database, idleBefore: number, limit: number): Promise<string[]> {
+export async function findStranded(db: D1Database, idleBefore: number, now: number, limit: number): Promise<string[]> {
   const { results } = await db
     .prepare(
       `SELECT key FROM events e
        WHERE status IN ('received', 'queued', 'failed') AND COALESCE(progress_at, received_at) < ?1
+         AND (lease_until IS NULL OR lease_until <= ?2)
          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key
                          AND d.status IN ('pending', 'failed') AND d.next_attempt_at > ?1)
-       ORDER BY received_at LIMIT ?2`,
+       ORDER BY received_at LIMIT ?3`,
     )
-    .bind(idleBefore, limit)
+    .bind(idleBefore, now, limit)
     .all<{ key: string }>();
   return results.map((row) => row.key);
 }
@@ -148,11 +135,6 @@ export async function findStranded(db: D1Database, idleBefore: number, limit: nu
 /** The sweep re-enqueued these: start their idle clock again, so the next sweep leaves them be. */
 export async function markProgress(db: D1Database, keys: string[], now: number): Promise<void> {
   await db.prepare(`UPDATE events SET progress_at = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys), now).run();
-}
-
-/** Says why these events are waiting, without touching their idle clock (the sweep must find them). */
-export async function markWaiting(db: D1Database, keys: string[], reason: string): Promise<void> {
-  await db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys), reason).run();
 }
 
 export async function getEvent(db: D1Database, key: string): Promise<EventRow | null> {
@@ -171,8 +153,11 @@ export interface EventFilter {
   q?: string;
 }
 
+/** An event as listed: everything but its body and the delivery path's bookkeeping. */
+export type EventSummary = Omit<EventRow, "body" | "owner" | "lease_by" | "lease_until">;
+
 export interface EventPage {
-  events: Omit<EventRow, "body">[];
+  events: EventSummary[];
   nextCursor: string | null;
 }
 
@@ -219,7 +204,7 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
        ORDER BY received_at DESC, key DESC LIMIT ?${params.length}`,
     )
     .bind(...params)
-    .all<Omit<EventRow, "body">>();
+    .all<EventSummary>();
   const page = results.slice(0, limit);
   const last = page[page.length - 1];
   return {

@@ -10,6 +10,8 @@ import { breakingEventRows, faultyD1, faultyQueue, sleep } from "../faults";
 interface Fault {
   fail: boolean;
   delayMs: number;
+  /** D1 only: fault just the statements whose SQL contains this (one step of the write path); all when absent. */
+  match?: string;
 }
 /** poison: the consumer's read of about one event in 16 (by id) throws, its first two times. */
 const faults: { d1: Fault; queue: Fault; poison: boolean; injected: number; poisoned: number } = {
@@ -30,7 +32,8 @@ function poisons(key: string): boolean {
   return true;
 }
 
-async function gate(fault: Fault): Promise<void> {
+async function gate(fault: Fault, sql = ""): Promise<void> {
+  if (fault.match && !sql.includes(fault.match)) return;
   if (fault.delayMs) await sleep(fault.delayMs);
   if (fault.fail) {
     faults.injected++;
@@ -41,7 +44,7 @@ async function gate(fault: Fault): Promise<void> {
 function withFaults(env: Env): Env {
   return {
     ...env,
-    DB: faultyD1(env.DB, () => gate(faults.d1)),
+    DB: faultyD1(env.DB, (sql) => gate(faults.d1, sql)),
     EVENTS_QUEUE: faultyQueue(env.EVENTS_QUEUE, () => gate(faults.queue)).queue,
   };
 }
