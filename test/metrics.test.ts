@@ -114,4 +114,21 @@ describe("GET /admin/metrics", () => {
     expect(counts).toEqual([...counts].sort((a, b) => a - b));
     expect(points.map((p) => p.blobs!.slice(0, 2))).toEqual([[name, "failed"], [name, "delivered"]]);
   });
+
+  it("counts each stored event accepted once and every other copy as a duplicate, owners' retries not at all", async () => {
+    const type = `MetricsTypeV${crypto.randomUUID().slice(0, 8)}`;
+    const body = seismicBody({ version: type });
+    const other = seismicBody({ version: type });
+    for (const b of [body, body, other]) await accept(webhookRequest("seismic", b, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, b) }));
+    // Two copies of `body` and one `other` in one batch; then the two owners' messages come back (their retries).
+    const batch = events.accepted.slice(-3);
+    await consume(batch, { DESTINATIONS: [] });
+    await consume([batch[0]!, batch[2]!], { DESTINATIONS: [] }, { ids: ["msg-0", "msg-2"] });
+    // A provider redelivery of `body`, later: one more duplicate.
+    await accept(webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) }));
+    await consume(events.accepted.slice(-1), { DESTINATIONS: [] }, { ids: ["later-copy"] });
+    const families = await scrape();
+    expect(value(families, "edgehook_events_total", { type, outcome: "accepted" })).toBe(2);
+    expect(value(families, "edgehook_events_total", { type, outcome: "duplicate" })).toBe(2);
+  });
 });

@@ -1,5 +1,5 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import { insertEvents, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
+import { countArrivals, insertEvents, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
 import { CounterDeltas } from "./metrics";
 
 /**
@@ -66,7 +66,7 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
   const carrying = carried(claims);
   const named = claims.filter((claim) => !claim.arrival);
   const results = await db.batch([
-    ...(carrying.length ? [insertEvents(db, carrying, { until: leaseUntil, now })] : []),
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, { until: leaseUntil, now })] : []),
     ...named.map((claim) =>
       db
         .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND (lease_by IS NULL OR lease_by = ?2 OR lease_until <= ?4)`)
@@ -76,7 +76,8 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
   ]);
   // The owning insert returns its owners' rows without bodies (their messages have them).
-  const owned = new Map(carrying.length ? (results[0]!.results as Omit<EventRow, "body">[]).map((row) => [row.owner, row]) : []);
+  // results[0] is the arrivals count, results[1] the insert.
+  const owned = new Map(carrying.length ? (results[1]!.results as Omit<EventRow, "body">[]).map((row) => [row.owner, row]) : []);
   const stored = new Map((results.at(-2)!.results as EventRow[]).map((event) => [event.key, event]));
   const deliveries = new Map<string, DeliveryRow[]>();
   for (const row of results.at(-1)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
@@ -105,7 +106,7 @@ export async function holdForConfiguration(db: D1Database, claims: Claim[], reas
   const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
   const carrying = carried(claims);
   await db.batch([
-    ...(carrying.length ? [insertEvents(db, carrying)] : []),
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying)] : []),
     db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys, reason),
   ]);
 }

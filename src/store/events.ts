@@ -103,6 +103,33 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
 }
 
 /**
+ * Counts what inserting `rows` will make of them (edgehook_events_total), run just before that
+ * insert in the same transaction: the first copy of an event not stored yet is `accepted`, any
+ * other copy is a `duplicate`, and an owner's own retry (its row is already its own) is nothing.
+ */
+export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedStatement {
+  const values = rows.map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.type, owner }));
+  return db
+    .prepare(
+      `INSERT INTO metric_counters (name, labels, value)
+       SELECT 'edgehook_events_total', json_object('source', provider, 'provider', provider, 'type', type, 'outcome', outcome), count(*)
+       FROM (
+         SELECT c.value->>'provider' AS provider, c.value->>'type' AS type,
+                CASE
+                  WHEN e.key IS NOT NULL AND e.owner IS c.value->>'owner' THEN NULL
+                  WHEN e.key IS NULL AND c.key = (SELECT min(d.key) FROM json_each(?1) AS d WHERE d.value->>'key' = c.value->>'key') THEN 'accepted'
+                  ELSE 'duplicate'
+                END AS outcome
+         FROM json_each(?1) AS c LEFT JOIN events AS e ON e.key = c.value->>'key'
+       )
+       WHERE outcome IS NOT NULL
+       GROUP BY provider, type, outcome
+       ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value`,
+    )
+    .bind(JSON.stringify(values));
+}
+
+/**
  * Stores an event before any message of it exists (status `received`, no owner): whatever
  * message then names its key delivers it, and until one does, the reconciliation sweep finds it.
  */
