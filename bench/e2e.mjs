@@ -10,12 +10,13 @@ import { freePort, startWorker } from "../scripts/local-gateway.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
 const SECRET = "bench-seismic-current";
+const ADMIN = "bench";
 const sample = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8");
 const SAMPLE_ID = "e40bbaab-f86e-e62b-d3c9-5104734edb18";
+const GATEWAY_VARS = { SEISMIC_SIGNING_SECRET: SECRET, SEISMIC_SIGNING_SECRET_OLD: "bench-old", ADMIN_TOKEN: ADMIN, DESTINATIONS: [] };
 
 /** A fresh, correctly signed Seismic event (5 KB livesend summary) per request. */
-function signedEvent() {
-  const body = sample.replace(SAMPLE_ID, randomUUID());
+function signedEvent(body = sample.replace(SAMPLE_ID, randomUUID())) {
   return { body, signature: createHmac("sha256", SECRET).update(body).digest("hex") };
 }
 
@@ -47,45 +48,128 @@ const summary = (r) => ({
   p99: r.latency.p99,
   max: r.latency.max,
   non2xx: r.non2xx + r.errors + r.timeouts,
-  total: r.requests.total,
+  ok: r["2xx"],
 });
 
-export async function runThroughput({ seconds = 8, levels = [1, 8, 32] } = {}) {
-  const gateway = await startWorker({ vars: { SEISMIC_SIGNING_SECRET: SECRET, SEISMIC_SIGNING_SECRET_OLD: "bench-old", ADMIN_TOKEN: "bench", DESTINATIONS: [] } });
-  const bare = await startWorker({ config: join(root, "bench/wrangler.bare.toml"), migrate: false });
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+async function adminJson(gateway, path) {
+  const response = await fetch(`${gateway.url}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+/** Events edgehook has stored since `since` (admin stats). */
+async function storedSince(gateway, since) {
+  const stats = await adminJson(gateway, `/admin/stats?since=${since}`);
+  return stats.events.reduce((sum, row) => sum + row.count, 0);
+}
+
+/** Waits until `count` events are stored; returns when the last was seen (polled every `everyMs`). */
+async function storedAll(gateway, since, count, { everyMs = 250, timeoutMs = 600_000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if ((await storedSince(gateway, since)) >= count) return Date.now();
+    if (Date.now() > deadline) throw new Error(`only part of ${count} events stored after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/** edgehook and its three peers (bench/peers.ts), each its own `wrangler dev`. */
+async function startTargets() {
+  const peer = (PEER) => startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER, SEISMIC_SIGNING_SECRET: SECRET } });
+  const since = Date.now();
+  const gateway = await startWorker({ vars: GATEWAY_VARS });
+  let accepted = 0;
+  return [
+    {
+      name: "edgehook",
+      ...gateway,
+      // Its consumer stores what it acknowledged after the answer; let it finish before anyone else is measured.
+      settle: async (result) => {
+        accepted += result.ok;
+        await storedAll(gateway, since, accepted, { everyMs: 100, timeoutMs: 120_000 });
+      },
+    },
+    { name: "verify only", ...(await peer("verify")) },
+    { name: "one Queue send", ...(await peer("queue")) },
+    { name: "naive gateway", ...(await peer("naive")) },
+  ];
+}
+
+/**
+ * Requests per second and latency of edgehook and its peers at each concurrency. The targets
+ * take turns, `rounds` times, in a rotating order, so a change in the machine's load falls on
+ * all of them; each figure is the median round.
+ */
+export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 32] } = {}) {
+  const targets = await startTargets();
   const rows = [];
   try {
     for (const connections of levels) {
-      // Warm both up, then measure them back to back.
-      await load(gateway.url, connections, { amount: 100 });
-      await load(bare.url, connections, { amount: 100 });
-      const ours = summary(await load(gateway.url, connections, { duration: seconds }));
-      const floor = summary(await load(bare.url, connections, { duration: seconds }));
-      rows.push({ connections, ours, bare: floor });
+      const runs = new Map(targets.map((t) => [t.name, []]));
+      for (const target of targets) await target.settle?.(summary(await load(target.url, connections, { amount: 200 })));
+      for (let round = 0; round < rounds; round++) {
+        for (let i = 0; i < targets.length; i++) {
+          const target = targets[(i + round) % targets.length];
+          const result = summary(await load(target.url, connections, { duration: seconds }));
+          runs.get(target.name).push(result);
+          await target.settle?.(result);
+        }
+      }
+      for (const [name, results] of runs) {
+        rows.push({
+          connections,
+          name,
+          rps: median(results.map((r) => r.rps)),
+          p50: median(results.map((r) => r.p50)),
+          p99: median(results.map((r) => r.p99)),
+          max: Math.max(...results.map((r) => r.max)),
+          errors: results.reduce((sum, r) => sum + r.non2xx, 0),
+        });
+      }
     }
   } finally {
-    await gateway.stop();
-    await bare.stop();
+    for (const target of targets) await target.stop();
   }
   return rows;
 }
 
 /**
- * Resident memory of the gateway's workerd processes every 10,000 of `events` accepted events,
- * with the size of the local D1 database beside it (the local emulator keeps it in that process).
+ * The gateway accepting `events` events at 32 connections through the counting entry
+ * (bench/counting-worker.ts): resident memory and local D1 size every `step`, the consumer's lag
+ * (last acknowledgement to last row stored), and D1 transactions per accepted event, counted.
  */
-export async function runMemory({ events = 50_000, step = 10_000 } = {}) {
-  const gateway = await startWorker({ vars: { SEISMIC_SIGNING_SECRET: SECRET, ADMIN_TOKEN: "bench", DESTINATIONS: [] } });
+export async function runSustained({ events = 50_000, step = 10_000 } = {}) {
+  const gateway = await startWorker({ script: "bench/counting-worker.ts", vars: GATEWAY_VARS });
   try {
-    await load(gateway.url, 8, { amount: 1_000 }); // warm: JIT, caches, D1 pages
+    const since = Date.now();
+    const warm = summary(await load(gateway.url, 8, { amount: 1_000 })); // JIT, caches, D1 pages
+    await storedAll(gateway, since, warm.ok);
+    const before = await (await fetch(`${gateway.url}/__d1`)).json();
     const points = [{ events: 0, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) }];
     const started = Date.now();
     let errors = 0;
+    let accepted = 0;
     for (let sent = 0; sent < events; sent += step) {
-      errors += summary(await load(gateway.url, 32, { amount: step })).non2xx;
+      const result = summary(await load(gateway.url, 32, { amount: step }));
+      errors += result.non2xx;
+      accepted += result.ok;
       points.push({ events: sent + step, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) });
     }
-    return { events, points, seconds: (Date.now() - started) / 1000, errors };
+    const lastAck = Date.now();
+    const seconds = (lastAck - started) / 1000;
+    const backlog = accepted + warm.ok - (await storedSince(gateway, since));
+    const lastStored = await storedAll(gateway, since, accepted + warm.ok);
+    const after = await (await fetch(`${gateway.url}/__d1`)).json();
+    return {
+      events, accepted, errors, seconds, points,
+      stored: (await storedSince(gateway, since)) - warm.ok,
+      backlogAtLastAck: backlog,
+      lagSeconds: (lastStored - lastAck) / 1000,
+      acceptTransactions: after.accept - before.accept,
+      consumerTransactions: after.consumer - before.consumer,
+    };
   } finally {
     await gateway.stop();
   }
@@ -93,6 +177,37 @@ export async function runMemory({ events = 50_000, step = 10_000 } = {}) {
 
 function sizeKiB(dir) {
   return Number(execFileSync("du", ["-sk", dir]).toString().split("\t")[0]);
+}
+
+/** A signed Seismic event of about `bytes` (the 5 KB sample with a long extra field). */
+function largeEvent(bytes) {
+  const event = JSON.parse(sample.replace(SAMPLE_ID, randomUUID()));
+  event.data.Notes = "x".repeat(bytes - sample.length - 20);
+  return signedEvent(JSON.stringify(event));
+}
+
+/** Time to acknowledge a body at the 1 MiB limit (stored in D1 before the answer), one at a time. */
+export async function runLargeBody({ bytes = 1024 * 1024 - 1024, samples = 5 } = {}) {
+  const gateway = await startWorker({ vars: GATEWAY_VARS });
+  try {
+    const times = [];
+    let errors = 0;
+    for (let i = 0; i <= samples; i++) {
+      const { body, signature } = largeEvent(bytes);
+      const started = performance.now();
+      const response = await fetch(`${gateway.url}/webhooks/seismic`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-seismic-signature": signature },
+        body,
+      });
+      await response.arrayBuffer();
+      if (response.status !== 200) errors++;
+      if (i > 0) times.push(performance.now() - started); // the first one warms up
+    }
+    return { bytes, samples, medianMs: median(times), maxMs: Math.max(...times), errors };
+  } finally {
+    await gateway.stop();
+  }
 }
 
 /** 100 events into the gateway, forwarded to 3 destinations on a local receiver: forwards per second. */
@@ -112,7 +227,7 @@ export async function runDelivery({ events = 100 } = {}) {
     });
   }).listen(port, "127.0.0.1");
   const destinations = ["a", "b", "c"].map((name) => ({ name, url: `http://127.0.0.1:${port}/${name}` }));
-  const gateway = await startWorker({ vars: { SEISMIC_SIGNING_SECRET: SECRET, ADMIN_TOKEN: "bench", DESTINATIONS: destinations } });
+  const gateway = await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: destinations } });
   try {
     firstSent = Date.now();
     await Promise.all(

@@ -1,8 +1,8 @@
 // `npm run bench`: every benchmark, one table each, ratios first. Offline, loopback only,
-// about 3 minutes on a 2-core machine. Writes bench/results/latest.md as well.
+// about 8 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { runDelivery, runMemory, runThroughput } from "./e2e.mjs";
+import { runDelivery, runLargeBody, runSustained, runThroughput } from "./e2e.mjs";
 import { runMicro } from "./micro.mjs";
 
 const quick = process.argv.includes("--quick");
@@ -25,22 +25,45 @@ for (const r of await runMicro({ budgetMs: quick ? 600 : 800 })) {
 }
 out();
 
-out("## End to end under wrangler dev (workerd, local D1 + Queue) vs a bare Hono route, signed 5 KB events");
-out("| connections | throughput ours/bare | ours req/s | bare req/s | ours p50 / p99 / max ms | bare p50 / p99 / max ms | errors |");
-out("| ---: | ---: | ---: | ---: | --- | --- | ---: |");
-for (const { connections, ours, bare } of await runThroughput({ seconds: quick ? 2 : 3 })) {
-  out(`| ${connections} | **${f(ours.rps / bare.rps, 2)}** | ${f(ours.rps, 0)} | ${f(bare.rps, 0)} | ${ours.p50} / ${ours.p99} / ${ours.max} | ${bare.p50} / ${bare.p99} / ${bare.max} | ${ours.non2xx} |`);
+out("## End to end under wrangler dev (workerd, local D1 + Queue): edgehook and three peers on the same runtime, signed 5 KB Seismic events");
+out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Queue send* (that plus one Queue send), *naive gateway* (that plus one D1 INSERT before the send). Each figure is the median of 3 rounds taken in turn.");
+out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | errors |");
+out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |");
+const throughput = await runThroughput({ seconds: quick ? 2 : 3, rounds: quick ? 1 : 3 });
+const at = (connections, name) => throughput.find((r) => r.connections === connections && r.name === name);
+for (const r of throughput) {
+  const floor = at(r.connections, "verify only");
+  const naive = at(r.connections, "naive gateway");
+  out(`| ${r.connections} | ${r.name} | **${f(r.rps / floor.rps, 2)}** | ${f(r.rps / naive.rps, 2)} | ${f(r.p99 / floor.p99, 2)} | ${f(r.rps, 0)} | ${r.p50} / ${r.p99} / ${r.max} | ${r.errors} |`);
 }
+const goal = (ok) => (ok ? "met" : "**missed**");
+const ours = (c) => at(c, "edgehook");
+out(`Goals: ≥ 0.6× verify only at 8 and 32 connections (${f(ours(8).rps / at(8, "verify only").rps, 2)}, ${f(ours(32).rps / at(32, "verify only").rps, 2)}): ${goal(ours(8).rps >= 0.6 * at(8, "verify only").rps && ours(32).rps >= 0.6 * at(32, "verify only").rps)}; ` +
+  `≥ 3× naive (${[1, 8, 32].map((c) => f(ours(c).rps / at(c, "naive gateway").rps, 2)).join(", ")}): ${goal([1, 8, 32].every((c) => ours(c).rps >= 3 * at(c, "naive gateway").rps))}; ` +
+  `p99 at 32 ≤ 2× verify only's (${f(ours(32).p99 / at(32, "verify only").p99, 2)}): ${goal(ours(32).p99 <= 2 * at(32, "verify only").p99)}; ` +
+  `errors (${throughput.filter((r) => r.name === "edgehook").reduce((s, r) => s + r.errors, 0)}): ${goal(throughput.every((r) => r.name !== "edgehook" || r.errors === 0))}.`);
 out();
 
-const memory = await runMemory({ events: quick ? 5_000 : 50_000, step: quick ? 2_500 : 10_000 });
-const [first] = memory.points;
-const last = memory.points.at(-1);
-out(`## Memory: workerd RSS while the gateway accepts ${memory.events} events (${f(memory.events / memory.seconds, 0)} events/s, ${memory.errors} errors)`);
+const sustained = await runSustained({ events: quick ? 5_000 : 50_000, step: quick ? 2_500 : 10_000 });
+out(`## Sustained: ${sustained.events} events at 32 connections, D1 transactions counted (bench/counting-worker.ts)`);
+out("| D1 transactions per accepted event: accept path | consumer | accepted | stored | errors | events/s accepted | consumer lag: last ack → last row stored, s | backlog at last ack |");
+out("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+out(`| **${f(sustained.acceptTransactions / sustained.accepted, 3)}** | ${f(sustained.consumerTransactions / sustained.accepted, 3)} | ${sustained.accepted} | ${sustained.stored} | ${sustained.errors} | ${f(sustained.accepted / sustained.seconds, 0)} | ${f(sustained.lagSeconds, 2)} | ${sustained.backlogAtLastAck} |`);
+out();
+const [first] = sustained.points;
+const last = sustained.points.at(-1);
+out(`## Memory: workerd RSS over the same run`);
 out("| events | RSS MiB | RSS / start | local D1 on disk MiB |");
 out("| ---: | ---: | ---: | ---: |");
-for (const p of memory.points) out(`| ${p.events} | ${f(p.rssKiB / 1024)} | ${f(p.rssKiB / first.rssKiB, 2)} | ${f(p.dbKiB / 1024)} |`);
-out(`Growth: ${f((last.rssKiB - first.rssKiB) / 1024 / (memory.events / 10_000))} MiB of RSS and ${f((last.dbKiB - first.dbKiB) / 1024 / (memory.events / 10_000))} MiB of D1 data per 10,000 events.`);
+for (const p of sustained.points) out(`| ${p.events} | ${f(p.rssKiB / 1024)} | ${f(p.rssKiB / first.rssKiB, 2)} | ${f(p.dbKiB / 1024)} |`);
+out(`Growth: ${f((last.rssKiB - first.rssKiB) / 1024 / (sustained.events / 10_000))} MiB of RSS and ${f((last.dbKiB - first.dbKiB) / 1024 / (sustained.events / 10_000))} MiB of D1 data per 10,000 events.`);
+out();
+
+const large = await runLargeBody({ samples: quick ? 2 : 5 });
+out("## A body at the 1 MiB limit (too large for a queue message: stored in D1 before the answer)");
+out("| answer time ÷ 3 s deadline | median ms | max ms | bytes | answered 200 |");
+out("| ---: | ---: | ---: | ---: | ---: |");
+out(`| **${f(large.maxMs / 3000, 2)}** | ${f(large.medianMs, 0)} | ${f(large.maxMs, 0)} | ${large.bytes} | ${large.samples - large.errors}/${large.samples} |`);
 out();
 
 const delivery = await runDelivery({ events: 100 });

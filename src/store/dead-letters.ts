@@ -1,5 +1,5 @@
 /** D1 access for the record of what reached the dead-letter queue. All SQL for this table lives here. */
-import { insertEvents, type NewEvent } from "./events";
+import { insertEvent, type NewEvent } from "./events";
 
 export interface DeadLetter {
   messageId: string;
@@ -29,7 +29,7 @@ export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): 
   if (letters.length === 0) return;
   await db.batch(
     letters.flatMap((letter) => [
-      ...(letter.carried ? [insertEvents(db, [{ event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt }])] : []),
+      ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt })] : []),
       db
         .prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND lease_by = ?2`)
         .bind(letter.eventKey, letter.messageId),
