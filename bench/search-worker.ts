@@ -7,7 +7,7 @@
 import { eventFilter } from "../src/admin/operations";
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
-import { eventKey, listEvents, storeAndClaim } from "../src/store/events";
+import { eventKey, listEvents, storeEvent } from "../src/store/events";
 import { purgeOlderThan } from "../src/store/retention";
 import { followSearchSetting, matchExpression } from "../src/store/search";
 
@@ -61,7 +61,7 @@ async function writes(db: D1Database, template: string, count: number): Promise<
     const body = template.replaceAll("__EVENT_ID__", eventId);
     const key = await eventKey("seismic", "livesend-session-summary-v3", eventId);
     const started = performance.now();
-    await storeAndClaim(db, {
+    await storeEvent(db, {
       key, provider: "seismic", eventId, type: "livesend-session-summary-v3", knownType: true, tenant: "tenant-bench", occurredAt: null,
       receivedAt: Date.now(), verifiedWith: "current", contentType: "application/json", body, forced: false,
     });

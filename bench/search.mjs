@@ -177,7 +177,7 @@ out(`## Write cost per event at ${EVENTS}+ events (ms inside the Worker, local D
 out("| write | no triggers (before 0008) ms | SEARCH off ms | SEARCH on ms | off / before | on / before |");
 out("| --- | ---: | ---: | ---: | ---: | ---: |");
 const row = (label, m, digits) => out(`| ${label} | ${f(m.dropped, digits)} | ${f(m.idle, digits)} | ${f(m.indexing, digits)} | **${f(m.idle / m.dropped, 2)}** | **${f(m.indexing / m.dropped, 2)}** |`);
-row(`request path: one event per transaction (\`storeAndClaim\`, 5 KB), blocks of ${WRITES_PER_BLOCK}`, single, 2);
+row(`one event per transaction (\`storeEvent\`, 5 KB: a large body on the request path), blocks of ${WRITES_PER_BLOCK}`, single, 2);
 row(`${BATCH} events per transaction (a queue batch; 5 KB and 1.7 KB payloads), blocks of ${BATCHED_PER_BLOCK}`, batched, 3);
 row(`retention purge, ${PURGE_PER_BLOCK} events a block`, purge, 3);
 out();
