@@ -43,7 +43,7 @@ describe("one poison message", () => {
     expect(forwardedBom.body.charCodeAt(0)).toBe(0xfeff);
 
     // The failure is on the event for the operator; the BOM event reads back as JSON.
-    expect((await eventView(poisoned)).lastError).toBe("delivery round failed: TypeError: injected: unreadable event row");
+    expect((await eventView(poisoned)).lastError).toBe("delivery round failed: TypeError");
     expect((await eventView(bom)).payload).toEqual(JSON.parse(bomBody.slice(1)));
 
     // The whole batch comes back (a queue redelivery): only the poisoned event is forwarded now.
@@ -52,6 +52,16 @@ describe("one poison message", () => {
     expect(alpha).toHaveLength(4);
     expect(alpha[3]!.headers.get("webhook-id")).toBe(poisoned);
     expect(await eventView(poisoned)).toMatchObject({ status: "delivered", lastError: null });
+  });
+
+  it("a message that keeps failing gives up after 10 rounds: its event is dead (visible, replayable, purgeable), not retried for ever", async () => {
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    const broken = { DESTINATIONS: ONLY_ALPHA, DB: breakingEventRows(env.DB, (k) => k === key) };
+    const ninth = await consume(events.accepted, broken, { attempts: 9 });
+    expect(ninth.retried).toHaveLength(1);
+    const tenth = await consume(events.accepted, broken, { attempts: 10 });
+    expect(tenth.acked).toEqual(["msg-0"]);
+    expect(await eventView(key)).toMatchObject({ status: "dead", lastError: "delivery round failed 10 times (TypeError); the event is dead until replayed" });
   });
 
   it("a batch whose write fails as a whole is recorded message by message, and those are acked, not forwarded again", async () => {

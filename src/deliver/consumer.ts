@@ -41,6 +41,10 @@ const MESSAGE_CONCURRENCY = 8;
 const MAX_OPEN_FORWARDS = 6;
 /** The free plan allows 50 subrequests per invocation; this leaves room for the D1 and Queue calls. */
 const DEFAULT_MAX_FORWARDS_PER_BATCH = 40;
+/** How long the dead-letter notices may take before the batch is recorded without them. */
+const DEAD_LETTER_SEND_MS = 5_000;
+/** Failed delivery rounds (exceptions) a message may have before its event is marked dead. */
+const MAX_FAILED_ROUNDS = 10;
 /** A message whose forwards did not fit in this batch comes back this soon. */
 const DEFERRED_DELAY_SECONDS = 1;
 /**
@@ -139,7 +143,7 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
     try {
       return await deliverEvent(message.id, event, stored.deliveries, config.destinations, retry, budget, now);
     } catch (err) {
-      return failedRound(event.key, message.id, err, backoff);
+      return failedRound(event.key, message, err, backoff);
     }
   });
   await sendDeadLetters(env, plans);
@@ -197,12 +201,18 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
 }
 
 /** A message that threw: its event shows the error, and it alone is retried. */
-function failedRound(eventKey: string, messageId: string, err: unknown, delaySeconds: number): Plan {
-  const error = `delivery round failed: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`.slice(0, 500);
-  console.error(JSON.stringify({ queue: "deliver", eventKey, outcome: "message_error", error }));
+function failedRound(eventKey: string, message: Message<QueuedEvent>, err: unknown, delaySeconds: number): Plan {
+  // The error's kind only: an exception's message can quote payload data, which never goes to logs or D1.
+  const kind = err instanceof Error ? err.name : typeof err;
+  // A message that keeps failing would otherwise retry, dead-letter and be swept again for ever.
+  const givenUp = message.attempts >= MAX_FAILED_ROUNDS;
+  const error = givenUp
+    ? `delivery round failed ${message.attempts} times (${kind}); the event is dead until replayed`
+    : `delivery round failed: ${kind}`;
+  console.error(JSON.stringify({ queue: "deliver", eventKey, messageId: message.id, outcome: "message_error", error }));
   return {
-    decision: { ack: false, delaySeconds },
-    round: { eventKey, messageId, records: [], closed: [], eventStatus: null, deadLettered: [], error },
+    decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
+    round: { eventKey, messageId: message.id, records: [], closed: [], eventStatus: givenUp ? "dead" : null, deadLettered: [], error },
     outcome: "failed",
   };
 }
@@ -234,9 +244,17 @@ async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
   const rounds = plans.flatMap((plan) => (plan.round?.deadLettered.length ? [plan.round] : []));
   if (rounds.length === 0) return;
   try {
-    await env.DEAD_LETTER_QUEUE.sendBatch(
-      rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })),
-    );
+    // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`)), DEAD_LETTER_SEND_MS);
+    });
+    await Promise.race([
+      env.DEAD_LETTER_QUEUE.sendBatch(
+        rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })),
+      ),
+      timeout,
+    ]).finally(() => clearTimeout(timer));
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "dead_letter_send_failed", error: String(err) }));
     for (const round of rounds) round.deadLettered = [];
