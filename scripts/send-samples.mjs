@@ -2,7 +2,7 @@
 // Signs the provider docs' sample payloads with the local secrets (.dev.vars) and posts them
 // to a running gateway, then reads each event back through the admin API.
 //   node scripts/send-samples.mjs            # to http://127.0.0.1:8787
-//   node scripts/send-samples.mjs --fresh    # new event ids, so a second run is not a duplicate
+//   node scripts/send-samples.mjs --fresh    # new event ids, so a second run makes new events (without it, the consumer keeps the first copy)
 //   EDGEHOOK_URL=http://127.0.0.1:9000 node scripts/send-samples.mjs
 import { createHmac, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";

@@ -62,7 +62,7 @@ const page = <S extends T.TSchema>(key: string, item: S) =>
   T.Object({ [key]: T.Array(item), nextCursor: Nullable(T.String(), { description: "null on the last page" }) }, { additionalProperties: false });
 
 /** Where an event that must be stored and enqueued could not be: the request can be repeated. */
-const STORAGE_CODES = ["storage_unavailable", "storage_timeout", "in_progress", "queue_unavailable"];
+const STORAGE_CODES = ["storage_unavailable", "storage_timeout", "queue_unavailable"];
 
 export const ADMIN_API: Record<string, Operation> = {
   "GET /admin/events": {
