@@ -55,7 +55,13 @@ for (const [provider, file, sampleId] of samples) {
   const ack = await response.json();
   console.log(`${provider.padEnd(8)} ${file.padEnd(52)} → ${response.status} ${JSON.stringify(ack)}`);
   if (!response.ok) continue;
-  const stored = await fetch(`${base}/admin/events/${ack.id}`, { headers: { authorization: `Bearer ${vars.ADMIN_TOKEN}` } });
+  // Queue-first: the consumer stores the event about a second after the acknowledgement.
+  let stored;
+  for (let tries = 0; tries < 20; tries++) {
+    stored = await fetch(`${base}/admin/events/${ack.id}`, { headers: { authorization: `Bearer ${vars.ADMIN_TOKEN}` } });
+    if (stored.status !== 404) break;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
   const { event } = await stored.json();
   console.log(`         stored: ${event.provider} ${event.type} tenant=${event.tenant} status=${event.status}`);
 }
