@@ -120,7 +120,11 @@ try {
       body,
     });
     assert.equal(response.status, 200);
-    await page.reload();
+    // Queue-first: the consumer stores the event about a second after the acknowledgement.
+    for (let i = 0; i < 40 && !(await page.getByRole("link", { name: eventId }).count()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await page.reload();
+    }
     await page.getByRole("link", { name: eventId }).waitFor();
     await page.screenshot({ path: join(shots, "events.png"), fullPage: true });
   });
