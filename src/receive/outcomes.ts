@@ -21,7 +21,8 @@ export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provide
     await next();
     const log = c.get("log");
     const status = c.res.status;
-    const outcome = status < 400 ? (log.outcome ?? "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
+    // The request path cannot tell copies apart (the consumer does): below 400 it is accepted, or a challenge.
+    const outcome = status < 400 ? (log.outcome === "challenge" ? "challenge" : "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
     // A provider name from the URL only when it is one we serve: a hostile path never becomes a label.
     const provider = findProvider(c.req.param("provider"))?.name ?? "unknown";
     c.env.METRICS?.writeDataPoint({

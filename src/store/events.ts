@@ -148,7 +148,8 @@ export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedSt
  * message then names its key delivers it, and until one does, the reconciliation sweep finds it.
  */
 export async function storeEvent(db: D1Database, event: NewEvent): Promise<void> {
-  await insertEvent(db, { event, status: "received", owner: null, enqueuedAt: null }).run();
+  const row: EventInsert = { event, status: "received", owner: null, enqueuedAt: null };
+  await db.batch([countArrivals(db, [row]), insertEvent(db, row)]);
 }
 
 /**
