@@ -28,6 +28,8 @@ import {
 import { bodyJson, type EventRow, type EventStatus } from "../store/events";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
+import { withDeadline } from "../deadline";
+import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
@@ -223,20 +225,10 @@ function failedRound(eventKey: string, message: Message<QueuedEvent>, err: unkno
  */
 async function record(db: D1Database, plans: Plan[], now: number): Promise<Set<Plan>> {
   const pending = plans.filter((plan) => plan.round);
-  try {
-    await recordRounds(db, pending.map((plan) => plan.round!), now);
-    return new Set();
-  } catch (err) {
-    console.error(JSON.stringify({ queue: "deliver", outcome: "record_batch_failed", error: String(err) }));
-  }
-  const failed = new Set<Plan>();
-  for (const plan of pending) {
-    await recordRounds(db, [plan.round!], now).catch((err: unknown) => {
-      console.error(JSON.stringify({ queue: "deliver", eventKey: plan.round!.eventKey, outcome: "record_failed", error: String(err) }));
-      failed.add(plan);
-    });
-  }
-  return failed;
+  return writeAllOrEach(pending, (some) => recordRounds(db, some.map((plan) => plan.round!), now), (plan, err) => {
+    const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
+    console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
+  });
 }
 
 /** Notices of new dead deliveries; if the send fails they stay unmarked (visible) and nothing else is held up. */
@@ -245,16 +237,13 @@ async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
   if (rounds.length === 0) return;
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`)), DEAD_LETTER_SEND_MS);
-    });
-    await Promise.race([
+    await withDeadline(
       env.DEAD_LETTER_QUEUE.sendBatch(
         rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })),
       ),
-      timeout,
-    ]).finally(() => clearTimeout(timer));
+      DEAD_LETTER_SEND_MS,
+      () => new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`),
+    );
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "dead_letter_send_failed", error: String(err) }));
     for (const round of rounds) round.deadLettered = [];

@@ -7,6 +7,7 @@
  */
 import type { Env, QueuedEvent } from "../env";
 import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
+import { writeAllOrEach } from "./all-or-each";
 import { readableMessage } from "./consumer";
 
 /** The dead-letter queue's name in wrangler.toml; its batches come to this consumer. */
@@ -32,21 +33,14 @@ export async function consumeDeadLetters(batch: MessageBatch<QueuedEvent>, env: 
       },
     });
   }
-  try {
-    await recordDeadLetters(env.DB, letters.map(({ letter }) => letter));
-    for (const { message } of letters) message.ack();
-  } catch (err) {
-    // One letter D1 refuses must not hold up the rest: record them one by one.
-    console.error(JSON.stringify({ queue: batch.queue, outcome: "dead_letter_batch_failed", error: String(err) }));
-    for (const { message, letter } of letters) {
-      try {
-        await recordDeadLetters(env.DB, [letter]);
-        message.ack();
-      } catch (err) {
-        console.error(JSON.stringify({ queue: batch.queue, eventKey: letter.eventKey, outcome: "dead_letter_record_failed", error: String(err) }));
-        message.retry({ delaySeconds: RECORD_RETRY_SECONDS });
-      }
-    }
+  // One letter D1 refuses must not hold up the rest: they are then recorded one by one.
+  const unrecorded = await writeAllOrEach(letters, (some) => recordDeadLetters(env.DB, some.map(({ letter }) => letter)), (item, err) => {
+    const outcome = item ? { eventKey: item.letter.eventKey, outcome: "dead_letter_record_failed" } : { outcome: "dead_letter_batch_failed" };
+    console.error(JSON.stringify({ queue: batch.queue, ...outcome, error: String(err) }));
+  });
+  for (const item of letters) {
+    if (unrecorded.has(item)) item.message.retry({ delaySeconds: RECORD_RETRY_SECONDS });
+    else item.message.ack();
   }
   console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, withEvent: letters.filter(({ letter }) => letter.carried).length }));
 }

@@ -8,6 +8,7 @@
  */
 import type { Handler } from "hono";
 import { numberVar, type AppEnv, type Arrival, type Env, type QueuedEvent } from "../env";
+import { withDeadline } from "../deadline";
 import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
@@ -177,14 +178,6 @@ function fitsInMessage(message: QueuedEvent & { event: Arrival }): boolean {
   return utf8.encode(JSON.stringify(message)).byteLength <= MAX_QUEUE_MESSAGE_BYTES;
 }
 
-async function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | null = null;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(unavailable("storage_timeout", `storage did not answer within ${budgetMs} ms; retry later`)), budgetMs);
-  });
-  try {
-    return await Promise.race([work, deadline]);
-  } finally {
-    clearTimeout(timer);
-  }
+function withinBudget<T>(work: Promise<T>, budgetMs: number): Promise<T> {
+  return withDeadline(work, budgetMs, () => unavailable("storage_timeout", `storage did not answer within ${budgetMs} ms; retry later`));
 }

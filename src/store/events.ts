@@ -247,12 +247,15 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
     )
     .bind(...params)
     .all<EventSummary>();
-  const page = results.slice(0, limit);
-  const last = page[page.length - 1];
-  return {
-    events: page,
-    nextCursor: results.length > limit && last ? encodeCursor({ receivedAt: last.received_at, key: last.key }) : null,
-  };
+  const { rows, nextCursor } = keysetPage(results, limit, (last) => ({ receivedAt: last.received_at, key: last.key }));
+  return { events: rows, nextCursor };
+}
+
+/** One page of a keyset query that read `limit + 1` rows: the page, and a cursor when more follow. */
+export function keysetPage<T>(results: T[], limit: number, cursorOf: (last: T) => Cursor): { rows: T[]; nextCursor: string | null } {
+  const rows = results.slice(0, limit);
+  const last = rows[rows.length - 1];
+  return { rows, nextCursor: results.length > limit && last ? encodeCursor(cursorOf(last)) : null };
 }
 
 /** A keyset position: a time and a tie-breaking key (quarantine.ts pages with it too). */
@@ -261,7 +264,7 @@ export interface Cursor {
   key: string;
 }
 
-export function encodeCursor(cursor: Cursor): string {
+function encodeCursor(cursor: Cursor): string {
   return btoa(`${cursor.receivedAt}:${cursor.key}`).replace(/=+$/, "");
 }
 

@@ -6,7 +6,7 @@
 import { HttpError } from "../errors";
 import { CounterDeltas } from "./metrics";
 import { bytesToHex, type SecretSlot } from "../receive/signature";
-import { decodeCursor, encodeCursor } from "./events";
+import { decodeCursor, keysetPage } from "./events";
 
 export interface QuarantinedPayload {
   provider: string;
@@ -101,12 +101,8 @@ export async function listQuarantine(db: D1Database, filter: QuarantineFilter, l
     )
     .bind(...params)
     .all<QuarantineSummary>();
-  const items = results.slice(0, limit);
-  const last = items[items.length - 1];
-  return {
-    items,
-    nextCursor: results.length > limit && last ? encodeCursor({ receivedAt: last.last_received_at, key: String(last.id) }) : null,
-  };
+  const { rows, nextCursor } = keysetPage(results, limit, (last) => ({ receivedAt: last.last_received_at, key: String(last.id) }));
+  return { items: rows, nextCursor };
 }
 
 export async function getQuarantined(db: D1Database, id: number): Promise<QuarantineRow | null> {
