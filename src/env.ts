@@ -7,7 +7,7 @@ import type { SecretSlot } from "./receive/signature";
  */
 export interface Env {
   DB: D1Database;
-  EVENTS_QUEUE: Queue<QueuedEvent>;
+  EVENTS_QUEUE: Queue<EventsQueueMessage>;
   DEAD_LETTER_QUEUE: Queue<QueuedEvent>;
 
   MAX_BODY_BYTES?: string;
@@ -32,6 +32,8 @@ export interface Env {
   ZUDDL_SIGNING_SECRET_OLD?: string;
   ZUDDL_AUTH_TOKEN?: string;
   ADMIN_TOKEN?: string;
+  /** One Durable Object per destination with `rate_per_second`: the schedule its forwards share (deliver/rate-limiter.ts). */
+  RATE_LIMITER?: DurableObjectNamespace<RateLimiterApi & Rpc.DurableObjectBranded>;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
   /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
@@ -68,6 +70,27 @@ export interface QueuedEvent {
   event?: Arrival;
   /** Dead-letter notices only: the destinations whose delivery went dead. */
   destinations?: string[];
+  /** A circuit probe: deliver this event to this destination although its circuit is open. */
+  probe?: string;
+}
+
+/** Releases the next held deliveries of a destination (resume, or a circuit closing), a chunk at a time. */
+export interface ReleaseHeld {
+  release: string;
+}
+
+/** Everything the events queue carries. */
+export type EventsQueueMessage = QueuedEvent | ReleaseHeld;
+
+/** Start times (ms) reserved for forwards to a rate-limited destination, and when its schedule is next free. */
+export interface Reservation {
+  slots: number[];
+  nextFreeAt: number;
+}
+
+/** What the rate limiter's Durable Object answers (deliver/rate-limiter.ts). */
+export interface RateLimiterApi {
+  reserve(count: number, perSecond: number, horizonMs: number): Reservation;
 }
 
 /** Fields of the one structured log line written per request. Never a secret or a body. */

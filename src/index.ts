@@ -1,18 +1,23 @@
 import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
 import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
+import { tendDestinations } from "./deliver/controls";
+import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
-import { numberVar, searchEnabled, type Env, type QueuedEvent } from "./env";
+import { numberVar, searchEnabled, type Env, type EventsQueueMessage } from "./env";
 import { purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
 
 const DEFAULT_RETENTION_DAYS = 30;
 
+export { DestinationRateLimiter } from "./deliver/rate-limiter";
+
 export default {
   fetch: app.fetch,
   queue: (batch, env) => (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env)),
   /**
-   * The cron: the reconciliation sweep, the retention purge, then the search index follows SEARCH
+   * The cron: the reconciliation sweep, the destinations' safety net (an overdue circuit probe, held
+   * deliveries of an active destination), the retention purge, then the search index follows SEARCH
    * (after the purge, so it never indexes events about to go); one failing never stops the others.
    */
   async scheduled(controller, env) {
@@ -20,6 +25,10 @@ export default {
     const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
     const steps = {
       reconcile: () => reconcile(env, now),
+      destinations: async () => {
+        const config = loadDestinations(env);
+        return config.ok ? tendDestinations(env, config.destinations, now) : { skipped: "DESTINATIONS is invalid" };
+      },
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
     };
@@ -35,4 +44,4 @@ export default {
     // A failed step shows as a failed cron run in the dashboard, after the others had their turn.
     if (failed) throw new Error("a scheduled step failed; see the log lines above");
   },
-} satisfies ExportedHandler<Env, QueuedEvent>;
+} satisfies ExportedHandler<Env, EventsQueueMessage>;

@@ -10,7 +10,7 @@
 import * as T from "@sinclair/typebox";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
-  BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
+  BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
   Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, StatsView, StringEnum,
 } from "./schemas";
 
@@ -55,6 +55,7 @@ const time = (description: string): Param => ({
 });
 const text = (description: string): Param => ({ schema: T.String(), description });
 const eventId: Param = { schema: T.String(), description: "the event's gateway id (`evt_…`)", required: true };
+const destinationName: Param = { schema: T.String(), description: "the destination's name in DESTINATIONS", required: true };
 const quarantineId: Param = { schema: T.Integer({ minimum: 1 }), description: "the quarantined payload's id", required: true };
 
 /** Answers to a request that selects more than it can read at once. */
@@ -189,13 +190,32 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/destinations": {
     operationId: "getDestinations",
-    summary: "DESTINATIONS as configured, or its errors",
+    summary: "DESTINATIONS as configured, each with its state (active, paused, open), held deliveries and last success and failure; or its errors",
     description: "Errors name the entry, the field and the rule, never the rejected value (it may be a secret pasted into the wrong field).",
     status: 200,
     response: T.Union([
-      T.Object({ valid: T.Literal(true), destinations: T.Array(DestinationConfigView) }, { additionalProperties: false }),
+      T.Object({ valid: T.Literal(true), destinations: T.Array(DestinationView) }, { additionalProperties: false }),
       T.Object({ valid: T.Literal(false), errors: T.Array(T.String(), { minItems: 1 }) }, { additionalProperties: false }),
     ]),
+  },
+  "POST /admin/destinations/{name}/pause": {
+    operationId: "pauseDestination",
+    summary: "Pause a destination: its deliveries are held (no attempts, no queue retries) until it is resumed",
+    description: "Pausing again keeps the first pause's time. A replay to a paused destination is held too.",
+    path: { name: destinationName },
+    status: 200,
+    response: DestinationControlView,
+    errors: { 404: ["unknown_destination"], 503: ["invalid_destinations"] },
+  },
+  "POST /admin/destinations/{name}/resume": {
+    operationId: "resumeDestination",
+    summary: "Resume a destination and deliver what it held, oldest first",
+    description:
+      "The first chunk of held deliveries is enqueued by this call (`released`), the rest through the queue. While the circuit is open, held deliveries wait for its probe instead. Resuming an active destination does nothing.",
+    path: { name: destinationName },
+    status: 200,
+    response: DestinationControlView,
+    errors: { 404: ["unknown_destination"], 503: ["invalid_destinations"] },
   },
   "GET /admin/dead-letters": {
     operationId: "listDeadLetters",
@@ -230,6 +250,7 @@ const COMPONENTS: Record<string, T.TSchema> = {
   Release: ReleaseView,
   DeadLetter: DeadLetterView,
   DestinationConfig: DestinationConfigView,
+  Destination: DestinationView,
   Stats: StatsView,
 };
 const COMPONENT_NAMES = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema as object, name]));

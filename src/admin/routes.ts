@@ -1,12 +1,12 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env";
-import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { listDeadLetters } from "../store/dead-letters";
 import { getAttempts, getDeliveries, listDeliveries, stats, type DeliveryCursor } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
+import { destinationsView, pauseDestination, resumeDestination } from "./destinations";
 import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
@@ -78,10 +78,18 @@ adminRoutes.get("/stats", async (c) => {
   return c.json({ since: new Date(since).toISOString(), until: new Date(until).toISOString(), ...(await stats(c.env.DB, since, until)) });
 });
 
-adminRoutes.get("/destinations", (c) => {
-  const config = loadDestinations(c.env);
-  if (!config.ok) return c.json({ valid: false, errors: config.errors });
-  return c.json({ valid: true, destinations: config.destinations.map((d) => d.config) });
+adminRoutes.get("/destinations", async (c) => c.json(await destinationsView(c.env)));
+
+adminRoutes.post("/destinations/:name/pause", async (c) => {
+  const answer = await pauseDestination(c.env, c.req.param("name"));
+  c.get("log").outcome = "paused";
+  return c.json(answer);
+});
+
+adminRoutes.post("/destinations/:name/resume", async (c) => {
+  const answer = await resumeDestination(c.env, c.req.param("name"));
+  c.get("log").outcome = "resumed";
+  return c.json(answer);
 });
 
 adminRoutes.get("/metrics", async (c) => c.body(await prometheusText(c.env), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }));

@@ -16,7 +16,7 @@ export const MAX_PAGE = 200;
 export const BULK_REPLAY_LIMIT = 100;
 /** What a bulk replay may select (pending deliveries are already on their way). */
 export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
-export const EVENT_STATUSES = ["received", "queued", "delivered", "failed", "dead"] as const satisfies readonly EventStatus[];
+export const EVENT_STATUSES = ["received", "queued", "delivered", "failed", "dead", "held"] as const satisfies readonly EventStatus[];
 export const RELEASE_STATUSES = ["accepted", "duplicate", "already_released"] as const;
 
 /** A string from a fixed list, as `enum` (what OpenAPI tools read) rather than TypeBox's anyOf of consts. */
@@ -143,6 +143,32 @@ export const DestinationConfigView = Strict({
   filter: T.Optional(T.String({ description: "JSONPath filter in Seismic's dialect" })),
   secret: T.Optional(T.String({ description: "the name of the secret binding holding the signing key, never its value" })),
   timeout_ms: T.Optional(T.Integer()),
+  circuit_failures: T.Optional(T.Integer({ description: "consecutive failed attempts that open the circuit (default 10)" })),
+  circuit_probe_seconds: T.Optional(T.Integer({ description: "time between probes while the circuit is open (default 60)" })),
+  rate_per_second: T.Optional(T.Number({ description: "forwards per second at most, across every consumer" })),
+});
+
+export const DESTINATION_STATES = ["active", "paused", "open"] as const;
+
+/** A destination as configured, with its run-time state. */
+export const DestinationView = Strict({
+  name: T.String(),
+  config: DestinationConfigView,
+  state: StringEnum(DESTINATION_STATES, { description: "active; paused (by an operator, or after circuit_failures answers of 410 in a row); open: the circuit breaker holds deliveries and probes" }),
+  held: T.Integer({ minimum: 0, description: "deliveries held while paused or open; resuming (or the circuit closing) delivers them, oldest first" }),
+  pausedAt: Nullable(Time()),
+  pausedReason: Nullable(T.String()),
+  consecutiveFailures: T.Integer({ minimum: 0 }),
+  circuitOpenedAt: Nullable(Time()),
+  nextProbeAt: Nullable(Time("when the open circuit's next probe is due")),
+  lastSuccessAt: Nullable(Time()),
+  lastFailureAt: Nullable(Time()),
+});
+
+/** The answer to a pause or a resume. */
+export const DestinationControlView = Strict({
+  destination: DestinationView,
+  released: T.Integer({ minimum: 0, description: "held deliveries made pending and enqueued by this call (a resume); the rest follow through the queue, oldest first" }),
 });
 
 export const StatsView = Strict({
@@ -157,6 +183,8 @@ export const StatsView = Strict({
 });
 
 export type EventView = T.Static<typeof EventView>;
+export type DestinationView = T.Static<typeof DestinationView>;
+export type DestinationControlView = T.Static<typeof DestinationControlView>;
 export type EventDetailView = T.Static<typeof EventDetailView>;
 export type DeliveryView = T.Static<typeof DeliveryView>;
 export type AttemptView = T.Static<typeof AttemptView>;

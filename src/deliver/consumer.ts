@@ -18,12 +18,19 @@
  * store or a record that fails for the batch is retried message by message (so only the message
  * that cannot be written comes back, with its body), and anything thrown while delivering a
  * message is recorded on its event and retries that message alone.
+ *
+ * Operator controls (deliver/controls.ts) act per round: a paused destination, or one whose
+ * circuit is open, has its deliveries held (no attempt, nothing left for the message to wait
+ * for); a probe message tries one delivery through an open circuit; a rate-limited destination's
+ * forwards start at times its Durable Object reserves (deliver/rate-limiter.ts), and those that
+ * do not fit wait for the message's next delivery, with no attempt used.
  */
-import { numberVar, type Env, type QueuedEvent } from "../env";
+import { numberVar, type Env, type EventsQueueMessage, type QueuedEvent, type ReleaseHeld, type Reservation } from "../env";
 import { isRecord } from "../providers/provider";
+import { getControls, stateOf, type ControlRow, type DestinationState } from "../store/controls";
 import {
   claimForDelivery, FINISHED, holdForConfiguration, NOT_COUNTED, recordRounds,
-  type AttemptRecord, type Claim, type Claimed, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
+  type AttemptRecord, type Claim, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
 } from "../store/deliveries";
 import { bodyJson, type EventRow, type EventStatus } from "../store/events";
 import { loadDestinations, route, type Destination } from "./destinations";
@@ -31,14 +38,13 @@ import { forward } from "./forward";
 import { withDeadline } from "../deadline";
 import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
+import { releaseChunk, scheduleProbe, startRelease } from "./controls";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
 /** Queues accept delays up to 12 hours. */
 const MAX_DELAY_SECONDS = 43_200;
 const DEFAULT_RETRY_BASE_SECONDS = 10;
 const DEFAULT_RETRY_MAX_SECONDS = 3_600;
-/** Messages of a batch handled at once (their forwards share the connection limit below). */
-const MESSAGE_CONCURRENCY = 8;
 /** Workers allow 6 simultaneous open connections per invocation; more would queue inside fetch() and time out there. */
 const MAX_OPEN_FORWARDS = 6;
 /** The free plan allows 50 subrequests per invocation; this leaves room for the D1 and Queue calls. */
@@ -49,6 +55,10 @@ const DEAD_LETTER_SEND_MS = 5_000;
 const MAX_FAILED_ROUNDS = 10;
 /** A message whose forwards did not fit in this batch comes back this soon. */
 const DEFERRED_DELAY_SECONDS = 1;
+/** How far ahead a batch reserves start times from a rate limit (it waits for them before recording). */
+const RATE_HORIZON_MS = 2_000;
+/** When the rate limiter cannot be reached, its destination's forwards wait this long (never sent unmetered). */
+const RATE_UNAVAILABLE_MS = 5_000;
 /**
  * How long a message may hold an event's delivery lease: a queue consumer's wall-clock limit
  * (15 minutes), so a lease never lapses under a round that is still running. A holder's own
@@ -83,21 +93,24 @@ interface ForwardBudget {
   metrics: AnalyticsEngineDataset | undefined;
 }
 
-export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
+export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
   const retry: RetryPolicy = {
     maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
     baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
     maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
   };
   const messages: Message<QueuedEvent>[] = [];
+  const releases: Message<ReleaseHeld>[] = [];
   for (const message of batch.messages) {
-    if (readableMessage(message.body)) messages.push(message);
+    if (isEventMessage(message)) messages.push(message);
+    else if (isReleaseMessage(message)) releases.push(message);
     else {
       // Only our own code sends here, so this is a bug; a retry could never read it either.
       console.error(JSON.stringify({ queue: batch.queue, messageId: message.id, outcome: "unreadable_message" }));
       message.ack();
     }
   }
+  if (releases.length) await releaseEach(env, releases);
   if (messages.length === 0) return;
   const claims = messages.map(claimOf);
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
@@ -119,13 +132,14 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
 
   const now = Date.now();
   // Per message id: its event and lease, null (a copy, or gone), or absent (could not be stored).
-  const claimed = await claimEach(env.DB, claims, now);
+  const { claimed, controls } = await claimEach(env.DB, claims, now);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
     metrics: env.METRICS,
   };
-  const plans = await mapLimited(messages, MESSAGE_CONCURRENCY, async (message): Promise<Plan> => {
+  // Every message's round is planned first, so a rate-limited destination is asked once per batch.
+  const drafts = messages.map((message): Plan | Draft => {
     const backoff = backoffSeconds(message.attempts, retry);
     // Not stored (or its lease not known): it comes back with its body, and nothing was forwarded.
     if (!claimed.has(message.id)) return { decision: { ack: false, delaySeconds: backoff }, round: null, outcome: "not_stored" };
@@ -143,13 +157,24 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
       return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
     try {
-      return await deliverEvent(message.id, event, stored.deliveries, config.destinations, retry, budget, now);
+      return draftRound(message, stored.event, stored.deliveries, config.destinations, controls, budget, now);
     } catch (err) {
       return failedRound(event.key, message, err, backoff);
     }
   });
+  await reserveRates(env, drafts.filter(isDraft), budget, now);
+  const plans = await Promise.all(
+    drafts.map(async (draft) => {
+      if (!isDraft(draft)) return draft;
+      try {
+        return await runRound(draft, retry, budget, now);
+      } catch (err) {
+        return failedRound(draft.event.key, draft.message, err, backoffSeconds(draft.message.attempts, retry));
+      }
+    }),
+  );
   await sendDeadLetters(env, plans);
-  const unrecorded = await record(env.DB, plans, now);
+  const { unrecorded, changed } = await record(env.DB, plans, now);
   let acked = 0;
   plans.forEach((plan, i) => {
     const message = messages[i]!;
@@ -159,6 +184,8 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
       acked++;
     } else message.retry({ delaySeconds: plan.decision.delaySeconds });
   });
+  const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
+  await followCircuits(env, config.destinations, controls, changed, recorded, messages, now);
   // One line per batch; a line per event only where something was attempted or went wrong.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
@@ -170,6 +197,10 @@ export function readableMessage(body: unknown): body is QueuedEvent {
   if (!isRecord(body) || typeof body.eventKey !== "string") return false;
   return body.event === undefined || (isRecord(body.event) && typeof body.event.body === "string");
 }
+
+const isEventMessage = (message: Message<EventsQueueMessage>): message is Message<QueuedEvent> => readableMessage(message.body);
+const isReleaseMessage = (message: Message<EventsQueueMessage>): message is Message<ReleaseHeld> =>
+  isRecord(message.body) && typeof (message.body as Partial<ReleaseHeld>).release === "string";
 
 function claimOf(message: Message<QueuedEvent>): Claim {
   const { eventKey, event } = message.body;
@@ -185,21 +216,24 @@ function claimOf(message: Message<QueuedEvent>): Claim {
  * message that cannot be stored costs only itself a retry (with its body: nothing is lost).
  * A message missing from the result was not stored.
  */
-async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<Map<string, Claimed | null>> {
+async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<ClaimResult> {
   try {
     return await claimForDelivery(db, claims, now, now + LEASE_MS);
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "claim_batch_failed", error: String(err) }));
   }
-  const claimed = new Map<string, Claimed | null>();
+  // Destination states come with any claim that succeeds; a message with no claim forwards nothing.
+  const result: ClaimResult = { claimed: new Map(), controls: new Map() };
   for (const claim of claims) {
     try {
-      for (const [messageId, value] of await claimForDelivery(db, [claim], now, now + LEASE_MS)) claimed.set(messageId, value);
+      const one = await claimForDelivery(db, [claim], now, now + LEASE_MS);
+      for (const [messageId, value] of one.claimed) result.claimed.set(messageId, value);
+      result.controls = one.controls;
     } catch (err) {
       console.error(JSON.stringify({ queue: "deliver", eventKey: claim.eventKey, messageId: claim.messageId, outcome: "claim_failed", error: String(err) }));
     }
   }
-  return claimed;
+  return result;
 }
 
 /** A message that threw: its event shows the error, and it alone is retried. */
@@ -214,21 +248,24 @@ function failedRound(eventKey: string, message: Message<QueuedEvent>, err: unkno
   console.error(JSON.stringify({ queue: "deliver", eventKey, messageId: message.id, outcome: "message_error", error }));
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
-    round: { eventKey, messageId: message.id, records: [], closed: [], eventStatus: givenUp ? "dead" : null, deadLettered: [], error },
+    round: { eventKey, messageId: message.id, records: [], closed: [], eventStatus: givenUp ? "dead" : null, deadLettered: [], deferred: [], error },
     outcome: "failed",
   };
 }
 
 /**
  * Writes the batch's rounds in one D1 batch; if that fails, message by message, so one
- * unwritable round costs only its own message a retry. Returns the plans not recorded.
+ * unwritable round costs only its own message a retry. Returns the plans not recorded, and the
+ * destination states the recorded attempts changed.
  */
-async function record(db: D1Database, plans: Plan[], now: number): Promise<Set<Plan>> {
+async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
   const pending = plans.filter((plan) => plan.round);
-  return writeAllOrEach(pending, (some) => recordRounds(db, some.map((plan) => plan.round!), now), (plan, err) => {
+  const changed: ControlRow[] = [];
+  const unrecorded = await writeAllOrEach(pending, async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now))), (plan, err) => {
     const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
     console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
   });
+  return { unrecorded, changed };
 }
 
 /** Notices of new dead deliveries; if the send fails they stay unmarked (visible) and nothing else is held up. */
@@ -250,26 +287,115 @@ async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
   }
 }
 
-async function deliverEvent(
-  messageId: string, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], retry: RetryPolicy, budget: ForwardBudget, now: number,
-): Promise<Plan> {
+/** A forward a round will make: to whom, how many attempts came before, whether it is a probe, and when it may start. */
+interface Due {
+  destination: Destination;
+  attempts: number;
+  probe: boolean;
+  /** A start time the destination's rate limit reserved; null: at once. */
+  startAt: number | null;
+}
+
+/** A message's round, planned: what it forwards now, what it holds or closes, and what it waits for. */
+interface Draft {
+  message: Message<QueuedEvent>;
+  event: EventRow;
+  previous: Map<string, DeliveryRow>;
+  targets: Destination[];
+  closed: ClosedDelivery[];
+  due: Due[];
+  waitMs: number[];
+  deferred: string[];
+}
+
+const isDraft = (value: Plan | Draft): value is Draft => "message" in value;
+
+/**
+ * Plans a message's round. A delivery to a paused destination, or one whose circuit is open, is
+ * held (no attempt, and the message does not wait for it), unless this message is the open
+ * circuit's probe for it. The rest is due now, waits for its retry time, or, beyond the batch's
+ * forward budget, for the message's next delivery.
+ */
+function draftRound(
+  message: Message<QueuedEvent>, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], controls: Map<string, ControlRow>,
+  budget: ForwardBudget, now: number,
+): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
-
-  const due: { destination: Destination; attempts: number }[] = [];
-  const waitMs: number[] = [];
+  const draft: Draft = { message, event, previous, targets, closed, due: [], waitMs: [], deferred: [] };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
-    if (row?.next_attempt_at && row.next_attempt_at > now) waitMs.push(row.next_attempt_at - now);
+    const control = controls.get(destination.name);
+    const state = stateOf(control);
+    const probe = state === "open" && message.body.probe === destination.name;
+    if (state !== "active" && !probe) {
+      if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
+      continue;
+    }
+    if (!probe && row?.next_attempt_at && row.next_attempt_at > now) draft.waitMs.push(row.next_attempt_at - now);
     else if (budget.remaining > 0) {
       budget.remaining--;
-      due.push({ destination, attempts: row?.attempts ?? 0 });
-    } else waitMs.push(DEFERRED_DELAY_SECONDS * 1000); // no attempt is used: it is simply not started
+      draft.due.push({ destination, attempts: row?.attempts ?? 0, probe, startAt: null });
+    } else draft.waitMs.push(DEFERRED_DELAY_SECONDS * 1000); // no attempt is used: it is simply not started
   }
+  return draft;
+}
 
+function heldReason(state: Exclude<DestinationState, "active">, control: ControlRow, destination: Destination): string {
+  if (state === "paused") return `held: ${control.paused_reason ?? "paused"}`;
+  return `held: circuit open after ${destination.circuitFailures} failed attempts in a row; a probe is tried every ${destination.probeSeconds} s`;
+}
+
+/**
+ * Asks each rate-limited destination's Durable Object, once for the whole batch, for start times
+ * for its due forwards (in message order). Forwards it has no time for within RATE_HORIZON_MS
+ * are taken out of the round: the message comes back when the schedule has room, no attempt used.
+ */
+async function reserveRates(env: Env, drafts: Draft[], budget: ForwardBudget, now: number): Promise<void> {
+  const limited = new Map<string, { destination: Destination; items: { draft: Draft; due: Due }[] }>();
+  for (const draft of drafts) {
+    for (const due of draft.due) {
+      if (due.destination.ratePerSecond === null) continue;
+      const group = limited.get(due.destination.name) ?? { destination: due.destination, items: [] };
+      group.items.push({ draft, due });
+      limited.set(due.destination.name, group);
+    }
+  }
+  await Promise.all(
+    [...limited.values()].map(async ({ destination, items }) => {
+      let reservation: Reservation;
+      try {
+        const namespace = env.RATE_LIMITER!;
+        reservation = await namespace.get(namespace.idFromName(destination.name)).reserve(items.length, destination.ratePerSecond!, RATE_HORIZON_MS);
+      } catch (err) {
+        console.error(JSON.stringify({ queue: "deliver", destination: destination.name, outcome: "rate_limiter_unavailable", error: String(err) }));
+        reservation = { slots: [], nextFreeAt: now + RATE_UNAVAILABLE_MS };
+      }
+      items.forEach(({ draft, due }, i) => {
+        const startAt = reservation.slots[i];
+        if (startAt !== undefined) {
+          due.startAt = startAt;
+          return;
+        }
+        draft.due.splice(draft.due.indexOf(due), 1);
+        draft.waitMs.push(Math.max(1000, reservation.nextFreeAt - now));
+        draft.deferred.push(destination.name);
+        budget.remaining++;
+      });
+    }),
+  );
+}
+
+/** Makes a planned round's forwards (each at its reserved time, within the connection limit) and decides what the message does next. */
+async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget, now: number): Promise<Plan> {
+  const { event, previous, targets, closed, waitMs } = draft;
   const records = await Promise.all(
-    due.map(({ destination, attempts }) => budget.connections(() => attempt(event, destination, attempts + 1, retry, budget.metrics))),
+    draft.due.map(async (due) => {
+      // Waiting for a reserved time holds no connection.
+      if (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
+      return budget.connections(() => attempt(event, due, retry, budget.metrics));
+    }),
   );
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
 
@@ -294,9 +420,66 @@ async function deliverEvent(
     decision: waitMs.length === 0
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
-    round: { eventKey: event.key, messageId, records, closed, eventStatus, deadLettered, error: null },
+    round: { eventKey: event.key, messageId: draft.message.id, records, closed, eventStatus, deadLettered, deferred: draft.deferred, error: null },
     outcome: "round",
   };
+}
+
+/**
+ * After a batch is recorded, the circuits it moved: one that opened gets its first probe, a probe
+ * that failed (or had nothing to try) gets the next, and one that closed releases what it held.
+ * Anything that fails here is left to the cron's safety net (deliver/controls.ts).
+ */
+async function followCircuits(
+  env: Env, destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], messages: Message<QueuedEvent>[], now: number,
+): Promise<void> {
+  const byName = new Map(destinations.map((d) => [d.name, d]));
+  const probes = new Set<string>();
+  const releases = new Set<string>();
+  for (const row of changed) {
+    const wasOpen = before.get(row.destination)?.opened_at != null;
+    if (row.opened_at === now && !wasOpen) probes.add(row.destination);
+    if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
+  }
+  for (const plan of recorded) {
+    for (const r of plan.round!.records) if (r.status === "held") probes.add(r.destination);
+  }
+  // A probe message that tried nothing (its delivery was finished meanwhile) passes the probe on.
+  for (const message of messages) {
+    const { probe } = message.body;
+    if (probe && stateOf(before.get(probe)) === "open" && !changed.some((row) => row.destination === probe)) probes.add(probe);
+  }
+  for (const name of probes) {
+    const destination = byName.get(name);
+    if (!destination || releases.has(name)) continue;
+    await scheduleProbe(env, destination, now).catch((err: unknown) => {
+      console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "probe_schedule_failed", error: String(err) }));
+    });
+  }
+  for (const name of releases) {
+    await startRelease(env, name).catch((err: unknown) => {
+      console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "release_failed", error: String(err) }));
+    });
+  }
+}
+
+/** Release messages: each makes the next chunk of its destination's held deliveries pending, if it is active. */
+async function releaseEach(env: Env, releases: Message<ReleaseHeld>[]): Promise<void> {
+  const config = loadDestinations(env);
+  for (const message of releases) {
+    const destination = message.body.release;
+    try {
+      // A destination paused again, or no longer configured, keeps what it holds.
+      if (config.ok && config.destinations.some((d) => d.name === destination)) {
+        const controls = await getControls(env.DB);
+        if (stateOf(controls.get(destination)) === "active") await releaseChunk(env, destination, Date.now());
+      }
+      message.ack();
+    } catch (err) {
+      console.error(JSON.stringify({ queue: "deliver", destination, outcome: "release_failed", error: String(err) }));
+      message.retry({ delaySeconds: DEFERRED_DELAY_SECONDS * 5 });
+    }
+  }
 }
 
 /**
@@ -331,14 +514,14 @@ function plan(event: EventRow, previous: Map<string, DeliveryRow>, destinations:
 function statusOf(statuses: DeliveryStatus[]): EventStatus {
   const counted = statuses.filter((s) => !NOT_COUNTED.has(s));
   if (counted.some((s) => s === "failed" || s === "pending")) return "failed";
+  if (counted.includes("held")) return "held";
   return counted.includes("dead") ? "dead" : "delivered";
 }
 
 /** One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. */
-async function attempt(
-  event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined,
-): Promise<AttemptRecord> {
-  const record = await forwardOnce(event, destination, attemptNumber, retry);
+async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
+  const { destination } = due;
+  const record = await forwardOnce(event, due, retry);
   metrics?.writeDataPoint({
     indexes: [destination.name],
     blobs: [destination.name, record.status, event.provider, event.type],
@@ -347,7 +530,8 @@ async function attempt(
   return record;
 }
 
-async function forwardOnce(event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy): Promise<AttemptRecord> {
+async function forwardOnce(event: EventRow, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
+  const attemptNumber = attempts + 1;
   const startedAt = Date.now();
   const result = await forward(
     { key: event.key, provider: event.provider, type: event.type, contentType: event.content_type, body: event.body },
@@ -357,13 +541,18 @@ async function forwardOnce(event: EventRow, destination: Destination, attemptNum
     outcome: "retry" as const, statusCode: null, durationMs: Date.now() - startedAt, retryAfterSeconds: null,
     error: `internal error: ${err instanceof Error ? err.name : "unknown"}`,
   }));
-  const base = { destination: destination.name, attempt: attemptNumber, startedAt, durationMs: result.durationMs, statusCode: result.statusCode };
+  const base = {
+    destination: destination.name, attempt: attemptNumber, startedAt, durationMs: result.durationMs, statusCode: result.statusCode,
+    circuitFailures: destination.circuitFailures,
+  };
   switch (result.outcome) {
     case "delivered":
       return { ...base, status: "delivered", error: null, nextAttemptAt: null };
     case "gone":
       return { ...base, status: "gone", error: result.error, nextAttemptAt: null };
     case "retry": {
+      // The open circuit's attempt, not the delivery's: it stays held and keeps its attempts.
+      if (probe) return { ...base, attempt: attempts, status: "held", error: `probe failed (${result.error}); the circuit stays open`, nextAttemptAt: null };
       if (attemptNumber >= retry.maxAttempts) {
         return { ...base, status: "dead", error: `${result.error}; gave up after ${attemptNumber} attempts`, nextAttemptAt: null };
       }
@@ -377,17 +566,4 @@ async function forwardOnce(event: EventRow, destination: Destination, attemptNum
 function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
   const step = Math.min(policy.maxSeconds, policy.baseSeconds * 2 ** Math.max(0, attempt - 1));
   return Math.ceil(step / 2 + Math.random() * (step / 2));
-}
-
-async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      results[index] = await work(items[index]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }

@@ -5,7 +5,7 @@
  * stored its event still carries it: it is stored here, body and all, as an unfinished event.
  * Unfinished events in D1 are what the reconciliation sweep finds and enqueues again.
  */
-import type { Env, QueuedEvent } from "../env";
+import type { Env, EventsQueueMessage } from "../env";
 import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
 import { writeAllOrEach } from "./all-or-each";
 import { readableMessage } from "./consumer";
@@ -15,10 +15,11 @@ export const DEAD_LETTER_QUEUE_NAME = "edgehook-dead-letters";
 /** A message that could not be recorded comes back after this long (D1 is likely down). */
 const RECORD_RETRY_SECONDS = 30;
 
-export async function consumeDeadLetters(batch: MessageBatch<QueuedEvent>, env: Env): Promise<void> {
+export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
   const receivedAt = Date.now();
-  const letters: { message: Message<QueuedEvent>; letter: DeadLetter }[] = [];
+  const letters: { message: Message<EventsQueueMessage>; letter: DeadLetter }[] = [];
   for (const message of batch.messages) {
+    // A release of held deliveries that used up its retries is not a letter: the cron releases again.
     if (!readableMessage(message.body)) {
       console.error(JSON.stringify({ queue: batch.queue, messageId: message.id, outcome: "unreadable_message" }));
       message.ack();

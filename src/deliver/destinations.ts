@@ -5,11 +5,15 @@
  * retry path until it is fixed. Errors name the field and the rule, never the rejected value,
  * which may be a secret pasted into the wrong field (#9.6).
  */
-import { array, integer, max, min, nonempty, object, optional, pattern, refine, size, string, type Failure, type Infer } from "superstruct";
+import { array, integer, max, min, nonempty, number, object, optional, pattern, refine, size, string, type Failure, type Infer } from "superstruct";
 import type { Env } from "../env";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** Consecutive failed attempts that open a destination's circuit, unless it sets its own. */
+export const DEFAULT_CIRCUIT_FAILURES = 10;
+/** How often an open circuit tries one probe delivery, unless the destination sets its own. */
+export const DEFAULT_CIRCUIT_PROBE_SECONDS = 60;
 
 function isAllowedUrl(value: string): boolean {
   let url: URL;
@@ -33,6 +37,10 @@ const DestinationConfig = object({
   filter: optional(nonempty(string())),
   secret: optional(pattern(string(), /^[A-Z][A-Z0-9_]*$/)),
   timeout_ms: optional(max(min(integer(), 100), 30_000)),
+  circuit_failures: optional(max(min(integer(), 1), 1_000)),
+  // Queues delay a message by at most 12 hours.
+  circuit_probe_seconds: optional(max(min(integer(), 1), 43_200)),
+  rate_per_second: optional(max(min(number(), 0.01), 1_000)),
 });
 export type DestinationConfig = Infer<typeof DestinationConfig>;
 
@@ -48,6 +56,9 @@ const RULES = {
   filter: "must be a non-empty JSONPath filter",
   secret: "must be the name of a secret binding (A-Z, 0-9, _), not the secret itself",
   timeout_ms: "must be an integer from 100 to 30000",
+  circuit_failures: "must be an integer from 1 to 1000",
+  circuit_probe_seconds: "must be an integer from 1 to 43200",
+  rate_per_second: "must be a number from 0.01 to 1000",
 } satisfies Record<keyof DestinationConfig, string>;
 
 /** An unknown key is shown only when it looks like a misspelt field name, never when it could be pasted text. */
@@ -62,6 +73,12 @@ export interface Destination {
   /** Key bytes of the Standard Webhooks secret, or null to forward unsigned. */
   signingKey: Uint8Array | null;
   timeoutMs: number;
+  /** Consecutive failed attempts that open the circuit. */
+  circuitFailures: number;
+  /** Time between probes while the circuit is open. */
+  probeSeconds: number;
+  /** Forwards per second at most, across every consumer invocation; null: unlimited. */
+  ratePerSecond: number | null;
   /** The declaration as written, for the operator API (never the secret's value). */
   config: DestinationConfig;
 }
@@ -133,6 +150,8 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
       // The binding's name is not repeated: a secret pasted here that happens to look like a name must not be echoed.
       if (!signingKey) errors.push(`${label}.secret: the binding it names is missing or not whsec_<base64> (16+ bytes)`);
     }
+    // Without the binding a limit could not be kept across invocations: refuse rather than send unmetered.
+    if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
     const types = config.types ?? null;
     destinations.push({
       name: config.name,
@@ -145,6 +164,9 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
       filter,
       signingKey,
       timeoutMs: config.timeout_ms ?? DEFAULT_TIMEOUT_MS,
+      circuitFailures: config.circuit_failures ?? DEFAULT_CIRCUIT_FAILURES,
+      probeSeconds: config.circuit_probe_seconds ?? DEFAULT_CIRCUIT_PROBE_SECONDS,
+      ratePerSecond: config.rate_per_second ?? null,
       config,
     });
   });

@@ -1,14 +1,17 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
 import { countArrivals, insertEvents, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
+import { controlStatements, foldAttempts, readControls, type AttemptKind, type ControlRow } from "./controls";
 import { CounterDeltas } from "./metrics";
 
 /**
  * pending/failed: work left. delivered, gone (410), dead: finished until an operator replays.
  * cancelled: the destination no longer routes the event (removed, renamed, types or filter changed).
  * skipped: the destination's filter could not decide (its work budget ran out); counts as no match.
+ * held: the destination is paused or its circuit is open; no attempt is used, no message waits for
+ * it. Resuming (or the circuit closing) makes it pending again (store/controls.ts).
  */
-export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead" | "cancelled" | "skipped";
-export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead", "cancelled", "skipped"];
+export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead" | "cancelled" | "skipped" | "held";
+export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead", "cancelled", "skipped", "held"];
 /** Nothing more will be sent for these until an operator replays them. */
 export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead", "cancelled", "skipped"]);
 /** Deliveries that say nothing about the event's own status: nobody wants the event there now. */
@@ -51,18 +54,25 @@ export interface Claimed {
   deliveries: DeliveryRow[];
 }
 
+export interface ClaimResult {
+  /** Per message id: its event with the lease as it now stands, or null (a copy, or gone). */
+  claimed: Map<string, Claimed | null>;
+  /** Each destination's run-time state (paused, circuit), read in the same transaction. */
+  controls: Map<string, ControlRow>;
+}
+
 /**
  * The consumer's first D1 batch for a whole queue batch (one round trip, one transaction):
  *   - a message carrying its event inserts it; copies of one provider event make one row, and
  *     the message whose insert created it is its owner and takes its delivery lease with it;
  *     the owner's own retry takes the lease back if no other message holds it; a copy gets nothing;
  *   - a message naming a stored event (sweep, replay, large body) takes the lease if it is free;
- *   - the events and their delivery state are read back.
+ *   - the events and their delivery state are read back, with every destination's state.
  * Returns, per message id, its event with the lease as it now stands (the caller compares
  * `lease_by` with the message id), or null: a copy (its event is another message's), or an
  * event that is gone.
  */
-export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<Map<string, Claimed | null>> {
+export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
   const carrying = carried(claims);
   const named = claims.filter((claim) => !claim.arrival);
   const results = await db.batch([
@@ -74,20 +84,22 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
     ),
     db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(named.map((claim) => claim.eventKey))),
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
+    readControls(db),
   ]);
   // The owning insert returns its owners' rows without bodies (their messages have them).
   // results[0] is the arrivals count, results[1] the insert.
   const owned = new Map(carrying.length ? (results[1]!.results as Omit<EventRow, "body">[]).map((row) => [row.owner, row]) : []);
-  const stored = new Map((results.at(-2)!.results as EventRow[]).map((event) => [event.key, event]));
+  const stored = new Map((results.at(-3)!.results as EventRow[]).map((event) => [event.key, event]));
   const deliveries = new Map<string, DeliveryRow[]>();
-  for (const row of results.at(-1)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
-  return new Map(
+  for (const row of results.at(-2)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
+  const claimed = new Map(
     claims.map((claim) => {
       const row = claim.arrival ? owned.get(claim.messageId) : stored.get(claim.eventKey);
       const event = row && claim.arrival ? Object.assign(row, { body: claim.arrival.event.body }) : (row as EventRow | undefined);
       return [claim.messageId, event ? { event, deliveries: deliveries.get(event.key) ?? [] } : null];
     }),
   );
+  return { claimed, controls: new Map((results.at(-1)!.results as ControlRow[]).map((row) => [row.destination, row])) };
 }
 
 /** The events the messages carry, as the consumer inserts them: each message the owner of its own. */
@@ -129,6 +141,7 @@ export async function getAttempts(db: D1Database, eventKey: string): Promise<Att
 
 export interface AttemptRecord {
   destination: string;
+  /** `held`: a probe of an open circuit that failed (the delivery waits on, its attempts unchanged). */
   status: DeliveryStatus;
   attempt: number;
   startedAt: number;
@@ -136,12 +149,17 @@ export interface AttemptRecord {
   statusCode: number | null;
   error: string | null;
   nextAttemptAt: number | null;
+  /** The destination's circuit_failures, which its run of failures is measured against. */
+  circuitFailures: number;
 }
 
-/** A delivery closed without an attempt: cancelled (no longer routed) or skipped (filter undecided). */
+/**
+ * A delivery set without an attempt: cancelled (no longer routed), skipped (filter undecided), or
+ * held (its destination paused or its circuit open).
+ */
 export interface ClosedDelivery {
   destination: string;
-  status: "cancelled" | "skipped";
+  status: "cancelled" | "skipped" | "held";
   reason: string;
 }
 
@@ -155,23 +173,27 @@ export interface Round {
   /** null: leave the event's status as it is (the round failed before deciding it). */
   eventStatus: EventStatus | null;
   deadLettered: string[];
+  /** Destinations whose forward the rate limit moved to a later delivery of the message. */
+  deferred: string[];
   /** Why the round could not run (an exception while handling the message), shown on the event. */
   error: string | null;
 }
 
 /**
- * Every round of a queue batch in one D1 batch (one round trip, one transaction), in at most five
+ * Every round of a queue batch in one D1 batch (one round trip, one transaction), in at most seven
  * statements whatever the batch's size (D1 pays per statement): attempts, delivery state, event
  * status and progress (and the enqueue, which the consumer proves), each round's delivery lease
- * released, and new dead letters marked.
+ * released, new dead letters marked, and the attempts' effect on each destination's circuit.
+ * Returns the destination states the attempts changed, as they now stand.
  */
-export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<void> {
-  if (rounds.length === 0) return;
+export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<ControlRow[]> {
+  if (rounds.length === 0) return [];
   const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, eventKey: round.eventKey })));
   const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, eventKey: round.eventKey })));
   const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => ({ eventKey: round.eventKey, destination })));
   const events = rounds.map((round) => ({ eventKey: round.eventKey, messageId: round.messageId, status: round.eventStatus, error: round.error }));
-  await db.batch([
+  const controls = controlStatements(db, attemptOutcomes(records), now);
+  const results = await db.batch([
     ...(records.length
       ? [
           db
@@ -203,7 +225,8 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
               `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at)
                SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2 FROM (SELECT value AS c FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
-                 status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL, pinned = 0, updated_at = ?2`,
+                 status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL,
+                 pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2`,
             )
             .bind(JSON.stringify(closed), now),
         ]
@@ -230,7 +253,21 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
         ]
       : []),
     ...roundCounters(rounds).statements(db),
+    ...controls,
   ]);
+  return controls.length ? (results.at(-1)!.results as ControlRow[]) : [];
+}
+
+/** What the batch's attempts say about each destination, folded in the order they started. */
+function attemptOutcomes(records: AttemptRecord[]) {
+  const byDestination = new Map<string, { threshold: number; attempts: { kind: AttemptKind; at: number }[] }>();
+  for (const r of records) {
+    const kind: AttemptKind = r.status === "delivered" ? "success" : r.status === "gone" ? "gone" : "failure";
+    const entry = byDestination.get(r.destination) ?? { threshold: r.circuitFailures, attempts: [] };
+    entry.attempts.push({ kind, at: r.startedAt });
+    byDestination.set(r.destination, entry);
+  }
+  return [...byDestination].map(([destination, { threshold, attempts }]) => foldAttempts(destination, threshold, attempts));
 }
 
 /** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
@@ -238,11 +275,13 @@ function roundCounters(rounds: Round[]): CounterDeltas {
   const counted = new CounterDeltas();
   for (const round of rounds) {
     for (const r of round.records) {
-      counted.add("edgehook_attempts_total", { destination: r.destination, result: r.status });
+      // A failed probe leaves its delivery held; as an attempt it failed.
+      counted.add("edgehook_attempts_total", { destination: r.destination, result: r.status === "held" ? "failed" : r.status });
       counted.observeForward(r.destination, r.durationMs / 1000);
       if (FINISHED.has(r.status)) counted.add("edgehook_deliveries_total", { destination: r.destination, status: r.status });
     }
-    for (const c of round.closed) counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
+    for (const c of round.closed) if (c.status !== "held") counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
+    for (const destination of round.deferred) counted.add("edgehook_deferred_total", { destination });
   }
   return counted;
 }

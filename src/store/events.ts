@@ -15,7 +15,8 @@ import { bytesToHex } from "../receive/signature";
 import type { SecretSlot } from "../receive/signature";
 import { countMatches, FEW_MATCHES, matchExpression } from "./search";
 
-export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead";
+/** held: nothing left to do for it but deliveries held by a paused destination or an open circuit. */
+export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead" | "held";
 
 export interface NewEvent extends Arrival {
   /** eventKey(provider, type, eventId); a row stored before ids were derived keeps its own. */

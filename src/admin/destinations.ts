@@ -1,0 +1,67 @@
+/** What the operator API and the console both do with destinations: their state, pause and resume. */
+import { releaseChunk } from "../deliver/controls";
+import { loadDestinations, type Destination } from "../deliver/destinations";
+import type { Env } from "../env";
+import { HttpError } from "../errors";
+import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
+import { configuredDestinations, iso } from "./operations";
+import type { DestinationControlView, DestinationView } from "./schemas";
+
+export function destinationView(destination: Destination, control: ControlRow | undefined, held: number): DestinationView {
+  return {
+    name: destination.name,
+    config: destination.config,
+    state: stateOf(control),
+    held,
+    pausedAt: iso(control?.paused_at ?? null),
+    pausedReason: control?.paused_reason ?? null,
+    consecutiveFailures: control?.failures ?? 0,
+    circuitOpenedAt: iso(control?.opened_at ?? null),
+    nextProbeAt: control?.opened_at != null ? iso(control.probe_at) : null,
+    lastSuccessAt: iso(control?.last_success_at ?? null),
+    lastFailureAt: iso(control?.last_failure_at ?? null),
+  };
+}
+
+/** Every configured destination with its state, or DESTINATIONS' errors. */
+export async function destinationsView(env: Env): Promise<{ valid: true; destinations: DestinationView[] } | { valid: false; errors: string[] }> {
+  const config = loadDestinations(env);
+  if (!config.ok) return { valid: false, errors: config.errors };
+  const [controls, held] = await Promise.all([getControls(env.DB), heldCounts(env.DB)]);
+  return { valid: true, destinations: config.destinations.map((d) => destinationView(d, controls.get(d.name), held.get(d.name) ?? 0)) };
+}
+
+function requireConfigured(env: Env, name: string): Destination {
+  const destination = configuredDestinations(env).find((d) => d.name === name);
+  if (!destination) throw new HttpError(404, "unknown_destination", `no destination named "${name}" in DESTINATIONS`);
+  return destination;
+}
+
+/** Pauses a destination: from its next round on, its deliveries are held. */
+export async function pauseDestination(env: Env, name: string): Promise<DestinationControlView> {
+  const destination = requireConfigured(env, name);
+  const control = await pause(env.DB, name, PAUSED_BY_OPERATOR, Date.now());
+  const held = (await heldCounts(env.DB)).get(name) ?? 0;
+  return { destination: destinationView(destination, control, held), released: 0 };
+}
+
+/**
+ * Resumes a destination and, unless its circuit is open (its probe then releases them), releases
+ * the first chunk of what it held; the rest follow through the queue.
+ */
+export async function resumeDestination(env: Env, name: string): Promise<DestinationControlView> {
+  const destination = requireConfigured(env, name);
+  const now = Date.now();
+  const control = await resume(env.DB, name, now);
+  let released = 0;
+  if (stateOf(control) === "active") {
+    try {
+      released = (await releaseChunk(env, name, now)).released;
+    } catch (err) {
+      // Resumed all the same: the cron's safety net releases what an active destination still holds.
+      console.error(JSON.stringify({ destination: name, outcome: "release_failed", error: String(err) }));
+    }
+  }
+  const held = (await heldCounts(env.DB)).get(name) ?? 0;
+  return { destination: destinationView(destination, control, held), released };
+}

@@ -1,0 +1,204 @@
+/**
+ * D1 access for each destination's run-time state: paused or not, and its circuit breaker.
+ * All SQL for destination_state, and for moving deliveries in and out of `held`, lives here.
+ * DESTINATIONS is static configuration; this is what an operator and the delivery path change
+ * while it runs. A destination without a row is active with its circuit closed.
+ */
+
+export interface ControlRow {
+  destination: string;
+  paused_at: number | null;
+  paused_reason: string | null;
+  failures: number;
+  gone_streak: number;
+  opened_at: number | null;
+  probe_at: number | null;
+  last_success_at: number | null;
+  last_failure_at: number | null;
+  updated_at: number;
+}
+
+/** What an operator sees: paused wins over an open circuit (nothing is sent either way). */
+export type DestinationState = "active" | "paused" | "open";
+
+export function stateOf(row: ControlRow | undefined): DestinationState {
+  if (row?.paused_at != null) return "paused";
+  return row?.opened_at != null ? "open" : "active";
+}
+
+/** The reason an operator pause records (the 410 rule records its own). */
+export const PAUSED_BY_OPERATOR = "paused by an operator";
+
+/** Every destination's state, for the consumer's claim batch (a handful of rows). */
+export function readControls(db: D1Database): D1PreparedStatement {
+  return db.prepare(`SELECT * FROM destination_state`);
+}
+
+export async function getControls(db: D1Database): Promise<Map<string, ControlRow>> {
+  const { results } = await readControls(db).all<ControlRow>();
+  return new Map(results.map((row) => [row.destination, row]));
+}
+
+/** Pauses a destination (again: keeps the first pause's time). Returns its row. */
+export async function pause(db: D1Database, destination: string, reason: string, now: number): Promise<ControlRow> {
+  const row = await db
+    .prepare(
+      `INSERT INTO destination_state (destination, paused_at, paused_reason, updated_at) VALUES (?1, ?3, ?2, ?3)
+       ON CONFLICT (destination) DO UPDATE SET paused_at = COALESCE(paused_at, ?3), paused_reason = COALESCE(paused_reason, ?2), updated_at = ?3
+       RETURNING *`,
+    )
+    .bind(destination, reason, now)
+    .first<ControlRow>();
+  return row!;
+}
+
+/** Resumes a destination: not paused, its run of 410s forgotten. The circuit keeps its own state. */
+export async function resume(db: D1Database, destination: string, now: number): Promise<ControlRow> {
+  const row = await db
+    .prepare(
+      `INSERT INTO destination_state (destination, updated_at) VALUES (?1, ?2)
+       ON CONFLICT (destination) DO UPDATE SET paused_at = NULL, paused_reason = NULL, gone_streak = 0, updated_at = ?2
+       RETURNING *`,
+    )
+    .bind(destination, now)
+    .first<ControlRow>();
+  return row!;
+}
+
+/**
+ * One destination's attempts in a batch, in the order they started, folded into what they do to
+ * its counters: a success resets the failures (and the run of 410s), so only what came after the
+ * last one is added; a failure resets the run of 410s; a 410 is neither a success nor a failure.
+ */
+export interface AttemptOutcomes {
+  destination: string;
+  /** Consecutive failures to set (`resetFailures`) or to add. */
+  failures: number;
+  resetFailures: boolean;
+  gone: number;
+  resetGone: boolean;
+  successAt: number | null;
+  failureAt: number | null;
+  /** The destination's circuit_failures: this many failures in a row open the circuit, this many 410s pause it. */
+  threshold: number;
+}
+
+export type AttemptKind = "success" | "failure" | "gone";
+
+export function foldAttempts(destination: string, threshold: number, attempts: { kind: AttemptKind; at: number }[]): AttemptOutcomes {
+  const folded: AttemptOutcomes = { destination, failures: 0, resetFailures: false, gone: 0, resetGone: false, successAt: null, failureAt: null, threshold };
+  for (const { kind, at } of [...attempts].sort((a, b) => a.at - b.at)) {
+    if (kind === "success") {
+      Object.assign(folded, { failures: 0, resetFailures: true, gone: 0, resetGone: true, successAt: at });
+    } else if (kind === "failure") {
+      Object.assign(folded, { failures: folded.failures + 1, gone: 0, resetGone: true, failureAt: at });
+    } else {
+      Object.assign(folded, { gone: folded.gone + 1, failureAt: at });
+    }
+  }
+  return folded;
+}
+
+/** Why the 410 rule paused a destination. */
+export const goneReason = (count: number) => `paused after ${count} answers of 410 Gone in a row; resume once the receiver takes events again`;
+
+/**
+ * The batch's attempts applied to each destination's state, for the record batch: counters,
+ * last success and failure, the circuit opened at `threshold` failures in a row (or closed by a
+ * success), and a pause after `threshold` 410s in a row. RETURNING tells the caller what changed.
+ */
+export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], now: number): D1PreparedStatement[] {
+  if (outcomes.length === 0) return [];
+  const json = JSON.stringify(outcomes);
+  const newFailures = `CASE WHEN u.reset_failures THEN u.failures ELSE destination_state.failures + u.failures END`;
+  const newGone = `CASE WHEN u.reset_gone THEN u.gone ELSE destination_state.gone_streak + u.gone END`;
+  return [
+    db.prepare(`INSERT OR IGNORE INTO destination_state (destination, updated_at) SELECT value->>'destination', ?2 FROM json_each(?1)`).bind(json, now),
+    db
+      .prepare(
+        `UPDATE destination_state SET
+           failures = ${newFailures},
+           gone_streak = ${newGone},
+           opened_at = CASE WHEN ${newFailures} >= u.threshold THEN COALESCE(opened_at, ?2) WHEN u.reset_failures THEN NULL ELSE opened_at END,
+           probe_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures THEN NULL ELSE probe_at END,
+           paused_at = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN ?2 ELSE paused_at END,
+           paused_reason = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN u.gone_reason ELSE paused_reason END,
+           last_success_at = COALESCE(u.success_at, last_success_at),
+           last_failure_at = COALESCE(u.failure_at, last_failure_at),
+           updated_at = ?2
+         FROM (SELECT value->>'destination' AS destination, value->>'failures' AS failures, value->>'resetFailures' AS reset_failures,
+                      value->>'gone' AS gone, value->>'resetGone' AS reset_gone, value->>'successAt' AS success_at,
+                      value->>'failureAt' AS failure_at, value->>'threshold' AS threshold, value->>'goneReason' AS gone_reason
+               FROM json_each(?1)) AS u
+         WHERE destination_state.destination = u.destination
+         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, last_success_at, last_failure_at, updated_at`,
+      )
+      .bind(JSON.stringify(outcomes.map((o) => ({ ...o, goneReason: goneReason(o.threshold) }))), now),
+  ];
+}
+
+/**
+ * The delivery a probe tries: the destination's oldest unfinished one (held first; a failed one
+ * waiting for its retry will do), or null when it has none.
+ */
+export async function probeCandidate(db: D1Database, destination: string): Promise<string | null> {
+  const row = await db
+    .prepare(
+      `SELECT event_key FROM deliveries WHERE destination = ?1 AND status IN ('held', 'failed', 'pending')
+       ORDER BY status = 'held' DESC, updated_at LIMIT 1`,
+    )
+    .bind(destination)
+    .first<{ event_key: string }>();
+  return row?.event_key ?? null;
+}
+
+/** A probe is on its way for `at`: the cron's safety net leaves the circuit alone until then. */
+export async function probeScheduled(db: D1Database, destination: string, at: number, now: number): Promise<void> {
+  await db.prepare(`UPDATE destination_state SET probe_at = ?2, updated_at = ?3 WHERE destination = ?1`).bind(destination, at, now).run();
+}
+
+/**
+ * Nothing to probe with: the circuit half-opens. It closes (probe_at and opened_at cleared) but
+ * keeps its count of failures, so the next attempt is the probe: one more failure opens it again.
+ */
+export async function halfOpen(db: D1Database, destination: string, now: number): Promise<void> {
+  await db.prepare(`UPDATE destination_state SET opened_at = NULL, probe_at = NULL, updated_at = ?2 WHERE destination = ?1`).bind(destination, now).run();
+}
+
+/**
+ * Releases up to `limit` of a destination's held deliveries, oldest held first: they become
+ * pending and their events queued (with their idle clock started, so the sweep enqueues them
+ * if the caller's send is lost). Returns the events to enqueue.
+ */
+export async function releaseHeld(db: D1Database, destination: string, limit: number, now: number): Promise<string[]> {
+  const { results } = await db
+    .prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY updated_at, event_key LIMIT ?2`)
+    .bind(destination, limit)
+    .all<{ event_key: string }>();
+  const keys = results.map((row) => row.event_key);
+  if (keys.length === 0) return keys;
+  const json = JSON.stringify(keys);
+  await db.batch([
+    db
+      .prepare(
+        `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, updated_at = ?3
+         WHERE destination = ?1 AND status = 'held' AND event_key IN (SELECT value FROM json_each(?2))`,
+      )
+      .bind(destination, json, now),
+    db
+      .prepare(
+        `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2
+         WHERE key IN (SELECT value FROM json_each(?1))`,
+      )
+      .bind(json, now),
+  ]);
+  return keys;
+}
+
+/** Held deliveries per destination. */
+export async function heldCounts(db: D1Database): Promise<Map<string, number>> {
+  const { results } = await db
+    .prepare(`SELECT destination, count(*) AS n FROM deliveries WHERE status = 'held' GROUP BY destination`)
+    .all<{ destination: string; n: number }>();
+  return new Map(results.map((row) => [row.destination, row.n]));
+}
