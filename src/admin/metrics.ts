@@ -3,9 +3,12 @@
  * Every family is always listed (with HELP and TYPE), so a scraper sees it before its first sample.
  */
 import { WAITING_FOR_CONFIGURATION } from "../deliver/consumer";
+import { loadDestinations } from "../deliver/destinations";
+import { getControls, heldCounts, stateOf } from "../store/controls";
 import type { Env } from "../env";
 import { flushRefusals } from "../receive/outcomes";
 import { DURATION_BUCKETS, readMetrics, type CounterRow, type Labels } from "../store/metrics";
+import { DESTINATION_STATES } from "./schemas";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -13,11 +16,12 @@ const COUNTERS: [name: string, help: string][] = [
   ["edgehook_events_total", "Webhook requests by source, provider, type and outcome (accepted, duplicate, quarantined, refused)."],
   ["edgehook_deliveries_total", "Deliveries that reached a final status, by destination and status (delivered, gone, dead, cancelled, skipped)."],
   ["edgehook_attempts_total", "Forward attempts by destination and result (delivered, gone, failed, dead)."],
+  ["edgehook_deferred_total", "Forwards the destination's rate limit moved to a later delivery of their message (no attempt used), by destination."],
 ];
 const HISTOGRAM = "edgehook_forward_duration_seconds";
 const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][] = [
   ["pending", "Deliveries pending or waiting for a retry."],
-  ["held", "Events held while DESTINATIONS is invalid."],
+  ["held", "Events waiting while DESTINATIONS is invalid (not deliveries held by a paused destination: see edgehook_destination_held)."],
   ["dead", "Deliveries that are dead (until replayed)."],
   ["quarantined", "Quarantined payloads not released."],
 ];
@@ -36,7 +40,28 @@ export async function prometheusText(env: Env): Promise<string> {
     const name = `edgehook_${key}`;
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, sample(name, {}, gauges[key]));
   }
+  lines.push(...(await destinationLines(env)));
   return `${lines.join("\n")}\n`;
+}
+
+/** Each configured destination's state (1 for the one it is in), held deliveries and run of failures. */
+async function destinationLines(env: Env): Promise<string[]> {
+  const config = loadDestinations(env);
+  const destinations = config.ok ? config.destinations.map((d) => d.name) : [];
+  const [controls, held] = await Promise.all([getControls(env.DB), heldCounts(env.DB)]);
+  const lines = [
+    "# HELP edgehook_destination_state 1 for the state each destination is in: active, paused or open (its circuit breaker holds deliveries).",
+    "# TYPE edgehook_destination_state gauge",
+  ];
+  for (const destination of destinations) {
+    const now = stateOf(controls.get(destination));
+    for (const state of DESTINATION_STATES) lines.push(sample("edgehook_destination_state", { destination, state }, state === now ? 1 : 0));
+  }
+  lines.push("# HELP edgehook_destination_held Deliveries held by a paused destination or an open circuit.", "# TYPE edgehook_destination_held gauge");
+  for (const destination of destinations) lines.push(sample("edgehook_destination_held", { destination }, held.get(destination) ?? 0));
+  lines.push("# HELP edgehook_destination_consecutive_failures Failed attempts in a row (circuit_failures of them open the circuit).", "# TYPE edgehook_destination_consecutive_failures gauge");
+  for (const destination of destinations) lines.push(sample("edgehook_destination_consecutive_failures", { destination }, controls.get(destination)?.failures ?? 0));
+  return lines;
 }
 
 /** Buckets are stored one per bound; Prometheus wants them cumulative (`le` = at most this long). */

@@ -144,8 +144,9 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
 export async function probeCandidate(db: D1Database, destination: string): Promise<string | null> {
   const row = await db
     .prepare(
-      `SELECT event_key FROM deliveries WHERE destination = ?1 AND status IN ('held', 'failed', 'pending')
-       ORDER BY status = 'held' DESC, updated_at LIMIT 1`,
+      `SELECT d.event_key FROM deliveries d JOIN events e ON e.key = d.event_key
+       WHERE d.destination = ?1 AND d.status IN ('held', 'failed', 'pending')
+       ORDER BY d.status = 'held' DESC, e.received_at, e.key LIMIT 1`,
     )
     .bind(destination)
     .first<{ event_key: string }>();
@@ -166,13 +167,16 @@ export async function halfOpen(db: D1Database, destination: string, now: number)
 }
 
 /**
- * Releases up to `limit` of a destination's held deliveries, oldest held first: they become
+ * Releases up to `limit` of a destination's held deliveries, oldest event first: they become
  * pending and their events queued (with their idle clock started, so the sweep enqueues them
  * if the caller's send is lost). Returns the events to enqueue.
  */
 export async function releaseHeld(db: D1Database, destination: string, limit: number, now: number): Promise<string[]> {
   const { results } = await db
-    .prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY updated_at, event_key LIMIT ?2`)
+    .prepare(
+      `SELECT d.event_key FROM deliveries d JOIN events e ON e.key = d.event_key
+       WHERE d.destination = ?1 AND d.status = 'held' ORDER BY e.received_at, e.key LIMIT ?2`,
+    )
     .bind(destination, limit)
     .all<{ event_key: string }>();
   const keys = results.map((row) => row.event_key);

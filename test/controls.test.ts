@@ -1,0 +1,302 @@
+/**
+ * Steering delivery while it runs, through the Worker's real fetch, queue and scheduled handlers
+ * with real D1 and the rate limiter's real Durable Object: pause and resume, the circuit breaker
+ * (open, probe, close), the 410 rule and the per-destination rate limit. Downstreams are msw mocks.
+ */
+import { env } from "cloudflare:workers";
+import { http, HttpResponse } from "msw";
+import { describe, expect, it } from "vitest";
+import type { QueuedEvent } from "../src/env";
+import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness } from "./delivery-harness";
+import { sleep } from "./faults";
+import { countRows, seismicBody, seismicRequest } from "./helpers";
+
+useDeliveryHarness();
+
+/** A destination name of its own per test: destination state lives in D1 across tests. */
+const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+
+interface DestinationState {
+  name: string;
+  state: string;
+  held: number;
+  pausedReason: string | null;
+  consecutiveFailures: number;
+  circuitOpenedAt: string | null;
+  nextProbeAt: string | null;
+  lastSuccessAt: string | null;
+  lastFailureAt: string | null;
+}
+
+async function stateOf(name: string): Promise<DestinationState> {
+  const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: DestinationState[] };
+  return body.destinations.find((d) => d.name === name)!;
+}
+
+/** Accepts `count` Seismic events, a few ms apart so "oldest first" has one answer. */
+async function acceptMany(count: number): Promise<string[]> {
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) {
+    keys.push(await accept(await seismicRequest(seismicBody())));
+    await sleep(3);
+  }
+  return keys;
+}
+
+/** A downstream whose answer a test changes as it goes. */
+function switchable(url: string, initial: number) {
+  const state = { status: initial, received: [] as { at: number; eventKey: string }[] };
+  server.use(
+    http.post(url, ({ request }) => {
+      state.received.push({ at: Date.now(), eventKey: request.headers.get("webhook-id")! });
+      return new HttpResponse(null, { status: state.status });
+    }),
+  );
+  return state;
+}
+
+const take = () => events.accepted.splice(0);
+
+describe("pause and resume", () => {
+  it("holds a paused destination's deliveries (no attempt, message acked), leaves them to a week of crons, and delivers them oldest first on resume", async () => {
+    const paused = uniqueName("paused");
+    const other = uniqueName("other");
+    bindings.DESTINATIONS = [{ name: paused, url: `https://${paused}.test/hook` }, { name: other, url: `https://${other}.test/hook` }];
+    const toPaused = downstream(`https://${paused}.test/hook`);
+    const toOther = downstream(`https://${other}.test/hook`);
+
+    const pausedAnswer = (await (await admin("POST", `/admin/destinations/${paused}/pause`)).json()) as { destination: DestinationState };
+    expect(pausedAnswer.destination).toMatchObject({ name: paused, state: "paused", pausedReason: "paused by an operator" });
+
+    const keys = await acceptMany(3);
+    const messages = take();
+    const result = await consume(messages);
+    // Nothing is left for the messages to wait for: acked, no queue retry used.
+    expect(result.acked).toEqual(["msg-0", "msg-1", "msg-2"]);
+    expect(result.retried).toEqual([]);
+    expect(toPaused).toHaveLength(0);
+    expect(toOther).toHaveLength(3);
+    for (const key of keys) {
+      expect((await deliveries(key))[paused]).toMatchObject({ status: "held", attempts: 0 });
+      expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ? AND status = 'held'", key)).toBe(1);
+    }
+    expect(await stateOf(paused)).toMatchObject({ state: "paused", held: 3 });
+
+    // A redelivered message changes nothing.
+    expect((await consume(messages.slice(0, 1))).acked).toEqual(["msg-0"]);
+    expect(toPaused).toHaveLength(0);
+
+    // A week of sweeps and purges (a one-day retention) leaves held work alone.
+    for (const days of [1, 3, 7]) await runCron(new Date(Date.now() + days * 86_400_000), { RETENTION_DAYS: "1" });
+    expect(take()).toEqual([]);
+    for (const key of keys) expect((await deliveries(key))[paused]).toMatchObject({ status: "held", attempts: 0 });
+
+    // A replay to a paused destination is held too.
+    expect((await admin("POST", `/admin/events/${keys[0]}/replay?destination=${paused}`)).status).toBe(202);
+    expect((await consume(take(), {}, { ids: ["replay-0"] })).acked).toEqual(["replay-0"]);
+    expect(toPaused).toHaveLength(0);
+    expect((await deliveries(keys[0]!))[paused]).toMatchObject({ status: "held", attempts: 0, pinned: 1 });
+
+    const resumed = (await (await admin("POST", `/admin/destinations/${paused}/resume`)).json()) as { destination: DestinationState; released: number };
+    expect(resumed).toMatchObject({ released: 3, destination: { state: "active", held: 0 } });
+    const released = take();
+    expect(released).toEqual(keys.map((eventKey) => ({ eventKey })));
+    expect((await consume(released, {}, { ids: ["r-0", "r-1", "r-2"] })).acked).toEqual(["r-0", "r-1", "r-2"]);
+    expect(toPaused.map((r) => r.headers.get("webhook-id")).sort()).toEqual([...keys].sort());
+    for (const key of keys) expect((await deliveries(key))[paused]).toMatchObject({ status: "delivered", attempts: 1 });
+    // The original messages, redelivered, send nothing again.
+    await consume(messages);
+    expect(toPaused).toHaveLength(3);
+    expect(toOther).toHaveLength(3);
+  });
+
+  it("cancels what a destination held once it is removed from DESTINATIONS", async () => {
+    const gone = uniqueName("removed");
+    const stays = uniqueName("stays");
+    bindings.DESTINATIONS = [{ name: gone, url: `https://${gone}.test/hook` }, { name: stays, url: `https://${stays}.test/hook` }];
+    downstream(`https://${stays}.test/hook`);
+    await admin("POST", `/admin/destinations/${gone}/pause`);
+    const [key] = await acceptMany(1);
+    const [message] = take();
+    await consume([message!]);
+    expect((await deliveries(key!))[gone]).toMatchObject({ status: "held" });
+
+    bindings.DESTINATIONS = [{ name: stays, url: `https://${stays}.test/hook` }];
+    await consume([{ eventKey: key! }], {}, { ids: ["sweep-0"] });
+    expect((await deliveries(key!))[gone]).toMatchObject({ status: "cancelled" });
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ? AND status = 'delivered'", key)).toBe(1);
+  });
+
+  it("releases a large backlog a chunk at a time through release messages", async () => {
+    const name = uniqueName("backlog");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    // 401 held deliveries, written directly: one more than a release chunk.
+    const now = Date.now();
+    await env.DB.batch(
+      Array.from({ length: 401 }, (_, i) => [
+        env.DB.prepare(
+          `INSERT INTO events (key, provider, event_id, type, known_type, received_at, verified_with, content_type, body, status)
+           VALUES (?1, 'seismic', ?1, 'ContentManagerCreateFileV1', 1, ?2, 'current', 'application/json', '{}', 'held')`,
+        ).bind(`evt_${name}_${String(i).padStart(3, "0")}`, now + i),
+        env.DB.prepare(`INSERT INTO deliveries (event_key, destination, status, updated_at) VALUES (?1, ?2, 'held', ?3)`).bind(`evt_${name}_${String(i).padStart(3, "0")}`, name, now),
+      ]).flat(),
+    );
+    const resumed = (await (await admin("POST", `/admin/destinations/${name}/resume`)).json()) as { released: number };
+    expect(resumed.released).toBe(400);
+    const first = take();
+    expect(first).toHaveLength(401);
+    expect(first.slice(0, 3)).toEqual([0, 1, 2].map((i) => ({ eventKey: `evt_${name}_00${i}` })));
+    expect(first.at(-1)).toEqual({ release: name });
+
+    await consume([first.at(-1)!], {}, { ids: ["release-1"] });
+    expect(take()).toEqual([{ eventKey: `evt_${name}_400` }]);
+    expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'held'", name)).toBe(0);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key LIKE ? AND status = 'queued'", `evt_${name}_%`)).toBe(401);
+  });
+});
+
+describe("circuit breaker", () => {
+  it("opens after circuit_failures failures in a row, holds new work, probes, and closes on a successful probe, releasing what it held", async () => {
+    const name = uniqueName("flaky");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 3, circuit_probe_seconds: 30 }];
+    bindings.MAX_DELIVERY_ATTEMPTS = "3";
+    const target = switchable(`https://${name}.test/hook`, 500);
+
+    const keys = await acceptMany(3);
+    const originals = take();
+    const first = await consume(originals);
+    expect(first.retried.map((r) => r.msgId)).toEqual(["msg-0", "msg-1", "msg-2"]);
+    expect(target.received).toHaveLength(3);
+    const opened = await stateOf(name);
+    expect(opened).toMatchObject({ state: "open", consecutiveFailures: 3 });
+    expect(Date.parse(opened.nextProbeAt!) - Date.parse(opened.circuitOpenedAt!)).toBeGreaterThanOrEqual(29_000);
+    // The first probe is on its way, for the oldest unfinished delivery.
+    let probe = take();
+    expect(probe).toEqual([{ eventKey: keys[0], probe: name }]);
+
+    // New work and the failed messages' retries are held, not attempted: no attempt is used up.
+    const [fourth] = await acceptMany(1);
+    for (const key of keys) await makeDue(key);
+    const held = await consume([...originals, ...take()]);
+    expect(held.acked).toEqual(["msg-0", "msg-1", "msg-2", "msg-3"]);
+    expect(target.received).toHaveLength(3);
+    for (const key of [...keys, fourth!]) expect((await deliveries(key))[name]).toMatchObject({ status: "held" });
+    expect((await deliveries(keys[1]!))[name]).toMatchObject({ attempts: 1 });
+
+    // A probe that fails: one forward, the delivery stays held with its attempts, the next probe is scheduled.
+    await consume(probe, {}, { ids: ["probe-1"] });
+    expect(target.received).toHaveLength(4);
+    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "held", attempts: 1 });
+    probe = take();
+    expect(probe).toEqual([{ eventKey: keys[0], probe: name }]);
+    // Many failed probes never make a delivery dead (MAX_DELIVERY_ATTEMPTS is 3 here).
+    for (let i = 2; i <= 4; i++) {
+      await consume(probe, {}, { ids: [`probe-${i}`] });
+      probe = take();
+    }
+    expect(target.received).toHaveLength(7);
+    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "held", attempts: 1 });
+    expect(await stateOf(name)).toMatchObject({ state: "open", held: 4 });
+
+    // The destination recovers: the probe succeeds, the circuit closes and releases what it held.
+    target.status = 200;
+    await consume(probe, {}, { ids: ["probe-ok"] });
+    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "delivered", attempts: 2 });
+    expect(await stateOf(name)).toMatchObject({ state: "active", consecutiveFailures: 0 });
+    const release = take();
+    expect(release).toEqual([{ release: name }]);
+    await consume(release as unknown as QueuedEvent[], {}, { ids: ["release"] });
+    const released = take();
+    expect(released).toEqual([keys[1], keys[2], fourth].map((eventKey) => ({ eventKey })));
+    await consume(released, {}, { ids: ["r-1", "r-2", "r-3"] });
+    for (const key of [...keys, fourth!]) expect((await deliveries(key))[name]).toMatchObject({ status: "delivered" });
+    expect(target.received.filter((r) => r.eventKey === fourth)).toHaveLength(1);
+    expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'dead'", name)).toBe(0);
+  });
+
+  it("a lost probe is sent again by the cron once it is a whole interval overdue", async () => {
+    const name = uniqueName("lost");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 60 }];
+    switchable(`https://${name}.test/hook`, 503);
+    const [key] = await acceptMany(1);
+    await consume(take());
+    expect(take()).toEqual([{ eventKey: key, probe: name }]); // this one is "lost"
+    await runCron(new Date(Date.now() + 30_000));
+    expect(take()).toEqual([]);
+    await runCron(new Date(Date.now() + 125_000));
+    expect(take()).toEqual([{ eventKey: key, probe: name }]);
+  });
+
+  it("pauses a destination that answers 410 to circuit_failures attempts in a row", async () => {
+    const name = uniqueName("gone");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 2 }];
+    const target = switchable(`https://${name}.test/hook`, 410);
+    const keys = await acceptMany(2);
+    await consume(take());
+    for (const key of keys) expect((await deliveries(key))[name]).toMatchObject({ status: "gone" });
+    const state = await stateOf(name);
+    expect(state).toMatchObject({ state: "paused" });
+    expect(state.pausedReason).toMatch(/410 Gone/);
+    const [third] = await acceptMany(1);
+    expect((await consume(take(), {}, { ids: ["third"] })).acked).toEqual(["third"]);
+    expect(target.received).toHaveLength(2);
+    expect((await deliveries(third!))[name]).toMatchObject({ status: "held", attempts: 0 });
+  });
+});
+
+describe("rate limit", () => {
+  it("spaces forwards 1/rate apart, defers what does not fit without using an attempt, and holds across concurrent invocations", async () => {
+    const name = uniqueName("limited");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, rate_per_second: 10 }];
+    const target = switchable(`https://${name}.test/hook`, 200);
+    await acceptMany(25);
+    const batch = take();
+    const result = await consume(batch);
+    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt, no delivery row yet).
+    expect(target.received).toHaveLength(21);
+    expect(result.retried).toHaveLength(4);
+    const deferredKeys = result.retried.map((r) => batch[Number(r.msgId.slice(4))]!.eventKey);
+    for (const key of deferredKeys) expect((await deliveries(key))[name]).toBeUndefined();
+
+    // Two invocations at once draw from the same schedule.
+    await acceptMany(10);
+    const more = take();
+    await Promise.all([consume(more.slice(0, 5), {}, { ids: ["a0", "a1", "a2", "a3", "a4"] }), consume(more.slice(5), {}, { ids: ["b0", "b1", "b2", "b3", "b4"] })]);
+    expect(target.received).toHaveLength(31);
+    const at = target.received.map((r) => r.at).sort((a, b) => a - b);
+    // Any 11 forwards in a row span at least ~1 s (10 intervals of 100 ms, less timer jitter).
+    for (let i = 0; i + 10 < at.length; i++) expect(at[i + 10]! - at[i]!).toBeGreaterThanOrEqual(900);
+
+    const metrics = await (await admin("GET", "/admin/metrics")).text();
+    expect(metrics).toContain(`edgehook_deferred_total{destination="${name}"} 4`);
+  });
+});
+
+describe("configuration", () => {
+  it("refuses a rate limit without the Durable Object binding and out-of-range controls, naming field and rule", async () => {
+    const response = await admin("GET", "/admin/destinations", {
+      DESTINATIONS: [{ name: "a", url: "https://a.test/", rate_per_second: 5 }, { name: "b", url: "https://b.test/", circuit_failures: 0, circuit_probe_seconds: 99_999 }],
+      RATE_LIMITER: undefined,
+    });
+    const body = (await response.json()) as { valid: boolean; errors: string[] };
+    expect(body.valid).toBe(false);
+    expect(body.errors).toEqual([
+      "DESTINATIONS[0] (a).rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)",
+      "DESTINATIONS[1] (b).circuit_failures: must be an integer from 1 to 1000",
+      "DESTINATIONS[1] (b).circuit_probe_seconds: must be an integer from 1 to 43200",
+    ]);
+  });
+
+  it("shows each destination's state in /admin/metrics", async () => {
+    const name = uniqueName("watched");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    await acceptMany(2);
+    await consume(take());
+    const metrics = await (await admin("GET", "/admin/metrics")).text();
+    expect(metrics).toContain(`edgehook_destination_state{destination="${name}",state="paused"} 1`);
+    expect(metrics).toContain(`edgehook_destination_state{destination="${name}",state="active"} 0`);
+    expect(metrics).toContain(`edgehook_destination_held{destination="${name}"} 2`);
+  });
+});
