@@ -135,6 +135,33 @@ describe("console", () => {
     expect(counts.hour).toBeGreaterThan(0);
   });
 
+  it("shows each destination's state and pauses and resumes it with its buttons, refusing a cross-origin post", async () => {
+    const cookie = await session();
+    const name = `console-${crypto.randomUUID().slice(0, 8)}`;
+    const bindings = { DESTINATIONS: [{ name, url: "https://console-dest.test/hook", rate_per_second: 2 }] };
+    const before = await (await page("/console/destinations", cookie, {}, bindings)).text();
+    const pauseButton = `button[aria-label="Pause ${name}"]`;
+    expect((await select(before, [pauseButton]))[pauseButton]).toHaveLength(1);
+    expect(before).toContain("at most 2/s");
+
+    const forged = await page(`/console/destinations/${name}/pause`, cookie, { method: "POST", headers: { origin: "https://evil.example" } }, bindings);
+    expect(forged.status).toBe(403);
+    expect(await countRows("SELECT count(*) AS n FROM destination_state WHERE destination = ?", name)).toBe(0);
+
+    const paused = await page(`/console/destinations/${name}/pause`, cookie, { method: "POST" }, bindings);
+    expect(paused.status).toBe(303);
+    const after = await (await page(paused.headers.get("location")!, cookie, {}, bindings)).text();
+    expect(after).toContain(`${name} is paused`);
+    expect(after).toContain('class="state-paused"');
+    const resumeButton = `button[aria-label="Resume ${name}"]`;
+    expect((await select(after, [resumeButton]))[resumeButton]).toHaveLength(1);
+
+    const resumed = await page(`/console/destinations/${name}/resume`, cookie, { method: "POST" }, bindings);
+    expect(resumed.status).toBe(303);
+    expect(await countRows("SELECT count(*) AS n FROM destination_state WHERE destination = ? AND paused_at IS NULL", name)).toBe(1);
+    expect((await page(`/console/destinations/nope/pause`, cookie, { method: "POST" }, bindings)).status).toBe(404);
+  });
+
   it("keeps the event log on indexes with 100,000 events in D1", async () => {
     // 100,000 old events (2020), so the rest of this file's counts are untouched.
     await env.DB.prepare(

@@ -1,7 +1,8 @@
 /** The console's HTML, server-rendered with Hono's JSX: no client framework, a few lines of script. */
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
-import type { Destination } from "../deliver/destinations";
+import { DEFAULT_CIRCUIT_FAILURES, DEFAULT_CIRCUIT_PROBE_SECONDS } from "../deliver/destinations";
+import type { DestinationView } from "../admin/schemas";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
 import type { EventRow, EventSummary } from "../store/events";
@@ -19,7 +20,7 @@ table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:.35rem .
 form.filters{display:flex;flex-wrap:wrap;gap:.6rem;align-items:flex-end;margin:.6rem 0}
 form.filters label{display:flex;flex-direction:column;font-size:12px}
 input,select,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
-.status-delivered,.status-gone{color:#17803d}.status-failed,.status-pending,.status-queued,.status-received{color:#a86400}.status-dead{color:#c0262d}
+.status-delivered,.status-gone,.state-active{color:#17803d}.state-paused,.status-held{color:#5b4bb7}.state-open{color:#c0262d}.status-failed,.status-pending,.status-queued,.status-received{color:#a86400}.status-dead{color:#c0262d}
 .cards{display:flex;gap:1rem;margin:.6rem 0}.card{background:#fff;padding:.6rem 1rem;border:1px solid #e3e6ea}
 .card strong{display:block;font-size:22px}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.8rem;overflow:auto;max-height:40rem}
@@ -322,24 +323,47 @@ export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; err
   </Layout>
 );
 
-export const DestinationsPage: FC<{ destinations: Destination[] | null; errors: string[]; health: DestinationHealth[] }> = ({ destinations, errors, health }) => {
+export const DestinationsPage: FC<{ destinations: DestinationView[] | null; errors: string[]; health: DestinationHealth[]; notice?: string }> = ({ destinations, errors, health, notice }) => {
   const byName = new Map(health.map((h) => [h.destination, h]));
   return (
     <Layout title="Destinations">
+      {notice && <p role="status" class="note">{notice}</p>}
       {errors.length > 0 && (
         <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
       )}
       <table>
-        <thead><tr><th scope="col">Name</th><th scope="col">URL</th><th scope="col">Providers</th><th scope="col">Types</th><th scope="col">Filter</th><th scope="col">Signed</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th></tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
         <tbody>
           {(destinations ?? []).map((d) => {
             const h = byName.get(d.name);
+            const { config } = d;
             return (
               <tr>
-                <td>{d.name}</td><td>{d.url}</td><td>{d.config.providers?.join(", ") ?? "all"}</td><td>{d.config.types?.join(", ") ?? "all"}</td>
-                <td><code>{d.config.filter ?? "–"}</code></td><td>{d.signingKey ? `yes (${d.config.secret})` : "no"}</td>
+                <td>{d.name}</td>
+                <td>
+                  <span class={`state-${d.state}`}>{d.state}</span>
+                  {d.pausedReason && <div>{d.pausedReason}</div>}
+                  {d.state === "open" && <div>{d.consecutiveFailures} failures in a row; next probe {d.nextProbeAt ? time(Date.parse(d.nextProbeAt)) : "soon"}</div>}
+                </td>
+                <td>{d.held}</td>
+                <td>{d.lastSuccessAt ? time(Date.parse(d.lastSuccessAt)) : "–"} / {d.lastFailureAt ? time(Date.parse(d.lastFailureAt)) : "–"}</td>
+                <td>{config.url}</td>
+                <td>
+                  providers: {config.providers?.join(", ") ?? "all"}; types: {config.types?.join(", ") ?? "all"}
+                  {config.filter && <div>filter: <code>{config.filter}</code></div>}
+                </td>
+                <td>{config.secret ? `yes (${config.secret})` : "no"}</td>
+                <td>
+                  circuit after {config.circuit_failures ?? DEFAULT_CIRCUIT_FAILURES} failures, probe every {config.circuit_probe_seconds ?? DEFAULT_CIRCUIT_PROBE_SECONDS} s
+                  {config.rate_per_second !== undefined && <div>at most {config.rate_per_second}/s</div>}
+                </td>
                 <td>{h ? `${successRate(h)}% of ${h.forwards}` : "no forwards"}</td>
                 <td>{h ? `${h.p95Ms} ms` : "–"}</td>
+                <td>
+                  <form method="post" action={`/console/destinations/${encodeURIComponent(d.name)}/${d.state === "paused" ? "resume" : "pause"}`}>
+                    <button type="submit" aria-label={`${d.state === "paused" ? "Resume" : "Pause"} ${d.name}`}>{d.state === "paused" ? "Resume" : "Pause"}</button>
+                  </form>
+                </td>
               </tr>
             );
           })}

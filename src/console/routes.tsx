@@ -4,6 +4,7 @@ import { searchEnabled, type AppEnv, type Env } from "../env";
 import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { ReleaseView } from "../admin/schemas";
+import { destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
@@ -181,7 +182,26 @@ consoleRoutes.post("/replay", async (c) => {
 });
 
 consoleRoutes.get("/destinations", async (c) => {
-  const config = loadDestinations(c.env);
-  const health = config.ok ? await destinationHealth(c.env.DB, config.destinations.map((d) => d.name), Date.now() - DAY) : [];
-  return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} health={health} />);
+  const view = await destinationsView(c.env);
+  const health = view.valid ? await destinationHealth(c.env.DB, view.destinations.map((d) => d.name), Date.now() - DAY) : [];
+  const notice = DESTINATION_NOTICES.get(c.req.query("done") ?? "");
+  return c.html(
+    <DestinationsPage destinations={view.valid ? view.destinations : null} errors={view.valid ? [] : view.errors} health={health} notice={notice && `${c.req.query("name") ?? ""} ${notice}`} />,
+  );
+});
+
+/** What the destinations page says after its Pause or Resume button. */
+const DESTINATION_NOTICES = new Map([
+  ["paused", "is paused: its deliveries are held until it is resumed."],
+  ["resumed", "is resumed: what it held is being delivered, oldest first."],
+]);
+
+consoleRoutes.post("/destinations/:name/pause", async (c) => {
+  const { destination } = await pauseDestination(c.env, c.req.param("name"));
+  return c.redirect(`/console/destinations?done=paused&name=${encodeURIComponent(destination.name)}`, 303);
+});
+
+consoleRoutes.post("/destinations/:name/resume", async (c) => {
+  const { destination } = await resumeDestination(c.env, c.req.param("name"));
+  return c.redirect(`/console/destinations?done=resumed&name=${encodeURIComponent(destination.name)}`, 303);
 });
