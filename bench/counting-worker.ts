@@ -6,6 +6,9 @@
  */
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
+
+/** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
+export { DestinationRateLimiter } from "../src/index";
 import { faultyD1 } from "../test/faults";
 
 const counts = { accept: 0, consumer: 0, other: 0 };

@@ -160,6 +160,8 @@ const gatewayVars = (receivers, secrets = { SEISMIC_SIGNING_SECRET: S1, ZUDDL_SI
 });
 
 async function scenario(name, run) {
+  // E2E_ONLY=<start of a name> runs that scenario alone (for working on it; CI runs them all).
+  if (process.env.E2E_ONLY && !name.startsWith(process.env.E2E_ONLY)) return;
   const started = Date.now();
   retries = { after503: 0, afterConnectionError: 0 };
   try {
@@ -423,6 +425,94 @@ await scenario("bad deploy: events accepted under an invalid DESTINATIONS are de
   }
   Object.assign(figures, { badDeployEvents: events.length, badDeployRecoverySeconds: (Date.now() - started) / 1000, badDeployCronRuns: cronRuns });
 }, { DESTINATIONS: [{ name: "bad", url: "ftp://nowhere.test/hook" }] }));
+
+await scenario("operate: a paused destination across a restart, a circuit that opens and closes, a rate limit of 10/s measured; held work never swept, dead or repeated", async () => {
+  // One receiver with three paths; `breaker` answers 503 until it is switched back to 200.
+  const port = await freePort();
+  const seen = { held: new Map(), breaker: new Map(), limited: new Map() };
+  const limitedAt = [];
+  let breakerStatus = 503;
+  let breakerRefused = 0;
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      const name = request.url.slice(1);
+      const id = request.headers["webhook-id"];
+      if (name === "breaker" && breakerStatus !== 200) {
+        breakerRefused++;
+        response.writeHead(breakerStatus).end();
+        return;
+      }
+      if (name === "limited") limitedAt.push(performance.now());
+      seen[name]?.set(id, (seen[name].get(id) ?? 0) + 1);
+      response.writeHead(200).end("ok");
+    });
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const destinations = [
+    { name: "held", url: `http://127.0.0.1:${port}/held` },
+    { name: "breaker", url: `http://127.0.0.1:${port}/breaker`, circuit_failures: 5, circuit_probe_seconds: 2 },
+    { name: "limited", url: `http://127.0.0.1:${port}/limited`, rate_per_second: 10 },
+  ];
+  const vars = { ...gatewayVars({ destinations }), MAX_DELIVERY_ATTEMPTS: "4", RETRY_BASE_SECONDS: "1", RETRY_MAX_SECONDS: "2", RECONCILE_AFTER_SECONDS: "5" };
+  let gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars });
+  const destination = async (name) => (await admin(gateway, "/admin/destinations")).destinations.find((d) => d.name === name);
+  const cron = () => fetch(`${gateway.url}/cdn-cgi/handler/scheduled`).then((r) => r.arrayBuffer());
+  try {
+    await admin(gateway, "/admin/destinations/held/pause", { method: "POST" });
+    const events = Array.from({ length: 200 }, () => {
+      const id = randomUUID();
+      return { provider: "seismic", id, body: sample.replace("e40bbaab-f86e-e62b-d3c9-5104734edb18", id) };
+    });
+    const ids = [];
+    await pool(events, 8, async (event) => {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.status, 200);
+      ids.push(answer.body.id);
+    });
+
+    // The rate-limited destination gets all 200, never faster than 10/s; the breaker opens.
+    await until("200 forwards to the rate-limited destination", () => seen.limited.size === 200, 90_000);
+    assert.equal((await destination("breaker")).state, "open");
+    const gaps = limitedAt.slice(10).map((at, i) => at - limitedAt[i]);
+    const span = (limitedAt.at(-1) - limitedAt[0]) / 1000;
+    assert.ok(Math.min(...gaps) >= 900, `11 forwards in a row took ${Math.min(...gaps).toFixed(0)} ms; at 10/s they take 1,000`);
+    Object.assign(figures, { rateLimitedForwards: limitedAt.length, rateLimitedSpanSeconds: span, rateLimitedRate: (limitedAt.length - 1) / span, rateLimitedMin11GapMs: Math.min(...gaps) });
+
+    // Held work is left alone by the sweep, whatever the cron does, and survives a restart.
+    await until("every event's paused delivery held", async () => (await destination("held")).held === 200, 60_000);
+    for (let i = 0; i < 3; i++) await cron();
+    await gateway.stop();
+    gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars, persistTo: gateway.persistTo, port: gateway.port, migrate: false });
+    const afterRestart = await destination("held");
+    assert.equal(afterRestart.state, "paused");
+    assert.equal(afterRestart.held, 200);
+    assert.equal(seen.held.size, 0);
+
+    // The breaker's receiver recovers: a probe closes the circuit and what it held is delivered.
+    const refusedWhileOpen = breakerRefused;
+    breakerStatus = 200;
+    await until("the breaker's circuit to close and deliver everything", async () => {
+      await cron(); // a probe lost with the restart is sent again by the cron
+      return seen.breaker.size === 200;
+    }, 120_000);
+    figures.breakerRefusedForwards = refusedWhileOpen;
+
+    // Resume: everything held is delivered, once.
+    const resumed = await admin(gateway, "/admin/destinations/held/resume", { method: "POST" });
+    assert.equal(resumed.released, 200);
+    await until("every held delivery delivered after resume", () => seen.held.size === 200, 90_000);
+    const stats = await admin(gateway, "/admin/stats?since=0");
+    assert.deepEqual(stats.deliveries.filter((d) => d.status !== "delivered"), [], "every delivery delivered, none dead or held");
+    for (const id of ids) for (const name of ["held", "breaker", "limited"]) assert.equal(seen[name].get(id), 1, `${name} got ${id} once`);
+  } finally {
+    await gateway.stop();
+    await new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    });
+  }
+});
 
 // ---------------------------------------------------------------- report
 
