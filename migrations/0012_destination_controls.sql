@@ -13,3 +13,12 @@ CREATE TABLE destination_state (
   last_failure_at  INTEGER,
   updated_at       INTEGER NOT NULL
 );
+
+-- Delivery rounds that failed in a row (an exception while handling the event's message): after
+-- 10 the event is dead, everywhere. A round that runs resets it, a replay too. Counting rounds,
+-- not the queue's deliveries of a message, keeps busy and deferred deliveries from counting.
+ALTER TABLE events ADD COLUMN failed_rounds INTEGER NOT NULL DEFAULT 0;
+-- Bumped by a replay and by a release of held deliveries. A delivery round records its outcome
+-- only if the event's generation is still the one it claimed, so a replay (or a resume) made
+-- while a round is in flight wins over that round's outcome.
+ALTER TABLE events ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;

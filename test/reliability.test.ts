@@ -8,7 +8,7 @@ import { delay, http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../src/env";
 import {
-  accept, admin, consume, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness,
+  accept, admin, consume, deadLetters, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness,
 } from "./delivery-harness";
 import { breakingEventRows, faultyD1 } from "./faults";
 import { countRows, hmacHex, seismicBody, webhookRequest, zuddlBody, zuddlRequest } from "./helpers";
@@ -54,14 +54,44 @@ describe("one poison message", () => {
     expect(await eventView(poisoned)).toMatchObject({ status: "delivered", lastError: null });
   });
 
-  it("a message that keeps failing gives up after 10 rounds: its event is dead (visible, replayable, purgeable), not retried for ever", async () => {
-    const key = await accept(await zuddlRequest(zuddlBody()));
-    const broken = { DESTINATIONS: ONLY_ALPHA, DB: breakingEventRows(env.DB, (k) => k === key) };
-    const ninth = await consume(events.accepted, broken, { attempts: 9 });
-    expect(ninth.retried).toHaveLength(1);
-    const tenth = await consume(events.accepted, broken, { attempts: 10 });
-    expect(tenth.acked).toEqual(["msg-0"]);
-    expect(await eventView(key)).toMatchObject({ status: "dead", lastError: "delivery round failed 10 times (TypeError); the event is dead until replayed" });
+  it("counts failed rounds, not deliveries: a failure on a message's tenth delivery is retried; 10 failed rounds in a row make the event dead everywhere", async () => {
+    const alpha = downstream("https://alpha.test/hook", [500, 500, 200]);
+    const kept = await accept(await zuddlRequest(zuddlBody()));
+    const purged = await accept(await zuddlRequest(zuddlBody()));
+    // A first round runs: alpha fails, both deliveries are `failed`.
+    await consume(events.accepted, { DESTINATIONS: ONLY_ALPHA });
+    for (const key of [kept, purged]) await makeDue(key);
+    const deadBefore = await countRows("SELECT value AS n FROM metric_counters WHERE name = 'edgehook_deliveries_total' AND labels = ?", JSON.stringify({ destination: "alpha", status: "dead" }));
+    const broken = { DESTINATIONS: ONLY_ALPHA, DB: breakingEventRows(env.DB, (k) => k === kept || k === purged) };
+
+    // One transient failure on the messages' tenth queue delivery is retried, not fatal.
+    expect((await consume(events.accepted, broken, { attempts: 10 })).retried).toHaveLength(2);
+    expect(await eventView(kept)).toMatchObject({ status: "failed", lastError: "delivery round failed: TypeError" });
+    for (let attempts = 11; attempts <= 18; attempts++) expect((await consume(events.accepted, broken, { attempts })).retried).toHaveLength(2);
+    // The tenth failed round in a row: acked, and the event is dead everywhere.
+    expect((await consume(events.accepted, broken, { attempts: 19 })).acked).toEqual(["msg-0", "msg-1"]);
+    const dead = await eventView(kept);
+    expect(dead).toMatchObject({ status: "dead", lastError: "delivery round failed 10 times in a row (TypeError); the event is dead until replayed" });
+    expect(dead.deliveries).toEqual([expect.objectContaining({ destination: "alpha", status: "dead" })]);
+    expect(deadLetters.accepted).toEqual(expect.arrayContaining([{ eventKey: kept, destinations: ["alpha"] }, { eventKey: purged, destinations: ["alpha"] }]));
+    expect(await countRows("SELECT value AS n FROM metric_counters WHERE name = 'edgehook_deliveries_total' AND labels = ?", JSON.stringify({ destination: "alpha", status: "dead" }))).toBe(deadBefore + 2);
+    const metrics = await (await admin("GET", "/admin/metrics")).text();
+    expect(Number(/^edgehook_dead (\d+)$/m.exec(metrics)![1])).toBeGreaterThanOrEqual(2);
+    const { deliveries: listed } = (await (await admin("GET", "/admin/deliveries?status=dead&destination=alpha&limit=200")).json()) as { deliveries: { eventId: string }[] };
+    expect(listed.map((d) => d.eventId)).toEqual(expect.arrayContaining([kept, purged]));
+
+    // The sweep leaves it; a replay brings it back and delivers it.
+    const sent = events.accepted.length;
+    await runCron(new Date(Date.now() + 3_600_000), { DESTINATIONS: ONLY_ALPHA, RECONCILE_AFTER_SECONDS: "60" });
+    expect(events.accepted.slice(sent)).toEqual([]);
+    expect((await admin("POST", `/admin/events/${kept}/replay`, { DESTINATIONS: ONLY_ALPHA })).status).toBe(202);
+    await consume(events.accepted.slice(sent), { DESTINATIONS: ONLY_ALPHA }, { ids: ["replay"] });
+    expect(await eventView(kept)).toMatchObject({ status: "delivered", lastError: null });
+    expect(alpha.filter((r) => r.headers.get("webhook-id") === kept).at(-1)).toBeDefined();
+
+    // Retention purges the other, dead, event like any dead one.
+    await runCron(new Date(Date.now() + 2 * 86_400_000), { DESTINATIONS: ONLY_ALPHA, RETENTION_DAYS: "1" });
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ?", purged)).toBe(0);
   });
 
   it("a batch whose write fails as a whole is recorded message by message, and those are acked, not forwarded again", async () => {
@@ -71,7 +101,7 @@ describe("one poison message", () => {
     // D1 refuses the batch's write as a whole (both rounds), then takes each round alone.
     let refused = 0;
     const failing = faultyD1(env.DB, (sql) => {
-      if (sql.includes("UPDATE events SET status") && refused++ === 0) throw new Error("injected D1 fault");
+      if (sql.includes("lease_by = CASE WHEN events.lease_by") && refused++ === 0) throw new Error("injected D1 fault");
     });
     const result = await consume(events.accepted, { DESTINATIONS: ONLY_ALPHA, DB: failing });
     expect(refused).toBe(3);
@@ -290,5 +320,54 @@ describe("the runtime's limits", () => {
     }
     // Every destination got every event exactly once.
     for (const r of received) expect(new Set(r.map((x) => x.headers.get("webhook-id"))).size).toBe(4);
+  });
+});
+
+describe("leases and replays under concurrency", () => {
+  it("two invocations of the same delivery of a message at once forward it once", async () => {
+    const received: string[] = [];
+    server.use(
+      http.post("https://alpha.test/hook", async ({ request }) => {
+        received.push(request.headers.get("webhook-id")!);
+        await delay(50);
+        return new HttpResponse(null, { status: 200 });
+      }),
+    );
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    const [a, b] = await Promise.all([consume(events.accepted, { DESTINATIONS: ONLY_ALPHA }), consume(events.accepted, { DESTINATIONS: ONLY_ALPHA })]);
+    expect(received).toEqual([key]);
+    expect([...a.acked, ...b.acked]).toEqual(["msg-0"]);
+    expect([...a.retried, ...b.retried].map((r) => r.msgId)).toEqual(["msg-0"]);
+  });
+
+  it("a replay made while a round is in flight wins: the round's outcome is not recorded, and the replay delivers", async () => {
+    let started!: () => void;
+    const forwarding = new Promise<void>((resolve) => (started = resolve));
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => (finish = resolve));
+    let calls = 0;
+    server.use(
+      http.post("https://alpha.test/hook", async () => {
+        if (++calls > 1) return new HttpResponse(null, { status: 200 });
+        started();
+        await gate;
+        return new HttpResponse(null, { status: 500 });
+      }),
+    );
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    const inFlight = consume(events.accepted.slice(0, 1), { DESTINATIONS: ONLY_ALPHA });
+    await forwarding;
+    const replay = await admin("POST", `/admin/events/${key}/replay`, { DESTINATIONS: ONLY_ALPHA });
+    expect(replay.status).toBe(202);
+    expect(await replay.json()).toEqual({ id: key, replayed: ["alpha"], roundInFlight: true });
+    finish();
+    await inFlight;
+    // The round's failed attempt is history, but it did not overwrite the replay's reset.
+    expect((await deliveries(key)).alpha).toMatchObject({ status: "pending", attempts: 0 });
+    expect(await countRows("SELECT count(*) AS n FROM delivery_attempts WHERE event_key = ?", key)).toBe(1);
+    expect(await eventView(key, { DESTINATIONS: ONLY_ALPHA })).toMatchObject({ status: "queued" });
+    await consume(events.accepted.slice(1), { DESTINATIONS: ONLY_ALPHA }, { ids: ["replay"] });
+    expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 1 });
+    expect(calls).toBe(2);
   });
 });

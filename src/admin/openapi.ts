@@ -105,7 +105,13 @@ export const ADMIN_API: Record<string, Operation> = {
     query: { destination: text("only this destination (it must be configured)") },
     status: 202,
     response: T.Object(
-      { id: T.String(), replayed: T.Array(T.String(), { description: "the destinations it was queued for; empty when none routes it" }) },
+      {
+        id: T.String(),
+        replayed: T.Array(T.String(), { description: "the destinations it was queued for; empty when none routes it" }),
+        roundInFlight: T.Boolean({
+          description: "true: a delivery round held the event when the replay was made. The replay wins: that round's outcome is not recorded (its attempts are, as history), and the replay delivers again",
+        }),
+      },
       { additionalProperties: false },
     ),
     errors: { 404: ["event_not_found", "unknown_destination"], 503: ["invalid_destinations", "queue_unavailable"] },

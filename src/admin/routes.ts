@@ -34,8 +34,9 @@ adminRoutes.get("/events/:id", async (c) => {
 
 adminRoutes.post("/events/:id/replay", async (c) => {
   const row = await requireEvent(c.env, c.req.param("id"));
+  const roundInFlight = row.lease_until !== null && row.lease_until > Date.now();
   const replayed = await replayEvent(c.env, row, c.req.query("destination"));
-  return c.json({ id: row.key, replayed }, 202);
+  return c.json({ id: row.key, replayed, roundInFlight }, 202);
 });
 
 adminRoutes.get("/deliveries", async (c) => {

@@ -30,9 +30,10 @@ import { isRecord } from "../providers/provider";
 import { getControls, stateOf, type ControlRow, type DestinationState } from "../store/controls";
 import {
   claimForDelivery, FINISHED, holdForConfiguration, NOT_COUNTED, recordRounds,
-  type AttemptRecord, type Claim, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
+  type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
 } from "../store/deliveries";
-import { bodyJson, type EventRow, type EventStatus } from "../store/events";
+import { bodyJson, LEASE_NONCE_CHARS, type EventRow, type EventStatus } from "../store/events";
+import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 import { withDeadline } from "../deadline";
@@ -113,6 +114,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   if (releases.length) await releaseEach(env, releases);
   if (messages.length === 0) return;
   const claims = messages.map(claimOf);
+  const leases = new Map(claims.map((claim) => [claim.messageId, claim.lease]));
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
 
   const config = loadDestinations(env);
@@ -151,15 +153,16 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       return { decision: { ack: true }, round: null, outcome: message.body.event ? "duplicate" : "event_not_found" };
     }
     const { event } = stored;
-    if (event.lease_by !== message.id) {
+    const lease = leases.get(message.id)!;
+    if (event.lease_by !== lease) {
       // Another message is delivering it now: come back once that round is likely done.
       const leftSeconds = Math.ceil(((event.lease_until ?? now) - now) / 1000);
       return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
     try {
-      return draftRound(message, stored.event, stored.deliveries, config.destinations, controls, budget, now);
+      return draftRound(message, lease, stored, config.destinations, controls, budget, now);
     } catch (err) {
-      return failedRound(event.key, message, err, backoff);
+      return failedRound(stored, lease, message, err, backoff);
     }
   });
   await reserveRates(env, drafts.filter(isDraft), budget, now);
@@ -169,7 +172,8 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       try {
         return await runRound(draft, retry, budget, now);
       } catch (err) {
-        return failedRound(draft.event.key, draft.message, err, backoffSeconds(draft.message.attempts, retry));
+        const stored = { event: draft.event, deliveries: [...draft.previous.values()] };
+        return failedRound(stored, draft.lease, draft.message, err, backoffSeconds(draft.message.attempts, retry));
       }
     }),
   );
@@ -204,8 +208,11 @@ const isReleaseMessage = (message: Message<EventsQueueMessage>): message is Mess
 
 function claimOf(message: Message<QueuedEvent>): Claim {
   const { eventKey, event } = message.body;
+  const nonce = bytesToHex(crypto.getRandomValues(new Uint8Array(LEASE_NONCE_CHARS / 2)));
   return {
     messageId: message.id,
+    // This delivery of this message, told apart from a copy of it running at once (see insertEvents).
+    lease: `${message.id}|${message.attempts}|${nonce}`,
     eventKey,
     ...(event && { arrival: { event: { ...event, key: eventKey }, enqueuedAt: message.timestamp.getTime() } }),
   };
@@ -236,19 +243,32 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
   return result;
 }
 
-/** A message that threw: its event shows the error, and it alone is retried. */
-function failedRound(eventKey: string, message: Message<QueuedEvent>, err: unknown, delaySeconds: number): Plan {
+/**
+ * A message that threw: its event shows the error, and it alone is retried. Failed rounds are
+ * counted on the event (a round that runs resets the count), not the queue's deliveries of the
+ * message, so busy and deferred deliveries never count. After MAX_FAILED_ROUNDS in a row the
+ * event is dead everywhere: its unfinished deliveries are dead, a dead-letter notice goes out,
+ * and it is counted, listed, purged and replayed like any dead delivery.
+ */
+function failedRound({ event, deliveries }: Claimed, lease: string, message: Message<QueuedEvent>, err: unknown, delaySeconds: number): Plan {
   // The error's kind only: an exception's message can quote payload data, which never goes to logs or D1.
   const kind = err instanceof Error ? err.name : typeof err;
+  const failures = event.failed_rounds + 1;
   // A message that keeps failing would otherwise retry, dead-letter and be swept again for ever.
-  const givenUp = message.attempts >= MAX_FAILED_ROUNDS;
+  const givenUp = failures >= MAX_FAILED_ROUNDS;
   const error = givenUp
-    ? `delivery round failed ${message.attempts} times (${kind}); the event is dead until replayed`
+    ? `delivery round failed ${failures} times in a row (${kind}); the event is dead until replayed`
     : `delivery round failed: ${kind}`;
-  console.error(JSON.stringify({ queue: "deliver", eventKey, messageId: message.id, outcome: "message_error", error }));
+  const unfinished = givenUp ? deliveries.filter((row) => !FINISHED.has(row.status)).map((row) => row.destination) : [];
+  console.error(JSON.stringify({ queue: "deliver", eventKey: event.key, messageId: message.id, outcome: "message_error", error }));
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
-    round: { eventKey, messageId: message.id, records: [], closed: [], eventStatus: givenUp ? "dead" : null, deadLettered: [], deferred: [], error },
+    round: {
+      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? "dead" : null, deferred: [], error,
+      closed: unfinished.map((destination) => ({ destination, status: "dead", reason: error })),
+      deadLettered: unfinished,
+      gaveUp: givenUp,
+    },
     outcome: "failed",
   };
 }
@@ -270,7 +290,7 @@ async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unr
 
 /** Notices of new dead deliveries; if the send fails they stay unmarked (visible) and nothing else is held up. */
 async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
-  const rounds = plans.flatMap((plan) => (plan.round?.deadLettered.length ? [plan.round] : []));
+  const rounds = plans.flatMap((plan) => (plan.round?.deadLettered.length || plan.round?.gaveUp ? [plan.round] : []));
   if (rounds.length === 0) return;
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
@@ -299,6 +319,7 @@ interface Due {
 /** A message's round, planned: what it forwards now, what it holds or closes, and what it waits for. */
 interface Draft {
   message: Message<QueuedEvent>;
+  lease: string;
   event: EventRow;
   previous: Map<string, DeliveryRow>;
   targets: Destination[];
@@ -317,12 +338,12 @@ const isDraft = (value: Plan | Draft): value is Draft => "message" in value;
  * forward budget, for the message's next delivery.
  */
 function draftRound(
-  message: Message<QueuedEvent>, event: EventRow, deliveries: DeliveryRow[], destinations: Destination[], controls: Map<string, ControlRow>,
+  message: Message<QueuedEvent>, lease: string, { event, deliveries }: Claimed, destinations: Destination[], controls: Map<string, ControlRow>,
   budget: ForwardBudget, now: number,
 ): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
-  const draft: Draft = { message, event, previous, targets, closed, due: [], waitMs: [], deferred: [] };
+  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [] };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
@@ -420,7 +441,10 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
     decision: waitMs.length === 0
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
-    round: { eventKey: event.key, messageId: draft.message.id, records, closed, eventStatus, deadLettered, deferred: draft.deferred, error: null },
+    round: {
+      eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred,
+      gaveUp: false, error: null,
+    },
     outcome: "round",
   };
 }

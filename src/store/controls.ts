@@ -169,7 +169,8 @@ export async function halfOpen(db: D1Database, destination: string, now: number)
 /**
  * Releases up to `limit` of a destination's held deliveries, oldest event first: they become
  * pending and their events queued (with their idle clock started, so the sweep enqueues them
- * if the caller's send is lost). Returns the events to enqueue.
+ * if the caller's send is lost, and a new generation, so a round in flight that would hold them
+ * again records nothing). Returns the events to enqueue.
  */
 export async function releaseHeld(db: D1Database, destination: string, limit: number, now: number): Promise<string[]> {
   const { results } = await db
@@ -191,7 +192,7 @@ export async function releaseHeld(db: D1Database, destination: string, limit: nu
       .bind(destination, json, now),
     db
       .prepare(
-        `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2
+        `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2, generation = generation + 1
          WHERE key IN (SELECT value FROM json_each(?1))`,
       )
       .bind(json, now),

@@ -31,7 +31,8 @@ export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): 
     letters.flatMap((letter) => [
       ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt })] : []),
       db
-        .prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND lease_by = ?2`)
+        // Any delivery of that message (lease tokens start with its id: see insertEvents).
+        .prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND substr(lease_by, 1, length(?2) + 1) = ?2 || '|'`)
         .bind(letter.eventKey, letter.messageId),
       db
         .prepare(

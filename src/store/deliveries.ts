@@ -1,5 +1,5 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import { countArrivals, insertEvents, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
+import { countArrivals, insertEvents, leaseFree, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
 import { controlStatements, foldAttempts, readControls, type AttemptKind, type ControlRow } from "./controls";
 import { CounterDeltas } from "./metrics";
 
@@ -44,6 +44,8 @@ export interface AttemptRow {
 /** One message's part in a queue batch's claim. */
 export interface Claim {
   messageId: string;
+  /** This delivery round's lease token (see insertEvents): the caller holds the lease when `lease_by` equals it. */
+  lease: string;
   eventKey: string;
   /** The event itself, when the message carries it (the request path's message): stored first. */
   arrival?: { event: NewEvent; enqueuedAt: number };
@@ -69,7 +71,7 @@ export interface ClaimResult {
  *   - a message naming a stored event (sweep, replay, large body) takes the lease if it is free;
  *   - the events and their delivery state are read back, with every destination's state.
  * Returns, per message id, its event with the lease as it now stands (the caller compares
- * `lease_by` with the message id), or null: a copy (its event is another message's), or an
+ * `lease_by` with its lease token), or null: a copy (its event is another message's), or an
  * event that is gone.
  */
 export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
@@ -79,8 +81,8 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
     ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, { until: leaseUntil, now })] : []),
     ...named.map((claim) =>
       db
-        .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND (lease_by IS NULL OR lease_by = ?2 OR lease_until <= ?4)`)
-        .bind(claim.eventKey, claim.messageId, leaseUntil, now),
+        .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND ${leaseFree("?2", "?4")}`)
+        .bind(claim.eventKey, claim.lease, leaseUntil, now),
     ),
     db.prepare(`SELECT * FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(named.map((claim) => claim.eventKey))),
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
@@ -105,7 +107,7 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
 /** The events the messages carry, as the consumer inserts them: each message the owner of its own. */
 function carried(claims: Claim[]): EventInsert[] {
   return claims.flatMap((claim) =>
-    claim.arrival ? [{ event: claim.arrival.event, status: "queued" as const, owner: claim.messageId, enqueuedAt: claim.arrival.enqueuedAt }] : [],
+    claim.arrival ? [{ event: claim.arrival.event, status: "queued" as const, owner: claim.messageId, enqueuedAt: claim.arrival.enqueuedAt, lease: claim.lease }] : [],
   );
 }
 
@@ -154,20 +156,24 @@ export interface AttemptRecord {
 }
 
 /**
- * A delivery set without an attempt: cancelled (no longer routed), skipped (filter undecided), or
- * held (its destination paused or its circuit open).
+ * A delivery set without an attempt: cancelled (no longer routed), skipped (filter undecided),
+ * held (its destination paused or its circuit open), or dead (its event gave up).
  */
 export interface ClosedDelivery {
   destination: string;
-  status: "cancelled" | "skipped" | "held";
+  status: "cancelled" | "skipped" | "held" | "dead";
   reason: string;
 }
 
 /** What one message's delivery round changed: attempts, closed deliveries, the event's status, new dead letters. */
 export interface Round {
   eventKey: string;
-  /** The message that ran the round; the event's delivery lease is released if it still holds it. */
-  messageId: string;
+  /** The round's lease token; the event's delivery lease is released if it still holds it. */
+  lease: string;
+  /** The event's generation the round claimed: a replay or release since then wins (nothing but attempts is recorded). */
+  generation: number;
+  /** The event gave up (too many failed rounds): a dead-letter notice goes out even if no delivery was unfinished. */
+  gaveUp: boolean;
   records: AttemptRecord[];
   closed: ClosedDelivery[];
   /** null: leave the event's status as it is (the round failed before deciding it). */
@@ -188,10 +194,11 @@ export interface Round {
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<ControlRow[]> {
   if (rounds.length === 0) return [];
-  const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, eventKey: round.eventKey })));
-  const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, eventKey: round.eventKey })));
-  const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => ({ eventKey: round.eventKey, destination })));
-  const events = rounds.map((round) => ({ eventKey: round.eventKey, messageId: round.messageId, status: round.eventStatus, error: round.error }));
+  const current = (round: Round) => ({ eventKey: round.eventKey, generation: round.generation });
+  const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => ({ ...current(round), destination })));
+  const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...current(round) })));
+  const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...current(round) })));
+  const events = rounds.map((round) => ({ ...current(round), lease: round.lease, status: round.eventStatus, error: round.error }));
   const controls = controlStatements(db, attemptOutcomes(records), now);
   const results = await db.batch([
     ...(records.length
@@ -202,7 +209,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
                                        next_attempt_at, delivered_at, updated_at)
                SELECT r->>'eventKey', r->>'destination', r->>'status', r->>'attempt', r->>'statusCode', r->>'error', r->>'startedAt',
                       r->>'nextAttemptAt', CASE WHEN r->>'status' = 'delivered' THEN ?2 END, ?2
-               FROM (SELECT value AS r FROM json_each(?1)) WHERE true
+               FROM (SELECT value AS r FROM json_each(?1)) WHERE ${STILL_CLAIMED("r")}
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, attempts = excluded.attempts, last_status_code = excluded.last_status_code,
                  last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, next_attempt_at = excluded.next_attempt_at,
@@ -223,7 +230,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
           db
             .prepare(
               `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at)
-               SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2 FROM (SELECT value AS c FROM json_each(?1)) WHERE true
+               SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2 FROM (SELECT value AS c FROM json_each(?1)) WHERE ${STILL_CLAIMED("c")}
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL,
                  pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2`,
@@ -233,11 +240,16 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
       : []),
     db
       .prepare(
-        `UPDATE events SET status = COALESCE(u.status, events.status), last_error = u.error, progress_at = ?2,
-                enqueued_at = COALESCE(events.enqueued_at, ?2),
-                lease_by = CASE WHEN events.lease_by = u.message THEN NULL ELSE events.lease_by END,
-                lease_until = CASE WHEN events.lease_by = u.message THEN NULL ELSE events.lease_until END
-         FROM (SELECT value->>'eventKey' AS key, value->>'status' AS status, value->>'error' AS error, value->>'messageId' AS message
+        `UPDATE events SET
+                status = CASE WHEN events.generation = u.generation THEN COALESCE(u.status, events.status) ELSE events.status END,
+                last_error = CASE WHEN events.generation = u.generation THEN u.error ELSE events.last_error END,
+                failed_rounds = CASE WHEN events.generation != u.generation THEN events.failed_rounds
+                                     WHEN u.error IS NULL THEN 0 ELSE events.failed_rounds + 1 END,
+                progress_at = ?2, enqueued_at = COALESCE(events.enqueued_at, ?2),
+                lease_by = CASE WHEN events.lease_by = u.lease THEN NULL ELSE events.lease_by END,
+                lease_until = CASE WHEN events.lease_by = u.lease THEN NULL ELSE events.lease_until END
+         FROM (SELECT value->>'eventKey' AS key, value->>'status' AS status, value->>'error' AS error, value->>'lease' AS lease,
+                      value->>'generation' AS generation
                FROM json_each(?1)) AS u
          WHERE events.key = u.key`,
       )
@@ -247,7 +259,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
           db
             .prepare(
               `UPDATE deliveries SET dead_lettered_at = ?2
-               WHERE (event_key, destination) IN (SELECT value->>'eventKey', value->>'destination' FROM json_each(?1))`,
+               WHERE (event_key, destination) IN (SELECT value->>'eventKey', value->>'destination' FROM json_each(?1) WHERE ${STILL_CLAIMED("value")})`,
             )
             .bind(JSON.stringify(deadLettered), now),
         ]
@@ -269,6 +281,14 @@ function attemptOutcomes(records: AttemptRecord[]) {
   }
   return [...byDestination].map(([destination, { threshold, attempts }]) => foldAttempts(destination, threshold, attempts));
 }
+
+/**
+ * SQL: whether the row `alias` (with eventKey and generation) belongs to a round whose event has
+ * not been replayed or released since its claim. A replay made while the round was in flight wins:
+ * the round's delivery states are not written (its attempts still are, as history).
+ */
+const STILL_CLAIMED = (alias: string) =>
+  `(SELECT generation FROM events WHERE key = ${alias}->>'eventKey') = ${alias}->>'generation'`;
 
 /** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
 function roundCounters(rounds: Round[]): CounterDeltas {
@@ -301,7 +321,9 @@ export function replayStatements(db: D1Database, eventKey: string, destinations:
            status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, pinned = ?3, updated_at = ?4`,
       )
       .bind(eventKey, JSON.stringify(destinations), pinned ? 1 : 0, now),
-    db.prepare(`UPDATE events SET status = 'queued', last_error = NULL, progress_at = ?2 WHERE key = ?1`).bind(eventKey, now),
+    db
+      .prepare(`UPDATE events SET status = 'queued', last_error = NULL, failed_rounds = 0, generation = generation + 1, progress_at = ?2 WHERE key = ?1`)
+      .bind(eventKey, now),
   ];
 }
 

@@ -42,9 +42,13 @@ export interface EventRow {
   last_error: string | null;
   /** The queue message whose insert created the row (it owns delivery); null when stored outside the consumer. */
   owner: string | null;
-  /** The message delivering the event now, and until when (see migrations/0007). */
+  /** The delivery round holding the event now (its lease token: message id, delivery count, random), and until when (see migrations/0007). */
   lease_by: string | null;
   lease_until: number | null;
+  /** Delivery rounds that failed in a row; at 10 the event is dead (migrations/0012). */
+  failed_rounds: number;
+  /** Bumped by a replay or a release: a round records only if it is still the one it claimed (migrations/0012). */
+  generation: number;
 }
 
 /**
@@ -66,11 +70,13 @@ export interface EventInsert {
   owner: string | null;
   /** When the queue accepted the event's message, when it is known. */
   enqueuedAt: number | null;
+  /** The consumer's lease token for this delivery of its message (see insertEvents). */
+  lease?: string;
 }
 
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
 const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
-  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until`;
+  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation`;
 const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occurred_at, received_at, verified_with, content_type, body,
   forced, status, owner, enqueued_at, lease_by, lease_until`;
 
@@ -92,29 +98,47 @@ export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }
  * key or (provider, type, provider id) exists, copies within the same call included.
  *
  * With a lease, this is the consumer's owning insert: each owner takes the event's delivery
- * lease with its insert, or, on its own retry, takes it back if no other message holds it. It
- * returns (without bodies) the rows of the events whose owner is among `rows`; a copy gets none.
+ * lease with its insert (its row's `lease` token), or, on its own retry, takes it back if no
+ * other message holds it. The token is `<message id>|<delivery count>|<8 random hex>`: a later
+ * delivery of the same message takes the lease from an earlier one (which the queue only
+ * redelivers once it ended), but two copies of one delivery running at once (at-least-once)
+ * differ only in their random part, so the second finds the lease held. It returns (without
+ * bodies) the rows of the events whose owner is among `rows`; a copy gets none.
  */
 export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
   const onConflict = lease
     ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
-         lease_by = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.owner ELSE lease_by END,
-         lease_until = CASE WHEN lease_by IS NULL OR lease_by = excluded.owner OR lease_until <= ?3 THEN excluded.lease_until ELSE lease_until END
+         lease_by = CASE WHEN ${leaseFree("excluded.lease_by", "?3")} THEN excluded.lease_by ELSE lease_by END,
+         lease_until = CASE WHEN ${leaseFree("excluded.lease_by", "?3")} THEN excluded.lease_until ELSE lease_until END
        WHERE owner = excluded.owner
        ON CONFLICT DO NOTHING
        RETURNING ${COLUMNS_WITHOUT_BODY}`
     : "ON CONFLICT DO NOTHING";
-  const values = rows.map(({ event, status, owner, enqueuedAt }) => ({ ...event, status, owner, enqueuedAt }));
+  const values = rows.map(({ event, status, owner, enqueuedAt, lease: token }) => ({ ...event, status, owner, enqueuedAt, lease: token ?? null }));
   return db
     .prepare(
       `INSERT INTO events (${INSERTED_COLUMNS})
        SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
               e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
-              CASE WHEN ?2 IS NOT NULL THEN e->>'owner' END, ?2
+              CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2
        FROM (SELECT value AS e FROM json_each(?1)) WHERE true
        ${onConflict}`,
     )
     .bind(JSON.stringify(values), lease?.until ?? null, ...(lease ? [lease.now] : []));
+}
+
+/** The random part's length at the end of a lease token. */
+export const LEASE_NONCE_CHARS = 8;
+
+/**
+ * SQL: whether the round with lease token `token` may take an event's lease at time `now`: it is
+ * free, lapsed, or held by an earlier delivery of the same message (same id, another count).
+ */
+export function leaseFree(token: string, now: string): string {
+  const message = `substr(${token}, 1, instr(${token}, '|'))`;
+  const delivery = `substr(${token}, 1, length(${token}) - ${LEASE_NONCE_CHARS})`;
+  return `(lease_by IS NULL OR lease_until <= ${now}
+           OR (substr(lease_by, 1, length(${message})) = ${message} AND substr(lease_by, 1, length(${delivery})) != ${delivery}))`;
 }
 
 /**
