@@ -234,12 +234,12 @@ describe("operator API", () => {
 
     const all = await admin("POST", `/admin/events/${key}/replay`);
     expect(all.status).toBe(202);
-    expect(await all.json()).toEqual({ id: key, replayed: ["alpha", "beta"] });
+    expect(await all.json()).toEqual({ id: key, replayed: ["alpha", "beta"], roundInFlight: false });
     await consume(events.accepted.slice(-1));
     expect([alpha.length, beta.length]).toEqual([2, 2]);
 
     const one = await admin("POST", `/admin/events/${key}/replay?destination=beta`);
-    expect(await one.json()).toEqual({ id: key, replayed: ["beta"] });
+    expect(await one.json()).toEqual({ id: key, replayed: ["beta"], roundInFlight: false });
     expect(events.accepted.at(-1)).toEqual({ eventKey: key });
     await consume(events.accepted.slice(-1));
     expect([alpha.length, beta.length]).toEqual([2, 3]);

@@ -213,7 +213,7 @@ describe("release", () => {
       DESTINATIONS: [{ name: "all", url: "https://all.test/hook" }, { name: "filtered", url: "https://filtered.test/hook", filter: "$.data" }],
     });
     expect(replay.status).toBe(202);
-    expect(await replay.json()).toEqual({ id: released.id, replayed: ["all"] });
+    expect(await replay.json()).toEqual({ id: released.id, replayed: ["all"], roundInFlight: false });
   });
 
   it("refuses to release a body that is not UTF-8, even forced, and still shows it (base64)", async () => {
