@@ -1,16 +1,22 @@
 /** What the operator API and the console both do with destinations: their state, pause and resume. */
 import { releaseChunk } from "../deliver/controls";
-import { loadDestinations, type Destination } from "../deliver/destinations";
+import { loadDestinations, placeholders, type Destination } from "../deliver/destinations";
 import type { Env } from "../env";
 import { HttpError } from "../errors";
 import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
 import { configuredDestinations, iso } from "./operations";
-import type { DestinationControlView, DestinationView } from "./schemas";
+import type { DestinationConfigView, DestinationControlView, DestinationView } from "./schemas";
+
+/** A destination's declaration as the operator wrote it, but of its headers only names and the secret bindings they use. */
+export function configView({ config }: Destination): DestinationConfigView {
+  const { headers, ...rest } = config;
+  return headers ? { ...rest, headers: Object.entries(headers).map(([name, value]) => ({ name, bindings: placeholders(value) })) } : rest;
+}
 
 export function destinationView(destination: Destination, control: ControlRow | undefined, held: number): DestinationView {
   return {
     name: destination.name,
-    config: destination.config,
+    config: configView(destination),
     state: stateOf(control),
     held,
     pausedAt: iso(control?.paused_at ?? null),

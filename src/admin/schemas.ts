@@ -146,6 +146,11 @@ export const DestinationConfigView = Strict({
   circuit_failures: T.Optional(T.Integer({ description: "consecutive failed attempts that open the circuit (default 10)" })),
   circuit_probe_seconds: T.Optional(T.Integer({ description: "time between probes while the circuit is open (default 60)" })),
   rate_per_second: T.Optional(T.Number({ description: "forwards per second at most, across every consumer" })),
+  headers: T.Optional(
+    T.Array(Strict({ name: T.String(), bindings: T.Array(T.String(), { description: "the secret bindings its value names (`${NAME}`)" }) }), {
+      description: "outbound headers: names and the secret bindings they use, never their values",
+    }),
+  ),
 });
 
 export const DESTINATION_STATES = ["active", "paused", "open"] as const;
@@ -184,6 +189,7 @@ export const StatsView = Strict({
 
 export type EventView = T.Static<typeof EventView>;
 export type DestinationView = T.Static<typeof DestinationView>;
+export type DestinationConfigView = T.Static<typeof DestinationConfigView>;
 export type DestinationControlView = T.Static<typeof DestinationControlView>;
 export type EventDetailView = T.Static<typeof EventDetailView>;
 export type DeliveryView = T.Static<typeof DeliveryView>;

@@ -332,7 +332,7 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
         <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
       )}
       <table>
-        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed, headers</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
         <tbody>
           {(destinations ?? []).map((d) => {
             const h = byName.get(d.name);
@@ -352,7 +352,10 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
                   providers: {config.providers?.join(", ") ?? "all"}; types: {config.types?.join(", ") ?? "all"}
                   {config.filter && <div>filter: <code>{config.filter}</code></div>}
                 </td>
-                <td>{config.secret ? `yes (${config.secret})` : "no"}</td>
+                <td>
+                  {config.secret ? `yes (${config.secret})` : "no"}
+                  {config.headers && <div>headers: {config.headers.map((h) => `${h.name}${h.bindings.length ? ` (${h.bindings.join(", ")})` : ""}`).join("; ")}</div>}
+                </td>
                 <td>
                   circuit after {config.circuit_failures ?? DEFAULT_CIRCUIT_FAILURES} failures, probe every {config.circuit_probe_seconds ?? DEFAULT_CIRCUIT_PROBE_SECONDS} s
                   {config.rate_per_second !== undefined && <div>at most {config.rate_per_second}/s</div>}

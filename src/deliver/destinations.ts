@@ -5,7 +5,7 @@
  * retry path until it is fixed. Errors name the field and the rule, never the rejected value,
  * which may be a secret pasted into the wrong field (#9.6).
  */
-import { array, integer, max, min, nonempty, number, object, optional, pattern, refine, size, string, type Failure, type Infer } from "superstruct";
+import { array, integer, max, min, nonempty, number, object, optional, pattern, record, refine, size, string, type Failure, type Infer } from "superstruct";
 import type { Env } from "../env";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
 
@@ -14,6 +14,16 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 export const DEFAULT_CIRCUIT_FAILURES = 10;
 /** How often an open circuit tries one probe delivery, unless the destination sets its own. */
 export const DEFAULT_CIRCUIT_PROBE_SECONDS = 60;
+
+/** Outbound headers a destination may set. */
+const MAX_HEADERS = 20;
+/** A header value's `${NAME}` placeholders: each stands for the secret binding NAME, read at send time. */
+const PLACEHOLDER = /\$\{([^}]*)\}/g;
+const BINDING_NAME = /^[A-Z][A-Z0-9_]*$/;
+/** A header name (an HTTP token). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
+/** Headers edgehook sets itself, or the runtime does: a destination may not set them. */
+const RESERVED_HEADER = /^(webhook-.*|x-edgehook-.*|content-type|host|content-length)$/i;
 
 function isAllowedUrl(value: string): boolean {
   let url: URL;
@@ -41,6 +51,7 @@ const DestinationConfig = object({
   // Queues delay a message by at most 12 hours.
   circuit_probe_seconds: optional(max(min(integer(), 1), 43_200)),
   rate_per_second: optional(max(min(number(), 0.01), 1_000)),
+  headers: optional(refine(record(string(), string()), "headers", (headers) => Object.keys(headers).length <= MAX_HEADERS)),
 });
 export type DestinationConfig = Infer<typeof DestinationConfig>;
 
@@ -59,6 +70,7 @@ const RULES = {
   circuit_failures: "must be an integer from 1 to 1000",
   circuit_probe_seconds: "must be an integer from 1 to 43200",
   rate_per_second: "must be a number from 0.01 to 1000",
+  headers: `must be a table of at most ${MAX_HEADERS} header names to text values, in which \${NAME} stands for the secret binding NAME`,
 } satisfies Record<keyof DestinationConfig, string>;
 
 /** An unknown key is shown only when it looks like a misspelt field name, never when it could be pasted text. */
@@ -79,6 +91,8 @@ export interface Destination {
   probeSeconds: number;
   /** Forwards per second at most, across every consumer invocation; null: unlimited. */
   ratePerSecond: number | null;
+  /** Outbound headers with their secrets filled in. Held in memory only: never shown, logged or stored. */
+  headers: [name: string, value: string][];
   /** The declaration as written, for the operator API (never the secret's value). */
   config: DestinationConfig;
 }
@@ -102,7 +116,10 @@ let cache: { key: string; result: DestinationsResult } | null = null;
 /** Validates DESTINATIONS (and the secrets it names) once per isolate and configuration. */
 export function loadDestinations(env: Env): DestinationsResult {
   const raw = fromJsonText(env.DESTINATIONS ?? []);
-  const secretNames = Array.isArray(raw) ? raw.map((d: { secret?: unknown }) => (typeof d?.secret === "string" ? d.secret : "")) : [];
+  const secretNames = Array.isArray(raw) ? raw.flatMap((d: { secret?: unknown; headers?: unknown }) => [
+    typeof d?.secret === "string" ? d.secret : "",
+    ...(typeof d?.headers === "object" && d.headers !== null ? Object.values(d.headers).flatMap(placeholders) : []),
+  ]) : [];
   // The key holds secret values only in this isolate's memory, to notice a `wrangler secret put`.
   const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : ""))]);
   if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env) };
@@ -150,6 +167,7 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
       // The binding's name is not repeated: a secret pasted here that happens to look like a name must not be echoed.
       if (!signingKey) errors.push(`${label}.secret: the binding it names is missing or not whsec_<base64> (16+ bytes)`);
     }
+    const headers = config.headers ? resolveHeaders(config.headers, env, `${label}.headers`, errors) : [];
     // Without the binding a limit could not be kept across invocations: refuse rather than send unmetered.
     if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
     const types = config.types ?? null;
@@ -167,10 +185,44 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
       circuitFailures: config.circuit_failures ?? DEFAULT_CIRCUIT_FAILURES,
       probeSeconds: config.circuit_probe_seconds ?? DEFAULT_CIRCUIT_PROBE_SECONDS,
       ratePerSecond: config.rate_per_second ?? null,
+      headers,
       config,
     });
   });
   return errors.length ? { ok: false, errors } : { ok: true, destinations };
+}
+
+/** The secret bindings a header value names. */
+export function placeholders(value: unknown): string[] {
+  return typeof value === "string" ? [...value.matchAll(PLACEHOLDER)].map((match) => match[1]!) : [];
+}
+
+/**
+ * A destination's headers with each `${NAME}` replaced by the secret binding NAME. Errors name
+ * the header by its position (a name is shown only when it is a reserved one, never text that
+ * could be a pasted secret), and never a value or a binding's name.
+ */
+function resolveHeaders(headers: Record<string, string>, env: Env, label: string, errors: string[]): [string, string][] {
+  const resolved: [string, string][] = [];
+  const seen = new Set<string>();
+  Object.entries(headers).forEach(([name, template], index) => {
+    const at = `${label}[${index}]`;
+    if (!HEADER_NAME.test(name)) return errors.push(`${at}: its name must be an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-)`);
+    if (RESERVED_HEADER.test(name)) return errors.push(`${label}.${name.toLowerCase()}: is reserved (webhook-*, x-edgehook-*, content-type, host and content-length are set by edgehook)`);
+    if (seen.has(name.toLowerCase())) return errors.push(`${at}: names a header that is already set (names are case-insensitive)`);
+    seen.add(name.toLowerCase());
+    let missing = false;
+    const value = template.replace(PLACEHOLDER, (_, binding: string) => {
+      const secret = BINDING_NAME.test(binding) ? env[binding] : undefined;
+      if (typeof secret !== "string" || secret === "") missing = true;
+      return typeof secret === "string" ? secret : "";
+    });
+    if (missing) return errors.push(`${at}: a \${NAME} in its value names a secret binding that is not set (NAME: A-Z, 0-9, _)`);
+    // A line break would end the header (or smuggle another); Headers refuses it at send time anyway.
+    if (/[\r\n\0]/.test(value) || value.length > 8_192) return errors.push(`${at}: its value (with its secrets filled in) must be one line of at most 8192 characters`);
+    resolved.push([name, value]);
+  });
+  return resolved;
 }
 
 /** `DESTINATIONS[i]`, with the entry's name only when it passes the name rule (an invalid one may be anything). */
@@ -189,7 +241,8 @@ function describeFailure(failure: Failure): string {
   }
   const rule = RULES[field as keyof typeof RULES];
   if (failure.value === undefined) return `.${field}: is required; ${rule}`;
-  return `.${path.join(".")}: ${rule}`;
+  // A header's name is a key the operator typed: it could be a pasted secret, so it is not shown.
+  return `.${field === "headers" ? field : path.join(".")}: ${rule}`;
 }
 
 /** Where an event goes, and the destinations whose filter could not decide (never an exception). */

@@ -38,6 +38,8 @@ export async function forward(event: ForwardedEvent, destination: Destination): 
     "x-edgehook-provider": event.provider,
     "x-edgehook-event-type": SAFE_HEADER_TOKEN.test(event.type) ? event.type : encodeURIComponent(event.type).slice(0, 200),
   });
+  // The destination's own headers (their names are never ones set above: see destinations.ts).
+  for (const [name, value] of destination.headers) headers.set(name, value);
   if (destination.signingKey) {
     headers.set("webhook-signature", await signStandardWebhook(destination.signingKey, event.key, timestamp, event.body));
   }
