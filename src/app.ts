@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
+import { alertConfig } from "./alerts/send";
 import { loadDestinations } from "./deliver/destinations";
 import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
@@ -21,13 +22,16 @@ app.use("*", requestLog());
  */
 app.get("/healthz", (c) => {
   const destinations = loadDestinations(c.env);
+  const alerts = alertConfig(c.env);
+  const ok = destinations.ok && alerts.ok;
   return c.json(
     {
-      status: destinations.ok ? "ok" : "degraded",
+      status: ok ? "ok" : "degraded",
       providers: Object.fromEntries(providers.map((p) => [p.name, { configured: p.secrets(c.env).length > 0 }])),
       destinations: { valid: destinations.ok, errors: destinations.ok ? 0 : destinations.errors.length },
+      alerts: { configured: Boolean(c.env.ALERT_URL), valid: alerts.ok, errors: alerts.ok ? 0 : alerts.errors.length },
     },
-    destinations.ok ? 200 : 503,
+    ok ? 200 : 503,
   );
 });
 

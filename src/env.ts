@@ -34,6 +34,15 @@ export interface Env {
   ADMIN_TOKEN?: string;
   /** One Durable Object per destination with `rate_per_second`: the schedule its forwards share (deliver/rate-limiter.ts). */
   RATE_LIMITER?: DurableObjectNamespace<RateLimiterApi & Rpc.DurableObjectBranded>;
+  /** Alerts (see alerts/): where to POST them (a secret; unset: no alerts), how, how often. */
+  ALERT_URL?: string;
+  ALERT_FORMAT?: string;
+  ALERT_SECRET?: string;
+  ALERT_COOLDOWN_SECONDS?: string;
+  ALERT_GROUP_WAIT_SECONDS?: string;
+  /** The console's public base URL (https://…/console), for links in alerts. */
+  CONSOLE_URL?: string;
+  ALERTS_QUEUE?: Queue<AlertMessage>;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
   /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
@@ -77,6 +86,11 @@ export interface QueuedEvent {
 /** Releases the next held deliveries of a destination (resume, or a circuit closing), a chunk at a time. */
 export interface ReleaseHeld {
   release: string;
+}
+
+/** What the alerts queue carries: which alert key (kind and subject) to send (alerts/). */
+export interface AlertMessage {
+  alert: { kind: string; subject: string };
 }
 
 /** Everything the events queue carries. */

@@ -1,10 +1,12 @@
 import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
 import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
+import { ALERTS_QUEUE_NAME, consumeAlerts } from "./alerts/send";
+import { rescheduleLostAlerts } from "./alerts/notify";
 import { tendDestinations } from "./deliver/controls";
 import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
-import { numberVar, searchEnabled, type Env, type EventsQueueMessage } from "./env";
+import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueueMessage } from "./env";
 import { purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
 
@@ -14,7 +16,11 @@ export { DestinationRateLimiter } from "./deliver/rate-limiter";
 
 export default {
   fetch: app.fetch,
-  queue: (batch, env) => (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env)),
+  queue(batch, env) {
+    if (batch.queue === DEAD_LETTER_QUEUE_NAME) return consumeDeadLetters(batch, env);
+    if (batch.queue === ALERTS_QUEUE_NAME) return consumeAlerts(batch as MessageBatch<unknown> as MessageBatch<AlertMessage>, env);
+    return consumeEvents(batch, env);
+  },
   /**
    * The cron: the reconciliation sweep, the destinations' safety net (an overdue circuit probe, held
    * deliveries of an active destination), the retention purge, then the search index follows SEARCH
@@ -31,6 +37,7 @@ export default {
       },
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
+      alerts: () => rescheduleLostAlerts(env, now),
     };
     let failed = false;
     for (const [outcome, step] of Object.entries(steps)) {

@@ -106,6 +106,7 @@ describe("GET /admin/openapi.json", () => {
       ["POST", "/admin/destinations/nope/resume", 404],
       ["POST", "/admin/destinations/alpha/pause", 503, invalidDestinations],
       ["POST", "/admin/destinations/alpha/resume", 503, invalidDestinations],
+      ["GET", "/admin/alerts", 200],
       ["GET", "/admin/dead-letters?limit=10", 200],
       ["GET", "/admin/dead-letters?cursor=nonsense", 400],
       ["GET", "/admin/openapi.json", 200],

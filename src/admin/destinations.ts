@@ -5,7 +5,10 @@ import type { Env } from "../env";
 import { HttpError } from "../errors";
 import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
 import { configuredDestinations, iso } from "./operations";
-import type { DestinationConfigView, DestinationControlView, DestinationView } from "./schemas";
+import type { AlertsView, DestinationConfigView, DestinationControlView, DestinationView } from "./schemas";
+import { alertConfig } from "../alerts/send";
+import { alertTiming, notify } from "../alerts/notify";
+import { listAlerts } from "../store/alerts";
 
 /** A destination's declaration as the operator wrote it, but of its headers only names and the secret bindings they use. */
 export function configView({ config }: Destination): DestinationConfigView {
@@ -43,10 +46,30 @@ function requireConfigured(env: Env, name: string): Destination {
   return destination;
 }
 
+/** Alerts as the operator API and the console show them (never ALERT_URL's or ALERT_SECRET's value). */
+export async function alertsView(env: Env): Promise<AlertsView> {
+  const checked = alertConfig(env);
+  const { cooldownMs, groupWaitMs } = alertTiming(env);
+  return {
+    configured: Boolean(env.ALERT_URL),
+    valid: checked.ok,
+    errors: checked.ok ? [] : checked.errors,
+    format: env.ALERT_FORMAT === "json" ? "json" : "slack",
+    signed: Boolean(env.ALERT_SECRET),
+    cooldownSeconds: cooldownMs / 1000,
+    groupWaitSeconds: groupWaitMs / 1000,
+    alerts: (await listAlerts(env.DB)).map((row) => ({
+      kind: row.kind, subject: row.subject, pending: Math.max(0, row.pending), firstAt: iso(row.first_at), lastAt: iso(row.last_at),
+      dueAt: iso(row.due_at), lastSentAt: iso(row.last_sent_at), sent: row.sent, failed: row.failed,
+    })),
+  };
+}
+
 /** Pauses a destination: from its next round on, its deliveries are held. */
 export async function pauseDestination(env: Env, name: string): Promise<DestinationControlView> {
   const destination = requireConfigured(env, name);
   const control = await pause(env.DB, name, PAUSED_BY_OPERATOR, Date.now());
+  await notify(env, [{ kind: "destination_paused", subject: name, count: 1 }]);
   const held = (await heldCounts(env.DB)).get(name) ?? 0;
   return { destination: destinationView(destination, control, held), released: 0 };
 }
@@ -59,6 +82,7 @@ export async function resumeDestination(env: Env, name: string): Promise<Destina
   const destination = requireConfigured(env, name);
   const now = Date.now();
   const control = await resume(env.DB, name, now);
+  await notify(env, [{ kind: "destination_resumed", subject: name, count: 1 }], now);
   let released = 0;
   if (stateOf(control) === "active") {
     try {

@@ -10,7 +10,7 @@
 import * as T from "@sinclair/typebox";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
-  BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
+  AlertsView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
   Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, StatsView, StringEnum,
 } from "./schemas";
 
@@ -222,6 +222,12 @@ export const ADMIN_API: Record<string, Operation> = {
     status: 200,
     response: DestinationControlView,
     errors: { 404: ["unknown_destination"], 503: ["invalid_destinations"] },
+  },
+  "GET /admin/alerts": {
+    operationId: "getAlerts",
+    summary: "Alerts: whether ALERT_URL is set and valid, and each kind and subject's pending count, schedule and history",
+    status: 200,
+    response: AlertsView,
   },
   "GET /admin/dead-letters": {
     operationId: "listDeadLetters",

@@ -6,7 +6,7 @@ import { getAttempts, getDeliveries, listDeliveries, stats, type DeliveryCursor 
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { adminAuth } from "./auth";
-import { destinationsView, pauseDestination, resumeDestination } from "./destinations";
+import { alertsView, destinationsView, pauseDestination, resumeDestination } from "./destinations";
 import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
@@ -92,6 +92,8 @@ adminRoutes.post("/destinations/:name/resume", async (c) => {
   c.get("log").outcome = "resumed";
   return c.json(answer);
 });
+
+adminRoutes.get("/alerts", async (c) => c.json(await alertsView(c.env)));
 
 adminRoutes.get("/metrics", async (c) => c.body(await prometheusText(c.env), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }));
 

@@ -170,6 +170,30 @@ export const DestinationView = Strict({
   lastFailureAt: Nullable(Time()),
 });
 
+/** Alerts: whether and how they are sent, and each kind and subject's state. */
+export const AlertsView = Strict({
+  configured: T.Boolean({ description: "ALERT_URL is set (its value is never shown)" }),
+  valid: T.Boolean(),
+  errors: T.Array(T.String(), { description: "ALERT_* settings that are wrong: the setting and the rule, never its value" }),
+  format: StringEnum(["slack", "json"]),
+  signed: T.Boolean({ description: "ALERT_SECRET is set: alerts carry Standard Webhooks headers" }),
+  cooldownSeconds: T.Integer({ minimum: 1 }),
+  groupWaitSeconds: T.Integer({ minimum: 1 }),
+  alerts: T.Array(
+    Strict({
+      kind: T.String(),
+      subject: T.String({ description: "what it is about: a destination, a provider, DESTINATIONS, the sweep, the dead-letter queue" }),
+      pending: T.Integer({ description: "occurrences not sent yet (the next alert's count)" }),
+      firstAt: Nullable(Time()),
+      lastAt: Nullable(Time()),
+      dueAt: Nullable(Time("when the next alert for it is due")),
+      lastSentAt: Nullable(Time()),
+      sent: T.Integer({ minimum: 0 }),
+      failed: T.Integer({ minimum: 0, description: "attempts the target refused or did not answer (each retried)" }),
+    }),
+  ),
+});
+
 /** The answer to a pause or a resume. */
 export const DestinationControlView = Strict({
   destination: DestinationView,
@@ -191,6 +215,7 @@ export type EventView = T.Static<typeof EventView>;
 export type DestinationView = T.Static<typeof DestinationView>;
 export type DestinationConfigView = T.Static<typeof DestinationConfigView>;
 export type DestinationControlView = T.Static<typeof DestinationControlView>;
+export type AlertsView = T.Static<typeof AlertsView>;
 export type EventDetailView = T.Static<typeof EventDetailView>;
 export type DeliveryView = T.Static<typeof DeliveryView>;
 export type AttemptView = T.Static<typeof AttemptView>;

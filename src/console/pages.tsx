@@ -2,7 +2,7 @@
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import { DEFAULT_CIRCUIT_FAILURES, DEFAULT_CIRCUIT_PROBE_SECONDS } from "../deliver/destinations";
-import type { DestinationView } from "../admin/schemas";
+import type { AlertsView, DestinationView } from "../admin/schemas";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
 import type { EventRow, EventSummary } from "../store/events";
@@ -323,7 +323,31 @@ export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; err
   </Layout>
 );
 
-export const DestinationsPage: FC<{ destinations: DestinationView[] | null; errors: string[]; health: DestinationHealth[]; notice?: string }> = ({ destinations, errors, health, notice }) => {
+const AlertsSection: FC<{ alerts: AlertsView }> = ({ alerts }) => (
+  <section aria-label="Alerts">
+    <h2>Alerts</h2>
+    {!alerts.configured && <p>Alerts are off: set the <code>ALERT_URL</code> secret to have them POSTed to Slack, Teams, Mattermost or any JSON receiver.</p>}
+    {alerts.configured && (
+      <p>
+        Sent to <code>ALERT_URL</code> as {alerts.format}{alerts.signed ? ", signed (Standard Webhooks)" : ""}: the first of a burst after {alerts.groupWaitSeconds} s,
+        then at most one per kind and subject every {alerts.cooldownSeconds} s.
+      </p>
+    )}
+    {alerts.errors.length > 0 && <div role="alert" class="error"><ul>{alerts.errors.map((e) => <li>{e}</li>)}</ul></div>}
+    {alerts.alerts.length > 0 && (
+      <table>
+        <thead><tr><th scope="col">Kind</th><th scope="col">About</th><th scope="col">Pending</th><th scope="col">Last occurred</th><th scope="col">Next due</th><th scope="col">Last sent</th><th scope="col">Sent / failed</th></tr></thead>
+        <tbody>
+          {alerts.alerts.map((a) => (
+            <tr><td>{a.kind}</td><td>{a.subject}</td><td>{a.pending}</td><td>{a.lastAt ?? "–"}</td><td>{a.dueAt ?? "–"}</td><td>{a.lastSentAt ?? "–"}</td><td>{a.sent} / {a.failed}</td></tr>
+          ))}
+        </tbody>
+      </table>
+    )}
+  </section>
+);
+
+export const DestinationsPage: FC<{ destinations: DestinationView[] | null; errors: string[]; health: DestinationHealth[]; alerts: AlertsView; notice?: string }> = ({ destinations, errors, health, alerts, notice }) => {
   const byName = new Map(health.map((h) => [h.destination, h]));
   return (
     <Layout title="Destinations">
@@ -373,6 +397,7 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
         </tbody>
       </table>
       <DestinationCharts destinations={(destinations ?? []).map((d) => d.name)} health={health} />
+      <AlertsSection alerts={alerts} />
     </Layout>
   );
 };

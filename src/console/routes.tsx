@@ -4,7 +4,7 @@ import { searchEnabled, type AppEnv, type Env } from "../env";
 import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { ReleaseView } from "../admin/schemas";
-import { destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
+import { alertsView, destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
@@ -182,11 +182,11 @@ consoleRoutes.post("/replay", async (c) => {
 });
 
 consoleRoutes.get("/destinations", async (c) => {
-  const view = await destinationsView(c.env);
+  const [view, alerts] = await Promise.all([destinationsView(c.env), alertsView(c.env)]);
   const health = view.valid ? await destinationHealth(c.env.DB, view.destinations.map((d) => d.name), Date.now() - DAY) : [];
   const notice = DESTINATION_NOTICES.get(c.req.query("done") ?? "");
   return c.html(
-    <DestinationsPage destinations={view.valid ? view.destinations : null} errors={view.valid ? [] : view.errors} health={health} notice={notice && `${c.req.query("name") ?? ""} ${notice}`} />,
+    <DestinationsPage destinations={view.valid ? view.destinations : null} errors={view.valid ? [] : view.errors} health={health} alerts={alerts} notice={notice && `${c.req.query("name") ?? ""} ${notice}`} />,
   );
 });
 

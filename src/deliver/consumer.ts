@@ -40,6 +40,7 @@ import { withDeadline } from "../deadline";
 import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
 import { releaseChunk, scheduleProbe, startRelease } from "./controls";
+import { notify, type Notice } from "../alerts/notify";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
 /** Queues accept delays up to 12 hours. */
@@ -125,6 +126,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     try {
       await holdForConfiguration(env.DB, claims, WAITING_FOR_CONFIGURATION);
       for (const message of messages) message.ack();
+      await notify(env, [{ kind: "configuration_invalid", subject: "DESTINATIONS", count: claims.length }]);
     } catch (err) {
       console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
       for (const message of messages) retryLater(message);
@@ -190,6 +192,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   });
   const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
   await followCircuits(env, config.destinations, controls, changed, recorded, messages, now);
+  await notify(env, alertNotes(controls, changed, recorded, now), now);
   // One line per batch; a line per event only where something was attempted or went wrong.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
@@ -485,6 +488,23 @@ async function followCircuits(
       console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "release_failed", error: String(err) }));
     });
   }
+}
+
+/** What a recorded batch tells an operator: deliveries gone dead, circuits opened or closed, destinations paused by the 410 rule. */
+function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
+  const notes: Notice[] = [];
+  for (const { round } of recorded) {
+    for (const change of [...round!.records, ...round!.closed]) {
+      if (change.status === "dead") notes.push({ kind: "delivery_dead", subject: change.destination, count: 1 });
+    }
+  }
+  for (const row of changed) {
+    const was = before.get(row.destination);
+    if (row.opened_at === now && was?.opened_at == null) notes.push({ kind: "circuit_opened", subject: row.destination, count: 1 });
+    if (row.opened_at === null && was?.opened_at != null) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
+    if (row.paused_at === now && was?.paused_at == null) notes.push({ kind: "destination_paused", subject: row.destination, count: 1 });
+  }
+  return notes;
 }
 
 /** Release messages: each makes the next chunk of its destination's held deliveries pending, if it is active. */

@@ -6,6 +6,7 @@
  * Unfinished events in D1 are what the reconciliation sweep finds and enqueues again.
  */
 import type { Env, EventsQueueMessage } from "../env";
+import { notify } from "../alerts/notify";
 import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
 import { writeAllOrEach } from "./all-or-each";
 import { readableMessage } from "./consumer";
@@ -43,5 +44,6 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
     if (unrecorded.has(item)) item.message.retry({ delaySeconds: RECORD_RETRY_SECONDS });
     else item.message.ack();
   }
+  await notify(env, [{ kind: "dead_letters_received", subject: "dead-letter queue", count: letters.length - unrecorded.size }]);
   console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, withEvent: letters.filter(({ letter }) => letter.carried).length }));
 }

@@ -25,7 +25,7 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
 /** Headers edgehook sets itself, or the runtime does: a destination may not set them. */
 const RESERVED_HEADER = /^(webhook-.*|x-edgehook-.*|content-type|host|content-length)$/i;
 
-function isAllowedUrl(value: string): boolean {
+export function isAllowedUrl(value: string): boolean {
   let url: URL;
   try {
     url = new URL(value);

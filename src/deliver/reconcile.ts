@@ -6,6 +6,7 @@
  * event it carried, unfinished). An event not yet stored lives only in the queue: its own
  * retries and the dead-letter consumer are what keep it.
  */
+import { notify } from "../alerts/notify";
 import { numberVar, type Env } from "../env";
 import { findStranded, markProgress } from "../store/events";
 
@@ -26,5 +27,6 @@ export async function reconcile(env: Env, now: number): Promise<{ requeued: numb
     const chunk = keys.slice(i, i + SEND_BATCH);
     await env.EVENTS_QUEUE.sendBatch(chunk.map((eventKey) => ({ body: { eventKey }, contentType: "json" as const })));
   }
+  await notify(env, [{ kind: "sweep_requeued", subject: "sweep", count: keys.length }], now);
   return { requeued: keys.length };
 }

@@ -10,6 +10,7 @@ import type { Handler } from "hono";
 import { numberVar, type AppEnv, type Arrival, type Env, type QueuedEvent } from "../env";
 import { withDeadline } from "../deadline";
 import { HttpError, unavailable } from "../errors";
+import { notify } from "../alerts/notify";
 import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
 import { eventKey, storeEvent } from "../store/events";
@@ -74,6 +75,8 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
         });
         await withinBudget(kept, storageBudgetMs);
         log.outcome = `quarantined:${err.code}`;
+        // After the answer's write: an alert never holds up (or fails) the request.
+        c.executionCtx.waitUntil(notify(c.env, [{ kind: "payload_quarantined", subject: provider.name, count: 1 }]));
       }
       throw err;
     }

@@ -1,0 +1,80 @@
+/**
+ * Telling an operator when something breaks: each place that sees something alert-worthy notes
+ * it here (kind, subject, how many). Notes of one kind and subject are coalesced in D1, and a
+ * send is scheduled through the alerts queue: after ALERT_GROUP_WAIT_SECONDS (so a burst makes
+ * one alert), then at most one per ALERT_COOLDOWN_SECONDS, each carrying the count since the
+ * last (alerts/send.ts sends them). Like telemetry, noting never changes what happens to an
+ * event: anything that fails here is logged and dropped, and without ALERT_URL it does nothing.
+ */
+import { numberVar, type Env } from "../env";
+import { noteAlerts, rescheduleStale, type AlertNote, type AlertRow } from "../store/alerts";
+
+export const ALERT_KINDS = [
+  "delivery_dead", "circuit_opened", "circuit_closed", "destination_paused", "destination_resumed",
+  "payload_quarantined", "configuration_invalid", "sweep_requeued", "dead_letters_received",
+] as const;
+export type AlertKind = (typeof ALERT_KINDS)[number];
+
+const DEFAULT_COOLDOWN_SECONDS = 900;
+const DEFAULT_GROUP_WAIT_SECONDS = 30;
+/** A scheduled send whose message has not come this long after it was due was lost: the cron schedules it again. */
+const STALE_MS = 20 * 60_000;
+/** Queues delay a message by at most 12 hours. */
+const MAX_DELAY_SECONDS = 43_200;
+
+export const alertTiming = (env: Env) => ({
+  cooldownMs: numberVar(env.ALERT_COOLDOWN_SECONDS, DEFAULT_COOLDOWN_SECONDS) * 1000,
+  groupWaitMs: numberVar(env.ALERT_GROUP_WAIT_SECONDS, DEFAULT_GROUP_WAIT_SECONDS) * 1000,
+});
+
+/** Whether alerts are on: ALERT_URL set and the alerts queue bound. */
+export const alertsOn = (env: Env) => Boolean(env.ALERT_URL && env.ALERTS_QUEUE);
+
+/** Something alert-worthy happened `count` times to `subject` (a destination, a provider, "DESTINATIONS", the sweep). */
+export interface Notice {
+  kind: AlertKind;
+  subject: string;
+  count: number;
+}
+
+export async function notify(env: Env, notes: Notice[], now = Date.now()): Promise<void> {
+  const counted = notes.filter((note) => note.count > 0);
+  if (!alertsOn(env) || counted.length === 0) return;
+  try {
+    const { cooldownMs, groupWaitMs } = alertTiming(env);
+    await schedule(env, await noteAlerts(env.DB, merge(counted), now, groupWaitMs, cooldownMs), now);
+  } catch (err) {
+    console.error(JSON.stringify({ outcome: "alert_note_failed", kinds: counted.map((n) => n.kind), error: String(err) }));
+  }
+}
+
+/** The cron's safety net: a key whose scheduled send was lost (its message never came) is sent again. */
+export async function rescheduleLostAlerts(env: Env, now: number): Promise<{ rescheduled: number }> {
+  if (!alertsOn(env)) return { rescheduled: 0 };
+  const rows = await rescheduleStale(env.DB, now - STALE_MS, now);
+  await schedule(env, rows, now);
+  return { rescheduled: rows.length };
+}
+
+/** One queue message per scheduled key, delayed until it is due. */
+export async function schedule(env: Env, rows: AlertRow[], now: number): Promise<void> {
+  if (rows.length === 0) return;
+  await env.ALERTS_QUEUE!.sendBatch(
+    rows.map((row) => ({
+      body: { alert: { kind: row.kind, subject: row.subject } },
+      contentType: "json" as const,
+      delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(((row.due_at ?? now) - now) / 1000))),
+    })),
+  );
+}
+
+function merge(notes: AlertNote[]): AlertNote[] {
+  const merged = new Map<string, AlertNote>();
+  for (const note of notes) {
+    const key = JSON.stringify([note.kind, note.subject]);
+    const seen = merged.get(key);
+    if (seen) seen.count += note.count;
+    else merged.set(key, { ...note });
+  }
+  return [...merged.values()];
+}

@@ -1,0 +1,95 @@
+/** D1 access for alerts: what is pending per kind and subject, when it is due, what was sent. All SQL for `alerts` lives here. */
+
+export interface AlertRow {
+  kind: string;
+  subject: string;
+  pending: number;
+  first_at: number | null;
+  last_at: number | null;
+  due_at: number | null;
+  last_sent_at: number | null;
+  sent: number;
+  failed: number;
+}
+
+export interface AlertNote {
+  kind: string;
+  subject: string;
+  count: number;
+}
+
+/**
+ * Adds occurrences, and schedules a send for every key that has none on its way: after the group
+ * wait (so a burst becomes one alert), and never before the cooldown since the last one ended.
+ * Returns the keys it scheduled, with when: the caller sends a queue message for each.
+ */
+export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number, groupWaitMs: number, cooldownMs: number): Promise<AlertRow[]> {
+  const json = JSON.stringify(notes);
+  const [, scheduled] = await db.batch([
+    db
+      .prepare(
+        `INSERT INTO alerts (kind, subject, pending, first_at, last_at)
+         SELECT value->>'kind', value->>'subject', value->>'count', ?2, ?2 FROM json_each(?1) WHERE true
+         ON CONFLICT (kind, subject) DO UPDATE SET pending = pending + excluded.pending, first_at = COALESCE(first_at, excluded.first_at), last_at = excluded.last_at`,
+      )
+      .bind(json, now),
+    db
+      .prepare(
+        `UPDATE alerts SET due_at = max(?2 + ?3, COALESCE(last_sent_at + ?4, 0))
+         WHERE due_at IS NULL AND pending > 0 AND (kind, subject) IN (SELECT value->>'kind', value->>'subject' FROM json_each(?1))
+         RETURNING *`,
+      )
+      .bind(json, now, groupWaitMs, cooldownMs),
+  ]);
+  return scheduled!.results as AlertRow[];
+}
+
+export async function getAlert(db: D1Database, kind: string, subject: string): Promise<AlertRow | null> {
+  return db.prepare(`SELECT * FROM alerts WHERE kind = ?1 AND subject = ?2`).bind(kind, subject).first<AlertRow>();
+}
+
+/**
+ * `count` occurrences were sent: what came since stays pending, due a cooldown from now (the
+ * returned row says when, or due_at NULL when nothing is left). Counted in the same batch.
+ */
+export async function alertSent(db: D1Database, row: AlertRow, count: number, now: number, cooldownMs: number, counters: D1PreparedStatement[]): Promise<AlertRow> {
+  const [updated] = await db.batch([
+    db
+      .prepare(
+        `UPDATE alerts SET pending = pending - ?3, sent = sent + 1, last_sent_at = ?4,
+                first_at = CASE WHEN pending - ?3 > 0 THEN last_at END,
+                due_at = CASE WHEN pending - ?3 > 0 THEN ?4 + ?5 END
+         WHERE kind = ?1 AND subject = ?2 RETURNING *`,
+      )
+      .bind(row.kind, row.subject, count, now, cooldownMs),
+    ...counters,
+  ]);
+  return updated!.results[0] as AlertRow;
+}
+
+/** Sending failed: the next try is due at `retryAt` (its message is retried), and the failure counted. */
+export async function alertFailed(db: D1Database, row: AlertRow, retryAt: number, counters: D1PreparedStatement[]): Promise<void> {
+  await db.batch([
+    db.prepare(`UPDATE alerts SET failed = failed + 1, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, retryAt),
+    ...counters,
+  ]);
+}
+
+/** Nothing left to send for a key whose message arrived: no send is scheduled any more. */
+export async function alertIdle(db: D1Database, kind: string, subject: string): Promise<void> {
+  await db.prepare(`UPDATE alerts SET due_at = NULL WHERE kind = ?1 AND subject = ?2 AND pending <= 0`).bind(kind, subject).run();
+}
+
+/** Keys whose scheduled send is long overdue (its message was lost): due again now. */
+export async function rescheduleStale(db: D1Database, staleBefore: number, now: number): Promise<AlertRow[]> {
+  const { results } = await db
+    .prepare(`UPDATE alerts SET due_at = ?2 WHERE pending > 0 AND (due_at IS NULL OR due_at < ?1) RETURNING *`)
+    .bind(staleBefore, now)
+    .all<AlertRow>();
+  return results;
+}
+
+export async function listAlerts(db: D1Database): Promise<AlertRow[]> {
+  const { results } = await db.prepare(`SELECT * FROM alerts ORDER BY COALESCE(last_at, 0) DESC LIMIT 200`).all<AlertRow>();
+  return results;
+}
