@@ -9,6 +9,7 @@ CREATE TABLE alerts (
   last_at       INTEGER,
   due_at        INTEGER,             -- ms; a send is scheduled for then (a queue message is on its way); NULL: none
   last_sent_at  INTEGER,             -- ms; the cooldown runs from here
+  sending_until INTEGER,             -- ms; a consumer is sending it now (another message for it then leaves it be)
   sent          INTEGER NOT NULL DEFAULT 0,  -- alerts delivered to ALERT_URL
   failed        INTEGER NOT NULL DEFAULT 0,  -- attempts ALERT_URL refused or did not answer
   PRIMARY KEY (kind, subject)

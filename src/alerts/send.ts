@@ -9,7 +9,7 @@ import { standardWebhooksKey, isAllowedUrl } from "../deliver/destinations";
 import { signStandardWebhook } from "../deliver/forward";
 import type { AlertMessage, Env } from "../env";
 import { bytesToHex } from "../receive/signature";
-import { alertFailed, alertIdle, alertSent, getAlert, type AlertRow } from "../store/alerts";
+import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, type AlertRow } from "../store/alerts";
 import { CounterDeltas } from "../store/metrics";
 import { ALERT_KINDS, alertTiming, schedule, type AlertKind } from "./notify";
 
@@ -67,17 +67,25 @@ export async function consumeAlerts(batch: MessageBatch<AlertMessage>, env: Env)
 }
 
 async function sendOne(env: Env, config: AlertConfig, kind: string, subject: string, message: Message<AlertMessage>): Promise<void> {
-  const row = await getAlert(env.DB, kind, subject);
-  if (!row || row.pending <= 0) {
+  const now = Date.now();
+  const row = await claimAlert(env.DB, kind, subject, now, now + SEND_TIMEOUT_MS * 6);
+  if (!row) {
+    // Nothing pending, or another message for this alert is sending it: that one carries it on.
     await alertIdle(env.DB, kind, subject);
     message.ack();
     return;
   }
-  const now = Date.now();
+  const { cooldownMs } = alertTiming(env);
+  const cooldownEnds = (row.last_sent_at ?? 0) + cooldownMs;
+  if (now < cooldownEnds) {
+    // Early (a duplicate the cron sent): this message waits for the cooldown's end and carries it.
+    await alertDeferred(env.DB, row, cooldownEnds);
+    message.retry({ delaySeconds: Math.min(43_200, Math.ceil((cooldownEnds - now) / 1000)) });
+    return;
+  }
   const counted = new CounterDeltas();
   if (await post(config, row, now)) {
     counted.add("edgehook_alerts_total", { kind, result: "sent" });
-    const { cooldownMs } = alertTiming(env);
     const after = await alertSent(env.DB, row, row.pending, now, cooldownMs, counted.statements(env.DB));
     // More came while this one was on its way: the next goes out when the cooldown ends.
     if (after?.due_at != null) await schedule(env, [after], now);

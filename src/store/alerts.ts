@@ -8,6 +8,7 @@ export interface AlertRow {
   last_at: number | null;
   due_at: number | null;
   last_sent_at: number | null;
+  sending_until: number | null;
   sent: number;
   failed: number;
 }
@@ -44,8 +45,24 @@ export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number
   return scheduled!.results as AlertRow[];
 }
 
-export async function getAlert(db: D1Database, kind: string, subject: string): Promise<AlertRow | null> {
-  return db.prepare(`SELECT * FROM alerts WHERE kind = ?1 AND subject = ?2`).bind(kind, subject).first<AlertRow>();
+/**
+ * Takes the right to send a key until `until`, if it has something pending and nobody else is
+ * sending it: two messages for one key (a lost one sent again) never send it twice. Null: nothing
+ * to send, or another consumer is on it.
+ */
+export async function claimAlert(db: D1Database, kind: string, subject: string, now: number, until: number): Promise<AlertRow | null> {
+  return db
+    .prepare(
+      `UPDATE alerts SET sending_until = ?4 WHERE kind = ?1 AND subject = ?2 AND pending > 0 AND (sending_until IS NULL OR sending_until <= ?3)
+       RETURNING *`,
+    )
+    .bind(kind, subject, now, until)
+    .first<AlertRow>();
+}
+
+/** Gives the right to send back without sending (the cooldown has not ended): due then. */
+export async function alertDeferred(db: D1Database, row: AlertRow, dueAt: number): Promise<void> {
+  await db.prepare(`UPDATE alerts SET sending_until = NULL, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, dueAt).run();
 }
 
 /**
@@ -56,7 +73,7 @@ export async function alertSent(db: D1Database, row: AlertRow, count: number, no
   const [updated] = await db.batch([
     db
       .prepare(
-        `UPDATE alerts SET pending = pending - ?3, sent = sent + 1, last_sent_at = ?4,
+        `UPDATE alerts SET pending = pending - ?3, sent = sent + 1, last_sent_at = ?4, sending_until = NULL,
                 first_at = CASE WHEN pending - ?3 > 0 THEN last_at END,
                 due_at = CASE WHEN pending - ?3 > 0 THEN ?4 + ?5 END
          WHERE kind = ?1 AND subject = ?2 RETURNING *`,
@@ -70,14 +87,14 @@ export async function alertSent(db: D1Database, row: AlertRow, count: number, no
 /** Sending failed: the next try is due at `retryAt` (its message is retried), and the failure counted. */
 export async function alertFailed(db: D1Database, row: AlertRow, retryAt: number, counters: D1PreparedStatement[]): Promise<void> {
   await db.batch([
-    db.prepare(`UPDATE alerts SET failed = failed + 1, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, retryAt),
+    db.prepare(`UPDATE alerts SET failed = failed + 1, due_at = ?3, sending_until = NULL WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, retryAt),
     ...counters,
   ]);
 }
 
 /** Nothing left to send for a key whose message arrived: no send is scheduled any more. */
 export async function alertIdle(db: D1Database, kind: string, subject: string): Promise<void> {
-  await db.prepare(`UPDATE alerts SET due_at = NULL WHERE kind = ?1 AND subject = ?2 AND pending <= 0`).bind(kind, subject).run();
+  await db.prepare(`UPDATE alerts SET due_at = NULL WHERE kind = ?1 AND subject = ?2 AND pending <= 0 AND sending_until IS NULL`).bind(kind, subject).run();
 }
 
 /** Keys whose scheduled send is long overdue (its message was lost): due again now. */

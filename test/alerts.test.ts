@@ -1,0 +1,188 @@
+/**
+ * Alerts through the Worker's real handlers: noted where things break, coalesced in D1, sent by
+ * the alerts queue's consumer to a receiver mocked with msw (Slack text or JSON, signed with
+ * Standard Webhooks), retried while the receiver is down, and counted in /admin/metrics.
+ */
+import { env } from "cloudflare:workers";
+import { http, HttpResponse } from "msw";
+import { Webhook } from "standardwebhooks";
+import { beforeEach, describe, expect, it } from "vitest";
+import { ALERT_KINDS } from "../src/alerts/notify";
+import type { AlertMessage, QueuedEvent } from "../src/env";
+import { accept, admin, bindings, consume, downstream, events, makeDue, runCron, SECRET_A, server, useDeliveryHarness } from "./delivery-harness";
+import { recordingQueue } from "./faults";
+import { countRows, runQueue, sendWith, seismicBody, seismicRequest } from "./helpers";
+
+useDeliveryHarness();
+
+const ALERT_URL = "https://alerts.test/hook";
+let alerts: ReturnType<typeof recordingQueue<AlertMessage>>;
+
+beforeEach(() => {
+  alerts = recordingQueue<AlertMessage>();
+  Object.assign(bindings, { ALERT_URL, ALERT_FORMAT: "json", ALERTS_QUEUE: alerts.queue, CONSOLE_URL: "https://edgehook.example/console" });
+});
+
+/** An alert receiver answering each POST with the next status (the last repeats). */
+function receiver(statuses: number[] = [200]) {
+  const received: { headers: Headers; body: string }[] = [];
+  let calls = 0;
+  server.use(
+    http.post(ALERT_URL, async ({ request }) => {
+      const status = statuses[Math.min(calls++, statuses.length - 1)]!;
+      if (status === 200) received.push({ headers: request.headers, body: await request.text() });
+      return new HttpResponse(null, { status });
+    }),
+  );
+  return received;
+}
+
+/** Runs the alerts queue's consumer on what was scheduled so far. */
+async function sendAlerts(ids = "a") {
+  const scheduled = alerts.accepted.splice(0);
+  return { scheduled, result: await runAlerts(scheduled.map((body, i) => ({ id: `${ids}-${i}`, body }))) };
+}
+
+function runAlerts(messages: { id: string; body: AlertMessage; attempts?: number }[]) {
+  return runQueue("edgehook-alerts", messages.map((m) => ({ ...m, body: m.body as unknown as QueuedEvent })), bindings);
+}
+
+const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+const parsed = (received: { body: string }[]) => received.map((r) => JSON.parse(r.body) as Record<string, unknown>);
+
+describe("alerts", () => {
+  it("sends one alert per kind, each with its count, times and a console link", async () => {
+    const received = receiver();
+    const name = uniqueName("breaking");
+    const deadend = uniqueName("deadend");
+    Object.assign(bindings, {
+      DESTINATIONS: [
+        { name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 5 },
+        { name: deadend, url: `https://${deadend}.test/hook`, circuit_failures: 100 },
+      ],
+      MAX_DELIVERY_ATTEMPTS: "2",
+    });
+    const target = downstream(`https://${name}.test/hook`, [500, 200]);
+    downstream(`https://${deadend}.test/hook`, [500]);
+
+    // circuit_opened: one failure is the circuit's limit; delivery_dead: the deadend's second attempt is its last.
+    const key = await accept(await seismicRequest(seismicBody()));
+    const [message] = events.accepted.splice(0);
+    await consume([message!]);
+    await makeDue(key);
+    const [probe] = events.accepted.splice(0);
+    expect(probe).toEqual({ eventKey: key, probe: name });
+    // circuit_closed: the probe succeeds (the deadend's retry goes with it, and dies).
+    await consume([probe!], {}, { ids: ["probe"] });
+    expect(target).toHaveLength(2);
+    // destination_paused and destination_resumed.
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    await admin("POST", `/admin/destinations/${name}/resume`);
+    // payload_quarantined.
+    const bad = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 7 } });
+    expect((await sendWith(await seismicRequest(bad), bindings)).status).toBe(422);
+    // configuration_invalid.
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted.splice(0), { DESTINATIONS: [{ name: "x", url: "ftp://nope" }] }, { ids: ["invalid"] });
+    // sweep_requeued: that event waits unfinished; a sweep much later finds it.
+    await runCron(new Date(Date.now() + 3_600_000), { RECONCILE_AFTER_SECONDS: "60" });
+    // dead_letters_received.
+    await consume([{ eventKey: key, destinations: [deadend] }], {}, { queue: "edgehook-dead-letters", ids: ["letter"] });
+
+    const { scheduled, result } = await sendAlerts();
+    expect(new Set(scheduled.map((m) => m.alert.kind))).toEqual(new Set(ALERT_KINDS));
+    expect(result.acked).toHaveLength(scheduled.length);
+    const bodies = parsed(received);
+    expect(bodies.map((b) => b.kind).sort()).toEqual([...ALERT_KINDS].sort());
+    expect(bodies.find((b) => b.kind === "delivery_dead")).toMatchObject({
+      subject: deadend, destination: deadend, count: 1, link: "https://edgehook.example/console/dead", firstAt: expect.any(String), lastAt: expect.any(String),
+    });
+    expect(bodies.find((b) => b.kind === "payload_quarantined")).toMatchObject({ subject: "seismic", destination: null, count: 1 });
+    for (const body of bodies) expect(body.message).toEqual(expect.any(String));
+    const metrics = await (await admin("GET", "/admin/metrics")).text();
+    expect(metrics).toContain('edgehook_alerts_total{kind="circuit_opened",result="sent"} 1');
+  });
+
+  it("coalesces 500 dead deliveries within the cooldown into one alert with count 500, and holds the next for the cooldown", async () => {
+    const received = receiver();
+    const name = uniqueName("flood");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook`, circuit_failures: 1000 }], MAX_DELIVERY_ATTEMPTS: "1", MAX_FORWARDS_PER_BATCH: "100" });
+    downstream(`https://${name}.test/hook`, [500]);
+    // 500 events stored and pending, delivered (and dead) by 5 queue batches of 100.
+    const now = Date.now();
+    const keys = Array.from({ length: 500 }, (_, i) => `evt_${name}_${i}`);
+    await env.DB.batch(
+      keys.map((key, i) =>
+        env.DB.prepare(
+          `INSERT INTO events (key, provider, event_id, type, known_type, received_at, verified_with, content_type, body, status)
+           VALUES (?1, 'seismic', ?1, 'ContentManagerCreateFileV1', 1, ?2, 'current', 'application/json', '{}', 'queued')`,
+        ).bind(key, now + i),
+      ),
+    );
+    for (let i = 0; i < 500; i += 100) await consume(keys.slice(i, i + 100).map((eventKey) => ({ eventKey })), {}, { ids: keys.slice(i, i + 100) });
+    expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'dead'", name)).toBe(500);
+
+    const { scheduled } = await sendAlerts();
+    expect(scheduled.filter((m) => m.alert.subject === name)).toEqual([{ alert: { kind: "delivery_dead", subject: name } }]);
+    const dead = parsed(received).filter((b) => b.subject === name);
+    expect(dead).toEqual([expect.objectContaining({ kind: "delivery_dead", count: 500 })]);
+
+    // One more within the cooldown: scheduled for the cooldown's end, not now.
+    await consume([{ eventKey: keys[0]! }], {}, { ids: ["again"] }); // already dead: nothing new
+    const row = await env.DB.prepare("SELECT * FROM alerts WHERE kind = 'delivery_dead' AND subject = ?").bind(name).first<{ pending: number; last_sent_at: number; due_at: number | null }>();
+    expect(row).toMatchObject({ pending: 0, due_at: null });
+    await env.DB.prepare("UPDATE deliveries SET status = 'pending', attempts = 0 WHERE event_key = ?").bind(keys[1]).run();
+    await consume([{ eventKey: keys[1]! }], {}, { ids: ["one-more"] });
+    const after = await env.DB.prepare("SELECT * FROM alerts WHERE kind = 'delivery_dead' AND subject = ?").bind(name).first<{ pending: number; last_sent_at: number; due_at: number }>();
+    expect(after!.pending).toBe(1);
+    expect(after!.due_at).toBe(after!.last_sent_at + 900_000);
+  });
+
+  it("retries while the receiver is down; the alert arrives late with everything noted meanwhile, and the failures are counted", async () => {
+    const received = receiver([503, 503, 200]);
+    const name = uniqueName("down");
+    await admin("POST", `/admin/destinations/${name}/pause`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    const first = alerts.accepted.splice(0);
+    const down1 = await runAlerts(first.map((body) => ({ id: "late", body })));
+    expect(down1.retried.map((r) => r.msgId)).toEqual(["late"]);
+    // Noted again while the receiver is down: the same key, no second message.
+    await admin("POST", `/admin/destinations/${name}/pause`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    expect(alerts.accepted).toEqual([]);
+    const down2 = await runAlerts(first.map((body) => ({ id: "late", body, attempts: 2 })));
+    expect(down2.retried).toHaveLength(1);
+    const up = await runAlerts(first.map((body) => ({ id: "late", body, attempts: 3 })));
+    expect(up.acked).toEqual(["late"]);
+    expect(parsed(received)).toEqual([expect.objectContaining({ kind: "destination_paused", subject: name, count: 2 })]);
+    const listed = (await (await admin("GET", "/admin/alerts")).json()) as { alerts: { kind: string; subject: string; sent: number; failed: number }[] };
+    expect(listed.alerts.find((a) => a.subject === name)).toMatchObject({ sent: 1, failed: 2 });
+    const metrics = await (await admin("GET", "/admin/metrics")).text();
+    expect(metrics).toMatch(/edgehook_alerts_total\{kind="destination_paused",result="failed"\} [2-9]/);
+  });
+
+  it("sends Slack-compatible text by default, signed with Standard Webhooks when ALERT_SECRET is set", async () => {
+    const received = receiver();
+    const name = uniqueName("slack");
+    Object.assign(bindings, { ALERT_FORMAT: undefined, ALERT_SECRET: SECRET_A, DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    await sendAlerts();
+    const [alert] = received;
+    const body = JSON.parse(alert!.body) as { text: string };
+    expect(Object.keys(body)).toEqual(["text"]);
+    expect(body.text).toMatch(new RegExp(`^edgehook: ${name} was paused: its deliveries are held until it is resumed, at .+Z\\. <https://edgehook.example/console/destinations\\|Open the console>$`));
+    expect(new Webhook(SECRET_A).verify(alert!.body, Object.fromEntries(alert!.headers))).toEqual(body);
+    expect(alert!.headers.get("webhook-id")).toMatch(/^alert_[0-9a-f]{24}$/);
+  });
+
+  it("reports wrong ALERT_* settings by name and rule, never their values, and sends nothing", async () => {
+    const secretUrl = "ftp://hooks.example/T000/B000/XXXXXXXXsecretXXXXXXXX";
+    const view = (await (await admin("GET", "/admin/alerts", { ALERT_URL: secretUrl, ALERT_FORMAT: "xml", ALERT_SECRET: "not-a-whsec" })).json()) as { valid: boolean; errors: string[] };
+    expect(view).toMatchObject({
+      valid: false,
+      errors: ["ALERT_URL: must be https (or http to 127.0.0.1/localhost)", "ALERT_FORMAT: must be one of slack, json", "ALERT_SECRET: must be whsec_<base64> (16+ bytes)"],
+    });
+    expect(JSON.stringify(view)).not.toContain("secret");
+    const health = await sendWith(new Request("https://edgehook.test/healthz"), { ALERT_URL: secretUrl });
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ alerts: { configured: true, valid: false, errors: 1 } });
+  });
+});
