@@ -33,7 +33,9 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   const port = fixedPort ?? (await freePort());
   const dir = persistTo ?? mkdtempSync(join(tmpdir(), "edgehook-state-"));
   const envFile = join(mkdtempSync(join(tmpdir(), "edgehook-vars-")), ".env");
-  writeFileSync(envFile, Object.entries(vars).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join("\n") + "\n");
+  // wrangler expands ${NAME} in env files (dotenv-expand); `\$` keeps a dollar as it is (a header's ${NAME} is ours to fill).
+  const envLine = ([k, v]) => `${k}=${(typeof v === "string" ? v : JSON.stringify(v)).replaceAll("$", "\\$")}`;
+  writeFileSync(envFile, Object.entries(vars).map(envLine).join("\n") + "\n");
   if (migrate) {
     execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
   }

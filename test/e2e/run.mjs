@@ -426,18 +426,27 @@ await scenario("bad deploy: events accepted under an invalid DESTINATIONS are de
   Object.assign(figures, { badDeployEvents: events.length, badDeployRecoverySeconds: (Date.now() - started) / 1000, badDeployCronRuns: cronRuns });
 }, { DESTINATIONS: [{ name: "bad", url: "ftp://nowhere.test/hook" }] }));
 
-await scenario("operate: a paused destination across a restart, a circuit that opens and closes, a rate limit of 10/s measured; held work never swept, dead or repeated", async () => {
-  // One receiver with three paths; `breaker` answers 503 until it is switched back to 200.
+await scenario("operate: a paused destination across a restart, a circuit that opens and closes, a rate limit of 10/s measured, outbound header secrets, alerts; held work never swept, dead or repeated", async () => {
+  // One receiver with three paths and an alert sink; `breaker` answers 503 until it is switched back to 200.
   const port = await freePort();
   const seen = { held: new Map(), breaker: new Map(), limited: new Map() };
   const limitedAt = [];
+  const alerts = [];
+  let unauthorized = 0;
   let breakerStatus = 503;
   let breakerRefused = 0;
   const server = createServer((request, response) => {
-    request.resume();
+    const chunks = [];
+    request.on("data", (chunk) => chunks.push(chunk));
     request.on("end", () => {
       const name = request.url.slice(1);
       const id = request.headers["webhook-id"];
+      if (name === "alerts") {
+        alerts.push(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+        response.writeHead(200).end("ok");
+        return;
+      }
+      if (name === "limited" && request.headers.authorization !== "Bearer e2e-header-secret") unauthorized++;
       if (name === "breaker" && breakerStatus !== 200) {
         breakerRefused++;
         response.writeHead(breakerStatus).end();
@@ -452,9 +461,12 @@ await scenario("operate: a paused destination across a restart, a circuit that o
   const destinations = [
     { name: "held", url: `http://127.0.0.1:${port}/held` },
     { name: "breaker", url: `http://127.0.0.1:${port}/breaker`, circuit_failures: 5, circuit_probe_seconds: 2 },
-    { name: "limited", url: `http://127.0.0.1:${port}/limited`, rate_per_second: 10 },
+    { name: "limited", url: `http://127.0.0.1:${port}/limited`, rate_per_second: 10, headers: { Authorization: "Bearer ${E2E_HEADER_SECRET}" } },
   ];
-  const vars = { ...gatewayVars({ destinations }), MAX_DELIVERY_ATTEMPTS: "4", RETRY_BASE_SECONDS: "1", RETRY_MAX_SECONDS: "2", RECONCILE_AFTER_SECONDS: "5" };
+  const vars = {
+    ...gatewayVars({ destinations }), MAX_DELIVERY_ATTEMPTS: "4", RETRY_BASE_SECONDS: "1", RETRY_MAX_SECONDS: "2", RECONCILE_AFTER_SECONDS: "5",
+    E2E_HEADER_SECRET: "e2e-header-secret", ALERT_URL: `http://127.0.0.1:${port}/alerts`, ALERT_FORMAT: "json", ALERT_GROUP_WAIT_SECONDS: "1",
+  };
   let gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars });
   const destination = async (name) => (await admin(gateway, "/admin/destinations")).destinations.find((d) => d.name === name);
   const cron = () => fetch(`${gateway.url}/cdn-cgi/handler/scheduled`).then((r) => r.arrayBuffer());
@@ -505,6 +517,17 @@ await scenario("operate: a paused destination across a restart, a circuit that o
     const stats = await admin(gateway, "/admin/stats?since=0");
     assert.deepEqual(stats.deliveries.filter((d) => d.status !== "delivered"), [], "every delivery delivered, none dead or held");
     for (const id of ids) for (const name of ["held", "breaker", "limited"]) assert.equal(seen[name].get(id), 1, `${name} got ${id} once`);
+    assert.equal(unauthorized, 0, "every forward to `limited` carried its Authorization header");
+    const listed = JSON.stringify(await admin(gateway, "/admin/destinations"));
+    assert.ok(!listed.includes("e2e-header-secret"), "the header's secret is not in the admin API");
+    // Alerts: one per kind and destination, each as it happened.
+    await until("the alerts", () => ["destination_paused", "circuit_opened", "circuit_closed", "destination_resumed"].every((kind) => alerts.some((a) => a.kind === kind)), 30_000);
+    const kinds = alerts.map((a) => `${a.kind}:${a.subject}`);
+    for (const kind of ["destination_paused:held", "circuit_opened:breaker", "circuit_closed:breaker", "destination_resumed:held"]) {
+      assert.equal(kinds.filter((k) => k === kind).length, 1, `one ${kind} alert (got ${kinds.join(", ")})`);
+    }
+    assert.ok(!kinds.some((k) => k.startsWith("delivery_dead")), "nothing went dead");
+    figures.operateAlerts = kinds;
   } finally {
     await gateway.stop();
     await new Promise((resolve) => {
