@@ -4,8 +4,9 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput } from "./e2e.mjs";
 import { runMicro } from "./micro.mjs";
+import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
-const quick = process.argv.includes("--quick");
+const quick = process.argv.includes("--quick") || smoke;
 const lines = [];
 const out = (line = "") => {
   console.log(line);
@@ -14,13 +15,14 @@ const out = (line = "") => {
 const f = (n, digits = 1) => (n === null || n === undefined ? "–" : Number(n).toFixed(digits));
 
 out(`# edgehook benchmarks, ${new Date().toISOString().slice(0, 10)}`);
-out(`Machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}. Command: npm run bench${quick ? " -- --quick" : ""}`);
+out(`Machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}. Command: npm run bench${smoke ? " -- --smoke" : quick ? " -- --quick" : ""}`);
 out();
 
 out("## Request-path CPU per event vs the floor (one HMAC-SHA256 + one JSON.parse, same bytes, same process)");
 out("| payload | bytes | ours/floor | ours µs | floor µs |");
 out("| --- | ---: | ---: | ---: | ---: |");
-for (const r of await runMicro({ budgetMs: quick ? 600 : 800 })) {
+for (const r of await runMicro({ budgetMs: smoke ? 60 : quick ? 600 : 800 })) {
+  produced(`micro: ${r.payload}`, { oursUs: r.oursUs, floorUs: r.floorUs });
   out(`| ${r.payload} | ${r.bytes} | **${f(r.oursUs / r.floorUs, 2)}** | ${f(r.oursUs)} | ${f(r.floorUs)} |`);
 }
 out();
@@ -29,7 +31,8 @@ out("## End to end under wrangler dev (workerd, local D1 + Queue): edgehook and 
 out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Queue send* (that plus one Queue send), *naive gateway* (that plus one D1 INSERT before the send). Each figure is the median of 3 rounds taken in turn.");
 out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | errors |");
 out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |");
-const throughput = await runThroughput({ seconds: quick ? 2 : 3, rounds: quick ? 1 : 3 });
+const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3 });
+for (const r of throughput) produced(`end to end: ${r.name} at ${r.connections}`, { rps: r.rps, p99: r.p99 });
 const at = (connections, name) => throughput.find((r) => r.connections === connections && r.name === name);
 for (const r of throughput) {
   const floor = at(r.connections, "verify only");
@@ -44,7 +47,8 @@ out(`Goals: ≥ 0.6× verify only at 8 and 32 connections (${f(ours(8).rps / at(
   `errors (${throughput.filter((r) => r.name === "edgehook").reduce((s, r) => s + r.errors, 0)}): ${goal(throughput.every((r) => r.name !== "edgehook" || r.errors === 0))}.`);
 out();
 
-const sustained = await runSustained({ events: quick ? 5_000 : 50_000, step: quick ? 2_500 : 10_000 });
+const sustained = await runSustained({ events: smoke ? 500 : quick ? 5_000 : 50_000, step: smoke ? 250 : quick ? 2_500 : 10_000 });
+produced("sustained", { accepted: sustained.accepted, lagSeconds: sustained.lagSeconds, consumerTransactions: sustained.consumerTransactions });
 out(`## Sustained: ${sustained.events} events at 32 connections, D1 transactions counted (bench/counting-worker.ts)`);
 out("| D1 transactions per accepted event: accept path | consumer | accepted | stored | errors | events/s accepted | consumer lag: last ack → last row stored, s | backlog at last ack |");
 out("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -59,18 +63,26 @@ for (const p of sustained.points) out(`| ${p.events} | ${f(p.rssKiB / 1024)} | $
 out(`Growth: ${f((last.rssKiB - first.rssKiB) / 1024 / (sustained.events / 10_000))} MiB of RSS and ${f((last.dbKiB - first.dbKiB) / 1024 / (sustained.events / 10_000))} MiB of D1 data per 10,000 events.`);
 out();
 
-const large = await runLargeBody({ samples: quick ? 2 : 5 });
+const large = await runLargeBody({ samples: smoke ? 1 : quick ? 2 : 5 });
+produced("large body", { medianMs: large.medianMs, maxMs: large.maxMs });
 out("## A body at the 1 MiB limit (too large for a queue message: stored in D1 before the answer)");
 out("| answer time ÷ 3 s deadline | median ms | max ms | bytes | answered 200 |");
 out("| ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(large.maxMs / 3000, 2)}** | ${f(large.medianMs, 0)} | ${f(large.maxMs, 0)} | ${large.bytes} | ${large.samples - large.errors}/${large.samples} |`);
 out();
 
-const delivery = await runDelivery({ events: 100 });
-out("## Delivery: 100 events to 3 destinations on a local receiver");
+const delivery = await runDelivery({ events: smoke ? 20 : 100 });
+produced("delivery", { forwards: delivery.forwards, deliverSeconds: delivery.deliverSeconds });
+out(`## Delivery: ${delivery.events} events to 3 destinations on a local receiver`);
 out("| forwards | forwards/s (from first send) | events accepted in s | all forwarded in s |");
 out("| ---: | ---: | ---: | ---: |");
 out(`| ${delivery.forwards}/${delivery.events * delivery.destinations} | **${f(delivery.deliverSeconds ? delivery.forwards / delivery.deliverSeconds : null, 0)}** | ${f(delivery.acceptSeconds, 2)} | ${f(delivery.deliverSeconds, 2)} |`);
 
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
-writeFileSync(new URL("results/latest.md", import.meta.url), lines.join("\n") + "\n");
+writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
+reportSmoke([
+  ...["livesend-session-summary-v3", "session-summary-enriched (legacy)", "DemoEventV1 (filter doc)", "TIME_SPENT_IN_SESSION", "synthetic 100 KB", "synthetic 1 MB"]
+    .map((name) => `micro: ${name.startsWith("TIME") ? "zuddl" : "seismic"}: ${name}`),
+  ...throughput.map((r) => `end to end: ${r.name} at ${r.connections}`),
+  "sustained", "large body", "delivery",
+]);

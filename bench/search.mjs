@@ -16,17 +16,18 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { startWorker } from "../scripts/local-gateway.mjs";
+import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
-const quick = process.argv.includes("--quick");
-const EVENTS = quick ? 10_000 : 100_000;
+const quick = process.argv.includes("--quick") || smoke;
+const EVENTS = smoke ? 1_000 : quick ? 10_000 : 100_000;
 const SEED_SLICE = 5_000; // events per seed request
 const BATCH = 25; // events per transaction: the queue's max_batch_size
-const BLOCKS = quick ? 4 : 12; // per mode
+const BLOCKS = smoke ? 2 : quick ? 4 : 12; // per mode
 const WRITES_PER_BLOCK = 40;
 const BATCHED_PER_BLOCK = 250;
 const PURGE_PER_BLOCK = 200;
-const RUNS = quick ? 5 : 15;
+const RUNS = smoke ? 2 : quick ? 5 : 15;
 const TOKEN = "bench";
 
 const fixture = (name) => readFileSync(join(root, "test/fixtures", name), "utf8");
@@ -95,7 +96,7 @@ async function compare(setMode, measure) {
 
 async function searchTimes(gateway) {
   // Values the seed generated for two events (odd: Zuddl, even: Seismic), read back from their payloads.
-  const sample = Math.floor(EVENTS * 0.3) + 1337;
+  const sample = Math.floor(EVENTS * 0.3) + (Math.min(1337, Math.floor(EVENTS / 10)) | 1);
   const zuddl = await json(gateway, `/__bench/event?i=${sample}`);
   const seismic = await json(gateway, `/__bench/event?i=${sample + 1}`);
   const email = zuddl.registration.profile.email;
@@ -171,7 +172,7 @@ const out = (line = "") => {
 };
 const { seedMs, single, batched, build, stats, searches, purge, diskKiB } = results;
 out(`# edgehook payload search, ${new Date().toISOString().slice(0, 10)}`);
-out(`Machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}. Command: npm run bench:search${quick ? " -- --quick" : ""}`);
+out(`Machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}. Command: npm run bench:search${smoke ? " -- --smoke" : quick ? " -- --quick" : ""}`);
 out();
 out(`## Write cost per event at ${EVENTS}+ events (ms inside the Worker, local D1; median of ${BLOCKS} blocks per mode, ABC CBA)`);
 out("| write | no triggers (before 0008) ms | SEARCH off ms | SEARCH on ms | off / before | on / before |");
@@ -199,4 +200,8 @@ out("| --- | --- | ---: | ---: | ---: | ---: |");
 for (const r of searches) out(`| ${r.label} | \`${r.q}\` | ${r.matches ?? "–"} | ${r.returned} | **${f(r.workerMs)}** | ${f(r.httpMs)} |`);
 
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
-writeFileSync(new URL("results/search.md", import.meta.url), lines.join("\n") + "\n");
+writeFileSync(new URL(smoke ? "results/search-smoke.md" : "results/search.md", import.meta.url), lines.join("\n") + "\n");
+for (const [name, m] of [["search: one per transaction", single], ["search: batched", batched], ["search: purge", purge]]) produced(name, { dropped: m.dropped, idle: m.idle, indexing: m.indexing });
+produced("search: index build", { ms: build.ms, indexBytes: stats.indexBytes });
+for (const r of searches) produced(`search: ${r.label}`, { workerMs: r.workerMs, httpMs: r.httpMs });
+reportSmoke(["search: one per transaction", "search: batched", "search: purge", "search: index build", ...searches.map((r) => `search: ${r.label}`)]);
