@@ -22,3 +22,16 @@ ALTER TABLE events ADD COLUMN failed_rounds INTEGER NOT NULL DEFAULT 0;
 -- only if the event's generation is still the one it claimed, so a replay (or a resume) made
 -- while a round is in flight wins over that round's outcome.
 ALTER TABLE events ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+
+-- The open circuit's current probe: only the probe message carrying this id probes (a lost,
+-- late or duplicate probe message is an ordinary message), so probes never multiply.
+ALTER TABLE destination_state ADD COLUMN probe_id TEXT;
+-- Bumped on the rows a replay or a release resets: a round records a delivery's outcome only if
+-- its generation is still the one it claimed, so a replay (or a resume) made while a round is in
+-- flight wins for the deliveries it reset, and only for those.
+ALTER TABLE deliveries ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+-- While held: the order held work is released and probed in, the event's receipt time (oldest
+-- first); a failed probe moves its delivery to the back, so one event a receiver always refuses
+-- cannot keep a circuit from probing the rest.
+ALTER TABLE deliveries ADD COLUMN held_order INTEGER;
+CREATE INDEX deliveries_held ON deliveries (destination, status, held_order);

@@ -79,8 +79,9 @@ export interface QueuedEvent {
   event?: Arrival;
   /** Dead-letter notices only: the destinations whose delivery went dead. */
   destinations?: string[];
-  /** A circuit probe: deliver this event to this destination although its circuit is open. */
+  /** A circuit probe: deliver this event to this destination although its circuit is open, if `probeId` is its current probe. */
   probe?: string;
+  probeId?: string;
 }
 
 /** Releases the next held deliveries of a destination (resume, or a circuit closing), a chunk at a time. */

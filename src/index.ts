@@ -22,19 +22,21 @@ export default {
     return consumeEvents(batch, env);
   },
   /**
-   * The cron: the reconciliation sweep, the destinations' safety net (an overdue circuit probe, held
-   * deliveries of an active destination), the retention purge, then the search index follows SEARCH
-   * (after the purge, so it never indexes events about to go); one failing never stops the others.
+   * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active
+   * destination or of a removed one: before the sweep, which then settles those events), the
+   * reconciliation sweep, the retention purge, the search index follows SEARCH (after the purge,
+   * so it never indexes events about to go), and alerts whose send was lost are scheduled again.
+   * One failing never stops the others.
    */
   async scheduled(controller, env) {
     const now = controller.scheduledTime;
     const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
     const steps = {
-      reconcile: () => reconcile(env, now),
       destinations: async () => {
         const config = loadDestinations(env);
         return config.ok ? tendDestinations(env, config.destinations, now) : { skipped: "DESTINATIONS is invalid" };
       },
+      reconcile: () => reconcile(env, now),
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
       alerts: () => rescheduleLostAlerts(env, now),

@@ -71,7 +71,7 @@ describe("alerts", () => {
     await consume([message!]);
     await makeDue(key);
     const [probe] = events.accepted.splice(0);
-    expect(probe).toEqual({ eventKey: key, probe: name });
+    expect(probe).toMatchObject({ eventKey: key, probe: name });
     // circuit_closed: the probe succeeds (the deadend's retry goes with it, and dies).
     await consume([probe!], {}, { ids: ["probe"] });
     expect(target).toHaveLength(2);

@@ -122,9 +122,50 @@ describe("pause and resume", () => {
     expect((await deliveries(key!))[gone]).toMatchObject({ status: "held" });
 
     bindings.DESTINATIONS = [{ name: stays, url: `https://${stays}.test/hook` }];
-    await consume([{ eventKey: key! }], {}, { ids: ["sweep-0"] });
+    // The cron cancels it and forgets the removed destination's state; its sweep then settles the event.
+    await runCron(new Date(Date.now() + 3_600_000), { RECONCILE_AFTER_SECONDS: "60" });
     expect((await deliveries(key!))[gone]).toMatchObject({ status: "cancelled" });
+    expect(await countRows("SELECT count(*) AS n FROM destination_state WHERE destination = ?", gone)).toBe(0);
+    const swept = take().filter((m) => m.eventKey === key);
+    expect(swept).toEqual([{ eventKey: key }]);
+    await consume(swept, {}, { ids: ["sweep-0"] });
     expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ? AND status = 'delivered'", key)).toBe(1);
+  });
+
+  it("a resume while a round is in flight: the round's result for another destination stands, and nothing is sent twice", async () => {
+    const paused = uniqueName("paused");
+    const busy = uniqueName("busy");
+    bindings.DESTINATIONS = [{ name: paused, url: `https://${paused}.test/hook` }, { name: busy, url: `https://${busy}.test/hook` }];
+    const toPaused = downstream(`https://${paused}.test/hook`);
+    let started!: () => void;
+    const forwarding = new Promise<void>((resolve) => (started = resolve));
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => (finish = resolve));
+    let calls = 0;
+    server.use(
+      http.post(`https://${busy}.test/hook`, async () => {
+        calls++;
+        started();
+        await gate;
+        return new HttpResponse(null, { status: 200 });
+      }),
+    );
+    await admin("POST", `/admin/destinations/${paused}/pause`);
+    const [key] = await acceptMany(1);
+    const round = consume(take());
+    await forwarding;
+    // The round holds `paused` and is forwarding to `busy` when the operator resumes.
+    const resumed = (await (await admin("POST", `/admin/destinations/${paused}/resume`)).json()) as { released: number };
+    finish();
+    await round;
+    expect((await deliveries(key!))[busy]).toMatchObject({ status: "delivered", attempts: 1 });
+    // The released message delivers `paused` (held by the round or released: either way once) and not `busy` again.
+    await consume(take(), {}, { ids: ["after"] });
+    if (resumed.released === 0) await runCron(new Date(Date.now() + 60_000));
+    await consume(take(), {}, { ids: ["after-2"] });
+    expect(calls).toBe(1);
+    expect(toPaused).toHaveLength(1);
+    expect((await deliveries(key!))[paused]).toMatchObject({ status: "delivered" });
   });
 
   it("releases a large backlog a chunk at a time through release messages", async () => {
@@ -171,9 +212,10 @@ describe("circuit breaker", () => {
     const opened = await stateOf(name);
     expect(opened).toMatchObject({ state: "open", consecutiveFailures: 3 });
     expect(Date.parse(opened.nextProbeAt!) - Date.parse(opened.circuitOpenedAt!)).toBeGreaterThanOrEqual(29_000);
-    // The first probe is on its way, for the oldest unfinished delivery.
+    // The first probe is on its way, for an unfinished delivery, under the circuit's current probe id.
     let probe = take();
-    expect(probe).toEqual([{ eventKey: keys[0], probe: name }]);
+    expect(probe).toEqual([{ eventKey: expect.any(String), probe: name, probeId: expect.stringMatching(/^[0-9a-f]{16}$/) }]);
+    expect(keys).toContain(probe[0]!.eventKey);
 
     // New work and the failed messages' retries are held, not attempted: no attempt is used up.
     const [fourth] = await acceptMany(1);
@@ -182,50 +224,85 @@ describe("circuit breaker", () => {
     expect(held.acked).toEqual(["msg-0", "msg-1", "msg-2", "msg-3"]);
     expect(target.received).toHaveLength(3);
     for (const key of [...keys, fourth!]) expect((await deliveries(key))[name]).toMatchObject({ status: "held" });
-    expect((await deliveries(keys[1]!))[name]).toMatchObject({ attempts: 1 });
 
-    // A probe that fails: one forward, the delivery stays held with its attempts, the next probe is scheduled.
-    await consume(probe, {}, { ids: ["probe-1"] });
-    expect(target.received).toHaveLength(4);
-    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "held", attempts: 1 });
-    probe = take();
-    expect(probe).toEqual([{ eventKey: keys[0], probe: name }]);
-    // Many failed probes never make a delivery dead (MAX_DELIVERY_ATTEMPTS is 3 here).
-    for (let i = 2; i <= 4; i++) {
+    // Failed probes: one forward each, the delivery stays held with its attempts, and the next
+    // probe goes to the next held delivery (a failed one moves to the back), so one event the
+    // receiver always refuses cannot stall the rest.
+    const probed: string[] = [];
+    for (let i = 1; i <= 4; i++) {
+      probed.push(probe[0]!.eventKey);
       await consume(probe, {}, { ids: [`probe-${i}`] });
-      probe = take();
+      const next = take();
+      expect(next).toHaveLength(1);
+      expect(next[0]!.probeId).not.toBe(probe[0]!.probeId);
+      probe = next;
     }
     expect(target.received).toHaveLength(7);
-    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "held", attempts: 1 });
+    expect(new Set(probed).size).toBe(4);
+    // Many failed probes never make a delivery dead (MAX_DELIVERY_ATTEMPTS is 3 here), nor use attempts.
+    for (const key of [...keys, fourth!]) expect((await deliveries(key))[name]).toMatchObject({ status: "held", attempts: key === fourth ? 0 : 1 });
     expect(await stateOf(name)).toMatchObject({ state: "open", held: 4 });
 
-    // The destination recovers: the probe succeeds, the circuit closes and releases what it held.
+    // An earlier probe message that comes back (a retry, a duplicate) is an ordinary message: it holds, and adds no probe.
+    const stale = { ...probe[0]!, probeId: "0000000000000000" };
+    expect((await consume([stale], {}, { ids: ["stale"] })).acked).toEqual(["stale"]);
+    expect(target.received).toHaveLength(7);
+    expect(take()).toEqual([]);
+
+    // The destination recovers: the probe succeeds, the circuit closes and releases what it held, oldest first.
     target.status = 200;
+    const closer = probe[0]!.eventKey;
     await consume(probe, {}, { ids: ["probe-ok"] });
-    expect((await deliveries(keys[0]!))[name]).toMatchObject({ status: "delivered", attempts: 2 });
+    expect((await deliveries(closer))[name]).toMatchObject({ status: "delivered" });
     expect(await stateOf(name)).toMatchObject({ state: "active", consecutiveFailures: 0 });
     const release = take();
     expect(release).toEqual([{ release: name }]);
     await consume(release as unknown as QueuedEvent[], {}, { ids: ["release"] });
     const released = take();
-    expect(released).toEqual([keys[1], keys[2], fourth].map((eventKey) => ({ eventKey })));
+    expect(released).toEqual([...keys, fourth!].filter((key) => key !== closer).map((eventKey) => ({ eventKey })));
     await consume(released, {}, { ids: ["r-1", "r-2", "r-3"] });
     for (const key of [...keys, fourth!]) expect((await deliveries(key))[name]).toMatchObject({ status: "delivered" });
-    expect(target.received.filter((r) => r.eventKey === fourth)).toHaveLength(1);
+    // Each event reached the receiver once with a 2xx: nothing repeated.
+    for (const key of [...keys, fourth!]) {
+      expect(await countRows("SELECT count(*) AS n FROM delivery_attempts WHERE event_key = ? AND destination = ? AND status_code = 200", key, name)).toBe(1);
+    }
     expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'dead'", name)).toBe(0);
   });
 
-  it("a lost probe is sent again by the cron once it is a whole interval overdue", async () => {
+  it("a lost probe is sent again by the cron once it is a whole interval overdue, and the lost one no longer probes", async () => {
     const name = uniqueName("lost");
     bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 60 }];
-    switchable(`https://${name}.test/hook`, 503);
+    const target = switchable(`https://${name}.test/hook`, 503);
     const [key] = await acceptMany(1);
     await consume(take());
-    expect(take()).toEqual([{ eventKey: key, probe: name }]); // this one is "lost"
+    const [lost] = take();
+    expect(lost).toMatchObject({ eventKey: key, probe: name });
     await runCron(new Date(Date.now() + 30_000));
     expect(take()).toEqual([]);
     await runCron(new Date(Date.now() + 125_000));
-    expect(take()).toEqual([{ eventKey: key, probe: name }]);
+    const [again] = take();
+    expect(again).toMatchObject({ eventKey: key, probe: name });
+    expect(again!.probeId).not.toBe(lost!.probeId);
+    await makeDue(key!);
+    await consume([lost!], {}, { ids: ["late"] });
+    expect(target.received).toHaveLength(1);
+  });
+
+  it("resuming a destination whose circuit opened while it was paused starts a probe", async () => {
+    const name = uniqueName("paused-open");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 5 }];
+    const target = switchable(`https://${name}.test/hook`, 500);
+    const [key] = await acceptMany(1);
+    await consume(take());
+    expect(take()).toHaveLength(1); // the first probe
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    const resumed = (await (await admin("POST", `/admin/destinations/${name}/resume`)).json()) as { destination: DestinationState };
+    expect(resumed.destination.state).toBe("open");
+    const [probe] = take();
+    expect(probe).toMatchObject({ eventKey: key, probe: name });
+    target.status = 200;
+    await consume([probe!], {}, { ids: ["probe"] });
+    expect(await stateOf(name)).toMatchObject({ state: "active" });
   });
 
   it("pauses a destination that answers 410 to circuit_failures attempts in a row", async () => {

@@ -1,5 +1,5 @@
 /** What the operator API and the console both do with destinations: their state, pause and resume. */
-import { releaseChunk } from "../deliver/controls";
+import { releaseChunk, scheduleProbe } from "../deliver/controls";
 import { loadDestinations, placeholders, type Destination } from "../deliver/destinations";
 import type { Env } from "../env";
 import { HttpError } from "../errors";
@@ -84,6 +84,8 @@ export async function resumeDestination(env: Env, name: string): Promise<Destina
   const control = await resume(env.DB, name, now);
   await notify(env, [{ kind: "destination_resumed", subject: name, count: 1 }], now);
   let released = 0;
+  // Still open: no probe ran while it was paused, so one starts now and releases what it held once it succeeds.
+  if (stateOf(control) === "open") await scheduleProbe(env, destination);
   if (stateOf(control) === "active") {
     try {
       released = (await releaseChunk(env, name, now)).released;

@@ -191,7 +191,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     } else message.retry({ delaySeconds: plan.decision.delaySeconds });
   });
   const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
-  await followCircuits(env, config.destinations, controls, changed, recorded, messages, now);
+  await followCircuits(env, config.destinations, controls, changed, recorded, now);
   await notify(env, alertNotes(controls, changed, recorded, now), now);
   // One line per batch; a line per event only where something was attempted or went wrong.
   const outcomes: Record<string, number> = {};
@@ -262,7 +262,8 @@ function failedRound({ event, deliveries }: Claimed, lease: string, message: Mes
   const error = givenUp
     ? `delivery round failed ${failures} times in a row (${kind}); the event is dead until replayed`
     : `delivery round failed: ${kind}`;
-  const unfinished = givenUp ? deliveries.filter((row) => !FINISHED.has(row.status)).map((row) => row.destination) : [];
+  // Held deliveries stay held: they wait for their destination, not for this event's rounds.
+  const unfinished = givenUp ? deliveries.filter((row) => !FINISHED.has(row.status) && row.status !== "held").map((row) => row.destination) : [];
   console.error(JSON.stringify({ queue: "deliver", eventKey: event.key, messageId: message.id, outcome: "message_error", error }));
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
@@ -271,6 +272,9 @@ function failedRound({ event, deliveries }: Claimed, lease: string, message: Mes
       closed: unfinished.map((destination) => ({ destination, status: "dead", reason: error })),
       deadLettered: unfinished,
       gaveUp: givenUp,
+      probe: null,
+      heldOrder: event.received_at,
+      generations: generationsOf(deliveries),
     },
     outcome: "failed",
   };
@@ -330,9 +334,14 @@ interface Draft {
   due: Due[];
   waitMs: number[];
   deferred: string[];
+  /** The destination this message is the current probe of, if any. */
+  probe: string | null;
 }
 
 const isDraft = (value: Plan | Draft): value is Draft => "message" in value;
+
+/** Each delivery's generation as the round claimed it (a delivery it creates: 0). */
+const generationsOf = (rows: Iterable<DeliveryRow>): Record<string, number> => Object.fromEntries([...rows].map((row) => [row.destination, row.generation]));
 
 /**
  * Plans a message's round. A delivery to a paused destination, or one whose circuit is open, is
@@ -346,13 +355,15 @@ function draftRound(
 ): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
-  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [] };
+  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], probe: null };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
     const control = controls.get(destination.name);
     const state = stateOf(control);
-    const probe = state === "open" && message.body.probe === destination.name;
+    // Only the circuit's current probe message probes (an old one still around is an ordinary message).
+    const probe = state === "open" && message.body.probe === destination.name && message.body.probeId === control?.probe_id;
+    if (probe) draft.probe = destination.name;
     if (state !== "active" && !probe) {
       if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
       continue;
@@ -405,7 +416,6 @@ async function reserveRates(env: Env, drafts: Draft[], budget: ForwardBudget, no
         draft.due.splice(draft.due.indexOf(due), 1);
         draft.waitMs.push(Math.max(1000, reservation.nextFreeAt - now));
         draft.deferred.push(destination.name);
-        budget.remaining++;
       });
     }),
   );
@@ -446,21 +456,23 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
     round: {
       eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred,
-      gaveUp: false, error: null,
+      gaveUp: false, error: null, probe: draft.probe, heldOrder: event.received_at, generations: generationsOf(previous.values()),
     },
     outcome: "round",
   };
 }
 
 /**
- * After a batch is recorded, the circuits it moved: one that opened gets its first probe, a probe
- * that failed (or had nothing to try) gets the next, and one that closed releases what it held.
- * Anything that fails here is left to the cron's safety net (deliver/controls.ts).
+ * After a batch is recorded, the circuits it moved: one that opened gets its first probe, one
+ * whose current probe message ran a round (the probe failed, got a 410, or found nothing to try)
+ * and is still open gets the next, and one that closed releases what it held. A paused circuit
+ * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
+ * safety net (deliver/controls.ts).
  */
-async function followCircuits(
-  env: Env, destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], messages: Message<QueuedEvent>[], now: number,
-): Promise<void> {
+async function followCircuits(env: Env, destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Promise<void> {
   const byName = new Map(destinations.map((d) => [d.name, d]));
+  const after = new Map(before);
+  for (const row of changed) after.set(row.destination, row);
   const probes = new Set<string>();
   const releases = new Set<string>();
   for (const row of changed) {
@@ -469,17 +481,13 @@ async function followCircuits(
     if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
   }
   for (const plan of recorded) {
-    for (const r of plan.round!.records) if (r.status === "held") probes.add(r.destination);
-  }
-  // A probe message that tried nothing (its delivery was finished meanwhile) passes the probe on.
-  for (const message of messages) {
-    const { probe } = message.body;
-    if (probe && stateOf(before.get(probe)) === "open" && !changed.some((row) => row.destination === probe)) probes.add(probe);
+    const probed = plan.round!.probe;
+    if (probed && stateOf(after.get(probed)) === "open") probes.add(probed);
   }
   for (const name of probes) {
     const destination = byName.get(name);
-    if (!destination || releases.has(name)) continue;
-    await scheduleProbe(env, destination, now).catch((err: unknown) => {
+    if (!destination || releases.has(name) || after.get(name)?.paused_at != null) continue;
+    await scheduleProbe(env, destination).catch((err: unknown) => {
       console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "probe_schedule_failed", error: String(err) }));
     });
   }

@@ -10,7 +10,8 @@
  * and enqueues their events, then sends another release while more are held.
  */
 import type { Env } from "../env";
-import { getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
+import { bytesToHex } from "../receive/signature";
+import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
 import type { Destination } from "./destinations";
 
 /** Held deliveries one release makes pending: its events in 4 sends, within a queue batch's subrequests. */
@@ -35,27 +36,37 @@ export async function startRelease(env: Env, destination: string): Promise<void>
 }
 
 /**
- * Schedules the open circuit's next probe: its oldest unfinished delivery, sent to the queue to
- * arrive in circuit_probe_seconds. With nothing to probe with, the circuit half-opens: the next
- * delivery goes out and is the probe. Returns the probed event, or null.
+ * Schedules the open circuit's next probe: its first held delivery (see probeCandidate), sent to
+ * the queue to arrive in circuit_probe_seconds, under a new probe id: only the message with the
+ * destination's current id probes, so an earlier probe message still around (retried, late, or
+ * sent again by the cron) is an ordinary message and probes never multiply. With nothing to
+ * probe with, the circuit half-opens: deliveries go out again, and one more failure opens it.
+ * Returns the probed event, or null.
  */
-export async function scheduleProbe(env: Env, destination: Destination, now: number): Promise<string | null> {
+export async function scheduleProbe(env: Env, destination: Destination): Promise<string | null> {
+  const now = Date.now();
   const eventKey = await probeCandidate(env.DB, destination.name);
   if (!eventKey) {
     await halfOpen(env.DB, destination.name, now);
     return null;
   }
-  await probeScheduled(env.DB, destination.name, now + destination.probeSeconds * 1000, now);
-  await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name }, { contentType: "json", delaySeconds: destination.probeSeconds });
+  const probeId = bytesToHex(crypto.getRandomValues(new Uint8Array(8)));
+  await probeScheduled(env.DB, destination.name, probeId, now + destination.probeSeconds * 1000, now);
+  await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name, probeId }, { contentType: "json", delaySeconds: destination.probeSeconds });
   return eventKey;
 }
 
+/** Held deliveries of removed destinations one cron run cancels at most. */
+const CANCEL_LIMIT = 1_000;
+
 /**
  * The cron's safety net, for work a lost message would strand: an open circuit whose probe is a
- * whole interval overdue gets a new one, and an active destination that still has held
- * deliveries (a release message lost, or a round that held while a resume ran) is released.
+ * whole interval overdue gets a new one, an active destination that still has held deliveries
+ * (a release message lost, a round that held a delivery while a resume ran) is released, and
+ * deliveries held for a destination removed from DESTINATIONS are cancelled.
  */
-export async function tendDestinations(env: Env, destinations: Destination[], now: number): Promise<{ probes: number; released: number }> {
+export async function tendDestinations(env: Env, destinations: Destination[], now: number): Promise<{ probes: number; released: number; cancelled: number }> {
+  const cancelled = await cancelRemoved(env.DB, destinations.map((d) => d.name), CANCEL_LIMIT, now);
   const [controls, held] = await Promise.all([getControls(env.DB), heldCounts(env.DB)]);
   let probes = 0;
   let released = 0;
@@ -63,10 +74,10 @@ export async function tendDestinations(env: Env, destinations: Destination[], no
     const control = controls.get(destination.name);
     const state = stateOf(control);
     if (state === "open" && (control!.probe_at ?? 0) + destination.probeSeconds * 1000 <= now) {
-      if (await scheduleProbe(env, destination, now)) probes++;
+      if (await scheduleProbe(env, destination)) probes++;
     } else if (state === "active" && held.has(destination.name)) {
       released += (await releaseChunk(env, destination.name, now)).released;
     }
   }
-  return { probes, released };
+  return { probes, released, cancelled };
 }

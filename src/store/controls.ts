@@ -13,6 +13,7 @@ export interface ControlRow {
   gone_streak: number;
   opened_at: number | null;
   probe_at: number | null;
+  probe_id: string | null;
   last_success_at: number | null;
   last_failure_at: number | null;
   updated_at: number;
@@ -119,7 +120,8 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
         `UPDATE destination_state SET
            failures = ${newFailures},
            gone_streak = ${newGone},
-           opened_at = CASE WHEN ${newFailures} >= u.threshold THEN COALESCE(opened_at, ?2) WHEN u.reset_failures THEN NULL ELSE opened_at END,
+           opened_at = CASE WHEN u.failures > 0 AND ${newFailures} >= u.threshold THEN COALESCE(opened_at, ?2)
+                            WHEN u.reset_failures THEN NULL ELSE opened_at END,
            probe_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures THEN NULL ELSE probe_at END,
            paused_at = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN ?2 ELSE paused_at END,
            paused_reason = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN u.gone_reason ELSE paused_reason END,
@@ -131,31 +133,31 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
                       value->>'failureAt' AS failure_at, value->>'threshold' AS threshold, value->>'goneReason' AS gone_reason
                FROM json_each(?1)) AS u
          WHERE destination_state.destination = u.destination
-         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, last_success_at, last_failure_at, updated_at`,
+         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, probe_id, last_success_at, last_failure_at, updated_at`,
       )
       .bind(JSON.stringify(outcomes.map((o) => ({ ...o, goneReason: goneReason(o.threshold) }))), now),
   ];
 }
 
 /**
- * The delivery a probe tries: the destination's oldest unfinished one (held first; a failed one
- * waiting for its retry will do), or null when it has none.
+ * The delivery a probe tries: the first held one in held order (the oldest event, with failed
+ * probes moved to the back: see migrations/0012), else one failed or pending; null when none.
  */
 export async function probeCandidate(db: D1Database, destination: string): Promise<string | null> {
-  const row = await db
-    .prepare(
-      `SELECT d.event_key FROM deliveries d JOIN events e ON e.key = d.event_key
-       WHERE d.destination = ?1 AND d.status IN ('held', 'failed', 'pending')
-       ORDER BY d.status = 'held' DESC, e.received_at, e.key LIMIT 1`,
-    )
-    .bind(destination)
-    .first<{ event_key: string }>();
-  return row?.event_key ?? null;
+  const [held, other] = await db.batch([
+    db.prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY held_order LIMIT 1`).bind(destination),
+    db.prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status IN ('failed', 'pending') ORDER BY updated_at LIMIT 1`).bind(destination),
+  ]);
+  const first = (result: D1Result | undefined) => (result?.results[0] as { event_key: string } | undefined)?.event_key ?? null;
+  return first(held) ?? first(other);
 }
 
-/** A probe is on its way for `at`: the cron's safety net leaves the circuit alone until then. */
-export async function probeScheduled(db: D1Database, destination: string, at: number, now: number): Promise<void> {
-  await db.prepare(`UPDATE destination_state SET probe_at = ?2, updated_at = ?3 WHERE destination = ?1`).bind(destination, at, now).run();
+/** The probe `probeId` is on its way for `at`: it alone probes, and the cron's safety net leaves the circuit alone until then. */
+export async function probeScheduled(db: D1Database, destination: string, probeId: string, at: number, now: number): Promise<void> {
+  await db
+    .prepare(`UPDATE destination_state SET probe_at = ?2, probe_id = ?3, updated_at = ?4 WHERE destination = ?1`)
+    .bind(destination, at, probeId, now)
+    .run();
 }
 
 /**
@@ -163,7 +165,10 @@ export async function probeScheduled(db: D1Database, destination: string, at: nu
  * keeps its count of failures, so the next attempt is the probe: one more failure opens it again.
  */
 export async function halfOpen(db: D1Database, destination: string, now: number): Promise<void> {
-  await db.prepare(`UPDATE destination_state SET opened_at = NULL, probe_at = NULL, updated_at = ?2 WHERE destination = ?1`).bind(destination, now).run();
+  await db
+    .prepare(`UPDATE destination_state SET opened_at = NULL, probe_at = NULL, probe_id = NULL, updated_at = ?2 WHERE destination = ?1`)
+    .bind(destination, now)
+    .run();
 }
 
 /**
@@ -173,31 +178,51 @@ export async function halfOpen(db: D1Database, destination: string, now: number)
  * again records nothing). Returns the events to enqueue.
  */
 export async function releaseHeld(db: D1Database, destination: string, limit: number, now: number): Promise<string[]> {
+  // One statement picks and resets them: two releases running at once never take the same rows.
   const { results } = await db
     .prepare(
-      `SELECT d.event_key FROM deliveries d JOIN events e ON e.key = d.event_key
-       WHERE d.destination = ?1 AND d.status = 'held' ORDER BY e.received_at, e.key LIMIT ?2`,
+      `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, generation = generation + 1, updated_at = ?3
+       WHERE rowid IN (SELECT rowid FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY held_order LIMIT ?2)
+       RETURNING event_key, held_order`,
     )
-    .bind(destination, limit)
-    .all<{ event_key: string }>();
-  const keys = results.map((row) => row.event_key);
+    .bind(destination, limit, now)
+    .all<{ event_key: string; held_order: number | null }>();
+  // RETURNING has no order of its own: oldest first again.
+  const keys = results.sort((a, b) => (a.held_order ?? 0) - (b.held_order ?? 0)).map((row) => row.event_key);
   if (keys.length === 0) return keys;
-  const json = JSON.stringify(keys);
-  await db.batch([
-    db
-      .prepare(
-        `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, updated_at = ?3
-         WHERE destination = ?1 AND status = 'held' AND event_key IN (SELECT value FROM json_each(?2))`,
-      )
-      .bind(destination, json, now),
-    db
-      .prepare(
-        `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2, generation = generation + 1
-         WHERE key IN (SELECT value FROM json_each(?1))`,
-      )
-      .bind(json, now),
-  ]);
+  await db
+    .prepare(
+      `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2, generation = generation + 1
+       WHERE key IN (SELECT value FROM json_each(?1))`,
+    )
+    .bind(JSON.stringify(keys), now)
+    .run();
   return keys;
+}
+
+/**
+ * Held deliveries of destinations no longer in DESTINATIONS are cancelled, as any unfinished
+ * delivery to a removed destination is (their events go back to `queued`, so the sweep's round
+ * settles their status), and the state of removed destinations is forgotten. Returns how many.
+ */
+export async function cancelRemoved(db: D1Database, configured: string[], limit: number, now: number): Promise<number> {
+  const names = JSON.stringify(configured);
+  const [cancelled] = await db.batch([
+    db
+      .prepare(
+        `UPDATE deliveries SET status = 'cancelled', last_error = 'cancelled: no destination by this name in DESTINATIONS', held_order = NULL,
+                pinned = 0, updated_at = ?3
+         WHERE rowid IN (SELECT rowid FROM deliveries WHERE status = 'held' AND destination NOT IN (SELECT value FROM json_each(?1)) LIMIT ?2)
+         RETURNING event_key`,
+      )
+      .bind(names, limit, now),
+    db.prepare(`DELETE FROM destination_state WHERE destination NOT IN (SELECT value FROM json_each(?1))`).bind(names),
+  ]);
+  const keys = (cancelled!.results as { event_key: string }[]).map((row) => row.event_key);
+  if (keys.length) {
+    await db.prepare(`UPDATE events SET status = 'queued' WHERE status = 'held' AND key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys)).run();
+  }
+  return keys.length;
 }
 
 /** Held deliveries per destination. */

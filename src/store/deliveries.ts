@@ -30,6 +30,10 @@ export interface DeliveryRow {
   dead_lettered_at: number | null;
   pinned: number;
   updated_at: number;
+  /** Bumped when a replay or a release resets it (migrations/0012). */
+  generation: number;
+  /** While held: its place in the order held work is released and probed in (migrations/0012). */
+  held_order: number | null;
 }
 
 export interface AttemptRow {
@@ -174,6 +178,12 @@ export interface Round {
   generation: number;
   /** The event gave up (too many failed rounds): a dead-letter notice goes out even if no delivery was unfinished. */
   gaveUp: boolean;
+  /** The destination this round was the current circuit probe of, if any. */
+  probe: string | null;
+  /** Where a delivery it holds goes in held order: the event's receipt time. */
+  heldOrder: number;
+  /** Each delivery's generation as the round claimed it: a delivery reset since (a replay, a release) is not written over. */
+  generations: Record<string, number>;
   records: AttemptRecord[];
   closed: ClosedDelivery[];
   /** null: leave the event's status as it is (the round failed before deciding it). */
@@ -194,11 +204,13 @@ export interface Round {
  */
 export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<ControlRow[]> {
   if (rounds.length === 0) return [];
-  const current = (round: Round) => ({ eventKey: round.eventKey, generation: round.generation });
-  const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => ({ ...current(round), destination })));
-  const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...current(round) })));
-  const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...current(round) })));
-  const events = rounds.map((round) => ({ ...current(round), lease: round.lease, status: round.eventStatus, error: round.error }));
+  // Each delivery as the round claimed it: its writes apply only if no replay or release reset it since.
+  const claimed = (round: Round, destination: string) => ({ eventKey: round.eventKey, destination, generation: round.generations[destination] ?? 0 });
+  const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => claimed(round, destination)));
+  // A failed probe moves its delivery to the back of the held order; a delivery newly held takes its event's place.
+  const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...claimed(round, r.destination), heldOrder: r.startedAt })));
+  const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...claimed(round, c.destination), heldOrder: round.heldOrder })));
+  const events = rounds.map((round) => ({ eventKey: round.eventKey, generation: round.generation, lease: round.lease, status: round.eventStatus, error: round.error }));
   const controls = controlStatements(db, attemptOutcomes(records), now);
   const results = await db.batch([
     ...(records.length
@@ -206,14 +218,16 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
           db
             .prepare(
               `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
-                                       next_attempt_at, delivered_at, updated_at)
+                                       next_attempt_at, delivered_at, updated_at, generation, held_order)
                SELECT r->>'eventKey', r->>'destination', r->>'status', r->>'attempt', r->>'statusCode', r->>'error', r->>'startedAt',
-                      r->>'nextAttemptAt', CASE WHEN r->>'status' = 'delivered' THEN ?2 END, ?2
-               FROM (SELECT value AS r FROM json_each(?1)) WHERE ${STILL_CLAIMED("r")}
+                      r->>'nextAttemptAt', CASE WHEN r->>'status' = 'delivered' THEN ?2 END, ?2, r->>'generation',
+                      CASE WHEN r->>'status' = 'held' THEN r->>'heldOrder' END
+               FROM (SELECT value AS r FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, attempts = excluded.attempts, last_status_code = excluded.last_status_code,
                  last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, next_attempt_at = excluded.next_attempt_at,
-                 delivered_at = COALESCE(excluded.delivered_at, delivered_at), updated_at = ?2`,
+                 delivered_at = COALESCE(excluded.delivered_at, delivered_at), held_order = excluded.held_order, updated_at = ?2
+               WHERE deliveries.generation = excluded.generation`,
             )
             .bind(JSON.stringify(records), now),
           db
@@ -229,11 +243,14 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
       ? [
           db
             .prepare(
-              `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at)
-               SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2 FROM (SELECT value AS c FROM json_each(?1)) WHERE ${STILL_CLAIMED("c")}
+              `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at, generation, held_order)
+               SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2, c->>'generation',
+                      CASE WHEN c->>'status' = 'held' THEN c->>'heldOrder' END
+               FROM (SELECT value AS c FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
-                 status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL,
-                 pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2`,
+                 status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL, held_order = excluded.held_order,
+                 pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2
+               WHERE deliveries.generation = excluded.generation`,
             )
             .bind(JSON.stringify(closed), now),
         ]
@@ -259,7 +276,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
           db
             .prepare(
               `UPDATE deliveries SET dead_lettered_at = ?2
-               WHERE (event_key, destination) IN (SELECT value->>'eventKey', value->>'destination' FROM json_each(?1) WHERE ${STILL_CLAIMED("value")})`,
+               WHERE (event_key, destination, generation) IN (SELECT value->>'eventKey', value->>'destination', value->>'generation' FROM json_each(?1))`,
             )
             .bind(JSON.stringify(deadLettered), now),
         ]
@@ -281,14 +298,6 @@ function attemptOutcomes(records: AttemptRecord[]) {
   }
   return [...byDestination].map(([destination, { threshold, attempts }]) => foldAttempts(destination, threshold, attempts));
 }
-
-/**
- * SQL: whether the row `alias` (with eventKey and generation) belongs to a round whose event has
- * not been replayed or released since its claim. A replay made while the round was in flight wins:
- * the round's delivery states are not written (its attempts still are, as history).
- */
-const STILL_CLAIMED = (alias: string) =>
-  `(SELECT generation FROM events WHERE key = ${alias}->>'eventKey') = ${alias}->>'generation'`;
 
 /** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
 function roundCounters(rounds: Round[]): CounterDeltas {
@@ -315,10 +324,11 @@ export function replayStatements(db: D1Database, eventKey: string, destinations:
   return [
     db
       .prepare(
-        `INSERT INTO deliveries (event_key, destination, status, pinned, updated_at)
-         SELECT ?1, value, 'pending', ?3, ?4 FROM json_each(?2) WHERE true
+        `INSERT INTO deliveries (event_key, destination, status, pinned, updated_at, generation)
+         SELECT ?1, value, 'pending', ?3, ?4, 1 FROM json_each(?2) WHERE true
          ON CONFLICT (event_key, destination) DO UPDATE SET
-           status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, pinned = ?3, updated_at = ?4`,
+           status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, held_order = NULL, pinned = ?3, updated_at = ?4,
+           generation = generation + 1`,
       )
       .bind(eventKey, JSON.stringify(destinations), pinned ? 1 : 0, now),
     db
