@@ -97,15 +97,12 @@ export interface AlertMessage {
 /** Everything the events queue carries. */
 export type EventsQueueMessage = QueuedEvent | ReleaseHeld;
 
-/** Start times (ms) reserved for forwards to a rate-limited destination, and when its schedule is next free. */
-export interface Reservation {
-  slots: number[];
-  nextFreeAt: number;
-}
+/** One event's slot on a rate-limited destination's schedule: start now at `at` (go), come back at `at`, or (null) no room within the booking horizon. */
+export type Reservation = { at: number; go: boolean } | { at: null };
 
 /** What the rate limiter's Durable Object answers (deliver/rate-limiter.ts). */
 export interface RateLimiterApi {
-  reserve(count: number, perSecond: number, horizonMs: number): Reservation;
+  reserve(keys: string[], perSecond: number, horizonMs: number, bookAheadMs: number): Reservation[];
 }
 
 /** Fields of the one structured log line written per request. Never a secret or a body. */

@@ -347,6 +347,14 @@ describe("rate limit", () => {
 
     const metrics = await (await admin("GET", "/admin/metrics")).text();
     expect(metrics).toContain(`edgehook_deferred_total{destination="${name}"} 4`);
+
+    // The deferred come back (late: their booked slots have passed): booked anew, spaced, never a burst.
+    const deferred = result.retried.map((r) => batch[Number(r.msgId.slice(4))]!);
+    await consume(deferred, {}, { ids: result.retried.map((r) => r.msgId), attempts: 2 });
+    expect(target.received).toHaveLength(35);
+    const all = target.received.map((r) => r.at).sort((a, b) => a - b);
+    for (let i = 0; i + 10 < all.length; i++) expect(all[i + 10]! - all[i]!).toBeGreaterThanOrEqual(900);
+    for (const key of deferredKeys) expect((await deliveries(key))[name]).toMatchObject({ status: "delivered", attempts: 1 });
   });
 });
 

@@ -59,6 +59,8 @@ const MAX_FAILED_ROUNDS = 10;
 const DEFERRED_DELAY_SECONDS = 1;
 /** How far ahead a batch reserves start times from a rate limit (it waits for them before recording). */
 const RATE_HORIZON_MS = 2_000;
+/** How far ahead the rate limiter books a slot for a deferred event (the queue's longest delay is 12 hours). */
+const RATE_BOOK_AHEAD_MS = 43_200_000;
 /** When the rate limiter cannot be reached, its destination's forwards wait this long (never sent unmetered). */
 const RATE_UNAVAILABLE_MS = 5_000;
 /**
@@ -167,7 +169,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       return failedRound(stored, lease, message, err, backoff);
     }
   });
-  await reserveRates(env, drafts.filter(isDraft), budget, now);
+  await reserveRates(env, drafts.filter(isDraft), now);
   const plans = await Promise.all(
     drafts.map(async (draft) => {
       if (!isDraft(draft)) return draft;
@@ -383,11 +385,12 @@ function heldReason(state: Exclude<DestinationState, "active">, control: Control
 }
 
 /**
- * Asks each rate-limited destination's Durable Object, once for the whole batch, for start times
- * for its due forwards (in message order). Forwards it has no time for within RATE_HORIZON_MS
- * are taken out of the round: the message comes back when the schedule has room, no attempt used.
+ * Asks each rate-limited destination's Durable Object, once for the whole batch, for a slot per
+ * event (in message order). A slot within RATE_HORIZON_MS starts the forward then; a later one
+ * takes the forward out of the round, and the message comes back at that slot (which the object
+ * keeps for the event), with no attempt used.
  */
-async function reserveRates(env: Env, drafts: Draft[], budget: ForwardBudget, now: number): Promise<void> {
+async function reserveRates(env: Env, drafts: Draft[], now: number): Promise<void> {
   const limited = new Map<string, { destination: Destination; items: { draft: Draft; due: Due }[] }>();
   for (const draft of drafts) {
     for (const due of draft.due) {
@@ -399,22 +402,26 @@ async function reserveRates(env: Env, drafts: Draft[], budget: ForwardBudget, no
   }
   await Promise.all(
     [...limited.values()].map(async ({ destination, items }) => {
-      let reservation: Reservation;
+      let slots: Reservation[];
+      let unavailable = false;
       try {
         const namespace = env.RATE_LIMITER!;
-        reservation = await namespace.get(namespace.idFromName(destination.name)).reserve(items.length, destination.ratePerSecond!, RATE_HORIZON_MS);
+        const keys = items.map(({ draft }) => draft.event.key);
+        slots = await namespace.get(namespace.idFromName(destination.name)).reserve(keys, destination.ratePerSecond!, RATE_HORIZON_MS, RATE_BOOK_AHEAD_MS);
       } catch (err) {
         console.error(JSON.stringify({ queue: "deliver", destination: destination.name, outcome: "rate_limiter_unavailable", error: String(err) }));
-        reservation = { slots: [], nextFreeAt: now + RATE_UNAVAILABLE_MS };
+        slots = items.map(() => ({ at: null }));
+        unavailable = true;
       }
       items.forEach(({ draft, due }, i) => {
-        const startAt = reservation.slots[i];
-        if (startAt !== undefined) {
-          due.startAt = startAt;
+        const slot = slots[i] ?? { at: null };
+        if (slot.at !== null && slot.go) {
+          due.startAt = slot.at;
           return;
         }
         draft.due.splice(draft.due.indexOf(due), 1);
-        draft.waitMs.push(Math.max(1000, reservation.nextFreeAt - now));
+        // Back a little before its slot (the batch then waits for it); no slot: after the booking horizon.
+        draft.waitMs.push(slot.at === null ? (unavailable ? RATE_UNAVAILABLE_MS : RATE_BOOK_AHEAD_MS) : Math.max(1000, slot.at - now - RATE_HORIZON_MS / 2));
         draft.deferred.push(destination.name);
       });
     }),
