@@ -2,6 +2,7 @@ import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
 import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
 import { reconcile } from "./deliver/reconcile";
+import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type Env, type QueuedEvent } from "./env";
 import { purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
@@ -10,7 +11,11 @@ const DEFAULT_RETENTION_DAYS = 30;
 
 export default {
   fetch: app.fetch,
-  queue: (batch, env) => (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env)),
+  async queue(batch, env, ctx) {
+    await (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env));
+    // The consumer's telemetry failures are counted in this isolate like the request path's.
+    flushWhenDue(env.DB, ctx, Date.now());
+  },
   /**
    * The cron: the reconciliation sweep, the retention purge, then the search index follows SEARCH
    * (after the purge, so it never indexes events about to go); one failing never stops the others.

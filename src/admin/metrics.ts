@@ -4,7 +4,7 @@
  */
 import { WAITING_FOR_CONFIGURATION } from "../deliver/consumer";
 import type { Env } from "../env";
-import { flushRefusals } from "../receive/outcomes";
+import { flushGathered } from "../receive/outcomes";
 import { DURATION_BUCKETS, readMetrics, type CounterRow, type Labels } from "../store/metrics";
 
 export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -13,6 +13,7 @@ const COUNTERS: [name: string, help: string][] = [
   ["edgehook_events_total", "Webhook requests by source, provider, type and outcome (accepted, duplicate, quarantined, refused)."],
   ["edgehook_deliveries_total", "Deliveries that reached a final status, by destination and status (delivered, gone, dead, cancelled, skipped)."],
   ["edgehook_attempts_total", "Forward attempts by destination and result (delivered, gone, failed, dead)."],
+  ["edgehook_telemetry_failures_total", "Analytics Engine data points that could not be written (the event they describe was unaffected)."],
 ];
 const HISTOGRAM = "edgehook_forward_duration_seconds";
 const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][] = [
@@ -23,7 +24,7 @@ const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][]
 ];
 
 export async function prometheusText(env: Env): Promise<string> {
-  await flushRefusals(env.DB);
+  await flushGathered(env.DB);
   const { counters, gauges } = await readMetrics(env.DB, WAITING_FOR_CONFIGURATION);
   const lines: string[] = [];
   for (const [name, help] of COUNTERS) {

@@ -31,6 +31,7 @@ import { forward } from "./forward";
 import { withDeadline } from "../deadline";
 import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
+import { writePoint } from "../telemetry";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
 /** Queues accept delays up to 12 hours. */
@@ -339,8 +340,8 @@ async function attempt(
   event: EventRow, destination: Destination, attemptNumber: number, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined,
 ): Promise<AttemptRecord> {
   const record = await forwardOnce(event, destination, attemptNumber, retry);
-  metrics?.writeDataPoint({
-    indexes: [destination.name],
+  writePoint(metrics, {
+    index: destination.name,
     blobs: [destination.name, record.status, event.provider, event.type],
     doubles: [record.durationMs, record.statusCode ?? 0],
   });

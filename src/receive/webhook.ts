@@ -14,6 +14,7 @@ import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
 import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
+import { bounded } from "../telemetry";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
@@ -83,7 +84,10 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     }
     const { text, event } = signed;
 
-    Object.assign(log, { eventId: event.eventId, type: event.type });
+    // A type is whatever the signed payload says, of any length: stored and forwarded as sent,
+    // bounded wherever it is only echoed (the log line, the answer, the data points).
+    const typeLabel = bounded(event.type);
+    Object.assign(log, { eventId: bounded(event.eventId), type: typeLabel });
     const arrival: Arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
     const work = acceptEvent(c.env, arrival);
     // If the budget runs out the send still finishes (or fails) in the background; a copy it
@@ -91,7 +95,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     c.executionCtx.waitUntil(work.catch(() => undefined));
     const { key, path } = await withinBudget(work, storageBudgetMs);
     Object.assign(log, { eventKey: key, outcome: `accepted:${path}` });
-    return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status: "accepted" });
+    return c.json({ id: key, eventId: event.eventId, type: typeLabel, knownType: event.knownType, status: "accepted" });
   };
 }
 

@@ -67,6 +67,9 @@ export interface EventInsert {
   enqueuedAt: number | null;
 }
 
+/** The `type` label of every type no provider schema knows. */
+export const OTHER_TYPE = "other";
+
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
 const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
   status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until`;
@@ -120,9 +123,13 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
  * Counts what inserting `rows` will make of them (edgehook_events_total), run just before that
  * insert in the same transaction: the first copy of an event not stored yet is `accepted`, any
  * other copy is a `duplicate`, and an owner's own retry (its row is already its own) is nothing.
+ *
+ * The `type` label is the type's name only when a provider schema knows it (`knownType`); any
+ * other type, which a signed payload may make anything, counts as `other`, so the number of
+ * label values stays that of the documented types.
  */
 export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedStatement {
-  const values = rows.map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.type, owner }));
+  const values = rows.map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.knownType ? event.type : OTHER_TYPE, owner }));
   return db
     .prepare(
       `INSERT INTO metric_counters (name, labels, value)
