@@ -31,7 +31,10 @@ export interface Env {
   ZUDDL_SIGNING_SECRET?: string;
   ZUDDL_SIGNING_SECRET_OLD?: string;
   ZUDDL_AUTH_TOKEN?: string;
+  /** At least 32 characters (admin/auth.ts); a shorter one closes the admin API and the console. */
   ADMIN_TOKEN?: string;
+  /** Rate limiting binding counting wrong admin tokens per client (throttle.ts); without it, each isolate counts. */
+  AUTH_FAILURES?: RateLimit;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
   /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
