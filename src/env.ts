@@ -21,6 +21,8 @@ export interface Env {
   MAX_FORWARDS_PER_BATCH?: string;
   /** An unfinished event no consumer has handled for this long is re-enqueued by the cron's sweep. */
   RECONCILE_AFTER_SECONDS?: string;
+  /** The dead-letter queue's name (wrangler.toml); its batches go to the dead-letter consumer. */
+  DEAD_LETTER_QUEUE_NAME?: string;
   /** "on": payload search (GET /admin/events?q=); the cron builds and keeps its index. Anything else: off, no index. */
   SEARCH?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */

@@ -1,6 +1,6 @@
 import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
-import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
+import { consumeDeadLetters, deadLetterQueueName } from "./deliver/dead-letters";
 import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type Env, type QueuedEvent } from "./env";
@@ -12,7 +12,7 @@ const DEFAULT_RETENTION_DAYS = 30;
 export default {
   fetch: app.fetch,
   async queue(batch, env, ctx) {
-    await (batch.queue === DEAD_LETTER_QUEUE_NAME ? consumeDeadLetters(batch, env) : consumeEvents(batch, env));
+    await (batch.queue === deadLetterQueueName(env) ? consumeDeadLetters(batch, env) : consumeEvents(batch, env));
     // The consumer's telemetry failures are counted in this isolate like the request path's.
     flushWhenDue(env.DB, ctx, Date.now());
   },

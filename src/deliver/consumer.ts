@@ -108,13 +108,11 @@ export async function consumeEvents(batch: MessageBatch<QueuedEvent>, env: Env):
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
     console.error(JSON.stringify({ queue: batch.queue, outcome: "invalid_destinations", errors: config.errors, events: claims.length }));
-    try {
-      await holdForConfiguration(env.DB, claims, WAITING_FOR_CONFIGURATION);
-      for (const message of messages) message.ack();
-    } catch (err) {
-      console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
-      for (const message of messages) retryLater(message);
-    }
+    // In one go, else message by message: one D1 error costs a retry only to what it refused.
+    const unheld = await writeAllOrEach(messages, (some) => holdForConfiguration(env.DB, some.map(claimOf), WAITING_FOR_CONFIGURATION), (message, err) => {
+      console.error(JSON.stringify({ queue: batch.queue, messageId: message?.id, outcome: message ? "hold_failed" : "hold_batch_failed", error: String(err) }));
+    });
+    for (const message of messages) (unheld.has(message) ? retryLater(message) : message.ack());
     return;
   }
 
