@@ -59,6 +59,8 @@ export interface Arrival {
   body: string;
   /** Released from quarantine as it was, past a failing validation (see store/quarantine.ts). */
   forced: boolean;
+  /** Released from quarantine by an operator: not a webhook request, so not counted again (store/events.ts). */
+  released?: boolean;
 }
 
 /**
