@@ -19,6 +19,11 @@ import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * D1's largest string or BLOB: a body above it could be accepted but never stored, so
+ * MAX_BODY_BYTES is capped here whatever the var says (the plan does not change it).
+ */
+export const MAX_STORABLE_BODY_BYTES = 2_000_000;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
 const DEFAULT_BODY_TIMEOUT_MS = 1000;
@@ -41,7 +46,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     }
     const body = await readBoundedBody(
       c.req.raw,
-      numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+      Math.min(MAX_STORABLE_BODY_BYTES, numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)),
       numberVar(c.env.BODY_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS),
     );
 
