@@ -13,7 +13,7 @@ export const testBindings = {
   SEISMIC_SIGNING_SECRET_OLD: "test-seismic-old",
   ZUDDL_SIGNING_SECRET: "test-zuddl-current",
   ZUDDL_SIGNING_SECRET_OLD: "test-zuddl-old",
-  ADMIN_TOKEN: "test-admin-token",
+  ADMIN_TOKEN: "test-admin-token-0123456789abcdef0123",
   // On, so every test's writes go through the search index's triggers; search.test.ts turns it off too.
   SEARCH: "on",
 };

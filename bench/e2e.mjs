@@ -10,7 +10,7 @@ import { freePort, startWorker } from "../scripts/local-gateway.mjs";
 
 const root = new URL("..", import.meta.url).pathname;
 const SECRET = "bench-seismic-current";
-const ADMIN = "bench";
+const ADMIN = "bench-admin-token-0123456789abcdef";
 const sample = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8");
 const SAMPLE_ID = "e40bbaab-f86e-e62b-d3c9-5104734edb18";
 const GATEWAY_VARS = { SEISMIC_SIGNING_SECRET: SECRET, SEISMIC_SIGNING_SECRET_OLD: "bench-old", ADMIN_TOKEN: ADMIN, DESTINATIONS: [] };

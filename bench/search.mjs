@@ -28,7 +28,7 @@ const WRITES_PER_BLOCK = 40;
 const BATCHED_PER_BLOCK = 250;
 const PURGE_PER_BLOCK = 200;
 const RUNS = smoke ? 2 : quick ? 5 : 15;
-const TOKEN = "bench";
+const TOKEN = "bench-admin-token-0123456789abcdef";
 
 const fixture = (name) => readFileSync(join(root, "test/fixtures", name), "utf8");
 const replaceAll = (text, pairs) => pairs.reduce((t, [from, to]) => t.replaceAll(from, to), text);

@@ -21,6 +21,8 @@ export interface Env {
   MAX_FORWARDS_PER_BATCH?: string;
   /** An unfinished event no consumer has handled for this long is re-enqueued by the cron's sweep. */
   RECONCILE_AFTER_SECONDS?: string;
+  /** The dead-letter queue's name (wrangler.toml); its batches go to the dead-letter consumer. */
+  DEAD_LETTER_QUEUE_NAME?: string;
   /** "on": payload search (GET /admin/events?q=); the cron builds and keeps its index. Anything else: off, no index. */
   SEARCH?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
@@ -31,6 +33,7 @@ export interface Env {
   ZUDDL_SIGNING_SECRET?: string;
   ZUDDL_SIGNING_SECRET_OLD?: string;
   ZUDDL_AUTH_TOKEN?: string;
+  /** At least 32 characters (admin/auth.ts); a shorter one closes the admin API and the console. */
   ADMIN_TOKEN?: string;
   /** One Durable Object per destination with `rate_per_second`: the schedule its forwards share (deliver/rate-limiter.ts). */
   RATE_LIMITER?: DurableObjectNamespace<RateLimiterApi & Rpc.DurableObjectBranded>;
@@ -43,6 +46,10 @@ export interface Env {
   /** The console's public base URL (https://…/console), for links in alerts. */
   CONSOLE_URL?: string;
   ALERTS_QUEUE?: Queue<AlertMessage>;
+  /** The alerts queue's name, so its batches go to the alerts consumer (default edgehook-alerts; rename both together). */
+  ALERTS_QUEUE_NAME?: string;
+  /** Rate limiting binding counting wrong admin tokens per client (throttle.ts); without it, each isolate counts. */
+  AUTH_FAILURES?: RateLimit;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
   /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
@@ -65,6 +72,8 @@ export interface Arrival {
   body: string;
   /** Released from quarantine as it was, past a failing validation (see store/quarantine.ts). */
   forced: boolean;
+  /** Released from quarantine by an operator: not a webhook request, so not counted again (store/events.ts). */
+  released?: boolean;
 }
 
 /**

@@ -1,11 +1,12 @@
 import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
-import { consumeDeadLetters, DEAD_LETTER_QUEUE_NAME } from "./deliver/dead-letters";
-import { ALERTS_QUEUE_NAME, consumeAlerts } from "./alerts/send";
+import { consumeDeadLetters, deadLetterQueueName } from "./deliver/dead-letters";
+import { alertsQueueName, consumeAlerts } from "./alerts/send";
 import { rescheduleLostAlerts } from "./alerts/notify";
 import { tendDestinations } from "./deliver/controls";
 import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
+import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueueMessage } from "./env";
 import { purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
@@ -16,10 +17,12 @@ export { DestinationRateLimiter } from "./deliver/rate-limiter";
 
 export default {
   fetch: app.fetch,
-  queue(batch, env) {
-    if (batch.queue === DEAD_LETTER_QUEUE_NAME) return consumeDeadLetters(batch, env);
-    if (batch.queue === ALERTS_QUEUE_NAME) return consumeAlerts(batch as MessageBatch<unknown> as MessageBatch<AlertMessage>, env);
-    return consumeEvents(batch, env);
+  async queue(batch, env, ctx) {
+    if (batch.queue === deadLetterQueueName(env)) await consumeDeadLetters(batch, env);
+    else if (batch.queue === alertsQueueName(env)) await consumeAlerts(batch as MessageBatch<unknown> as MessageBatch<AlertMessage>, env);
+    else await consumeEvents(batch, env);
+    // The consumer's telemetry failures are counted in this isolate like the request path's.
+    flushWhenDue(env.DB, ctx, Date.now());
   },
   /**
    * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active

@@ -78,6 +78,7 @@ describe("configuration errors", () => {
       providers: { seismic: { configured: true }, zuddl: { configured: true } },
       destinations: { valid: false, errors: EXPECTED_ERRORS.length },
       alerts: { configured: false, valid: true, errors: 0 },
+      admin: { configured: true, valid: true },
     });
     expect(text).not.toContain("leaky");
   });

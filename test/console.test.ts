@@ -332,34 +332,28 @@ describe("console form posts (#9.9)", () => {
     expect(streamed.status).toBe(413);
   });
 
-  it("answers 429 with Retry-After after 5 failed sign-ins from one address, until the window ends", async () => {
+  it("answers 429 with Retry-After past 5 failed sign-ins from one address, then even to the right token, and keeps nothing in D1", async () => {
     const from = { "cf-connecting-ip": "203.0.113.7" };
     const guess = "wrong-guess-" + crypto.randomUUID();
     for (let i = 0; i < 5; i++) expect((await signIn(guess, from)).status).toBe(401);
+    expect((await signIn(guess, from)).status).toBe(429);
     const locked = await signIn(env.ADMIN_TOKEN!, from); // even the right token: a locked client learns nothing
     expect(locked.status).toBe(429);
-    expect(Number(locked.headers.get("retry-after"))).toBeGreaterThan(14 * 60);
-    expect(Number(locked.headers.get("retry-after"))).toBeLessThanOrEqual(15 * 60);
+    const wait = Number(locked.headers.get("retry-after"));
+    expect(wait).toBeGreaterThan(0);
+    expect(wait).toBeLessThanOrEqual(60);
     expect(locked.headers.get("set-cookie")).toBeNull();
-    expect(await locked.text()).toContain("Too many failed sign-ins from your address. Try again in 15 minutes.");
-    // Another address signs in; the count lives in D1 (every isolate reads it) and holds no token.
+    expect(await locked.text()).toContain(`Too many failed sign-ins from your address. Try again in ${wait} second`);
+    // Another address signs in; the count is the rate limiting binding's, not a D1 table.
     expect((await signIn(env.ADMIN_TOKEN!, { "cf-connecting-ip": "203.0.113.99" })).status).toBe(303);
-    const { results } = await env.DB.prepare("SELECT * FROM login_failures").all();
-    expect(results).toContainEqual(expect.objectContaining({ client: "203.0.113.7", failures: 6 }));
-    expect(JSON.stringify(results)).not.toContain(guess);
-    expect(JSON.stringify(results)).not.toContain(env.ADMIN_TOKEN!);
-
-    // Fifteen minutes later (the window moved back instead of waiting): signed in, count cleared.
-    await env.DB.prepare("UPDATE login_failures SET window_started_at = window_started_at - 15 * 60000 WHERE client = ?").bind("203.0.113.7").run();
-    expect((await signIn(env.ADMIN_TOKEN!, from)).status).toBe(303);
-    expect(await countRows("SELECT count(*) AS n FROM login_failures WHERE client = ?", "203.0.113.7")).toBe(0);
+    expect(await countRows("SELECT count(*) AS n FROM sqlite_master WHERE name = 'login_failures'")).toBe(0);
   });
 
-  it("a successful sign-in clears earlier failures", async () => {
+  it("a successful sign-in is not counted as a failure", async () => {
     const from = { "cf-connecting-ip": "198.51.100.4" };
     for (let i = 0; i < 4; i++) expect((await signIn("wrong", from)).status).toBe(401);
     expect((await signIn(env.ADMIN_TOKEN!, from)).status).toBe(303);
-    for (let i = 0; i < 5; i++) expect((await signIn("wrong", from)).status).toBe(401);
+    expect((await signIn("wrong", from)).status).toBe(401);
     expect((await signIn("wrong", from)).status).toBe(429);
   });
 

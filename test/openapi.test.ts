@@ -115,12 +115,16 @@ describe("GET /admin/openapi.json", () => {
     for (const [method, path, status, extra] of answers) {
       expect((await admin(method, path, extra)).status, `${method} ${path}`).toBe(status);
     }
-    // Every route refuses a request without the token, and answers 503 while ADMIN_TOKEN is not set.
+    // Every route refuses a request without the token, answers 503 while ADMIN_TOKEN is not set,
+    // and 429 to an address that has sent too many wrong tokens.
+    const guesser = { authorization: "Bearer wrong-token", "cf-connecting-ip": "198.51.100.201" };
+    for (let i = 0; i < 6; i++) await sendWith(new Request(`${BASE}/admin/stats`, { headers: guesser }), {});
     for (const operation of operations(await servedDocument())) {
       const [method, template] = operation.split(" ") as [string, string];
       const path = template.replace(/\{\w+\}/g, "1");
       expect((await send(new Request(`${BASE}${path}`, { method }))).status, operation).toBe(401);
       expect((await sendWith(new Request(`${BASE}${path}`, { method, headers: ADMIN }), { ADMIN_TOKEN: "" })).status, operation).toBe(503);
+      expect((await sendWith(new Request(`${BASE}${path}`, { method, headers: guesser }), {})).status, operation).toBe(429);
     }
 
     expect(await checkRecorded()).toEqual([]);

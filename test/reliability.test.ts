@@ -175,7 +175,8 @@ describe("a bad deploy, the dead-letter queue and the reconciliation sweep", () 
 
   it("the dead-letter queue has a consumer in wrangler.toml", async () => {
     const { default: config } = await import("../wrangler.toml?raw");
-    const { DEAD_LETTER_QUEUE_NAME } = await import("../src/deliver/dead-letters");
+    const { DEFAULT_DEAD_LETTER_QUEUE_NAME: DEAD_LETTER_QUEUE_NAME } = await import("../src/deliver/dead-letters");
+    expect(config).toContain(`DEAD_LETTER_QUEUE_NAME = "${DEAD_LETTER_QUEUE_NAME}"`);
     expect(config).toMatch(new RegExp(`\\[\\[queues\\.consumers\\]\\]\\s*\\nqueue = "${DEAD_LETTER_QUEUE_NAME}"`));
     expect(config).toContain(`dead_letter_queue = "${DEAD_LETTER_QUEUE_NAME}"`);
   });

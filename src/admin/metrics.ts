@@ -6,7 +6,7 @@ import { WAITING_FOR_CONFIGURATION } from "../deliver/consumer";
 import { loadDestinations } from "../deliver/destinations";
 import { getControls, heldCounts, stateOf } from "../store/controls";
 import type { Env } from "../env";
-import { flushRefusals } from "../receive/outcomes";
+import { flushGathered } from "../receive/outcomes";
 import { DURATION_BUCKETS, readMetrics, type CounterRow, type Labels } from "../store/metrics";
 import { DESTINATION_STATES } from "./schemas";
 
@@ -18,6 +18,7 @@ const COUNTERS: [name: string, help: string][] = [
   ["edgehook_attempts_total", "Forward attempts by destination and result (delivered, gone, failed, dead)."],
   ["edgehook_alerts_total", "Alerts POSTed to ALERT_URL, by kind and result (sent, failed: the target refused or did not answer; it is retried)."],
   ["edgehook_deferred_total", "Forwards the destination's rate limit moved to a later delivery of their message (no attempt used), by destination."],
+  ["edgehook_telemetry_failures_total", "Analytics Engine data points that could not be written (the event they describe was unaffected)."],
 ];
 const HISTOGRAM = "edgehook_forward_duration_seconds";
 const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][] = [
@@ -28,7 +29,7 @@ const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][]
 ];
 
 export async function prometheusText(env: Env): Promise<string> {
-  await flushRefusals(env.DB);
+  await flushGathered(env.DB);
   const { counters, gauges } = await readMetrics(env.DB, WAITING_FOR_CONFIGURATION);
   const lines: string[] = [];
   for (const [name, help] of COUNTERS) {

@@ -308,14 +308,19 @@ function operationObject(op: Operation) {
     ...Object.entries(op.query ?? {}).map(([name, p]) => ({ name, in: "query", ...p, required: p.required ?? false })),
   ].map(({ name, in: where, schema, description, required }) => ({ name, in: where, description, required, schema: toJson(schema) }));
   const invalid = Object.values(op.query ?? {}).flatMap((p) => (p.invalid ? [p.invalid] : []));
-  const errors: Partial<Record<ErrorStatus | 401 | 500, string[]>> = {
+  const errors: Partial<Record<ErrorStatus | 401 | 429 | 500, string[]>> = {
     ...op.errors,
     400: [...new Set([...invalid, ...(op.errors?.[400] ?? [])])],
     401: ["unauthorized"],
+    429: ["too_many_attempts"],
     500: ["internal_error"],
-    503: [...(op.errors?.[503] ?? []), "admin_not_configured"],
+    503: [...(op.errors?.[503] ?? []), "admin_not_configured", "admin_token_too_short"],
   };
-  const headers = { 401: { "WWW-Authenticate": { description: "Bearer", required: true, schema: { type: "string" } } }, 503: RETRY_AFTER };
+  const headers = {
+    401: { "WWW-Authenticate": { description: "Bearer", required: true, schema: { type: "string" } } },
+    429: RETRY_AFTER,
+    503: RETRY_AFTER,
+  };
   return {
     operationId: op.operationId,
     summary: op.summary,

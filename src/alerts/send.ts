@@ -13,8 +13,10 @@ import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, type Aler
 import { CounterDeltas } from "../store/metrics";
 import { ALERT_KINDS, alertTiming, schedule, type AlertKind } from "./notify";
 
-/** The alerts queue's name in wrangler.toml; its batches come to this consumer. */
-export const ALERTS_QUEUE_NAME = "edgehook-alerts";
+/** Which queue's batches come to this consumer: recognised by configuration, like the dead-letter queue. */
+export function alertsQueueName(env: Env): string {
+  return env.ALERTS_QUEUE_NAME || "edgehook-alerts";
+}
 const SEND_TIMEOUT_MS = 5_000;
 /** Retries back off from 30 s to 15 minutes: the queue's 100 retries then cover about 24 hours. */
 const RETRY_BASE_SECONDS = 30;

@@ -10,13 +10,13 @@ import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents, type EventPage as EventListPage } from "../store/events";
-import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
 import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
-import { loginAttempt, loginClient } from "./throttle";
+import { clientOf, countFailure, refuseIfLocked, WINDOW_SECONDS } from "../throttle";
+import { adminToken } from "../admin/auth";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -41,21 +41,22 @@ consoleRoutes.use("*", sameOriginForms(), boundedForms());
 consoleRoutes.get("/login", (c) => c.html(<LoginPage />));
 
 consoleRoutes.post("/login", async (c) => {
-  const client = loginClient(c.req.header("cf-connecting-ip"));
-  // Counted before the token is looked at: a locked-out client learns nothing, even from the right one.
-  const waitSeconds = await loginAttempt(c.env.DB, client);
-  if (waitSeconds !== null) {
-    c.header("Retry-After", String(waitSeconds));
-    const minutes = Math.ceil(waitSeconds / 60);
-    return c.html(<LoginPage error={`Too many failed sign-ins from your address. Try again in ${minutes} minute${minutes === 1 ? "" : "s"}.`} />, 429);
+  const expected = adminToken(c.env);
+  const client = clientOf(c.req.header("cf-connecting-ip"));
+  try {
+    // Before the token is looked at: a locked-out client learns nothing, even from the right one.
+    refuseIfLocked(client);
+    const form = await c.req.parseBody();
+    if (typeof form.token !== "string" || !tokensEqual(form.token, expected)) {
+      if (typeof form.token === "string" && form.token !== "") await countFailure(c.env, client);
+      return c.html(<LoginPage error="That token is not right." />, 401);
+    }
+  } catch (err) {
+    if (!(err instanceof HttpError && err.status === 429)) throw err;
+    const seconds = err.detail.retryAfterSeconds ?? WINDOW_SECONDS;
+    c.header("Retry-After", String(seconds));
+    return c.html(<LoginPage error={`Too many failed sign-ins from your address. Try again in ${seconds} second${seconds === 1 ? "" : "s"}.`} />, 429);
   }
-  const form = await c.req.parseBody();
-  const expected = c.env.ADMIN_TOKEN;
-  if (!expected || typeof form.token !== "string" || !tokensEqual(form.token, expected)) {
-    return c.html(<LoginPage error="That token is not right." />, 401);
-  }
-  // If this fails the session still starts; the count ends with its window.
-  await clearLoginFailures(c.env.DB, client).catch(() => undefined);
   await startSession(c, expected);
   return c.redirect("/console", 303);
 });

@@ -2,6 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
+import { adminToken } from "../admin/auth";
 import { hmacSha256, tokensEqual } from "../receive/signature";
 
 /**
@@ -30,9 +31,10 @@ export function endSession(c: Context<AppEnv>): void {
 }
 
 async function validSession(c: Context<AppEnv>): Promise<boolean> {
-  const token = c.env.ADMIN_TOKEN;
+  // Unset or too short: 503, as on the admin API (a session signed with a weak token is no proof).
+  const token = adminToken(c.env);
   const [expires, mac] = (getCookie(c, COOKIE) ?? "").split(".");
-  if (!token || !expires || !mac || Number(expires) < Date.now() / 1000) return false;
+  if (!expires || !mac || Number(expires) < Date.now() / 1000) return false;
   return tokensEqual(mac, await sign(token, Number(expires)));
 }
 

@@ -41,6 +41,7 @@ import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
 import { releaseChunk, scheduleProbe, startRelease } from "./controls";
 import { notify, type Notice } from "../alerts/notify";
+import { writePoint } from "../telemetry";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
 /** Queues accept delays up to 12 hours. */
@@ -125,14 +126,12 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
     console.error(JSON.stringify({ queue: batch.queue, outcome: "invalid_destinations", errors: config.errors, events: claims.length }));
-    try {
-      await holdForConfiguration(env.DB, claims, WAITING_FOR_CONFIGURATION);
-      for (const message of messages) message.ack();
-      await notify(env, [{ kind: "configuration_invalid", subject: "DESTINATIONS", count: claims.length }]);
-    } catch (err) {
-      console.error(JSON.stringify({ queue: batch.queue, outcome: "consumer_error", error: String(err) }));
-      for (const message of messages) retryLater(message);
-    }
+    // In one go, else message by message: one D1 error costs a retry only to what it refused.
+    const unheld = await writeAllOrEach(messages, (some) => holdForConfiguration(env.DB, some.map(claimOf), WAITING_FOR_CONFIGURATION), (message, err) => {
+      console.error(JSON.stringify({ queue: batch.queue, messageId: message?.id, outcome: message ? "hold_failed" : "hold_batch_failed", error: String(err) }));
+    });
+    for (const message of messages) (unheld.has(message) ? retryLater(message) : message.ack());
+    await notify(env, [{ kind: "configuration_invalid", subject: "DESTINATIONS", count: messages.length - unheld.size }]);
     return;
   }
 
@@ -581,8 +580,8 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
 async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
   const { destination } = due;
   const record = await forwardOnce(event, due, retry);
-  metrics?.writeDataPoint({
-    indexes: [destination.name],
+  writePoint(metrics, {
+    index: destination.name,
     blobs: [destination.name, record.status, event.provider, event.type],
     doubles: [record.durationMs, record.statusCode ?? 0],
   });

@@ -11,10 +11,31 @@ import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
 import { writeAllOrEach } from "./all-or-each";
 import { readableMessage } from "./consumer";
 
-/** The dead-letter queue's name in wrangler.toml; its batches come to this consumer. */
-export const DEAD_LETTER_QUEUE_NAME = "edgehook-dead-letters";
-/** A message that could not be recorded comes back after this long (D1 is likely down). */
-const RECORD_RETRY_SECONDS = 30;
+/** The dead-letter queue's name unless DEAD_LETTER_QUEUE_NAME says otherwise (as in wrangler.toml). */
+export const DEFAULT_DEAD_LETTER_QUEUE_NAME = "edgehook-dead-letters";
+
+/**
+ * Which queue's batches come to this consumer: recognised by configuration, so an environment
+ * that renames the queue (and sets the var) never sends its dead letters to the delivery consumer.
+ */
+export function deadLetterQueueName(env: Env): string {
+  return env.DEAD_LETTER_QUEUE_NAME || DEFAULT_DEAD_LETTER_QUEUE_NAME;
+}
+
+/** The first retry of a letter D1 refused (it is likely down), and the longest wait between two. */
+const FIRST_RETRY_SECONDS = 30;
+const LONGEST_RETRY_SECONDS = 15 * 60;
+
+/**
+ * How long a letter D1 refused waits before its next try: 30 s, doubling to at most 15 minutes.
+ * This queue has no dead-letter queue of its own, so once its max_retries (100, wrangler.toml) are
+ * used up the message, possibly the only copy of an event, is gone: 100 tries this way span
+ * 86,430 s, just over 24 hours of D1 outage (well inside the queue's 4-day message retention),
+ * and a short outage is still recorded within a minute or two of its end.
+ */
+export function recordRetrySeconds(attempts: number): number {
+  return Math.min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** Math.max(0, attempts - 1));
+}
 
 export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
   const receivedAt = Date.now();
@@ -41,7 +62,7 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
     console.error(JSON.stringify({ queue: batch.queue, ...outcome, error: String(err) }));
   });
   for (const item of letters) {
-    if (unrecorded.has(item)) item.message.retry({ delaySeconds: RECORD_RETRY_SECONDS });
+    if (unrecorded.has(item)) item.message.retry({ delaySeconds: recordRetrySeconds(item.message.attempts) });
     else item.message.ack();
   }
   await notify(env, [{ kind: "dead_letters_received", subject: "dead-letter queue", count: letters.length - unrecorded.size }]);

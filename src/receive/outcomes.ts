@@ -4,15 +4,17 @@
  * refused requests. Accepted, duplicate and quarantined events are counted where they are
  * written (the consumer, the quarantine); a refusal writes nothing, so its count is gathered in
  * the isolate and written at most every FLUSH_MS (a refusal flood never becomes a D1 write flood;
- * an isolate that ends loses at most that window of refusal counts).
+ * an isolate that ends loses at most that window of refusal counts). Telemetry writes that
+ * failed (telemetry.ts) are gathered and written the same way, by the request and queue paths.
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../env";
 import { findProvider } from "../providers";
 import { CounterDeltas } from "../store/metrics";
+import { takeTelemetryFailures, writePoint } from "../telemetry";
 
 const FLUSH_MS = 10_000;
-let refusals = new CounterDeltas();
+let gathered = new CounterDeltas();
 let lastFlush = 0;
 
 export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provider"> {
@@ -25,22 +27,33 @@ export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provide
     const outcome = status < 400 ? (log.outcome === "challenge" ? "challenge" : "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
     // A provider name from the URL only when it is one we serve: a hostile path never becomes a label.
     const provider = findProvider(c.req.param("provider"))?.name ?? "unknown";
-    c.env.METRICS?.writeDataPoint({
-      indexes: [provider],
+    writePoint(c.env.METRICS, {
+      index: provider,
       blobs: [provider, log.type ?? "", outcome, log.outcome ?? ""],
       doubles: [status, Date.now() - started],
     });
-    if (outcome !== "refused") return;
-    refusals.event(provider, "", "refused");
-    if (started - lastFlush >= FLUSH_MS) c.executionCtx.waitUntil(flushRefusals(c.env.DB).catch(() => undefined));
+    if (outcome === "refused") gathered.event(provider, "", "refused");
+    flushWhenDue(c.env.DB, c.executionCtx, started);
   };
 }
 
-/** Writes the refusals this isolate has gathered (a scrape calls it too, so what it serves is current). */
-export async function flushRefusals(db: D1Database): Promise<void> {
+/** Writes what this isolate has gathered, in the background, when FLUSH_MS has passed since the last write. */
+export function flushWhenDue(db: D1Database, ctx: Pick<ExecutionContext, "waitUntil">, now: number): void {
+  gatherTelemetryFailures();
+  if (gathered.size > 0 && now - lastFlush >= FLUSH_MS) ctx.waitUntil(flushGathered(db).catch(() => undefined));
+}
+
+/** Writes the counts this isolate has gathered (a scrape calls it too, so what it serves is current). */
+export async function flushGathered(db: D1Database): Promise<void> {
   lastFlush = Date.now();
-  if (refusals.size === 0) return;
-  const due = refusals;
-  refusals = new CounterDeltas();
+  gatherTelemetryFailures();
+  if (gathered.size === 0) return;
+  const due = gathered;
+  gathered = new CounterDeltas();
   await db.batch(due.statements(db));
+}
+
+function gatherTelemetryFailures(): void {
+  const failed = takeTelemetryFailures();
+  if (failed > 0) gathered.add("edgehook_telemetry_failures_total", {}, failed);
 }

@@ -15,10 +15,16 @@ import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
 import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
+import { bounded } from "../telemetry";
 import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * D1's largest string or BLOB: a body above it could be accepted but never stored, so
+ * MAX_BODY_BYTES is capped here whatever the var says (the plan does not change it).
+ */
+export const MAX_STORABLE_BODY_BYTES = 2_000_000;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
 const DEFAULT_BODY_TIMEOUT_MS = 1000;
@@ -41,7 +47,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     }
     const body = await readBoundedBody(
       c.req.raw,
-      numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+      Math.min(MAX_STORABLE_BODY_BYTES, numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)),
       numberVar(c.env.BODY_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS),
     );
 
@@ -86,7 +92,10 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     }
     const { text, event } = signed;
 
-    Object.assign(log, { eventId: event.eventId, type: event.type });
+    // A type is whatever the signed payload says, of any length: stored and forwarded as sent,
+    // bounded wherever it is only echoed (the log line, the answer, the data points).
+    const typeLabel = bounded(event.type);
+    Object.assign(log, { eventId: bounded(event.eventId), type: typeLabel });
     const arrival: Arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
     const work = acceptEvent(c.env, arrival);
     // If the budget runs out the send still finishes (or fails) in the background; a copy it
@@ -94,7 +103,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     c.executionCtx.waitUntil(work.catch(() => undefined));
     const { key, path } = await withinBudget(work, storageBudgetMs);
     Object.assign(log, { eventKey: key, outcome: `accepted:${path}` });
-    return c.json({ id: key, eventId: event.eventId, type: event.type, knownType: event.knownType, status: "accepted" });
+    return c.json({ id: key, eventId: event.eventId, type: typeLabel, knownType: event.knownType, status: "accepted" });
   };
 }
 

@@ -74,6 +74,9 @@ export interface EventInsert {
   lease?: string;
 }
 
+/** The `type` label of every type no provider schema knows. */
+export const OTHER_TYPE = "other";
+
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
 const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
   status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation`;
@@ -145,9 +148,19 @@ export function leaseFree(token: string, now: string): string {
  * Counts what inserting `rows` will make of them (edgehook_events_total), run just before that
  * insert in the same transaction: the first copy of an event not stored yet is `accepted`, any
  * other copy is a `duplicate`, and an owner's own retry (its row is already its own) is nothing.
+ * Only a consumer's message owns a row: a writer with no owner (the request path storing a large
+ * body) is never an owner's retry, so a provider's redelivery of a large body is a `duplicate`.
+ * A release from quarantine is not a webhook request (that request was counted `quarantined`),
+ * so it is not counted here at all.
+ *
+ * The `type` label is the type's name only when a provider schema knows it (`knownType`); any
+ * other type, which a signed payload may make anything, counts as `other`, so the number of
+ * label values stays that of the documented types.
  */
 export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedStatement {
-  const values = rows.map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.type, owner }));
+  const values = rows
+    .filter(({ event }) => !event.released)
+    .map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.knownType ? event.type : OTHER_TYPE, owner }));
   return db
     .prepare(
       `INSERT INTO metric_counters (name, labels, value)
@@ -155,7 +168,7 @@ export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedSt
        FROM (
          SELECT c.value->>'provider' AS provider, c.value->>'type' AS type,
                 CASE
-                  WHEN e.key IS NOT NULL AND e.owner IS c.value->>'owner' THEN NULL
+                  WHEN e.key IS NOT NULL AND e.owner = c.value->>'owner' THEN NULL
                   WHEN e.key IS NULL AND c.key = (SELECT min(d.key) FROM json_each(?1) AS d WHERE d.value->>'key' = c.value->>'key') THEN 'accepted'
                   ELSE 'duplicate'
                 END AS outcome

@@ -13,7 +13,7 @@ import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
 const root = new URL("../..", import.meta.url).pathname;
 const shots = join(root, "test-artifacts/console");
 mkdirSync(shots, { recursive: true });
-const ADMIN = "browser-admin-token";
+const ADMIN = "browser-admin-token-0123456789abcdef";
 const SECRET = "browser-seismic-secret";
 const results = [];
 

@@ -12,7 +12,7 @@ import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
 const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? 5000);
-const ADMIN = "e2e-admin-token";
+const ADMIN = "e2e-admin-token-0123456789abcdef0123";
 const S1 = "e2e-seismic-one";
 const S2 = "e2e-seismic-two";
 const Z1 = "e2e-zuddl-one";
