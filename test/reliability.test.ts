@@ -372,3 +372,27 @@ describe("leases and replays under concurrency", () => {
     expect(calls).toBe(2);
   });
 });
+
+describe("counters that count right", () => {
+  it("a record batch that commits but loses its answer is not written again, so its counters count once", async () => {
+    downstream("https://alpha.test/hook");
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    const attempts = () =>
+      countRows("SELECT value AS n FROM metric_counters WHERE name = 'edgehook_attempts_total' AND labels = ?", JSON.stringify({ destination: "alpha", result: "delivered" }));
+    const before = await attempts();
+    // The second D1 batch (the record) commits, then its answer is lost.
+    let batches = 0;
+    const losing = {
+      prepare: (sql: string) => env.DB.prepare(sql),
+      batch: async (statements: D1PreparedStatement[]) => {
+        const results = await env.DB.batch(statements);
+        if (++batches === 2) throw new Error("the answer was lost");
+        return results;
+      },
+    } as unknown as D1Database;
+    const result = await consume(events.accepted, { DESTINATIONS: ONLY_ALPHA, DB: losing });
+    expect(result.acked).toEqual(["msg-0"]);
+    expect(await attempts()).toBe(before + 1);
+    expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 1 });
+  });
+});

@@ -29,7 +29,7 @@ import { numberVar, type Env, type EventsQueueMessage, type QueuedEvent, type Re
 import { isRecord } from "../providers/provider";
 import { getControls, stateOf, type ControlRow, type DestinationState } from "../store/controls";
 import {
-  claimForDelivery, FINISHED, holdForConfiguration, NOT_COUNTED, recordRounds,
+  claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, NOT_COUNTED, recordRounds,
   type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
 } from "../store/deliveries";
 import { bodyJson, LEASE_NONCE_CHARS, type EventRow, type EventStatus } from "../store/events";
@@ -289,10 +289,19 @@ function failedRound({ event, deliveries }: Claimed, lease: string, message: Mes
 async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
   const pending = plans.filter((plan) => plan.round);
   const changed: ControlRow[] = [];
-  const unrecorded = await writeAllOrEach(pending, async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now))), (plan, err) => {
-    const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
-    console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
-  });
+  const unrecorded = await writeAllOrEach(
+    pending,
+    async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now))),
+    (plan, err) => {
+      const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
+      console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
+    },
+    // A batch that committed but lost its answer released its rounds' leases: rewriting them would count their counters twice.
+    async (some) => {
+      const holders = await leaseHolders(db, some.map((plan) => plan.round!.eventKey));
+      return new Set(some.filter((plan) => holders.get(plan.round!.eventKey) !== plan.round!.lease));
+    },
+  );
   return { unrecorded, changed };
 }
 

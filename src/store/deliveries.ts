@@ -129,6 +129,15 @@ export async function holdForConfiguration(db: D1Database, claims: Claim[], reas
   ]);
 }
 
+/** Who holds each event's delivery lease now (a round's token, or null). */
+export async function leaseHolders(db: D1Database, eventKeys: string[]): Promise<Map<string, string | null>> {
+  const { results } = await db
+    .prepare(`SELECT key, lease_by FROM events WHERE key IN (SELECT value FROM json_each(?1))`)
+    .bind(JSON.stringify(eventKeys))
+    .all<{ key: string; lease_by: string | null }>();
+  return new Map(results.map((row) => [row.key, row.lease_by]));
+}
+
 export async function getDeliveries(db: D1Database, eventKey: string): Promise<DeliveryRow[]> {
   const { results } = await db.prepare(`SELECT * FROM deliveries WHERE event_key = ?1 ORDER BY destination`).bind(eventKey).all<DeliveryRow>();
   return results;
