@@ -8,14 +8,14 @@
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../env";
-import { findProvider } from "../providers";
+import { findSource } from "../sources";
 import { CounterDeltas } from "../store/metrics";
 
 const FLUSH_MS = 10_000;
 let refusals = new CounterDeltas();
 let lastFlush = 0;
 
-export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provider"> {
+export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:source"> {
   return async function webhookOutcomes(c, next) {
     const started = Date.now();
     await next();
@@ -23,15 +23,18 @@ export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provide
     const status = c.res.status;
     // The request path cannot tell copies apart (the consumer does): below 400 it is accepted, or a challenge.
     const outcome = status < 400 ? (log.outcome === "challenge" ? "challenge" : "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
-    // A provider name from the URL only when it is one we serve: a hostile path never becomes a label.
-    const provider = findProvider(c.req.param("provider"))?.name ?? "unknown";
+    // A source name from the URL only when it is one we serve: a hostile path never becomes a label.
+    const found = findSource(c.env, c.req.param("source"));
+    const source = found?.name ?? "unknown";
+    const provider = found?.provider.name ?? "unknown";
     c.env.METRICS?.writeDataPoint({
       indexes: [provider],
-      blobs: [provider, log.type ?? "", outcome, log.outcome ?? ""],
+      // The source is appended: queries written against blob1-4 keep their meaning.
+      blobs: [provider, log.type ?? "", outcome, log.outcome ?? "", source],
       doubles: [status, Date.now() - started],
     });
     if (outcome !== "refused") return;
-    refusals.event(provider, "", "refused");
+    refusals.event(source, provider, "", "refused");
     if (started - lastFlush >= FLUSH_MS) c.executionCtx.waitUntil(flushRefusals(c.env.DB).catch(() => undefined));
   };
 }
