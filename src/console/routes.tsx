@@ -1,11 +1,12 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
 import { searchEnabled, type AppEnv, type Env } from "../env";
-import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
+import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, sourceView } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { ReleaseView } from "../admin/schemas";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
+import { builtInSources, loadSources } from "../sources";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents, type EventPage as EventListPage } from "../store/events";
@@ -13,7 +14,7 @@ import { clearLoginFailures } from "../store/logins";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
-import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
+import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, SourcesPage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
 import { loginAttempt, loginClient } from "./throttle";
 
@@ -69,7 +70,7 @@ consoleRoutes.use("*", consoleAuth());
 consoleRoutes.get("/", async (c) => {
   const query = c.req.query();
   const filters: EventFilterValues = {
-    q: query.q, provider: query.provider, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
+    q: query.q, provider: query.provider, source: query.source, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
   };
   const now = Date.now();
   const [page, counts, hour, day] = await Promise.all([
@@ -78,7 +79,9 @@ consoleRoutes.get("/", async (c) => {
     recent(c.env.DB, now, 5 * 60_000, 12),
     recent(c.env.DB, now, HOUR, 24),
   ]);
-  const log = <EventLog filters={filters} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
+  const config = loadSources(c.env);
+  const sources = (config.ok ? config.sources : builtInSources).map((s) => s.name);
+  const log = <EventLog filters={filters} sources={sources} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
   return c.html(log, page.error?.status ?? 200);
 });
 
@@ -184,4 +187,10 @@ consoleRoutes.get("/destinations", async (c) => {
   const config = loadDestinations(c.env);
   const health = config.ok ? await destinationHealth(c.env.DB, config.destinations.map((d) => d.name), Date.now() - DAY) : [];
   return c.html(<DestinationsPage destinations={config.ok ? config.destinations : null} errors={config.ok ? [] : config.errors} health={health} />);
+});
+
+consoleRoutes.get("/sources", (c) => {
+  const config = loadSources(c.env);
+  const sources = (config.ok ? config.sources : builtInSources).map((source) => sourceView(source, c.env));
+  return c.html(<SourcesPage sources={sources} errors={config.ok ? [] : config.errors} />);
 });
