@@ -88,7 +88,7 @@ describe("several sources of one provider", () => {
   });
 
   it("leaves the built-in sources as they were without SOURCES", async () => {
-    expect(env.SOURCES).toBeUndefined();
+    expect(env.SOURCES).toEqual([]);
     const response = await sendAndConsume(await seismicRequest(seismicBody()));
     expect(response.status).toBe(200);
     const { id } = (await response.json()) as { id: string };
