@@ -8,6 +8,7 @@ import { defineConfig } from "vitest/config";
  */
 export const testBindings = {
   DESTINATIONS: [],
+  SOURCES: [],
   ZUDDL_AUTH_TOKEN: "",
   SEISMIC_SIGNING_SECRET: "test-seismic-current",
   SEISMIC_SIGNING_SECRET_OLD: "test-seismic-old",

@@ -65,7 +65,7 @@ async function writes(db: D1Database, template: string, count: number): Promise<
     const key = await eventKey("seismic", "livesend-session-summary-v3", eventId);
     const started = performance.now();
     await storeEvent(db, {
-      key, provider: "seismic", eventId, type: "livesend-session-summary-v3", knownType: true, tenant: "tenant-bench", occurredAt: null,
+      key, provider: "seismic", source: "seismic", eventId, type: "livesend-session-summary-v3", knownType: true, tenant: "tenant-bench", occurredAt: null,
       receivedAt: Date.now(), verifiedWith: "current", contentType: "application/json", body, forced: false,
     });
     times.push(performance.now() - started);

@@ -7,31 +7,36 @@ import { loadDestinations } from "./deliver/destinations";
 import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog } from "./log";
-import { providers } from "./providers";
 import { webhookOutcomes } from "./receive/outcomes";
 import { receiveWebhook } from "./receive/webhook";
+import { builtInSources, loadSources, sourceSecrets } from "./sources";
 
 export const app = new Hono<AppEnv>();
 
 app.use("*", requestLog());
 
 /**
- * Liveness plus whether DESTINATIONS is valid (503 when not: events wait until it is fixed), and
- * whether ADMIN_TOKEN is set and long enough (503 when it is too short: the admin API is closed).
- * Unauthenticated, so it counts errors and names no destination; the errors themselves are on
- * /admin/destinations (#9.6). Whether each provider has a secret is no news: its webhook endpoint
- * already answers provider_not_configured.
+ * Liveness plus whether DESTINATIONS and SOURCES are valid (503 when not: events wait, or senders
+ * retry, until they are fixed), whether the ALERT_* settings are, and whether ADMIN_TOKEN is set
+ * and long enough (503 when it is too short: the admin API is closed). Unauthenticated, so it
+ * counts errors and names no destination and no declared source (a source's name is the path
+ * that takes its webhooks); the errors themselves are on /admin/destinations, /admin/sources and
+ * /admin/alerts. `providers` says whether each built-in source has its secret, which is no news:
+ * its webhook endpoint already answers provider_not_configured.
  */
 app.get("/healthz", (c) => {
   const destinations = loadDestinations(c.env);
+  const sources = loadSources(c.env);
   const alerts = alertConfig(c.env);
   const admin = adminTokenState(c.env);
-  const ok = destinations.ok && alerts.ok && admin.valid;
+  const ok = destinations.ok && sources.ok && alerts.ok && admin.valid;
+  const unconfigured = sources.ok ? sources.sources.filter((s) => !s.builtIn && !sourceSecrets(s, c.env)).length : 0;
   return c.json(
     {
       status: ok ? "ok" : "degraded",
-      providers: Object.fromEntries(providers.map((p) => [p.name, { configured: p.secrets(c.env).length > 0 }])),
+      providers: Object.fromEntries(builtInSources.map((s) => [s.name, { configured: sourceSecrets(s, c.env) !== null }])),
       destinations: { valid: destinations.ok, errors: destinations.ok ? 0 : destinations.errors.length },
+      sources: { valid: sources.ok, errors: sources.ok ? 0 : sources.errors.length, unconfigured },
       alerts: { configured: Boolean(c.env.ALERT_URL), valid: alerts.ok, errors: alerts.ok ? 0 : alerts.errors.length },
       admin,
     },
@@ -39,7 +44,7 @@ app.get("/healthz", (c) => {
   );
 });
 
-app.post("/webhooks/:provider", webhookOutcomes(), receiveWebhook());
+app.post("/webhooks/:source", webhookOutcomes(), receiveWebhook());
 
 app.route("/admin", adminRoutes);
 app.route("/console", consoleRoutes);

@@ -27,6 +27,8 @@ export interface Env {
   SEARCH?: string;
   /** Array of destination tables from wrangler.toml; validated by deliver/destinations.ts. */
   DESTINATIONS?: unknown;
+  /** Array of source tables from wrangler.toml (more paths, each with its own secrets); validated by sources.ts. */
+  SOURCES?: unknown;
 
   SEISMIC_SIGNING_SECRET?: string;
   SEISMIC_SIGNING_SECRET_OLD?: string;
@@ -52,13 +54,15 @@ export interface Env {
   AUTH_FAILURES?: RateLimit;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
-  /** Destination secrets are bound under names chosen in DESTINATIONS (`secret = "NAME"`). */
+  /** Destination and source secrets are bound under names chosen in DESTINATIONS and SOURCES. */
   [secretBinding: string]: unknown;
 }
 
 /** An accepted event as the request path read it: everything the consumer needs to store it. */
 export interface Arrival {
   provider: string;
+  /** The source (path) it arrived through; the provider's name for its built-in source. */
+  source: string;
   /** The provider's id for the event, covered by its signature. */
   eventId: string;
   type: string;
@@ -119,6 +123,7 @@ export interface LogFields {
   method: string;
   path: string;
   provider?: string;
+  source?: string;
   eventKey?: string;
   eventId?: string;
   type?: string;

@@ -77,6 +77,7 @@ describe("configuration errors", () => {
       status: "degraded",
       providers: { seismic: { configured: true }, zuddl: { configured: true } },
       destinations: { valid: false, errors: EXPECTED_ERRORS.length },
+      sources: { valid: true, errors: 0, unconfigured: 0 },
       alerts: { configured: false, valid: true, errors: 0 },
       admin: { configured: true, valid: true },
     });

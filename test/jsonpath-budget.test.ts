@@ -95,13 +95,13 @@ describe("routing with a filter over its budget", () => {
   if (!loaded.ok) throw new Error(loaded.errors.join("\n"));
 
   it("leaves that destination out, says why, and still routes to the others", () => {
-    const routing = route(loaded.destinations, { provider: "seismic", type: "X", envelope: chain(1000) });
+    const routing = route(loaded.destinations, { provider: "seismic", source: "seismic", type: "X", envelope: chain(1000) });
     expect(routing.destinations.map((d) => d.name)).toEqual(["everything", "linear"]);
     expect(routing.skipped).toEqual([{ destination: "cubic", reason: `filter exceeded its budget of ${DEFAULT_BUDGET} nodes` }]);
   });
 
   it("skips nothing when every filter decides", () => {
-    const routing = route(loaded.destinations, { provider: "seismic", type: "X", envelope: chain(2) });
+    const routing = route(loaded.destinations, { provider: "seismic", source: "seismic", type: "X", envelope: chain(2) });
     expect(routing).toEqual({ destinations: loaded.destinations, skipped: [] });
   });
 });

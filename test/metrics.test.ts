@@ -82,10 +82,10 @@ describe("GET /admin/metrics", () => {
     const points: AnalyticsEngineDataPoint[] = [];
     const METRICS = { writeDataPoint: (point?: AnalyticsEngineDataPoint) => void (point && points.push(point)) } as AnalyticsEngineDataset;
     await sendWith(webhookRequest("seismic", seismicBody(), { "x-seismic-signature": "0".repeat(64) }), { METRICS });
-    expect(points).toEqual([{ indexes: ["seismic"], blobs: ["seismic", "", "refused", "invalid_signature"], doubles: [401, expect.any(Number)] }]);
+    expect(points).toEqual([{ indexes: ["seismic"], blobs: ["seismic", "", "refused", "invalid_signature", "seismic"], doubles: [401, expect.any(Number)] }]);
     const accepted = seismicBody();
     await sendWith(webhookRequest("seismic", accepted, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, accepted) }), { METRICS });
-    expect(points[1]).toEqual({ indexes: ["seismic"], blobs: ["seismic", "ContentManagerCreateFileV1", "accepted", "accepted:queued"], doubles: [200, expect.any(Number)] });
+    expect(points[1]).toEqual({ indexes: ["seismic"], blobs: ["seismic", "ContentManagerCreateFileV1", "accepted", "accepted:queued", "seismic"], doubles: [200, expect.any(Number)] });
   });
 
   it("counts attempts, final deliveries and forward durations per destination, and writes a data point per attempt", async () => {

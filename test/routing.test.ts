@@ -106,16 +106,16 @@ describe("destination routing", () => {
   const destinations = loaded.destinations;
 
   it("routes by provider, exact type, wildcard type and filter", () => {
-    expect(names(route(destinations, { provider: "seismic", type: "ContentManagerCreateFileV1", envelope: createFile }))).toEqual([
+    expect(names(route(destinations, { provider: "seismic", source: "seismic", type: "ContentManagerCreateFileV1", envelope: createFile }))).toEqual([
       "everything", "seismic-only", "content-manager", "team-site-1",
     ]);
-    expect(names(route(destinations, { provider: "seismic", type: "LiveDocCompletedV2", envelope: liveDoc }))).toEqual([
+    expect(names(route(destinations, { provider: "seismic", source: "seismic", type: "LiveDocCompletedV2", envelope: liveDoc }))).toEqual([
       "everything", "seismic-only", "exact-types",
     ]);
-    expect(names(route(destinations, { provider: "zuddl", type: "TIME_SPENT_IN_SESSION", envelope: {} }))).toEqual([
+    expect(names(route(destinations, { provider: "zuddl", source: "zuddl", type: "TIME_SPENT_IN_SESSION", envelope: {} }))).toEqual([
       "everything", "exact-types", "local",
     ]);
-    expect(names(route(destinations, { provider: "zuddl", type: "ContentManagerX", envelope: {} }))).toEqual(["everything", "content-manager", "local"]);
+    expect(names(route(destinations, { provider: "zuddl", source: "zuddl", type: "ContentManagerX", envelope: {} }))).toEqual(["everything", "content-manager", "local"]);
   });
 
   it("reports every configuration error clearly", () => {

@@ -11,7 +11,7 @@ import * as T from "@sinclair/typebox";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
   AlertsView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
-  Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, StatsView, StringEnum,
+  Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, SourceView, StatsView, StringEnum,
 } from "./schemas";
 
 interface Param {
@@ -76,6 +76,7 @@ export const ADMIN_API: Record<string, Operation> = {
         invalid: "invalid_query",
       },
       provider: text("only this provider"),
+      source: text("only events that arrived through this source"),
       type: text("only this type"),
       status: { schema: StringEnum(EVENT_STATUSES), description: "only events in this status" },
       tenant: text("only this tenant"),
@@ -229,6 +230,20 @@ export const ADMIN_API: Record<string, Operation> = {
     status: 200,
     response: AlertsView,
   },
+  "GET /admin/sources": {
+    operationId: "getSources",
+    summary: "Every source served (built-in and from SOURCES), or SOURCES's errors",
+    description:
+      "Binding names and whether each is set, never a value. While SOURCES is invalid only the built-in sources are served, and other paths answer 503 invalid_sources; errors name the entry, the field and the rule, never the rejected value.",
+    status: 200,
+    response: T.Union([
+      T.Object({ valid: T.Literal(true), sources: T.Array(SourceView) }, { additionalProperties: false }),
+      T.Object(
+        { valid: T.Literal(false), errors: T.Array(T.String(), { minItems: 1 }), sources: T.Array(SourceView, { description: "the built-in sources, served meanwhile" }) },
+        { additionalProperties: false },
+      ),
+    ]),
+  },
   "GET /admin/dead-letters": {
     operationId: "listDeadLetters",
     summary: "Everything the dead-letter queue delivered, newest first",
@@ -263,6 +278,7 @@ const COMPONENTS: Record<string, T.TSchema> = {
   DeadLetter: DeadLetterView,
   DestinationConfig: DestinationConfigView,
   Destination: DestinationView,
+  Source: SourceView,
   Stats: StatsView,
 };
 const COMPONENT_NAMES = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema as object, name]));

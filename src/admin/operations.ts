@@ -2,11 +2,12 @@
 import { loadDestinations, route, type Destination } from "../deliver/destinations";
 import { numberVar, searchEnabled, type Env } from "../env";
 import { HttpError, unavailable } from "../errors";
+import { bindingStates, sourceSecrets, type Source } from "../sources";
 import { DELIVERY_STATUSES, listDeliveries, replayStatements, type AttemptRow, type DeliveryCursor, type DeliveryFilter, type DeliveryRow } from "../store/deliveries";
-import { bodyJson, getEvent, type EventFilter, type EventRow, type EventSummary } from "../store/events";
+import { bodyJson, getEvent, sourceOf, type EventFilter, type EventRow, type EventSummary } from "../store/events";
 import {
   BULK_REPLAY_LIMIT, DEFAULT_PAGE, MAX_PAGE, REPLAYABLE_STATUSES,
-  type AttemptView, type DeliveryView, type EventDetailView, type EventView, type PayloadView,
+  type AttemptView, type DeliveryView, type EventDetailView, type EventView, type PayloadView, type SourceView,
 } from "./schemas";
 
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
@@ -32,7 +33,7 @@ export async function replayEvent(env: Env, row: EventRow, destination?: string)
     targets = [destination];
   } else {
     // A forced event's body may not be JSON: then no filter can match it, but type routes still do.
-    targets = route(destinations, { provider: row.provider, type: row.type, envelope: bodyJson(row.body)?.json ?? null }).destinations.map((d) => d.name);
+    targets = route(destinations, { provider: row.provider, source: sourceOf(row), type: row.type, envelope: bodyJson(row.body)?.json ?? null }).destinations.map((d) => d.name);
   }
   if (targets.length) await replay(env, [{ eventKey: row.key, destinations: targets }], destination !== undefined);
   return targets;
@@ -136,6 +137,7 @@ export function eventFilter(env: Env, query: Record<string, string | undefined>)
   }
   return {
     provider: query.provider,
+    source: query.source,
     type: query.type,
     status: query.status,
     tenant: query.tenant,
@@ -202,6 +204,7 @@ export function eventView(row: EventSummary): EventView {
   return {
     id: row.key,
     provider: row.provider,
+    source: sourceOf(row),
     eventId: row.event_id,
     type: row.type,
     knownType: row.known_type === 1,
@@ -215,6 +218,17 @@ export function eventView(row: EventSummary): EventView {
     /** Why the last delivery round could not run (an error, or DESTINATIONS invalid); null once one ran. */
     lastError: row.last_error,
     lastHandledAt: iso(row.progress_at),
+  };
+}
+
+/** A source as the operator API and the console show it: binding names and whether each is set, never a value. */
+export function sourceView(source: Source, env: Env): SourceView {
+  return {
+    name: source.name,
+    provider: source.provider.name,
+    builtIn: source.builtIn,
+    configured: sourceSecrets(source, env) !== null,
+    bindings: bindingStates(source, env),
   };
 }
 

@@ -39,6 +39,7 @@ export function quarantineView(row: QuarantineSummary): QuarantinedView {
   return {
     id: row.id,
     provider: row.provider,
+    source: row.source ?? row.provider,
     reason: row.reason,
     error: row.error,
     path: row.path,
@@ -75,7 +76,7 @@ export async function releaseQuarantined(env: Env, row: QuarantineRow, force: bo
   const releasedAt = Date.now();
   // Received now: retention and the sweep's clock run from it; the row keeps when it first arrived.
   const { key } = await acceptEvent(env, {
-    ...event, provider: row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced, released: true,
+    ...event, provider: row.provider, source: row.source ?? row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced, released: true,
   });
   const recorded = await markReleased(env.DB, row.id, key, forced, releasedAt).catch(() => {
     throw unavailable("storage_unavailable", `the payload is event ${key} now, but its release was not recorded; release it again`);

@@ -5,11 +5,12 @@ import { listDeadLetters } from "../store/dead-letters";
 import { getAttempts, getDeliveries, listDeliveries, stats, type DeliveryCursor } from "../store/deliveries";
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
+import { builtInSources, loadSources } from "../sources";
 import { adminAuth } from "./auth";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "./destinations";
 import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
-  bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, timeParam,
+  bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, sourceView, timeParam,
 } from "./operations";
 import { openApiDocument } from "./openapi";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
@@ -94,6 +95,13 @@ adminRoutes.post("/destinations/:name/resume", async (c) => {
 });
 
 adminRoutes.get("/alerts", async (c) => c.json(await alertsView(c.env)));
+
+adminRoutes.get("/sources", (c) => {
+  const config = loadSources(c.env);
+  const view = (sources: typeof builtInSources) => sources.map((source) => sourceView(source, c.env));
+  if (!config.ok) return c.json({ valid: false, errors: config.errors, sources: view(builtInSources) });
+  return c.json({ valid: true, sources: view(config.sources) });
+});
 
 adminRoutes.get("/metrics", async (c) => c.body(await prometheusText(c.env), 200, { "content-type": PROMETHEUS_CONTENT_TYPE }));
 

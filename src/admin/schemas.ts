@@ -44,6 +44,7 @@ export const EventView = Strict(
   {
     id: T.String({ description: "the gateway's id, `evt_` + 24 hex digits; the forwards' `webhook-id`" }),
     provider: T.String(),
+    source: T.String({ description: "the source (path /webhooks/<source>) it arrived through; the first one when copies arrived through several" }),
     eventId: T.String({ description: "the provider's own id for the event, covered by its signature" }),
     type: T.String(),
     knownType: T.Boolean({ description: "false: a valid envelope of a type this gateway has no name for" }),
@@ -99,6 +100,7 @@ export const EventDetailView = Strict(
 const quarantinedFields = {
   id: T.Integer({ minimum: 1 }),
   provider: T.String(),
+  source: T.String({ description: "the source it arrived through; the first one when the same bytes arrived through several" }),
   reason: T.String({ description: "the error code the request was answered with: malformed_json, invalid_utf8, empty_body or schema_mismatch" }),
   error: T.String(),
   path: Nullable(T.String(), { description: "JSONPath of the first schema failure" }),
@@ -139,6 +141,7 @@ export const DestinationConfigView = Strict({
   name: T.String(),
   url: T.String({ format: "uri" }),
   providers: T.Optional(T.Array(T.String())),
+  sources: T.Optional(T.Array(T.String(), { description: "only events that arrived through these sources" })),
   types: T.Optional(T.Array(T.String(), { description: "exact types, or prefixes ending in *" })),
   filter: T.Optional(T.String({ description: "JSONPath filter in Seismic's dialect" })),
   secret: T.Optional(T.String({ description: "the name of the secret binding holding the signing key, never its value" })),
@@ -200,6 +203,19 @@ export const DestinationControlView = Strict({
   released: T.Integer({ minimum: 0, description: "held deliveries made pending and enqueued by this call (a resume); the rest follow through the queue, oldest first" }),
 });
 
+const BindingState = Strict(
+  { name: T.String({ description: "the secret binding's name, never its value" }), set: T.Boolean({ description: "whether the binding has a value" }) },
+);
+
+/** A source as served, its binding names and whether each is set (see src/sources.ts and the README). */
+export const SourceView = Strict({
+  name: T.String({ description: "its path: POST /webhooks/<name>" }),
+  provider: T.String(),
+  builtIn: T.Boolean({ description: "a provider's own source, with fixed binding names; served even while SOURCES is invalid" }),
+  configured: T.Boolean({ description: "false: its signing secret (or the token it names) is not set; it answers 503 provider_not_configured" }),
+  bindings: Strict({ secret: BindingState, secretOld: Nullable(BindingState), token: Nullable(BindingState) }),
+});
+
 export const StatsView = Strict({
   since: Time(),
   until: Time(),
@@ -216,6 +232,7 @@ export type DestinationView = T.Static<typeof DestinationView>;
 export type DestinationConfigView = T.Static<typeof DestinationConfigView>;
 export type DestinationControlView = T.Static<typeof DestinationControlView>;
 export type AlertsView = T.Static<typeof AlertsView>;
+export type SourceView = T.Static<typeof SourceView>;
 export type EventDetailView = T.Static<typeof EventDetailView>;
 export type DeliveryView = T.Static<typeof DeliveryView>;
 export type AttemptView = T.Static<typeof AttemptView>;

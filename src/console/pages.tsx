@@ -2,7 +2,7 @@
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import { DEFAULT_CIRCUIT_FAILURES, DEFAULT_CIRCUIT_PROBE_SECONDS } from "../deliver/destinations";
-import type { AlertsView, DestinationView } from "../admin/schemas";
+import type { AlertsView, DestinationView, SourceView } from "../admin/schemas";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
 import type { EventRow, EventSummary } from "../store/events";
@@ -46,6 +46,7 @@ export const Layout: FC<{ title: string; children?: Child }> = ({ title, childre
           <a href="/console">Events</a>
           <a href="/console/dead">Dead letters &amp; quarantine</a>
           <a href="/console/destinations">Destinations</a>
+          <a href="/console/sources">Sources</a>
         </nav>
         <form method="post" action="/console/logout">
           <button type="submit">Sign out</button>
@@ -86,6 +87,7 @@ const Status: FC<{ status: string }> = ({ status }) => <span class={`status-${st
 export interface EventFilterValues {
   q?: string;
   provider?: string;
+  source?: string;
   type?: string;
   status?: string;
   tenant?: string;
@@ -96,6 +98,8 @@ export interface EventFilterValues {
 
 export const EventLog: FC<{
   filters: EventFilterValues;
+  /** The source names served now, for the source filter. */
+  sources: string[];
   events: EventSummary[];
   nextCursor: string | null;
   counts: { hour: number; day: number; deadDeliveries: number };
@@ -105,7 +109,7 @@ export const EventLog: FC<{
   search: boolean;
   /** Why the filters could not be used (a search with no word, a bad time): the table is empty. */
   error?: string;
-}> = ({ filters, search, events, nextCursor, counts, hour, day, error }) => {
+}> = ({ filters, sources, search, events, nextCursor, counts, hour, day, error }) => {
   const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
   return (
     <Layout title="Events">
@@ -125,6 +129,12 @@ export const EventLog: FC<{
         <label for="f-provider">Provider<select id="f-provider" name="provider">
           {["", "seismic", "zuddl"].map((p) => <option value={p} selected={filters.provider === p}>{p || "any"}</option>)}
         </select></label>
+        <label for="f-source">Source<select id="f-source" name="source">
+          {/* A source no longer served still names its stored events: kept as an option while it is the filter. */}
+          {["", ...sources, ...(filters.source && !sources.includes(filters.source) ? [filters.source] : [])].map((s) => (
+            <option value={s} selected={(filters.source ?? "") === s}>{s || "any"}</option>
+          ))}
+        </select></label>
         <label for="f-type">Type<input id="f-type" name="type" value={filters.type ?? ""} /></label>
         <label for="f-status">Status<select id="f-status" name="status">
           {["", "received", "queued", "delivered", "failed", "dead"].map((s) => <option value={s} selected={filters.status === s}>{s || "any"}</option>)}
@@ -143,12 +153,13 @@ export const EventLog: FC<{
       {error && <p class="error" role="alert">{error}</p>}
       <table>
         <caption>Newest first</caption>
-        <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
+        <thead><tr><th scope="col">Received</th><th scope="col">Provider</th><th scope="col">Source</th><th scope="col">Type</th><th scope="col">Tenant</th><th scope="col">Status</th><th scope="col">Event</th></tr></thead>
         <tbody>
           {events.map((e) => (
             <tr>
               <td>{time(e.received_at)}</td>
               <td>{e.provider}</td>
+              <td>{e.source ?? e.provider}</td>
               <td>{e.type}{e.known_type ? "" : " (unknown type)"}</td>
               <td>{e.tenant ?? "–"}</td>
               <td><Status status={e.status} /></td>
@@ -187,6 +198,7 @@ export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempt
         <tbody>
           <tr><th scope="row">Gateway id</th><td>{event.key}</td></tr>
           <tr><th scope="row">Provider event id</th><td>{event.event_id}</td></tr>
+          <tr><th scope="row">Source</th><td>{event.source ?? event.provider}</td></tr>
           <tr><th scope="row">Type</th><td>{event.type}{event.known_type ? "" : " (unknown type)"}</td></tr>
           <tr><th scope="row">Tenant</th><td>{event.tenant ?? "–"}</td></tr>
           <tr><th scope="row">Occurred at (as sent)</th><td>{event.occurred_at ?? "–"}</td></tr>
@@ -296,6 +308,7 @@ export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; err
     <table>
       <tbody>
         <tr><th scope="row">Provider</th><td>{item.provider}</td></tr>
+        <tr><th scope="row">Source</th><td>{item.source ?? item.provider}</td></tr>
         <tr><th scope="row">Reason</th><td>{item.reason}</td></tr>
         <tr><th scope="row">At path</th><td><code>{item.path ?? "–"}</code></td></tr>
         <tr><th scope="row">Error</th><td>{item.error}</td></tr>
@@ -373,7 +386,7 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
                 <td>{d.lastSuccessAt ? time(Date.parse(d.lastSuccessAt)) : "–"} / {d.lastFailureAt ? time(Date.parse(d.lastFailureAt)) : "–"}</td>
                 <td>{config.url}</td>
                 <td>
-                  providers: {config.providers?.join(", ") ?? "all"}; types: {config.types?.join(", ") ?? "all"}
+                  providers: {config.providers?.join(", ") ?? "all"}; sources: {config.sources?.join(", ") ?? "all"}; types: {config.types?.join(", ") ?? "all"}
                   {config.filter && <div>filter: <code>{config.filter}</code></div>}
                 </td>
                 <td>
@@ -398,6 +411,33 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
       </table>
       <DestinationCharts destinations={(destinations ?? []).map((d) => d.name)} health={health} />
       <AlertsSection alerts={alerts} />
+    </Layout>
+  );
+};
+
+/** Each source's path, provider and secret bindings (names, and whether each is set; never a value). */
+export const SourcesPage: FC<{ sources: SourceView[]; errors: string[] }> = ({ sources, errors }) => {
+  const binding = (b: SourceView["bindings"]["secret"] | null) => (b ? <><code>{b.name}</code> {b.set ? "set" : <span class="error">not set</span>}</> : "–");
+  return (
+    <Layout title="Sources">
+      {errors.length > 0 && (
+        <div role="alert" class="error">
+          <p>SOURCES is invalid; only the built-in sources are served (other paths answer 503, so senders retry) until it is fixed:</p>
+          <ul>{errors.map((e) => <li>{e}</li>)}</ul>
+        </div>
+      )}
+      <table>
+        <thead><tr><th scope="col">Path</th><th scope="col">Provider</th><th scope="col">Kind</th><th scope="col">Signing secret</th><th scope="col">Old secret</th><th scope="col">Token</th><th scope="col">Receiving</th></tr></thead>
+        <tbody>
+          {sources.map((s) => (
+            <tr>
+              <td><code>/webhooks/{s.name}</code></td><td>{s.provider}</td><td>{s.builtIn ? "built-in" : "SOURCES"}</td>
+              <td>{binding(s.bindings.secret)}</td><td>{binding(s.bindings.secretOld)}</td><td>{binding(s.bindings.token)}</td>
+              <td>{s.configured ? "yes" : <span class="error">no: answers 503 provider_not_configured</span>}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
     </Layout>
   );
 };

@@ -1,19 +1,20 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
 import { Hono } from "hono";
 import { searchEnabled, type AppEnv, type Env } from "../env";
-import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent } from "../admin/operations";
+import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, sourceView } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { ReleaseView } from "../admin/schemas";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
+import { builtInSources, loadSources } from "../sources";
 import { tokensEqual } from "../receive/signature";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents, type EventPage as EventListPage } from "../store/events";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
-import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, type EventFilterValues } from "./pages";
+import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, SourcesPage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
 import { clientOf, countFailure, refuseIfLocked, WINDOW_SECONDS } from "../throttle";
 import { adminToken } from "../admin/auth";
@@ -71,7 +72,7 @@ consoleRoutes.use("*", consoleAuth());
 consoleRoutes.get("/", async (c) => {
   const query = c.req.query();
   const filters: EventFilterValues = {
-    q: query.q, provider: query.provider, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
+    q: query.q, provider: query.provider, source: query.source, type: query.type, status: query.status, tenant: query.tenant, eventId: query.eventId, since: query.since, until: query.until,
   };
   const now = Date.now();
   const [page, counts, hour, day] = await Promise.all([
@@ -80,7 +81,9 @@ consoleRoutes.get("/", async (c) => {
     recent(c.env.DB, now, 5 * 60_000, 12),
     recent(c.env.DB, now, HOUR, 24),
   ]);
-  const log = <EventLog filters={filters} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
+  const config = loadSources(c.env);
+  const sources = (config.ok ? config.sources : builtInSources).map((s) => s.name);
+  const log = <EventLog filters={filters} sources={sources} search={searchEnabled(c.env)} counts={counts} hour={hour} day={day} events={page.events} nextCursor={page.nextCursor} error={page.error?.message} />;
   return c.html(log, page.error?.status ?? 200);
 });
 
@@ -205,4 +208,10 @@ consoleRoutes.post("/destinations/:name/pause", async (c) => {
 consoleRoutes.post("/destinations/:name/resume", async (c) => {
   const { destination } = await resumeDestination(c.env, c.req.param("name"));
   return c.redirect(`/console/destinations?done=resumed&name=${encodeURIComponent(destination.name)}`, 303);
+});
+
+consoleRoutes.get("/sources", (c) => {
+  const config = loadSources(c.env);
+  const sources = (config.ok ? config.sources : builtInSources).map((source) => sourceView(source, c.env));
+  return c.html(<SourcesPage sources={sources} errors={config.ok ? [] : config.errors} />);
 });

@@ -32,7 +32,7 @@ import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, NOT_COUNTED, recordRounds,
   type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
 } from "../store/deliveries";
-import { bodyJson, LEASE_NONCE_CHARS, type EventRow, type EventStatus } from "../store/events";
+import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus } from "../store/events";
 import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
@@ -556,7 +556,7 @@ async function releaseEach(env: Env, releases: Message<ReleaseHeld>[]): Promise<
  */
 function plan(event: EventRow, previous: Map<string, DeliveryRow>, destinations: Destination[]): { targets: Destination[]; closed: ClosedDelivery[] } {
   // Route on what the receive path parsed: the stored text without a byte-order mark (it is still forwarded).
-  const routing = route(destinations, { provider: event.provider, type: event.type, envelope: bodyJson(event.body)?.json ?? null });
+  const routing = route(destinations, { provider: event.provider, source: sourceOf(event), type: event.type, envelope: bodyJson(event.body)?.json ?? null });
   const targets = new Map(routing.destinations.map((d) => [d.name, d]));
   const configured = new Map(destinations.map((d) => [d.name, d]));
   const closed: ClosedDelivery[] = [];
@@ -565,7 +565,7 @@ function plan(event: EventRow, previous: Map<string, DeliveryRow>, destinations:
     const destination = configured.get(row.destination);
     if (destination && row.pinned) targets.set(row.destination, destination);
     else if (!routing.skipped.some((s) => s.destination === row.destination)) {
-      const reason = destination ? "no longer routes this event (its providers, types or filter changed)" : "no destination by this name in DESTINATIONS";
+      const reason = destination ? "no longer routes this event (its providers, sources, types or filter changed)" : "no destination by this name in DESTINATIONS";
       closed.push({ destination: row.destination, status: "cancelled", reason: `cancelled: ${reason}` });
     }
   }
@@ -591,7 +591,8 @@ async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: A
   const record = await forwardOnce(event, due, retry);
   writePoint(metrics, {
     index: destination.name,
-    blobs: [destination.name, record.status, event.provider, event.type],
+    // The source is appended: queries written against blob1-4 keep their meaning.
+    blobs: [destination.name, record.status, event.provider, event.type, sourceOf(event)],
     doubles: [record.durationMs, record.statusCode ?? 0],
   });
   return record;

@@ -5,8 +5,10 @@
  * retry path until it is fixed. Errors name the field and the rule, never the rejected value,
  * which may be a secret pasted into the wrong field (#9.6).
  */
-import { array, integer, max, min, nonempty, number, object, optional, pattern, record, refine, size, string, type Failure, type Infer } from "superstruct";
+import { array, integer, max, min, nonempty, number, object, optional, pattern, record, refine, size, string, type Infer } from "superstruct";
+import { describeFailure, entryLabel, fromJsonText } from "../config";
 import type { Env } from "../env";
+import { configuredSourceNames, SOURCE_NAME } from "../sources";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -43,6 +45,7 @@ const DestinationConfig = object({
   name: pattern(string(), NAME),
   url: refine(string(), "url", isAllowedUrl),
   providers: optional(size(array(nonempty(string())), 1, 20)),
+  sources: optional(size(array(pattern(string(), SOURCE_NAME)), 1, 50)),
   types: optional(size(array(pattern(string(), /^[^*]+\*?$|^\*$/)), 1, 100)),
   filter: optional(nonempty(string())),
   secret: optional(pattern(string(), /^[A-Z][A-Z0-9_]*$/)),
@@ -63,6 +66,7 @@ const RULES = {
   name: "must be 1-64 letters, digits or ._- starting with a letter or digit",
   url: "must be https (or http to 127.0.0.1/localhost)",
   providers: "must be a list of 1-20 non-empty provider names",
+  sources: "must be a list of 1-50 source names (a-z, 0-9, -)",
   types: "must be a list of 1-100 exact types or prefixes ending in *",
   filter: "must be a non-empty JSONPath filter",
   secret: "must be the name of a secret binding (A-Z, 0-9, _), not the secret itself",
@@ -73,13 +77,12 @@ const RULES = {
   headers: `must be a table of at most ${MAX_HEADERS} header names to text values, in which \${NAME} stands for the secret binding NAME`,
 } satisfies Record<keyof DestinationConfig, string>;
 
-/** An unknown key is shown only when it looks like a misspelt field name, never when it could be pasted text. */
-const FIELD_LIKE = /^[a-z][a-z_]{0,23}$/;
-
 export interface Destination {
   name: string;
   url: string;
   providers: ReadonlySet<string> | null;
+  /** Only events that arrived through these sources (see src/sources.ts); null: any source. */
+  sources: ReadonlySet<string> | null;
   types: { exact: ReadonlySet<string>; prefixes: readonly string[] } | null;
   filter: CompiledFilter | null;
   /** Key bytes of the Standard Webhooks secret, or null to forward unsigned. */
@@ -121,31 +124,23 @@ export function loadDestinations(env: Env): DestinationsResult {
     ...(typeof d?.headers === "object" && d.headers !== null ? Object.values(d.headers).flatMap(placeholders) : []),
   ]) : [];
   // The key holds secret values only in this isolate's memory, to notice a `wrangler secret put`.
-  const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : ""))]);
-  if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env) };
+  // The source names a destination may route on come from SOURCES: a change there is a new configuration too.
+  const sourceNames = configuredSourceNames(env);
+  const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : "")), sourceNames && [...sourceNames]]);
+  if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env, sourceNames) };
   return cache.result;
 }
 
-/** wrangler.toml gives an array; .dev.vars and `wrangler secret` can only give text, so accept JSON text too. */
-function fromJsonText(raw: unknown): unknown {
-  if (typeof raw !== "string") return raw;
-  try {
-    return JSON.parse(raw) as unknown;
-  } catch {
-    return raw;
-  }
-}
-
-function parseDestinations(raw: unknown, env: Env): DestinationsResult {
+function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<string> | null): DestinationsResult {
   if (!Array.isArray(raw)) return { ok: false, errors: ["DESTINATIONS must be an array of tables (or JSON text of one)"] };
   const errors: string[] = [];
   const destinations: Destination[] = [];
   const names = new Set<string>();
   raw.forEach((entry: unknown, index) => {
     const [error, config] = DestinationConfig.validate(entry);
-    const label = labelOf(entry, index);
+    const label = entryLabel("DESTINATIONS", entry, index, NAME);
     if (error) {
-      for (const failure of error.failures()) errors.push(`${label}${describeFailure(failure)}`);
+      for (const failure of error.failures()) errors.push(`${label}${describeFailure(failure, RULES, "must be a table with at least name and url")}`);
       return;
     }
     if (names.has(config.name)) errors.push(`${label}: name "${config.name}" is used twice`);
@@ -170,11 +165,16 @@ function parseDestinations(raw: unknown, env: Env): DestinationsResult {
     const headers = config.headers ? resolveHeaders(config.headers, env, `${label}.headers`, errors) : [];
     // Without the binding a limit could not be kept across invocations: refuse rather than send unmetered.
     if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
+    // Unknown while SOURCES is invalid (null): not checked then, so built-in sources keep their deliveries.
+    config.sources?.forEach((name, i) => {
+      if (sourceNames && !sourceNames.has(name)) errors.push(`${label}.sources.${i}: is not a configured source`);
+    });
     const types = config.types ?? null;
     destinations.push({
       name: config.name,
       url: config.url,
       providers: config.providers ? new Set(config.providers) : null,
+      sources: config.sources ? new Set(config.sources) : null,
       types: types && {
         exact: new Set(types.filter((t) => !t.endsWith("*"))),
         prefixes: types.filter((t) => t.endsWith("*")).map((t) => t.slice(0, -1)),
@@ -225,26 +225,6 @@ function resolveHeaders(headers: Record<string, string>, env: Env, label: string
   return resolved;
 }
 
-/** `DESTINATIONS[i]`, with the entry's name only when it passes the name rule (an invalid one may be anything). */
-function labelOf(entry: unknown, index: number): string {
-  const name = typeof entry === "object" && entry !== null && "name" in entry ? entry.name : undefined;
-  return `DESTINATIONS[${index}]${typeof name === "string" && NAME.test(name) ? ` (${name})` : ""}`;
-}
-
-/** `.field: rule` for one failure; never superstruct's message, which quotes the rejected value. */
-function describeFailure(failure: Failure): string {
-  const path: unknown[] = failure.path;
-  const field = path[0];
-  if (typeof field !== "string") return ": must be a table with at least name and url";
-  if (!Object.hasOwn(RULES, field)) {
-    return FIELD_LIKE.test(field) ? `.${field}: is not a known field` : ": has a field that is not a known field (its name is not shown)";
-  }
-  const rule = RULES[field as keyof typeof RULES];
-  if (failure.value === undefined) return `.${field}: is required; ${rule}`;
-  // A header's name is a key the operator typed: it could be a pasted secret, so it is not shown.
-  return `.${field === "headers" ? field : path.join(".")}: ${rule}`;
-}
-
 /** Where an event goes, and the destinations whose filter could not decide (never an exception). */
 export interface Routing {
   destinations: Destination[];
@@ -253,14 +233,15 @@ export interface Routing {
 }
 
 /**
- * The destinations an event goes to: provider, then type (exact or prefix*), then filter. A filter
+ * The destinations an event goes to: provider, source, then type (exact or prefix*), then filter. A filter
  * that cannot decide (over its budget, #9.7) leaves its destination out, in `skipped` with why;
  * `evaluate` never throws, so neither does this.
  */
-export function route(destinations: readonly Destination[], event: { provider: string; type: string; envelope: unknown }): Routing {
+export function route(destinations: readonly Destination[], event: { provider: string; source: string; type: string; envelope: unknown }): Routing {
   const routing: Routing = { destinations: [], skipped: [] };
   for (const destination of destinations) {
     if (destination.providers && !destination.providers.has(event.provider)) continue;
+    if (destination.sources && !destination.sources.has(event.source)) continue;
     if (destination.types) {
       const { exact, prefixes } = destination.types;
       if (!exact.has(event.type) && !prefixes.some((prefix) => event.type.startsWith(prefix))) continue;

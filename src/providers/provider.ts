@@ -1,8 +1,6 @@
 import { StructError, type Struct } from "superstruct";
-import type { Env } from "../env";
 import { HttpError } from "../errors";
 import { compile } from "./compile";
-import type { ConfiguredSecret } from "../receive/signature";
 
 /** What the request path needs to know about an accepted event, whatever its provider. */
 export interface ParsedEvent {
@@ -15,18 +13,33 @@ export interface ParsedEvent {
   occurredAt: string | null;
 }
 
+/** Names of the secret bindings a source reads (never their values). */
+export interface SecretBindings {
+  /** The current signing secret. */
+  secret: string;
+  /** The previous signing secret, while a rotation is in progress. */
+  secretOld?: string;
+  /** A static token the sender adds to each request (providers with `authenticate` only). */
+  token?: string;
+}
+
 /**
- * A provider is one value: its headers, secrets, challenge forms and schemas.
+ * A provider is one value: its headers, challenge forms and schemas, and the binding names of
+ * its built-in source. Which secrets verify a request is the source's business (src/sources.ts):
+ * one provider may be served at several paths, each with its own secrets.
  * The request path never asks which provider it is talking to.
  */
 export interface Provider {
   name: string;
-  /** Configured signing secrets, current first; empty when the provider is not configured. */
-  secrets(env: Env): ConfiguredSecret[];
+  /** The bindings of the built-in source served at /webhooks/<name>: the one place these names are written. */
+  bindings: SecretBindings;
   /** Signature candidates carried by the request, as hex strings (prefixes such as `sha256=` removed). */
   signatures(headers: Headers): string[];
-  /** Extra, provider-specific authentication (a static token header); throws HttpError. */
-  authenticate?(headers: Headers, env: Env): void;
+  /**
+   * Checks the static token the source expects (called only when one is configured); throws
+   * HttpError. A provider without it takes no token.
+   */
+  authenticate?(headers: Headers, token: string): void;
   /** A URL-verification request, answered and never stored; null for anything else. */
   challenge?(body: unknown): Response | null;
   /** Validates the payload and extracts what the gateway indexes; throws `schemaMismatch`. */
@@ -72,14 +85,6 @@ function describe(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "array";
   return typeof value;
-}
-
-/** The secrets of a provider from its two bindings, skipping unset or empty ones. */
-export function secretsFrom(current: string | undefined, old: string | undefined): ConfiguredSecret[] {
-  const secrets: ConfiguredSecret[] = [];
-  if (current) secrets.push({ slot: "current", value: current });
-  if (old) secrets.push({ slot: "old", value: old });
-  return secrets;
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {

@@ -9,7 +9,7 @@
  */
 import { array, boolean, literal, number, string, type, unknown, type Infer } from "superstruct";
 import { maybe, nonEmpty } from "./compile";
-import { check, isRecord, schemaMismatch, secretsFrom, type ParsedEvent, type Provider } from "./provider";
+import { check, isRecord, schemaMismatch, type ParsedEvent, type Provider } from "./provider";
 
 /** Dates are kept exactly as Seismic sends them; see the quirks above. */
 const ProviderDate = string();
@@ -202,7 +202,7 @@ function readEnvelope(body: unknown) {
 export const seismic: Provider = {
   name: "seismic",
 
-  secrets: (env) => secretsFrom(env.SEISMIC_SIGNING_SECRET, env.SEISMIC_SIGNING_SECRET_OLD),
+  bindings: { secret: "SEISMIC_SIGNING_SECRET", secretOld: "SEISMIC_SIGNING_SECRET_OLD" },
 
   signatures(headers) {
     const found: string[] = [];

@@ -8,7 +8,7 @@ import { array, number, string, type, unknown, type Infer } from "superstruct";
 import { HttpError } from "../errors";
 import { tokensEqual } from "../receive/signature";
 import { maybe, nonEmpty } from "./compile";
-import { check, secretsFrom, type ParsedEvent, type Provider } from "./provider";
+import { check, type ParsedEvent, type Provider } from "./provider";
 
 const Profile = type({
   firstName: maybe(string()),
@@ -55,7 +55,7 @@ const actionSchemas = new Map([["TIME_SPENT_IN_SESSION", TimeSpentInSession]]);
 export const zuddl: Provider = {
   name: "zuddl",
 
-  secrets: (env) => secretsFrom(env.ZUDDL_SIGNING_SECRET, env.ZUDDL_SIGNING_SECRET_OLD),
+  bindings: { secret: "ZUDDL_SIGNING_SECRET", secretOld: "ZUDDL_SIGNING_SECRET_OLD", token: "ZUDDL_AUTH_TOKEN" },
 
   signatures(headers) {
     const value = headers.get("x-webhook-signature")?.trim();
@@ -63,9 +63,7 @@ export const zuddl: Provider = {
     return [value.toLowerCase().startsWith("sha256=") ? value.slice("sha256=".length) : value];
   },
 
-  authenticate(headers, env) {
-    const expected = env.ZUDDL_AUTH_TOKEN;
-    if (!expected) return;
+  authenticate(headers, expected) {
     const given = headers.get("x-webhook-token");
     if (given === null) throw new HttpError(401, "missing_token", "X-Webhook-Token header is required");
     if (!tokensEqual(given, expected)) throw new HttpError(401, "invalid_token", "X-Webhook-Token does not match");

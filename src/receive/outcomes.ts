@@ -9,7 +9,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../env";
-import { findProvider } from "../providers";
+import { findSource } from "../sources";
 import { CounterDeltas } from "../store/metrics";
 import { takeTelemetryFailures, writePoint } from "../telemetry";
 
@@ -17,7 +17,7 @@ const FLUSH_MS = 10_000;
 let gathered = new CounterDeltas();
 let lastFlush = 0;
 
-export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provider"> {
+export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:source"> {
   return async function webhookOutcomes(c, next) {
     const started = Date.now();
     await next();
@@ -25,14 +25,17 @@ export function webhookOutcomes(): MiddlewareHandler<AppEnv, "/webhooks/:provide
     const status = c.res.status;
     // The request path cannot tell copies apart (the consumer does): below 400 it is accepted, or a challenge.
     const outcome = status < 400 ? (log.outcome === "challenge" ? "challenge" : "accepted") : log.outcome?.startsWith("quarantined:") ? "quarantined" : "refused";
-    // A provider name from the URL only when it is one we serve: a hostile path never becomes a label.
-    const provider = findProvider(c.req.param("provider"))?.name ?? "unknown";
+    // A source name from the URL only when it is one we serve: a hostile path never becomes a label.
+    const found = findSource(c.env, c.req.param("source"));
+    const source = found?.name ?? "unknown";
+    const provider = found?.provider.name ?? "unknown";
     writePoint(c.env.METRICS, {
       index: provider,
-      blobs: [provider, log.type ?? "", outcome, log.outcome ?? ""],
+      // The source is appended: queries written against blob1-4 keep their meaning.
+      blobs: [provider, log.type ?? "", outcome, log.outcome ?? "", source],
       doubles: [status, Date.now() - started],
     });
-    if (outcome === "refused") gathered.event(provider, "", "refused");
+    if (outcome === "refused") gathered.event(source, provider, "", "refused");
     flushWhenDue(c.env.DB, c.executionCtx, started);
   };
 }

@@ -11,8 +11,8 @@ import { numberVar, type AppEnv, type Arrival, type Env, type QueuedEvent } from
 import { withDeadline } from "../deadline";
 import { HttpError, unavailable } from "../errors";
 import { notify } from "../alerts/notify";
-import { findProvider } from "../providers";
 import type { ParsedEvent, Provider } from "../providers/provider";
+import { requireSource, sourceSecrets, type Source, type SourceSecrets } from "../sources";
 import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
 import { bounded } from "../telemetry";
@@ -34,12 +34,12 @@ const DEFAULT_BODY_TIMEOUT_MS = 1000;
  */
 export const MAX_QUEUE_MESSAGE_BYTES = 127_000;
 
-export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
+export function receiveWebhook(): Handler<AppEnv, "/webhooks/:source"> {
   return async function receiveWebhook(c) {
     const log = c.get("log");
-    const provider = findProvider(c.req.param("provider"));
-    if (!provider) throw new HttpError(404, "unknown_provider", `no provider named "${c.req.param("provider")}"`);
-    log.provider = provider.name;
+    const source = requireSource(c.env, c.req.param("source"));
+    const { provider } = source;
+    Object.assign(log, { provider: provider.name, source: source.name });
 
     const contentType = c.req.header("content-type") ?? null;
     if (!isJsonContentType(contentType)) {
@@ -54,16 +54,16 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     const signatures = provider.signatures(c.req.raw.headers);
     // A challenge carries no event: it is answered unsigned, and before a secret exists (the
     // operator registers the URL first). Once a secret is set, a signed challenge must verify.
-    const secretMissing = provider.secrets(c.env).length === 0;
-    if (signatures.length === 0 || secretMissing) {
+    const secrets = sourceSecrets(source, c.env);
+    if (signatures.length === 0 || !secrets) {
       const challenge = unverifiedChallenge(provider, body);
       if (challenge) {
         log.outcome = "challenge";
-        if (secretMissing) log.warning = `${provider.name} signing secret is not configured; challenge answered unverified`;
+        if (!secrets) log.warning = `${source.name} signing secret is not configured; challenge answered unverified`;
         return challenge;
       }
     }
-    const verifiedWith = await verify(provider, signatures, c.req.raw.headers, body, c.env);
+    const verifiedWith = await verify(source, secrets, signatures, c.req.raw.headers, body);
 
     // From here the body is genuine: whatever cannot be accepted is quarantined, never dropped.
     const receivedAt = Date.now();
@@ -74,7 +74,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     } catch (err) {
       if (err instanceof HttpError) {
         const kept = quarantine(c.env.DB, {
-          provider: provider.name, reason: err.code, error: err.message, path: err.detail.path ?? null,
+          provider: provider.name, source: source.name, reason: err.code, error: err.message, path: err.detail.path ?? null,
           contentType: contentType ?? "application/json", verifiedWith, body, receivedAt,
         }).catch(() => {
           throw unavailable("quarantine_unavailable", "could not keep the rejected payload; retry later");
@@ -82,7 +82,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
         await withinBudget(kept, storageBudgetMs);
         log.outcome = `quarantined:${err.code}`;
         // After the answer's write: an alert never holds up (or fails) the request.
-        c.executionCtx.waitUntil(notify(c.env, [{ kind: "payload_quarantined", subject: provider.name, count: 1 }]));
+        c.executionCtx.waitUntil(notify(c.env, [{ kind: "payload_quarantined", subject: source.name, count: 1 }]));
       }
       throw err;
     }
@@ -96,7 +96,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:provider"> {
     // bounded wherever it is only echoed (the log line, the answer, the data points).
     const typeLabel = bounded(event.type);
     Object.assign(log, { eventId: bounded(event.eventId), type: typeLabel });
-    const arrival: Arrival = { ...event, provider: provider.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
+    const arrival: Arrival = { ...event, provider: provider.name, source: source.name, receivedAt, verifiedWith, contentType: contentType ?? "application/json", body: text, forced: false };
     const work = acceptEvent(c.env, arrival);
     // If the budget runs out the send still finishes (or fails) in the background; a copy it
     // makes with the provider's retry is told apart by the consumer.
@@ -116,17 +116,14 @@ export function readSigned(provider: Provider, body: Uint8Array): SignedBody {
   return challenge ? { challenge } : { text, event: provider.parse(json) };
 }
 
-/** Returns which secret verified the body; throws 401 (bad signature) or 503 (no secret configured). */
-export async function verify(provider: Provider, candidates: string[], headers: Headers, body: Uint8Array, env: Env): Promise<SecretSlot> {
-  const secrets = provider.secrets(env);
-  if (secrets.length === 0) {
-    throw unavailable("provider_not_configured", `${provider.name} signing secret is not configured`, 60);
-  }
-  provider.authenticate?.(headers, env);
+/** Returns which secret verified the body; throws 401 (bad signature or token) or 503 (the source is not configured). */
+async function verify(source: Source, secrets: SourceSecrets | null, candidates: string[], headers: Headers, body: Uint8Array): Promise<SecretSlot> {
+  if (!secrets) throw unavailable("provider_not_configured", `${source.name} signing secret is not configured`, 60);
+  if (secrets.token !== undefined) source.provider.authenticate?.(headers, secrets.token);
   if (candidates.length === 0) throw new HttpError(401, "missing_signature", "signature header is missing");
   const decoded = candidates.map(decodeHexSignature).filter((sig) => sig !== null);
   if (decoded.length === 0) throw new HttpError(401, "malformed_signature", "signature must be 64 hex digits (HMAC-SHA256)");
-  const result = await verifyAny(body, decoded, secrets);
+  const result = await verifyAny(body, decoded, secrets.signing);
   if (!result.ok) throw new HttpError(401, "invalid_signature", "signature does not match the body");
   return result.slot;
 }
@@ -183,7 +180,7 @@ const MESSAGE_FRAME_BYTES = 512;
  */
 function fitsInMessage(message: QueuedEvent & { event: Arrival }): boolean {
   const { event } = message;
-  const strings = [message.eventKey, event.provider, event.eventId, event.type, event.tenant ?? "", event.occurredAt ?? "", event.verifiedWith, event.contentType, event.body];
+  const strings = [message.eventKey, event.provider, event.source, event.eventId, event.type, event.tenant ?? "", event.occurredAt ?? "", event.verifiedWith, event.contentType, event.body];
   if (strings.reduce((units, text) => units + text.length, 0) * 6 + MESSAGE_FRAME_BYTES <= MAX_QUEUE_MESSAGE_BYTES) return true;
   // The message's JSON holds the body's text, at least as long: a larger body is settled without serialising it either.
   if (event.body.length > MAX_QUEUE_MESSAGE_BYTES) return false;

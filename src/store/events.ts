@@ -26,6 +26,11 @@ export interface NewEvent extends Arrival {
 export interface EventRow {
   key: string;
   provider: string;
+  /**
+   * The source it arrived through. Null only for an event a gateway without sources stored during
+   * its upgrade (migrations/0011 backfilled the rest): its provider's built-in source; see `sourceOf`.
+   */
+  source: string | null;
   event_id: string;
   type: string;
   known_type: number;
@@ -62,6 +67,14 @@ export async function eventKey(provider: string, type: string, eventId: string):
   return `evt_${bytesToHex(new Uint8Array(digest)).slice(0, 24)}`;
 }
 
+/**
+ * The source an event arrived through. A message sent by a gateway without sources (still in the
+ * queue across the upgrade) carries none: it came through its provider's built-in source.
+ */
+export function sourceOf(event: { provider: string; source?: string | null }): string {
+  return event.source ?? event.provider;
+}
+
 /** An event to insert, who writes it and in which state. */
 export interface EventInsert {
   event: NewEvent;
@@ -78,10 +91,10 @@ export interface EventInsert {
 export const OTHER_TYPE = "other";
 
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
-const COLUMNS_WITHOUT_BODY = `key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
+const COLUMNS_WITHOUT_BODY = `key, provider, source, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
   status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation`;
 const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occurred_at, received_at, verified_with, content_type, body,
-  forced, status, owner, enqueued_at, lease_by, lease_until`;
+  forced, status, owner, enqueued_at, lease_by, lease_until, source`;
 
 /**
  * Inserts one event, skipping it if its key or (provider, type, provider id) exists. Its body is
@@ -90,9 +103,9 @@ const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occ
  */
 export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }: EventInsert): D1PreparedStatement {
   return db
-    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, NULL) ON CONFLICT DO NOTHING`)
+    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, NULL, ?16) ON CONFLICT DO NOTHING`)
     .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant, event.occurredAt, event.receivedAt,
-      event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0, status, owner, enqueuedAt);
+      event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0, status, owner, enqueuedAt, sourceOf(event));
 }
 
 /**
@@ -117,13 +130,13 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
        ON CONFLICT DO NOTHING
        RETURNING ${COLUMNS_WITHOUT_BODY}`
     : "ON CONFLICT DO NOTHING";
-  const values = rows.map(({ event, status, owner, enqueuedAt, lease: token }) => ({ ...event, status, owner, enqueuedAt, lease: token ?? null }));
+  const values = rows.map(({ event, status, owner, enqueuedAt, lease: token }) => ({ ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null }));
   return db
     .prepare(
       `INSERT INTO events (${INSERTED_COLUMNS})
        SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
               e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
-              CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2
+              CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2, e->>'source'
        FROM (SELECT value AS e FROM json_each(?1)) WHERE true
        ${onConflict}`,
     )
@@ -160,13 +173,13 @@ export function leaseFree(token: string, now: string): string {
 export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedStatement {
   const values = rows
     .filter(({ event }) => !event.released)
-    .map(({ event, owner }) => ({ key: event.key, provider: event.provider, type: event.knownType ? event.type : OTHER_TYPE, owner }));
+    .map(({ event, owner }) => ({ key: event.key, source: sourceOf(event), provider: event.provider, type: event.knownType ? event.type : OTHER_TYPE, owner }));
   return db
     .prepare(
       `INSERT INTO metric_counters (name, labels, value)
-       SELECT 'edgehook_events_total', json_object('source', provider, 'provider', provider, 'type', type, 'outcome', outcome), count(*)
+       SELECT 'edgehook_events_total', json_object('source', source, 'provider', provider, 'type', type, 'outcome', outcome), count(*)
        FROM (
-         SELECT c.value->>'provider' AS provider, c.value->>'type' AS type,
+         SELECT c.value->>'source' AS source, c.value->>'provider' AS provider, c.value->>'type' AS type,
                 CASE
                   WHEN e.key IS NOT NULL AND e.owner = c.value->>'owner' THEN NULL
                   WHEN e.key IS NULL AND c.key = (SELECT min(d.key) FROM json_each(?1) AS d WHERE d.value->>'key' = c.value->>'key') THEN 'accepted'
@@ -175,7 +188,7 @@ export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedSt
          FROM json_each(?1) AS c LEFT JOIN events AS e ON e.key = c.value->>'key'
        )
        WHERE outcome IS NOT NULL
-       GROUP BY provider, type, outcome
+       GROUP BY source, provider, type, outcome
        ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value`,
     )
     .bind(JSON.stringify(values));
@@ -223,6 +236,7 @@ export async function getEvent(db: D1Database, key: string): Promise<EventRow | 
 
 export interface EventFilter {
   provider?: string;
+  source?: string;
   type?: string;
   status?: string;
   tenant?: string;
@@ -250,6 +264,7 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
     where.push(clause.replace("?", `?${params.length}`));
   };
   if (filter.provider) add("provider = ?", filter.provider);
+  if (filter.source) add("source = ?", filter.source);
   if (filter.type) add("type = ?", filter.type);
   if (filter.status) add("status = ?", filter.status);
   if (filter.tenant) add("tenant = ?", filter.tenant);
@@ -278,7 +293,7 @@ export async function listEvents(db: D1Database, filter: EventFilter, limit: num
   params.push(limit + 1);
   const { results } = await db
     .prepare(
-      `SELECT key, provider, event_id, type, known_type, tenant, occurred_at, received_at, verified_with,
+      `SELECT key, provider, source, event_id, type, known_type, tenant, occurred_at, received_at, verified_with,
               content_type, status, enqueued_at, forced, progress_at, last_error
        FROM ${from} ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
        ORDER BY received_at DESC, key DESC LIMIT ?${params.length}`,

@@ -21,9 +21,9 @@ export class CounterDeltas {
     else this.deltas.set(key, { name, labels: text, by });
   }
 
-  /** A webhook request's outcome. The source is the provider's built-in source (its path name). */
-  event(provider: string, type: string, outcome: "accepted" | "duplicate" | "quarantined" | "refused"): void {
-    this.add("edgehook_events_total", { source: provider, provider, type, outcome });
+  /** A webhook request's outcome, by the source (path) it arrived through and its provider. */
+  event(source: string, provider: string, type: string, outcome: "accepted" | "duplicate" | "quarantined" | "refused"): void {
+    this.add("edgehook_events_total", { source, provider, type, outcome });
   }
 
   /** One observation of a forward: its bucket (stored per bucket, summed into `le` on reading), sum and count. */

@@ -10,6 +10,8 @@ import { decodeCursor, keysetPage } from "./events";
 
 export interface QuarantinedPayload {
   provider: string;
+  /** The source it arrived through; the first one kept when the same bytes arrive through another. */
+  source: string;
   reason: string;
   error: string;
   path: string | null;
@@ -23,16 +25,16 @@ export interface QuarantinedPayload {
 export async function quarantine(db: D1Database, item: QuarantinedPayload): Promise<void> {
   const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
   const counted = new CounterDeltas();
-  counted.event(item.provider, "", "quarantined");
+  counted.event(item.source, item.provider, "", "quarantined");
   await db.batch([
     db
       .prepare(
         `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
-                                 first_received_at, last_received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+                                 first_received_at, last_received_at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
          ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
       )
-      .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt),
+      .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt, item.source),
     ...counted.statements(db),
   ]);
 }
@@ -41,6 +43,8 @@ export async function quarantine(db: D1Database, item: QuarantinedPayload): Prom
 export interface QuarantineSummary {
   id: number;
   provider: string;
+  /** Null only for a row a gateway without sources wrote during its upgrade: its provider's built-in source. */
+  source: string | null;
   reason: string;
   error: string;
   path: string | null;
@@ -71,7 +75,7 @@ export interface QuarantinePage {
   nextCursor: string | null;
 }
 
-const SUMMARY = `id, provider, reason, error, path, length(body) AS bytes, attempts, first_received_at, last_received_at,
+const SUMMARY = `id, provider, source, reason, error, path, length(body) AS bytes, attempts, first_received_at, last_received_at,
                  released_at, event_key, forced`;
 
 /**
