@@ -428,8 +428,9 @@ async function reserveRates(env: Env, drafts: Draft[], now: number): Promise<voi
           return;
         }
         draft.due.splice(draft.due.indexOf(due), 1);
-        // Back a little before its slot (the batch then waits for it); no slot: after the booking horizon.
-        draft.waitMs.push(slot.at === null ? (unavailable ? RATE_UNAVAILABLE_MS : RATE_BOOK_AHEAD_MS) : Math.max(1000, slot.at - now - RATE_HORIZON_MS / 2));
+        // Back before its slot, within the horizon (the batch then waits for it): a queue delay is whole seconds and
+        // batching adds up to one more, and a message that comes back late is booked anew. No slot: after the booking horizon.
+        draft.waitMs.push(slot.at === null ? (unavailable ? RATE_UNAVAILABLE_MS : RATE_BOOK_AHEAD_MS) : Math.max(1000, slot.at - now - RATE_HORIZON_MS));
         draft.deferred.push(destination.name);
       });
     }),
@@ -441,8 +442,9 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
   const { event, previous, targets, closed, waitMs } = draft;
   const records = await Promise.all(
     draft.due.map(async (due) => {
-      // Waiting for a reserved time holds no connection.
-      if (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
+      // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
+      // so a wait computed from it can end early: wait again until the clock says the time has come.
+      while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
       return budget.connections(() => attempt(event, due, retry, budget.metrics));
     }),
   );

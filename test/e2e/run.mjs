@@ -488,7 +488,8 @@ await scenario("operate: a paused destination across a restart, a circuit that o
     assert.equal((await destination("breaker")).state, "open");
     const gaps = limitedAt.slice(10).map((at, i) => at - limitedAt[i]);
     const span = (limitedAt.at(-1) - limitedAt[0]) / 1000;
-    assert.ok(Math.min(...gaps) >= 900, `11 forwards in a row took ${Math.min(...gaps).toFixed(0)} ms; at 10/s they take 1,000`);
+    // Forwards start on the schedule; their arrival here adds the network's jitter (a new connection or not).
+    assert.ok(Math.min(...gaps) >= 850, `11 forwards in a row took ${Math.min(...gaps).toFixed(0)} ms; at 10/s they start 1,000 ms apart`);
     Object.assign(figures, { rateLimitedForwards: limitedAt.length, rateLimitedSpanSeconds: span, rateLimitedRate: (limitedAt.length - 1) / span, rateLimitedMin11GapMs: Math.min(...gaps) });
 
     // Held work is left alone by the sweep, whatever the cron does, and survives a restart.
