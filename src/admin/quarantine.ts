@@ -11,8 +11,8 @@ import { HttpError, unavailable } from "../errors";
 import { findProvider } from "../providers";
 import { isRecord, type ParsedEvent } from "../providers/provider";
 import { acceptEvent, readSigned } from "../receive/webhook";
-import { bodyJson } from "../store/events";
-import { getQuarantined, markReleased, type QuarantineFilter, type QuarantineRow, type QuarantineSummary } from "../store/quarantine";
+import { bodyJson, eventKey } from "../store/events";
+import { getQuarantined, markReleased, unmarkReleased, type QuarantineFilter, type QuarantineRow, type QuarantineSummary } from "../store/quarantine";
 import { decodeUtf8, iso, payloadView } from "./operations";
 import type { QuarantinedDetailView, QuarantinedView, ReleaseView } from "./schemas";
 
@@ -74,18 +74,26 @@ export async function releaseQuarantined(env: Env, row: QuarantineRow, force: bo
   if (earlier) return earlier;
   const { event, body, forced } = readReleasable(row, force);
   const releasedAt = Date.now();
-  // Received now: retention and the sweep's clock run from it; the row keeps when it first arrived.
-  const { key } = await acceptEvent(env, {
-    ...event, provider: row.provider, source: row.source ?? row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced, released: true,
-  });
+  // Recorded before it is sent: of two releases at once, only the one that recorded sends (the
+  // other answers already_released), so one release is one message. Ids are deterministic.
+  const key = await eventKey(row.provider, event.type, event.eventId);
   const recorded = await markReleased(env.DB, row.id, key, forced, releasedAt).catch(() => {
-    throw unavailable("storage_unavailable", `the payload is event ${key} now, but its release was not recorded; release it again`);
+    throw unavailable("storage_unavailable", "could not record the release; release it again");
   });
   if (!recorded) {
-    // A concurrent release recorded first; it produced the same event (ids are deterministic).
     const current = await getQuarantined(env.DB, row.id);
     const concurrent = current && earlierRelease(current);
     if (concurrent) return concurrent;
+  }
+  // Received now: retention and the sweep's clock run from it; the row keeps when it first arrived.
+  try {
+    await acceptEvent(env, {
+      ...event, provider: row.provider, source: row.source ?? row.provider, receivedAt: releasedAt, verifiedWith: row.verified_with, contentType: row.content_type, body, forced, released: true,
+    });
+  } catch (err) {
+    // Not enqueued: the release is taken back, so repeating it works.
+    await unmarkReleased(env.DB, row.id, releasedAt).catch(() => undefined);
+    throw err;
   }
   return { id: key, quarantineId: row.id, forced, releasedAt: new Date(releasedAt).toISOString(), status: "accepted" };
 }

@@ -116,6 +116,11 @@ export async function getQuarantined(db: D1Database, id: number): Promise<Quaran
     .first<QuarantineRow>();
 }
 
+/** Takes a release back (its event could not be enqueued), so the payload can be released again. */
+export async function unmarkReleased(db: D1Database, id: number, at: number): Promise<void> {
+  await db.prepare(`UPDATE quarantine SET released_at = NULL, event_key = NULL, forced = 0 WHERE id = ?1 AND released_at = ?2`).bind(id, at).run();
+}
+
 /** Records a release; false when another release of the same row recorded one first. */
 export async function markReleased(db: D1Database, id: number, eventKey: string, forced: boolean, at: number): Promise<boolean> {
   const { meta } = await db
