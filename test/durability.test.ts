@@ -364,3 +364,45 @@ describe("bodies too large for one queue message", () => {
     expect(await eventRow(ack.id)).toMatchObject({ status: "delivered" });
   });
 });
+
+describe("D1's limit on one string", () => {
+  it("a queue batch of large events is stored in statements under 2,000,000 bytes each, not refused as a batch", async () => {
+    const ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
+    downstream("https://alpha.test/hook");
+    // 25 events of about 110 KB: each fits a queue message, together they are 2.7 MB.
+    const pad = "x".repeat(110_000);
+    for (let i = 0; i < 25; i++) {
+      const response = await sendWith(await seismicRequest(seismicBody({ data: { contentId: pad, teamSiteId: String(i) } })), { EVENTS_QUEUE: events.queue });
+      expect(response.status).toBe(200);
+    }
+    expect(events.accepted.every((m) => m.event)).toBe(true);
+    // A stand-in for D1 as deployed: a bound string over 2,000,000 bytes is refused. Batches counted.
+    let batches = 0;
+    const utf8 = new TextEncoder();
+    const limited = {
+      prepare: (sql: string) => {
+        const statement = env.DB.prepare(sql);
+        return new Proxy(statement, {
+          get(target, prop) {
+            if (prop === "bind") {
+              return (...values: unknown[]) => {
+                if (values.some((v) => typeof v === "string" && utf8.encode(v).byteLength > 2_000_000)) throw new Error("D1_ERROR: string or blob too big: SQLITE_TOOBIG");
+                return target.bind(...values);
+              };
+            }
+            const value = Reflect.get(target, prop, target);
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        });
+      },
+      batch: (statements: D1PreparedStatement[]) => {
+        batches++;
+        return env.DB.batch(statements);
+      },
+    } as unknown as D1Database;
+    const result = await consume(events.accepted, { DESTINATIONS: ALPHA, DB: limited, MAX_FORWARDS_PER_BATCH: "100" });
+    expect(result.acked).toHaveLength(25);
+    // One claim and one record, not a refused claim and then one per message.
+    expect(batches).toBe(2);
+  });
+});

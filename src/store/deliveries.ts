@@ -81,8 +81,9 @@ export interface ClaimResult {
 export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
   const carrying = carried(claims);
   const named = claims.filter((claim) => !claim.arrival);
+  const inserts = carrying.length ? insertEvents(db, carrying, { until: leaseUntil, now }) : [];
   const results = await db.batch([
-    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, { until: leaseUntil, now })] : []),
+    ...(carrying.length ? [countArrivals(db, carrying), ...inserts] : []),
     ...named.map((claim) =>
       db
         .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND ${leaseFree("?2", "?4")}`)
@@ -92,9 +93,10 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
     readControls(db),
   ]);
-  // The owning insert returns its owners' rows without bodies (their messages have them).
-  // results[0] is the arrivals count, results[1] the insert.
-  const owned = new Map(carrying.length ? (results[1]!.results as Omit<EventRow, "body">[]).map((row) => [row.owner, row]) : []);
+  // The owning inserts return their owners' rows without bodies (their messages have them).
+  // results[0] is the arrivals count, then the inserts.
+  const insertedRows = results.slice(1, 1 + inserts.length).flatMap((result) => result.results as Omit<EventRow, "body">[]);
+  const owned = new Map(insertedRows.map((row) => [row.owner, row]));
   const stored = new Map((results.at(-3)!.results as EventRow[]).map((event) => [event.key, event]));
   const deliveries = new Map<string, DeliveryRow[]>();
   for (const row of results.at(-2)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
@@ -124,7 +126,7 @@ export async function holdForConfiguration(db: D1Database, claims: Claim[], reas
   const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
   const carrying = carried(claims);
   await db.batch([
-    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying)] : []),
+    ...(carrying.length ? [countArrivals(db, carrying), ...insertEvents(db, carrying)] : []),
     db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys, reason),
   ]);
 }

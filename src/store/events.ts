@@ -110,7 +110,8 @@ export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }
 
 /**
  * Inserts a queue batch's events in one statement (D1 pays per statement) from one JSON
- * parameter (D1 allows 100 parameters; bodies here fit in a queue message), skipping any whose
+ * parameter (D1 allows 100 parameters), or in several when the bodies together could pass D1's
+ * 2,000,000-byte limit on one string (see chunkByBytes), skipping any whose
  * key or (provider, type, provider id) exists, copies within the same call included.
  *
  * With a lease, this is the consumer's owning insert: each owner takes the event's delivery
@@ -121,7 +122,7 @@ export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }
  * differ only in their random part, so the second finds the lease held. It returns (without
  * bodies) the rows of the events whose owner is among `rows`; a copy gets none.
  */
-export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
+export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement[] {
   const onConflict = lease
     ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
          lease_by = CASE WHEN ${leaseFree("excluded.lease_by", "?3")} THEN excluded.lease_by ELSE lease_by END,
@@ -131,16 +132,41 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
        RETURNING ${COLUMNS_WITHOUT_BODY}`
     : "ON CONFLICT DO NOTHING";
   const values = rows.map(({ event, status, owner, enqueuedAt, lease: token }) => ({ ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null }));
-  return db
-    .prepare(
+  const statement = db.prepare(
       `INSERT INTO events (${INSERTED_COLUMNS})
        SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
               e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
               CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2, e->>'source'
        FROM (SELECT value AS e FROM json_each(?1)) WHERE true
        ${onConflict}`,
-    )
-    .bind(JSON.stringify(values), lease?.until ?? null, ...(lease ? [lease.now] : []));
+  );
+  return chunkByBytes(values, (value) => value.body.length).map((chunk) =>
+    statement.bind(JSON.stringify(chunk), lease?.until ?? null, ...(lease ? [lease.now] : [])),
+  );
+}
+
+/**
+ * D1 takes at most 2,000,000 bytes in one string: rows whose JSON could be more are split into
+ * statements of their own (a JS string's UTF-8 is at most 3 bytes a unit; JSON escapes are
+ * rarer than that allows for in a queue message's body, which is at most 127 KB whole).
+ */
+const BOUND_STRING_BUDGET = 1_900_000;
+function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    const bytes = units(item) * 3 + 1_024;
+    if (chunk.length && size + bytes > BOUND_STRING_BUDGET) {
+      chunks.push(chunk);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(item);
+    size += bytes;
+  }
+  if (chunk.length) chunks.push(chunk);
+  return chunks;
 }
 
 /** The random part's length at the end of a lease token. */
