@@ -20,7 +20,7 @@ async function loadRequestPath() {
     stdin: {
       contents: `
         export { acceptEvent, verify, readSigned } from "./src/receive/webhook.ts";
-        export { findProvider } from "./src/providers/index.ts";`,
+        export { builtInSources, sourceSecrets } from "./src/sources.ts";`,
       resolveDir: root.pathname,
       loader: "ts",
     },
@@ -95,7 +95,7 @@ async function cpuPerCall(fn, budgetMs) {
 }
 
 export async function runMicro({ budgetMs = 1500 } = {}) {
-  const { acceptEvent, verify, readSigned, findProvider } = await loadRequestPath();
+  const { acceptEvent, verify, readSigned, builtInSources, sourceSecrets } = await loadRequestPath();
   const statement = { bind: () => statement, run: async () => undefined };
   // A body too large for a queue message is stored first (one D1 batch): these do nothing, fast.
   const env = { ...SECRETS, EVENTS_QUEUE: { send: async () => undefined }, DB: { prepare: () => statement, batch: async (statements) => statements.map(() => ({ results: [] })) } };
@@ -103,15 +103,16 @@ export async function runMicro({ budgetMs = 1500 } = {}) {
   const decoder = new TextDecoder();
   const rows = [];
   for (const [providerName, name, text] of samples()) {
-    const provider = findProvider(providerName);
+    const source = builtInSources.find((s) => s.name === providerName);
+    const { provider } = source;
     const body = encoder.encode(text);
     const headers = signedHeaders(providerName, text);
     const floorKey = await crypto.subtle.importKey("raw", encoder.encode("floor-secret"), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
 
     const ours = async () => {
-      const verifiedWith = await verify(provider, provider.signatures(headers), headers, body, SECRETS);
+      const verifiedWith = await verify(source, sourceSecrets(source, env), provider.signatures(headers), headers, body);
       const { event, text } = readSigned(provider, body);
-      const arrival = { ...event, provider: provider.name, receivedAt: Date.now(), verifiedWith, contentType: "application/json", body: text, forced: false };
+      const arrival = { ...event, provider: provider.name, source: source.name, receivedAt: Date.now(), verifiedWith, contentType: "application/json", body: text, forced: false };
       return acceptEvent(env, arrival);
     };
     const floor = async () => {

@@ -117,7 +117,7 @@ export function readSigned(provider: Provider, body: Uint8Array): SignedBody {
 }
 
 /** Returns which secret verified the body; throws 401 (bad signature or token) or 503 (the source is not configured). */
-async function verify(source: Source, secrets: SourceSecrets | null, candidates: string[], headers: Headers, body: Uint8Array): Promise<SecretSlot> {
+export async function verify(source: Source, secrets: SourceSecrets | null, candidates: string[], headers: Headers, body: Uint8Array): Promise<SecretSlot> {
   if (!secrets) throw unavailable("provider_not_configured", `${source.name} signing secret is not configured`, 60);
   if (secrets.token !== undefined) source.provider.authenticate?.(headers, secrets.token);
   if (candidates.length === 0) throw new HttpError(401, "missing_signature", "signature header is missing");
