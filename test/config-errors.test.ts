@@ -5,11 +5,11 @@
  */
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { describe, expect, it } from "vitest";
 import { loadDestinations } from "../src/deliver/destinations";
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
-import { ADMIN, send, sendWith } from "./helpers";
+import { ADMIN, expectNoLogLineWith, send, sendWith } from "./helpers";
 
 /** The entry point as the runtime sees it (our handlers ignore the execution context). */
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
@@ -50,16 +50,7 @@ const EXPECTED_ERRORS = [
   "DESTINATIONS[12]: must be a table with at least name and url",
 ];
 
-let logged: MockInstance[] = [];
-beforeEach(() => {
-  logged = [vi.spyOn(console, "log"), vi.spyOn(console, "error"), vi.spyOn(console, "warn")];
-});
-afterEach(() => {
-  // Every line the Worker logged during the test: the request log, the consumer's error line.
-  const lines = logged.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(" ")));
-  vi.restoreAllMocks();
-  for (const line of lines) expect(line).not.toContain(CANARY);
-});
+const logged = expectNoLogLineWith(CANARY);
 
 const get = (path: string, headers: Record<string, string> = {}) => sendWith(new Request(`https://edgehook.test${path}`, { headers }), BINDINGS);
 
@@ -120,7 +111,6 @@ describe("configuration errors", () => {
     const ctx = createExecutionContext();
     await handlers.queue!(batch, { ...env, ...BINDINGS } as Env, ctx);
     expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(["m-1"]);
-    const lines = logged.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(" ")));
-    expect(lines.some((line) => line.includes("invalid_destinations") && line.includes("(leaky-types).types.1"))).toBe(true);
+    expect(logged().some((line) => line.includes("invalid_destinations") && line.includes("(leaky-types).types.1"))).toBe(true);
   });
 });

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
-import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, bindings, consume, deliveries, downstream, events, heldDownstream, makeDue, runCron, server, useDeliveryHarness } from "./delivery-harness";
 import { sleep } from "./faults";
 import { countRows, seismicBody, seismicRequest } from "./helpers";
 
@@ -137,33 +137,21 @@ describe("pause and resume", () => {
     const busy = uniqueName("busy");
     bindings.DESTINATIONS = [{ name: paused, url: `https://${paused}.test/hook` }, { name: busy, url: `https://${busy}.test/hook` }];
     const toPaused = downstream(`https://${paused}.test/hook`);
-    let started!: () => void;
-    const forwarding = new Promise<void>((resolve) => (started = resolve));
-    let finish!: () => void;
-    const gate = new Promise<void>((resolve) => (finish = resolve));
-    let calls = 0;
-    server.use(
-      http.post(`https://${busy}.test/hook`, async () => {
-        calls++;
-        started();
-        await gate;
-        return new HttpResponse(null, { status: 200 });
-      }),
-    );
+    const toBusy = heldDownstream(`https://${busy}.test/hook`, 200);
     await admin("POST", `/admin/destinations/${paused}/pause`);
     const [key] = await acceptMany(1);
     const round = consume(take());
-    await forwarding;
+    await toBusy.waiting;
     // The round holds `paused` and is forwarding to `busy` when the operator resumes.
     const resumed = (await (await admin("POST", `/admin/destinations/${paused}/resume`)).json()) as { released: number };
-    finish();
+    toBusy.finish();
     await round;
     expect((await deliveries(key!))[busy]).toMatchObject({ status: "delivered", attempts: 1 });
     // The released message delivers `paused` (held by the round or released: either way once) and not `busy` again.
     await consume(take(), {}, { ids: ["after"] });
     if (resumed.released === 0) await runCron(new Date(Date.now() + 60_000));
     await consume(take(), {}, { ids: ["after-2"] });
-    expect(calls).toBe(1);
+    expect(toBusy.calls).toBe(1);
     expect(toPaused).toHaveLength(1);
     expect((await deliveries(key!))[paused]).toMatchObject({ status: "delivered" });
   });

@@ -97,3 +97,24 @@ export async function runCron(at: Date, extra: Partial<Env> = {}): Promise<void>
   await handlers.scheduled!(createScheduledController({ scheduledTime: at, cron: "*/5 * * * *" }), { ...env, ...bindings, ...extra } as Env, ctx);
   await waitOnExecutionContext(ctx);
 }
+
+/**
+ * A downstream whose first request waits until the test calls `finish` (`started` resolves once
+ * it is waiting), answered `first`; later requests get `later` at once. Counts every request.
+ */
+export function heldDownstream(url: string, first: number, later = 200) {
+  let started!: () => void;
+  const waiting = new Promise<void>((resolve) => (started = resolve));
+  let finish!: () => void;
+  const gate = new Promise<void>((resolve) => (finish = resolve));
+  const state = { calls: 0, waiting, finish: () => finish() };
+  server.use(
+    http.post(url, async () => {
+      if (++state.calls > 1) return new HttpResponse(null, { status: later });
+      started();
+      await gate;
+      return new HttpResponse(null, { status: first });
+    }),
+  );
+  return state;
+}

@@ -1,6 +1,7 @@
 /** Test helpers: sign like the providers do, and call the Worker's real handlers. */
 import { createExecutionContext, createMessageBatch, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
+import { afterEach, beforeEach, expect, vi, type MockInstance } from "vitest";
 import worker from "../src/index";
 import type { Env, QueuedEvent } from "../src/env";
 import { recordAdmin } from "./api-contract";
@@ -139,4 +140,23 @@ export async function adminGet<T>(path: string): Promise<T> {
 export async function countRows(sql: string, ...params: unknown[]): Promise<number> {
   const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>();
   return row?.n ?? 0;
+}
+
+/**
+ * Registers hooks that fail a test in which the Worker logged a line containing `text` (a
+ * secret's stand-in). Returns what the running test has logged so far.
+ */
+export function expectNoLogLineWith(text: string): () => string[] {
+  let logged: MockInstance[] = [];
+  // Every line the Worker logged during the test: the request log, the consumer's error line.
+  const lines = () => logged.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(" ")));
+  beforeEach(() => {
+    logged = [vi.spyOn(console, "log"), vi.spyOn(console, "error"), vi.spyOn(console, "warn")];
+  });
+  afterEach(() => {
+    const written = lines();
+    vi.restoreAllMocks();
+    for (const line of written) expect(line).not.toContain(text);
+  });
+  return lines;
 }

@@ -8,7 +8,7 @@ import { delay, http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../src/env";
 import {
-  accept, admin, consume, deadLetters, deliveries, downstream, events, makeDue, runCron, server, useDeliveryHarness,
+  accept, admin, consume, deadLetters, deliveries, downstream, events, heldDownstream, makeDue, runCron, server, useDeliveryHarness,
 } from "./delivery-harness";
 import { breakingEventRows, faultyD1 } from "./faults";
 import { countRows, hmacHex, seismicBody, webhookRequest, zuddlBody, zuddlRequest } from "./helpers";
@@ -342,26 +342,14 @@ describe("leases and replays under concurrency", () => {
   });
 
   it("a replay made while a round is in flight wins: the round's outcome is not recorded, and the replay delivers", async () => {
-    let started!: () => void;
-    const forwarding = new Promise<void>((resolve) => (started = resolve));
-    let finish!: () => void;
-    const gate = new Promise<void>((resolve) => (finish = resolve));
-    let calls = 0;
-    server.use(
-      http.post("https://alpha.test/hook", async () => {
-        if (++calls > 1) return new HttpResponse(null, { status: 200 });
-        started();
-        await gate;
-        return new HttpResponse(null, { status: 500 });
-      }),
-    );
+    const alpha = heldDownstream("https://alpha.test/hook", 500);
     const key = await accept(await zuddlRequest(zuddlBody()));
     const inFlight = consume(events.accepted.slice(0, 1), { DESTINATIONS: ONLY_ALPHA });
-    await forwarding;
+    await alpha.waiting;
     const replay = await admin("POST", `/admin/events/${key}/replay`, { DESTINATIONS: ONLY_ALPHA });
     expect(replay.status).toBe(202);
     expect(await replay.json()).toEqual({ id: key, replayed: ["alpha"], roundInFlight: true });
-    finish();
+    alpha.finish();
     await inFlight;
     // The round's failed attempt is history, but it did not overwrite the replay's reset.
     expect((await deliveries(key)).alpha).toMatchObject({ status: "pending", attempts: 0 });
@@ -369,7 +357,7 @@ describe("leases and replays under concurrency", () => {
     expect(await eventView(key, { DESTINATIONS: ONLY_ALPHA })).toMatchObject({ status: "queued" });
     await consume(events.accepted.slice(1), { DESTINATIONS: ONLY_ALPHA }, { ids: ["replay"] });
     expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 1 });
-    expect(calls).toBe(2);
+    expect(alpha.calls).toBe(2);
   });
 });
 

@@ -6,12 +6,12 @@
  */
 import { env } from "cloudflare:workers";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from "vitest";
+import { describe, expect, it } from "vitest";
 import { loadDestinations, route } from "../src/deliver/destinations";
 import type { Env } from "../src/env";
 import { loadSources } from "../src/sources";
 import { accept, bindings, consume, downstream, events, useDeliveryHarness } from "./delivery-harness";
-import { ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, webhookRequest, zuddlBody } from "./helpers";
+import { ADMIN, adminGet, countRows, errorOf, expectNoLogLineWith, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, webhookRequest, zuddlBody } from "./helpers";
 import { select } from "./html";
 
 useDeliveryHarness();
@@ -174,15 +174,7 @@ describe("an invalid SOURCES", () => {
   ];
   const BROKEN = { SOURCES: INVALID, S: "s", T: "t" } as Partial<Env>;
 
-  let logged: MockInstance[] = [];
-  beforeEach(() => {
-    logged = [vi.spyOn(console, "log"), vi.spyOn(console, "error"), vi.spyOn(console, "warn")];
-  });
-  afterEach(() => {
-    const lines = logged.flatMap((spy) => spy.mock.calls.map((args) => args.map(String).join(" ")));
-    vi.restoreAllMocks();
-    for (const line of lines) expect(line).not.toContain(CANARY);
-  });
+  expectNoLogLineWith(CANARY);
 
   it("names the entry, the field and the rule, never the value", () => {
     expect(loadSources({ ...env, ...BROKEN } as Env)).toEqual({ ok: false, errors: EXPECTED });
