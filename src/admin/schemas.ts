@@ -185,7 +185,7 @@ export const AlertsView = Strict({
   alerts: T.Array(
     Strict({
       kind: T.String(),
-      subject: T.String({ description: "what it is about: a destination, a provider, DESTINATIONS, the sweep, the dead-letter queue" }),
+      subject: T.String({ description: "what it is about: a destination, a source, DESTINATIONS, the sweep, the dead-letter queue" }),
       pending: T.Integer({ description: "occurrences not sent yet (the next alert's count)" }),
       firstAt: Nullable(Time()),
       lastAt: Nullable(Time()),

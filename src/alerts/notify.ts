@@ -6,7 +6,9 @@
  * last (alerts/send.ts sends them). Like telemetry, noting never changes what happens to an
  * event: anything that fails here is logged and dropped, and without ALERT_URL it does nothing.
  */
+import { withDeadline } from "../deadline";
 import { numberVar, type Env } from "../env";
+import { MAX_QUEUE_DELAY_SECONDS, sendAll } from "../queues";
 import { noteAlerts, rescheduleStale, type AlertNote, type AlertRow } from "../store/alerts";
 
 export const ALERT_KINDS = [
@@ -19,8 +21,8 @@ const DEFAULT_COOLDOWN_SECONDS = 900;
 const DEFAULT_GROUP_WAIT_SECONDS = 30;
 /** A scheduled send whose message has not come this long after it was due was lost: the cron schedules it again. */
 const STALE_MS = 20 * 60_000;
-/** Queues delay a message by at most 12 hours. */
-const MAX_DELAY_SECONDS = 43_200;
+/** How long noting may take before the caller goes on without it. */
+const NOTE_MS = 5_000;
 
 export const alertTiming = (env: Env) => ({
   cooldownMs: numberVar(env.ALERT_COOLDOWN_SECONDS, DEFAULT_COOLDOWN_SECONDS) * 1000,
@@ -30,7 +32,7 @@ export const alertTiming = (env: Env) => ({
 /** Whether alerts are on: ALERT_URL set and the alerts queue bound. */
 export const alertsOn = (env: Env) => Boolean(env.ALERT_URL && env.ALERTS_QUEUE);
 
-/** Something alert-worthy happened `count` times to `subject` (a destination, a provider, "DESTINATIONS", the sweep). */
+/** Something alert-worthy happened `count` times to `subject` (a destination, a source, "DESTINATIONS", the sweep). */
 export interface Notice {
   kind: AlertKind;
   subject: string;
@@ -42,7 +44,9 @@ export async function notify(env: Env, notes: Notice[], now = Date.now()): Promi
   if (!alertsOn(env) || counted.length === 0) return;
   try {
     const { cooldownMs, groupWaitMs } = alertTiming(env);
-    await schedule(env, await noteAlerts(env.DB, merge(counted), now, groupWaitMs, cooldownMs), now);
+    const work = (async () => schedule(env, await noteAlerts(env.DB, merge(counted), now, groupWaitMs, cooldownMs), now))();
+    // Bounded: a D1 or queue that hangs must not hold up the delivery path that noted this.
+    await withDeadline(work, NOTE_MS, () => new Error(`noting alerts took over ${NOTE_MS} ms`));
   } catch (err) {
     console.error(JSON.stringify({ outcome: "alert_note_failed", kinds: counted.map((n) => n.kind), error: String(err) }));
   }
@@ -58,12 +62,12 @@ export async function rescheduleLostAlerts(env: Env, now: number): Promise<{ res
 
 /** One queue message per scheduled key, delayed until it is due. */
 export async function schedule(env: Env, rows: AlertRow[], now: number): Promise<void> {
-  if (rows.length === 0) return;
-  await env.ALERTS_QUEUE!.sendBatch(
+  await sendAll(
+    env.ALERTS_QUEUE!,
     rows.map((row) => ({
       body: { alert: { kind: row.kind, subject: row.subject } },
       contentType: "json" as const,
-      delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(0, Math.ceil(((row.due_at ?? now) - now) / 1000))),
+      delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.max(0, Math.ceil(((row.due_at ?? now) - now) / 1000))),
     })),
   );
 }

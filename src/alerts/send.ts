@@ -8,6 +8,7 @@
 import { standardWebhooksKey, isAllowedUrl } from "../deliver/destinations";
 import { signStandardWebhook } from "../deliver/forward";
 import type { AlertMessage, Env } from "../env";
+import { MAX_QUEUE_DELAY_SECONDS, retrySecondsOverADay as retrySeconds } from "../queues";
 import { bytesToHex } from "../receive/signature";
 import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, type AlertRow } from "../store/alerts";
 import { CounterDeltas } from "../store/metrics";
@@ -18,9 +19,6 @@ export function alertsQueueName(env: Env): string {
   return env.ALERTS_QUEUE_NAME || "edgehook-alerts";
 }
 const SEND_TIMEOUT_MS = 5_000;
-/** Retries back off from 30 s to 15 minutes: the queue's 100 retries then cover about 24 hours. */
-const RETRY_BASE_SECONDS = 30;
-const RETRY_MAX_SECONDS = 900;
 
 export const ALERT_FORMATS = ["slack", "json"] as const;
 
@@ -82,7 +80,7 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   if (now < cooldownEnds) {
     // Early (a duplicate the cron sent): this message waits for the cooldown's end and carries it.
     await alertDeferred(env.DB, row, cooldownEnds);
-    message.retry({ delaySeconds: Math.min(43_200, Math.ceil((cooldownEnds - now) / 1000)) });
+    message.retry({ delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.ceil((cooldownEnds - now) / 1000)) });
     return;
   }
   const counted = new CounterDeltas();
@@ -100,7 +98,6 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   message.retry({ delaySeconds: delay });
 }
 
-const retrySeconds = (attempts: number) => Math.min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** Math.max(0, attempts - 1));
 
 /** POSTs one alert; true when the target answered 2xx. */
 async function post(config: AlertConfig, row: AlertRow, now: number): Promise<boolean> {

@@ -37,6 +37,7 @@ import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 import { withDeadline } from "../deadline";
+import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
 import { releaseChunk, scheduleProbe, startRelease } from "./controls";
@@ -44,8 +45,6 @@ import { notify, type Notice } from "../alerts/notify";
 import { writePoint } from "../telemetry";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
-/** Queues accept delays up to 12 hours. */
-const MAX_DELAY_SECONDS = 43_200;
 const DEFAULT_RETRY_BASE_SECONDS = 10;
 const DEFAULT_RETRY_MAX_SECONDS = 3_600;
 /** Workers allow 6 simultaneous open connections per invocation; more would queue inside fetch() and time out there. */
@@ -60,8 +59,8 @@ const MAX_FAILED_ROUNDS = 10;
 const DEFERRED_DELAY_SECONDS = 1;
 /** How far ahead a batch reserves start times from a rate limit (it waits for them before recording). */
 const RATE_HORIZON_MS = 2_000;
-/** How far ahead the rate limiter books a slot for a deferred event (the queue's longest delay is 12 hours). */
-const RATE_BOOK_AHEAD_MS = 43_200_000;
+/** How far ahead the rate limiter books a slot for a deferred event: the queue's longest delay. */
+const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 /** When the rate limiter cannot be reached, its destination's forwards wait this long (never sent unmetered). */
 const RATE_UNAVAILABLE_MS = 5_000;
 /**
@@ -470,7 +469,7 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
   return {
     decision: waitMs.length === 0
       ? { ack: true }
-      : { ack: false, delaySeconds: Math.min(MAX_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
+      : { ack: false, delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
     round: {
       eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred,
       gaveUp: false, error: null, probe: draft.probe, heldOrder: event.received_at, generations: generationsOf(previous.values()),
@@ -627,7 +626,7 @@ async function forwardOnce(event: EventRow, { destination, attempts, probe }: Du
         return { ...base, status: "dead", error: `${result.error}; gave up after ${attemptNumber} attempts`, nextAttemptAt: null };
       }
       const delay = result.retryAfterSeconds ?? backoffSeconds(attemptNumber, retry);
-      return { ...base, status: "failed", error: result.error, nextAttemptAt: startedAt + Math.min(delay, MAX_DELAY_SECONDS) * 1000 };
+      return { ...base, status: "failed", error: result.error, nextAttemptAt: startedAt + Math.min(delay, MAX_QUEUE_DELAY_SECONDS) * 1000 };
     }
   }
 }

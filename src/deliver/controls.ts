@@ -10,21 +10,18 @@
  * and enqueues their events, then sends another release while more are held.
  */
 import type { Env } from "../env";
+import { enqueueEvents } from "../queues";
 import { bytesToHex } from "../receive/signature";
 import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
 import type { Destination } from "./destinations";
 
 /** Held deliveries one release makes pending: its events in 4 sends, within a queue batch's subrequests. */
 export const RELEASE_CHUNK = 400;
-/** Queue sendBatch takes at most 100 messages. */
-const SEND_BATCH = 100;
 
 /** Releases the next chunk of a destination's held deliveries, oldest first, and asks for the rest. */
 export async function releaseChunk(env: Env, destination: string, now: number): Promise<{ released: number; more: boolean }> {
   const keys = await releaseHeld(env.DB, destination, RELEASE_CHUNK, now);
-  for (let i = 0; i < keys.length; i += SEND_BATCH) {
-    await env.EVENTS_QUEUE.sendBatch(keys.slice(i, i + SEND_BATCH).map((eventKey) => ({ body: { eventKey }, contentType: "json" as const })));
-  }
+  await enqueueEvents(env.EVENTS_QUEUE, keys);
   const more = keys.length === RELEASE_CHUNK;
   if (more) await env.EVENTS_QUEUE.send({ release: destination }, { contentType: "json" });
   return { released: keys.length, more };
@@ -73,10 +70,15 @@ export async function tendDestinations(env: Env, destinations: Destination[], no
   for (const destination of destinations) {
     const control = controls.get(destination.name);
     const state = stateOf(control);
-    if (state === "open" && (control!.probe_at ?? 0) + destination.probeSeconds * 1000 <= now) {
-      if (await scheduleProbe(env, destination)) probes++;
-    } else if (state === "active" && held.has(destination.name)) {
-      released += (await releaseChunk(env, destination.name, now)).released;
+    // One destination's failure is logged and leaves the others their turn (the next run tries again).
+    try {
+      if (state === "open" && (control!.probe_at ?? 0) + destination.probeSeconds * 1000 <= now) {
+        if (await scheduleProbe(env, destination)) probes++;
+      } else if (state === "active" && held.has(destination.name)) {
+        released += (await releaseChunk(env, destination.name, now)).released;
+      }
+    } catch (err) {
+      console.error(JSON.stringify({ cron: "destinations", destination: destination.name, outcome: "tend_failed", error: String(err) }));
     }
   }
   return { probes, released, cancelled };

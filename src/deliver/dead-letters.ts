@@ -6,6 +6,7 @@
  * Unfinished events in D1 are what the reconciliation sweep finds and enqueues again.
  */
 import type { Env, EventsQueueMessage } from "../env";
+import { retrySecondsOverADay } from "../queues";
 import { notify } from "../alerts/notify";
 import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
 import { writeAllOrEach } from "./all-or-each";
@@ -22,20 +23,13 @@ export function deadLetterQueueName(env: Env): string {
   return env.DEAD_LETTER_QUEUE_NAME || DEFAULT_DEAD_LETTER_QUEUE_NAME;
 }
 
-/** The first retry of a letter D1 refused (it is likely down), and the longest wait between two. */
-const FIRST_RETRY_SECONDS = 30;
-const LONGEST_RETRY_SECONDS = 15 * 60;
-
 /**
- * How long a letter D1 refused waits before its next try: 30 s, doubling to at most 15 minutes.
- * This queue has no dead-letter queue of its own, so once its max_retries (100, wrangler.toml) are
- * used up the message, possibly the only copy of an event, is gone: 100 tries this way span
- * 86,430 s, just over 24 hours of D1 outage (well inside the queue's 4-day message retention),
- * and a short outage is still recorded within a minute or two of its end.
+ * How long a letter D1 refused waits before its next try. This queue has no dead-letter queue of
+ * its own, so once its max_retries (100, wrangler.toml) are used up the message, possibly the only
+ * copy of an event, is gone: the retries span just over 24 hours of D1 outage (well inside the
+ * queue's 4-day message retention).
  */
-export function recordRetrySeconds(attempts: number): number {
-  return Math.min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** Math.max(0, attempts - 1));
-}
+export const recordRetrySeconds = retrySecondsOverADay;
 
 export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
   const receivedAt = Date.now();

@@ -7,6 +7,7 @@
  */
 import { array, integer, max, min, nonempty, number, object, optional, pattern, record, refine, size, string, type Infer } from "superstruct";
 import { describeFailure, entryLabel, fromJsonText } from "../config";
+import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import type { Env } from "../env";
 import { configuredSourceNames, SOURCE_NAME } from "../sources";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
@@ -51,8 +52,8 @@ const DestinationConfig = object({
   secret: optional(pattern(string(), /^[A-Z][A-Z0-9_]*$/)),
   timeout_ms: optional(max(min(integer(), 100), 30_000)),
   circuit_failures: optional(max(min(integer(), 1), 1_000)),
-  // Queues delay a message by at most 12 hours.
-  circuit_probe_seconds: optional(max(min(integer(), 1), 43_200)),
+  // A probe is a delayed queue message.
+  circuit_probe_seconds: optional(max(min(integer(), 1), MAX_QUEUE_DELAY_SECONDS)),
   rate_per_second: optional(max(min(number(), 0.01), 1_000)),
   headers: optional(refine(record(string(), string()), "headers", (headers) => Object.keys(headers).length <= MAX_HEADERS)),
 });

@@ -8,13 +8,12 @@
  */
 import { notify } from "../alerts/notify";
 import { numberVar, type Env } from "../env";
+import { enqueueEvents } from "../queues";
 import { findStranded, markProgress } from "../store/events";
 
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 /** Events one sweep re-enqueues at most; the next run continues (oldest first). */
 const SWEEP_LIMIT = 4_000;
-/** Queue sendBatch takes at most 100 messages. */
-const SEND_BATCH = 100;
 
 export async function reconcile(env: Env, now: number): Promise<{ requeued: number }> {
   const idleMs = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS) * 1000;
@@ -23,10 +22,7 @@ export async function reconcile(env: Env, now: number): Promise<{ requeued: numb
   // never sent twice by the next sweep. One select, one update and 40 sends stay inside the free
   // plan's 50 subrequests per invocation.
   if (keys.length) await markProgress(env.DB, keys, now);
-  for (let i = 0; i < keys.length; i += SEND_BATCH) {
-    const chunk = keys.slice(i, i + SEND_BATCH);
-    await env.EVENTS_QUEUE.sendBatch(chunk.map((eventKey) => ({ body: { eventKey }, contentType: "json" as const })));
-  }
+  await enqueueEvents(env.EVENTS_QUEUE, keys);
   await notify(env, [{ kind: "sweep_requeued", subject: "sweep", count: keys.length }], now);
   return { requeued: keys.length };
 }

@@ -1,0 +1,27 @@
+/** What the queue producers and consumers share: how many messages go in one send, and when a message comes back. */
+import type { EventsQueueMessage } from "./env";
+
+/** Queues delay a message by at most 12 hours. */
+export const MAX_QUEUE_DELAY_SECONDS = 43_200;
+
+/**
+ * A retry that waits out an outage (D1 refusing a record, an alert target down): 30 s, doubling
+ * to at most 15 minutes. A queue's 100 retries this way span 86,430 s, just over 24 hours, and a
+ * short outage is still over within a minute or two of its end.
+ */
+export function retrySecondsOverADay(attempts: number): number {
+  return Math.min(15 * 60, 30 * 2 ** Math.max(0, attempts - 1));
+}
+
+/** Queue sendBatch takes at most 100 messages. */
+const SEND_BATCH = 100;
+
+/** Sends any number of messages, 100 to a sendBatch call. */
+export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[]): Promise<void> {
+  for (let i = 0; i < messages.length; i += SEND_BATCH) await queue.sendBatch(messages.slice(i, i + SEND_BATCH));
+}
+
+/** Enqueues stored events by key (a message that names an event delivers what D1 says is due). */
+export function enqueueEvents(queue: Queue<EventsQueueMessage>, keys: string[]): Promise<void> {
+  return sendAll(queue, keys.map((eventKey) => ({ body: { eventKey }, contentType: "json" as const })));
+}
