@@ -219,8 +219,11 @@ function resolveHeaders(headers: Record<string, string>, env: Env, label: string
       return typeof secret === "string" ? secret : "";
     });
     if (missing) return errors.push(`${at}: a \${NAME} in its value names a secret binding that is not set (NAME: A-Z, 0-9, _)`);
-    // A line break would end the header (or smuggle another); Headers refuses it at send time anyway.
-    if (/[\r\n\0]/.test(value) || value.length > 8_192) return errors.push(`${at}: its value (with its secrets filled in) must be one line of at most 8192 characters`);
+    // Printable ASCII only: a line break would end the header (or smuggle another), and for any
+    // other byte the runtime logs a warning quoting the whole value, secret and all.
+    if (!/^[\t\x20-\x7E]*$/.test(value) || value.length > 8_192) {
+      return errors.push(`${at}: its value (with its secrets filled in) must be one line of at most 8192 printable ASCII characters`);
+    }
     resolved.push([name, value]);
   });
   return resolved;
