@@ -59,6 +59,9 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
     if (unrecorded.has(item)) item.message.retry({ delaySeconds: recordRetrySeconds(item.message.attempts) });
     else item.message.ack();
   }
-  await notify(env, [{ kind: "dead_letters_received", subject: "dead-letter queue", count: letters.length - unrecorded.size }]);
+  // Our own notices of dead deliveries were alerted as delivery_dead already: only messages that
+  // used up the queue's retries (possibly the only copy of an event) are news here.
+  const exhausted = letters.filter((item) => item.letter.destinations === null && !unrecorded.has(item)).length;
+  await notify(env, [{ kind: "dead_letters_received", subject: "dead-letter queue", count: exhausted }]);
   console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, withEvent: letters.filter(({ letter }) => letter.carried).length }));
 }
