@@ -134,6 +134,20 @@ export function configuredSourceNames(env: Env): ReadonlySet<string> | null {
   return config.ok ? new Set(config.sources.map((source) => source.name)) : null;
 }
 
+/**
+ * Every binding a source verifies with: the built-ins' and, valid or not, each name SOURCES
+ * gives. Outbound headers may not name them (deliver/destinations.ts): a signing secret sent
+ * downstream would let the receiver forge webhooks.
+ */
+export function sourceSecretBindings(env: Env): Set<string> {
+  const raw = fromJsonText(env.SOURCES ?? []);
+  const declared = Array.isArray(raw)
+    ? raw.flatMap((entry: Record<string, unknown> | null) => [entry?.secret, entry?.secret_old, entry?.token].filter((name): name is string => typeof name === "string"))
+    : [];
+  const builtIn = builtInSources.flatMap(({ secretBindings: { secret, secretOld, token } }) => [secret, secretOld, token].filter((name): name is string => Boolean(name)));
+  return new Set([...builtIn, ...declared]);
+}
+
 /** What a source verifies requests with, read from its bindings now. */
 export interface SourceSecrets {
   /** Current first, then old; unset or empty bindings skipped. */

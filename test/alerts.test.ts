@@ -48,6 +48,8 @@ function runAlerts(messages: { id: string; body: AlertMessage; attempts?: number
 }
 
 const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+const pendingOf = async (kind: string, subject: string) =>
+  (await env.DB.prepare("SELECT pending FROM alerts WHERE kind = ? AND subject = ?").bind(kind, subject).first<{ pending: number }>())?.pending;
 const parsed = (received: { body: string }[]) => received.map((r) => JSON.parse(r.body) as Record<string, unknown>);
 
 describe("alerts", () => {
@@ -148,9 +150,15 @@ describe("alerts", () => {
     const first = alerts.accepted.splice(0);
     const down1 = await runAlerts(first.map((body) => ({ id: "late", body })));
     expect(down1.retried.map((r) => r.msgId)).toEqual(["late"]);
-    // Noted again while the receiver is down: the same key, no second message.
+    // Pausing a paused destination changes nothing and notes nothing.
     await admin("POST", `/admin/destinations/${name}/pause`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
-    expect(alerts.accepted).toEqual([]);
+    expect(await pendingOf("destination_paused", name)).toBe(1);
+    // Resumed and paused again while the receiver is down: the resume is its own alert, the pause
+    // is noted on the same key, which has its message on the way already.
+    await admin("POST", `/admin/destinations/${name}/resume`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    await admin("POST", `/admin/destinations/${name}/pause`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    expect(alerts.accepted.splice(0)).toEqual([{ alert: { kind: "destination_resumed", subject: name } }]);
+    expect(await pendingOf("destination_paused", name)).toBe(2);
     const down2 = await runAlerts(first.map((body) => ({ id: "late", body, attempts: 2 })));
     expect(down2.retried).toHaveLength(1);
     const up = await runAlerts(first.map((body) => ({ id: "late", body, attempts: 3 })));
@@ -160,6 +168,56 @@ describe("alerts", () => {
     expect(listed.alerts.find((a) => a.subject === name)).toMatchObject({ sent: 1, failed: 2 });
     const metrics = await (await admin("GET", "/admin/metrics")).text();
     expect(metrics).toMatch(/edgehook_alerts_total\{kind="destination_paused",result="failed"\} [2-9]/);
+  });
+
+  it("what is noted while an alert is on its way goes in the next one, which says when the first of it came", async () => {
+    const name = uniqueName("busy");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }], ALERT_COOLDOWN_SECONDS: "0.001" });
+    const toggle = async (action: "pause" | "resume") => {
+      await scheduler.wait(5); // distinct times
+      await admin("POST", `/admin/destinations/${name}/${action}`);
+    };
+    await toggle("pause");
+    const times: number[] = [];
+    const received: string[] = [];
+    server.use(
+      http.post(ALERT_URL, async ({ request }) => {
+        received.push(await request.text());
+        // Paused twice more while the first alert is being sent.
+        if (received.length === 1) {
+          for (const action of ["resume", "pause", "resume", "pause"] as const) {
+            await toggle(action);
+            if (action === "pause") times.push(Date.now());
+          }
+        }
+        return new HttpResponse(null, { status: 200 });
+      }),
+    );
+    const first = alerts.accepted.splice(0);
+    await runAlerts(first.map((body) => ({ id: "first", body })));
+    const row = await env.DB.prepare("SELECT * FROM alerts WHERE kind = 'destination_paused' AND subject = ?").bind(name).first<{ pending: number; first_at: number; last_at: number }>();
+    expect(row).toMatchObject({ pending: 2 });
+    expect(row!.first_at).toBeLessThan(row!.last_at);
+    expect(row!.first_at).toBeGreaterThanOrEqual(times[0]! - 20);
+    expect(row!.first_at).toBeLessThan(times[1]!);
+    await runAlerts(first.map((body) => ({ id: "second", body })));
+    const next = JSON.parse(received.at(-1)!) as { kind: string; count: number; firstAt: string; lastAt: string };
+    expect(next).toMatchObject({ kind: "destination_paused", count: 2, firstAt: new Date(row!.first_at).toISOString(), lastAt: new Date(row!.last_at).toISOString() });
+  });
+
+  it("the cron schedules again alerts whose message was lost, at most 1,000 a run", async () => {
+    const now = Date.now();
+    const subjects = Array.from({ length: 1_005 }, (_, i) => `lost-${now}-${i}`);
+    await env.DB.batch(
+      subjects.map((subject, i) =>
+        env.DB.prepare("INSERT INTO alerts (kind, subject, pending, first_at, last_at, due_at) VALUES ('delivery_dead', ?1, 1, ?2, ?2, ?2)").bind(subject, now - 3_600_000 + i),
+      ),
+    );
+    const lost = () => alerts.accepted.splice(0).filter((m) => m.alert.subject.startsWith(`lost-${now}-`));
+    await runCron(new Date(now));
+    expect(lost()).toHaveLength(1_000);
+    await runCron(new Date(now + 1_000));
+    expect(lost().map((m) => m.alert.subject).sort()).toEqual(subjects.slice(1_000).sort());
   });
 
   it("sends Slack-compatible text by default, signed with Standard Webhooks when ALERT_SECRET is set", async () => {
@@ -181,6 +239,7 @@ describe("alerts", () => {
     const view = (await (await admin("GET", "/admin/alerts", { ALERT_URL: secretUrl, ALERT_FORMAT: "xml", ALERT_SECRET: "not-a-whsec" })).json()) as { valid: boolean; errors: string[] };
     expect(view).toMatchObject({
       valid: false,
+      format: null,
       errors: ["ALERT_URL: must be https (or http to 127.0.0.1/localhost)", "ALERT_FORMAT: must be one of slack, json", "ALERT_SECRET: must be whsec_<base64> (16+ bytes)"],
     });
     expect(JSON.stringify(view)).not.toContain("secret");

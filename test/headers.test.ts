@@ -96,3 +96,27 @@ describe("outbound headers", () => {
     expect(await health.json()).toMatchObject({ destinations: { valid: false, errors: 8 } });
   });
 });
+
+describe("secrets edgehook keeps to itself", () => {
+  it("refuses a header that would send the admin token, an alert secret, a source's or a destination's signing secret", async () => {
+    const own = ["ADMIN_TOKEN", "ALERT_SECRET", "SEISMIC_SIGNING_SECRET", "ZUDDL_AUTH_TOKEN", "SUMMIT_SECRET", "SIGNING_KEY"];
+    const DESTINATIONS = [
+      { name: "signed", url: "https://s.test/", secret: "SIGNING_KEY" },
+      { name: "leaky", url: "https://l.test/", headers: Object.fromEntries(own.map((binding, i) => [`X-Leak-${i}`, `x \${${binding}}`])) },
+      { name: "fine", url: "https://f.test/", headers: { Authorization: "Bearer ${CRM_TOKEN}" } },
+    ];
+    const response = await admin("GET", "/admin/destinations", {
+      DESTINATIONS,
+      SOURCES: [{ name: "summit", provider: "zuddl", secret: "SUMMIT_SECRET" }],
+      ALERT_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+      SUMMIT_SECRET: "summit-secret-value",
+      SIGNING_KEY: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+      CRM_TOKEN: TOKEN,
+    });
+    const body = (await response.json()) as { valid: boolean; errors: string[] };
+    expect(body.valid).toBe(false);
+    expect(body.errors).toEqual(
+      own.map((_, i) => `DESTINATIONS[1] (leaky).headers[${i}]: a \${NAME} in its value names a secret edgehook keeps to itself (ADMIN_TOKEN, ALERT_*, a source's or a destination's signing secret)`),
+    );
+  });
+});

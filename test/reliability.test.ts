@@ -122,6 +122,11 @@ describe("a bad deploy, the dead-letter queue and the reconciliation sweep", () 
     expect(alpha).toHaveLength(0);
     const sent = events.accepted.length;
 
+    // Still invalid, however long they wait: the sweep leaves them be, instead of sending the same
+    // events round every window.
+    await runCron(new Date(Date.now() + 3_600_000), { DESTINATIONS: INVALID, RECONCILE_AFTER_SECONDS: "60" });
+    expect(events.accepted.slice(sent)).toEqual([]);
+
     // Not yet idle for RECONCILE_AFTER_SECONDS: the sweep leaves them be.
     await runCron(new Date(), { DESTINATIONS: ONLY_ALPHA, RECONCILE_AFTER_SECONDS: "60" });
     expect(events.accepted.slice(sent).map((m) => m.eventKey)).not.toContain(keys[0]);

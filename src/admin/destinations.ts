@@ -6,7 +6,7 @@ import { HttpError } from "../errors";
 import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
 import { configuredDestinations, iso } from "./operations";
 import type { AlertsView, DestinationConfigView, DestinationControlView, DestinationView } from "./schemas";
-import { alertConfig } from "../alerts/send";
+import { ALERT_FORMATS, alertConfig } from "../alerts/send";
 import { alertTiming, notify } from "../alerts/notify";
 import { listAlerts } from "../store/alerts";
 
@@ -54,7 +54,7 @@ export async function alertsView(env: Env): Promise<AlertsView> {
     configured: Boolean(env.ALERT_URL),
     valid: checked.ok,
     errors: checked.ok ? [] : checked.errors,
-    format: env.ALERT_FORMAT === "json" ? "json" : "slack",
+    format: ALERT_FORMATS.find((format) => format === (env.ALERT_FORMAT ?? "slack")) ?? null,
     signed: Boolean(env.ALERT_SECRET),
     cooldownSeconds: cooldownMs / 1000,
     groupWaitSeconds: groupWaitMs / 1000,
@@ -68,8 +68,9 @@ export async function alertsView(env: Env): Promise<AlertsView> {
 /** Pauses a destination: from its next round on, its deliveries are held. */
 export async function pauseDestination(env: Env, name: string): Promise<DestinationControlView> {
   const destination = requireConfigured(env, name);
-  const control = await pause(env.DB, name, PAUSED_BY_OPERATOR, Date.now());
-  await notify(env, [{ kind: "destination_paused", subject: name, count: 1 }]);
+  const { control, changed } = await pause(env.DB, name, PAUSED_BY_OPERATOR, Date.now());
+  // Pausing a paused destination changes nothing, so it tells nobody anything.
+  if (changed) await notify(env, [{ kind: "destination_paused", subject: name, count: 1 }]);
   const held = (await heldCounts(env.DB)).get(name) ?? 0;
   return { destination: destinationView(destination, control, held), released: 0 };
 }
@@ -81,8 +82,8 @@ export async function pauseDestination(env: Env, name: string): Promise<Destinat
 export async function resumeDestination(env: Env, name: string): Promise<DestinationControlView> {
   const destination = requireConfigured(env, name);
   const now = Date.now();
-  const control = await resume(env.DB, name, now);
-  await notify(env, [{ kind: "destination_resumed", subject: name, count: 1 }], now);
+  const { control, changed } = await resume(env.DB, name, now);
+  if (changed) await notify(env, [{ kind: "destination_resumed", subject: name, count: 1 }], now);
   let released = 0;
   // Still open: no probe ran while it was paused, so one starts now and releases what it held once it succeeds.
   if (stateOf(control) === "open") await scheduleProbe(env, destination);

@@ -178,10 +178,10 @@ export const AlertsView = Strict({
   configured: T.Boolean({ description: "ALERT_URL is set (its value is never shown)" }),
   valid: T.Boolean(),
   errors: T.Array(T.String(), { description: "ALERT_* settings that are wrong: the setting and the rule, never its value" }),
-  format: StringEnum(["slack", "json"]),
+  format: Nullable(StringEnum(["slack", "json"]), { description: "null while ALERT_FORMAT is neither (see errors)" }),
   signed: T.Boolean({ description: "ALERT_SECRET is set: alerts carry Standard Webhooks headers" }),
-  cooldownSeconds: T.Integer({ minimum: 1 }),
-  groupWaitSeconds: T.Integer({ minimum: 1 }),
+  cooldownSeconds: T.Number({ exclusiveMinimum: 0 }),
+  groupWaitSeconds: T.Number({ exclusiveMinimum: 0 }),
   alerts: T.Array(
     Strict({
       kind: T.String(),

@@ -21,6 +21,8 @@ const DEFAULT_COOLDOWN_SECONDS = 900;
 const DEFAULT_GROUP_WAIT_SECONDS = 30;
 /** A scheduled send whose message has not come this long after it was due was lost: the cron schedules it again. */
 const STALE_MS = 20 * 60_000;
+/** Lost sends one cron run schedules again at most: 10 queue calls of 100. */
+const RESCHEDULE_LIMIT = 1_000;
 /** How long noting may take before the caller goes on without it. */
 const NOTE_MS = 5_000;
 
@@ -55,7 +57,7 @@ export async function notify(env: Env, notes: Notice[], now = Date.now()): Promi
 /** The cron's safety net: a key whose scheduled send was lost (its message never came) is sent again. */
 export async function rescheduleLostAlerts(env: Env, now: number): Promise<{ rescheduled: number }> {
   if (!alertsOn(env)) return { rescheduled: 0 };
-  const rows = await rescheduleStale(env.DB, now - STALE_MS, now);
+  const rows = await rescheduleStale(env.DB, now - STALE_MS, now, RESCHEDULE_LIMIT);
   await schedule(env, rows, now);
   return { rescheduled: rows.length };
 }

@@ -9,7 +9,7 @@ import { array, integer, max, min, nonempty, number, object, optional, pattern, 
 import { describeFailure, entryLabel, fromJsonText } from "../config";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import type { Env } from "../env";
-import { configuredSourceNames, SOURCE_NAME } from "../sources";
+import { configuredSourceNames, SOURCE_NAME, sourceSecretBindings } from "../sources";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -25,6 +25,8 @@ const PLACEHOLDER = /\$\{([^}]*)\}/g;
 const BINDING_NAME = /^[A-Z][A-Z0-9_]*$/;
 /** A header name (an HTTP token). */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
+/** Secrets edgehook keeps to itself, which a header may not send anywhere (sources' and destinations' are added per configuration). */
+const OWN_SECRETS = ["ADMIN_TOKEN", "ALERT_URL", "ALERT_SECRET"];
 /** Headers edgehook sets itself, or the runtime does: a destination may not set them. */
 const RESERVED_HEADER = /^(webhook-.*|x-edgehook-.*|content-type|host|content-length)$/i;
 
@@ -127,12 +129,14 @@ export function loadDestinations(env: Env): DestinationsResult {
   // The key holds secret values only in this isolate's memory, to notice a `wrangler secret put`.
   // The source names a destination may route on come from SOURCES: a change there is a new configuration too.
   const sourceNames = configuredSourceNames(env);
-  const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : "")), sourceNames && [...sourceNames]]);
-  if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env, sourceNames) };
+  // What headers may not send: edgehook's own secrets, every source's, and every destination's signing secret.
+  const ownSecrets = new Set([...OWN_SECRETS, ...sourceSecretBindings(env), ...(Array.isArray(raw) ? raw.map((d: { secret?: unknown }) => d?.secret).filter((name) => typeof name === "string") : [])]);
+  const key = JSON.stringify([raw, secretNames.map((name) => (name ? String(env[name] ?? "") : "")), sourceNames && [...sourceNames], [...ownSecrets]]);
+  if (cache?.key !== key) cache = { key, result: parseDestinations(raw, env, sourceNames, ownSecrets) };
   return cache.result;
 }
 
-function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<string> | null): DestinationsResult {
+function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<string> | null, ownSecrets: ReadonlySet<string>): DestinationsResult {
   if (!Array.isArray(raw)) return { ok: false, errors: ["DESTINATIONS must be an array of tables (or JSON text of one)"] };
   const errors: string[] = [];
   const destinations: Destination[] = [];
@@ -163,7 +167,7 @@ function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<stri
       // The binding's name is not repeated: a secret pasted here that happens to look like a name must not be echoed.
       if (!signingKey) errors.push(`${label}.secret: the binding it names is missing or not whsec_<base64> (16+ bytes)`);
     }
-    const headers = config.headers ? resolveHeaders(config.headers, env, `${label}.headers`, errors) : [];
+    const headers = config.headers ? resolveHeaders(config.headers, env, ownSecrets, `${label}.headers`, errors) : [];
     // Without the binding a limit could not be kept across invocations: refuse rather than send unmetered.
     if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
     // Unknown while SOURCES is invalid (null): not checked then, so built-in sources keep their deliveries.
@@ -203,7 +207,7 @@ export function placeholders(value: unknown): string[] {
  * the header by its position (a name is shown only when it is a reserved one, never text that
  * could be a pasted secret), and never a value or a binding's name.
  */
-function resolveHeaders(headers: Record<string, string>, env: Env, label: string, errors: string[]): [string, string][] {
+function resolveHeaders(headers: Record<string, string>, env: Env, ownSecrets: ReadonlySet<string>, label: string, errors: string[]): [string, string][] {
   const resolved: [string, string][] = [];
   const seen = new Set<string>();
   Object.entries(headers).forEach(([name, template], index) => {
@@ -212,6 +216,9 @@ function resolveHeaders(headers: Record<string, string>, env: Env, label: string
     if (RESERVED_HEADER.test(name)) return errors.push(`${label}.${name.toLowerCase()}: is reserved (webhook-*, x-edgehook-*, content-type, host and content-length are set by edgehook)`);
     if (seen.has(name.toLowerCase())) return errors.push(`${at}: names a header that is already set (names are case-insensitive)`);
     seen.add(name.toLowerCase());
+    if (placeholders(template).some((binding) => ownSecrets.has(binding))) {
+      return errors.push(`${at}: a \${NAME} in its value names a secret edgehook keeps to itself (ADMIN_TOKEN, ALERT_*, a source's or a destination's signing secret)`);
+    }
     let missing = false;
     const value = template.replace(PLACEHOLDER, (_, binding: string) => {
       const secret = BINDING_NAME.test(binding) ? env[binding] : undefined;

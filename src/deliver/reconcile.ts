@@ -10,12 +10,16 @@ import { notify } from "../alerts/notify";
 import { numberVar, type Env } from "../env";
 import { enqueueEvents } from "../queues";
 import { findStranded, markProgress } from "../store/events";
+import { loadDestinations } from "./destinations";
 
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 /** Events one sweep re-enqueues at most; the next run continues (oldest first). */
 const SWEEP_LIMIT = 4_000;
 
-export async function reconcile(env: Env, now: number): Promise<{ requeued: number }> {
+export async function reconcile(env: Env, now: number): Promise<{ requeued: number; skipped?: string }> {
+  // Nothing could be delivered: the consumer would only hold them again, and every window would
+  // send (and alert) the same events once more. The first sweep after the fix finds them all.
+  if (!loadDestinations(env).ok) return { requeued: 0, skipped: "DESTINATIONS is invalid" };
   const idleMs = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS) * 1000;
   const keys = await findStranded(env.DB, now - idleMs, now, SWEEP_LIMIT);
   // Marked before the sends, in one statement: a failed send waits one more window, a sent one is

@@ -9,6 +9,8 @@ export interface AlertRow {
   due_at: number | null;
   last_sent_at: number | null;
   sending_until: number | null;
+  /** The first occurrence noted while this key was being sent: the next alert's first. */
+  next_first_at: number | null;
   sent: number;
   failed: number;
 }
@@ -31,7 +33,8 @@ export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number
       .prepare(
         `INSERT INTO alerts (kind, subject, pending, first_at, last_at)
          SELECT value->>'kind', value->>'subject', value->>'count', ?2, ?2 FROM json_each(?1) WHERE true
-         ON CONFLICT (kind, subject) DO UPDATE SET pending = pending + excluded.pending, first_at = COALESCE(first_at, excluded.first_at), last_at = excluded.last_at`,
+         ON CONFLICT (kind, subject) DO UPDATE SET pending = pending + excluded.pending, first_at = COALESCE(first_at, excluded.first_at), last_at = excluded.last_at,
+           next_first_at = CASE WHEN sending_until > ?2 THEN COALESCE(next_first_at, excluded.first_at) ELSE next_first_at END`,
       )
       .bind(json, now),
     db
@@ -62,7 +65,7 @@ export async function claimAlert(db: D1Database, kind: string, subject: string, 
 
 /** Gives the right to send back without sending (the cooldown has not ended): due then. */
 export async function alertDeferred(db: D1Database, row: AlertRow, dueAt: number): Promise<void> {
-  await db.prepare(`UPDATE alerts SET sending_until = NULL, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, dueAt).run();
+  await db.prepare(`UPDATE alerts SET sending_until = NULL, next_first_at = NULL, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, dueAt).run();
 }
 
 /**
@@ -74,7 +77,7 @@ export async function alertSent(db: D1Database, row: AlertRow, count: number, no
     db
       .prepare(
         `UPDATE alerts SET pending = pending - ?3, sent = sent + 1, last_sent_at = ?4, sending_until = NULL,
-                first_at = CASE WHEN pending - ?3 > 0 THEN last_at END,
+                first_at = CASE WHEN pending - ?3 > 0 THEN COALESCE(next_first_at, last_at) END, next_first_at = NULL,
                 due_at = CASE WHEN pending - ?3 > 0 THEN ?4 + ?5 END
          WHERE kind = ?1 AND subject = ?2 RETURNING *`,
       )
@@ -87,7 +90,7 @@ export async function alertSent(db: D1Database, row: AlertRow, count: number, no
 /** Sending failed: the next try is due at `retryAt` (its message is retried), and the failure counted. */
 export async function alertFailed(db: D1Database, row: AlertRow, retryAt: number, counters: D1PreparedStatement[]): Promise<void> {
   await db.batch([
-    db.prepare(`UPDATE alerts SET failed = failed + 1, due_at = ?3, sending_until = NULL WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, retryAt),
+    db.prepare(`UPDATE alerts SET failed = failed + 1, due_at = ?3, sending_until = NULL, next_first_at = NULL WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, retryAt),
     ...counters,
   ]);
 }
@@ -97,11 +100,14 @@ export async function alertIdle(db: D1Database, kind: string, subject: string): 
   await db.prepare(`UPDATE alerts SET due_at = NULL WHERE kind = ?1 AND subject = ?2 AND pending <= 0 AND sending_until IS NULL`).bind(kind, subject).run();
 }
 
-/** Keys whose scheduled send is long overdue (its message was lost): due again now. */
-export async function rescheduleStale(db: D1Database, staleBefore: number, now: number): Promise<AlertRow[]> {
+/** Keys whose scheduled send is long overdue (its message was lost): due again now, at most `limit` a run (the next run takes the rest). */
+export async function rescheduleStale(db: D1Database, staleBefore: number, now: number, limit: number): Promise<AlertRow[]> {
   const { results } = await db
-    .prepare(`UPDATE alerts SET due_at = ?2 WHERE pending > 0 AND (due_at IS NULL OR due_at < ?1) RETURNING *`)
-    .bind(staleBefore, now)
+    .prepare(
+      `UPDATE alerts SET due_at = ?2
+       WHERE rowid IN (SELECT rowid FROM alerts WHERE pending > 0 AND (due_at IS NULL OR due_at < ?1) ORDER BY first_at LIMIT ?3) RETURNING *`,
+    )
+    .bind(staleBefore, now, limit)
     .all<AlertRow>();
   return results;
 }

@@ -40,30 +40,38 @@ export async function getControls(db: D1Database): Promise<Map<string, ControlRo
   return new Map(results.map((row) => [row.destination, row]));
 }
 
-/** Pauses a destination (again: keeps the first pause's time). Returns its row. */
-export async function pause(db: D1Database, destination: string, reason: string, now: number): Promise<ControlRow> {
-  const row = await db
+/** A pause or a resume: the destination's state after it, and whether it changed anything. */
+export interface Toggled {
+  control: ControlRow;
+  changed: boolean;
+}
+
+/** Pauses a destination (kept when it already is, with its first reason and time). */
+export async function pause(db: D1Database, destination: string, reason: string, now: number): Promise<Toggled> {
+  return toggle(db, destination, db
     .prepare(
       `INSERT INTO destination_state (destination, paused_at, paused_reason, updated_at) VALUES (?1, ?3, ?2, ?3)
        ON CONFLICT (destination) DO UPDATE SET paused_at = COALESCE(paused_at, ?3), paused_reason = COALESCE(paused_reason, ?2), updated_at = ?3
        RETURNING *`,
     )
-    .bind(destination, reason, now)
-    .first<ControlRow>();
-  return row!;
+    .bind(destination, reason, now), (before) => before?.paused_at == null);
 }
 
 /** Resumes a destination: not paused, its run of 410s forgotten. The circuit keeps its own state. */
-export async function resume(db: D1Database, destination: string, now: number): Promise<ControlRow> {
-  const row = await db
+export async function resume(db: D1Database, destination: string, now: number): Promise<Toggled> {
+  return toggle(db, destination, db
     .prepare(
       `INSERT INTO destination_state (destination, updated_at) VALUES (?1, ?2)
        ON CONFLICT (destination) DO UPDATE SET paused_at = NULL, paused_reason = NULL, gone_streak = 0, updated_at = ?2
        RETURNING *`,
     )
-    .bind(destination, now)
-    .first<ControlRow>();
-  return row!;
+    .bind(destination, now), (before) => before?.paused_at != null);
+}
+
+/** The state before and the write, in one transaction: two operators pausing at once see one change. */
+async function toggle(db: D1Database, destination: string, write: D1PreparedStatement, changes: (before: ControlRow | undefined) => boolean): Promise<Toggled> {
+  const [before, after] = await db.batch([db.prepare(`SELECT * FROM destination_state WHERE destination = ?1`).bind(destination), write]);
+  return { control: after!.results[0] as ControlRow, changed: changes(before!.results[0] as ControlRow | undefined) };
 }
 
 /**
