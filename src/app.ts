@@ -13,7 +13,13 @@ import { builtInSources, loadSources, sourceSecrets } from "./sources";
 
 export const app = new Hono<AppEnv>();
 
-app.use("*", requestLog());
+/**
+ * An accepted event writes no line of its own: Workers Logs records every invocation (path, status,
+ * CPU and wall time), the event itself is in D1 (the admin API, the console), and under load the
+ * line cost as much CPU as verifying the request (README "Performance"). Everything else is
+ * logged: refusals, challenges, quarantines, warnings, errors, the admin API and the console.
+ */
+app.use("*", requestLog({ skip: (fields) => fields.status === 200 && fields.outcome?.startsWith("accepted:") === true && !fields.warning }));
 
 /**
  * Liveness plus whether DESTINATIONS and SOURCES are valid (503 when not: events wait, or senders

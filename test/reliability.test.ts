@@ -308,6 +308,37 @@ describe("the runtime's limits", () => {
     for (const key of keys) expect(Object.values(await deliveries(key)).map((d) => d.status)).toEqual(["delivered", "delivered", "delivered"]);
   });
 
+  it("a slow destination holding its forwards open leaves the fast one its share of the 6 connections", async () => {
+    const destinations = [{ name: "slow", url: "https://slow.test/hook" }, { name: "fast", url: "https://fast.test/hook" }];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let slowOpen = 0;
+    const fast: string[] = [];
+    let allFast!: () => void;
+    const fastDone = new Promise<void>((resolve) => (allFast = resolve));
+    server.use(
+      http.post("https://slow.test/hook", async () => {
+        slowOpen++;
+        await gate; // answers only once every fast forward has been made
+        return new HttpResponse(null, { status: 200 });
+      }),
+      http.post("https://fast.test/hook", ({ request }) => {
+        fast.push(request.headers.get("webhook-id")!);
+        if (fast.length === 12) allFast();
+        return new HttpResponse(null, { status: 200 });
+      }),
+    );
+    for (let i = 0; i < 12; i++) await accept(await zuddlRequest(zuddlBody()));
+    const round = consume(events.accepted, { DESTINATIONS: destinations });
+    // With the slots handed out first come, first served, the slow forwards would take all 6 and
+    // the fast ones would wait for them: this would never resolve (the test would time out).
+    await fastDone;
+    expect(slowOpen).toBeLessThanOrEqual(5);
+    release();
+    const result = await round;
+    expect(result.acked).toHaveLength(12);
+  });
+
   it("starts at most MAX_FORWARDS_PER_BATCH forwards; the rest wait for the next delivery without using an attempt", async () => {
     const received = THREE.map(({ url }) => downstream(url));
     const keys = [];

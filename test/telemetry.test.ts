@@ -94,3 +94,32 @@ describe("telemetry", () => {
     expect(text).toMatch(/edgehook_events_total\{[^}]*type="ContentManagerCreateFileV1"[^}]*outcome="accepted"\} \d+/);
   });
 });
+
+describe("the request log line", () => {
+  it("is not written for an accepted event (Workers Logs has the invocation, D1 the event), and is for a refusal", async () => {
+    const logged = vi.spyOn(console, "log");
+    const lines = () => logged.mock.calls.map(([line]) => JSON.parse(String(line)) as { path?: string; status?: number; outcome?: string });
+    expect((await sendWith(await signedSeismic(seismicBody()), { EVENTS_QUEUE: events.queue })).status).toBe(200);
+    expect(lines().filter((line) => line.path === "/webhooks/seismic")).toEqual([]);
+    expect((await sendWith(new Request("https://edgehook.test/webhooks/seismic", { method: "POST", body: seismicBody(), headers: { "content-type": "application/json", "x-seismic-signature": "0".repeat(64) } }), {})).status).toBe(401);
+    expect(lines()).toEqual([expect.objectContaining({ path: "/webhooks/seismic", status: 401, outcome: "invalid_signature" })]);
+    logged.mockRestore();
+  });
+
+  it("the consumer writes a line per batch, and one per event only when a forward did not succeed", async () => {
+    const alpha = downstream("https://alpha.test/hook", [200, 500]);
+    const first = await accept(await signedSeismic(seismicBody()));
+    const second = await accept(await signedSeismic(seismicBody()));
+    const logged = vi.spyOn(console, "log");
+    await consume(events.accepted, { DESTINATIONS: ONLY_ALPHA }, { ids: ["ok", "fails"] });
+    const text = logged.mock.calls.map(([line]) => String(line)).join("\n");
+    logged.mockRestore();
+    expect(alpha).toHaveLength(2);
+    expect(text).toContain('"outcome":"batch"');
+    // The first forward to arrive was answered 200, the second 500 (their order is the runtime's).
+    const [succeeded, refused] = alpha.map((r) => r.headers.get("webhook-id"));
+    expect([succeeded, refused].sort()).toEqual([first, second].sort());
+    expect(text).toContain(`"eventKey":"${refused}"`);
+    expect(text).not.toContain(`"eventKey":"${succeeded}"`);
+  });
+});

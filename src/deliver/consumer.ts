@@ -49,14 +49,19 @@ const DEFAULT_RETRY_BASE_SECONDS = 10;
 const DEFAULT_RETRY_MAX_SECONDS = 3_600;
 /** Workers allow 6 simultaneous open connections per invocation; more would queue inside fetch() and time out there. */
 const MAX_OPEN_FORWARDS = 6;
-/** The free plan allows 50 subrequests per invocation; this leaves room for the D1 and Queue calls. */
-const DEFAULT_MAX_FORWARDS_PER_BATCH = 40;
+/**
+ * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 25
+ * events to 40 destinations, with room for the D1 and Queue calls. The free plan's 50 need "40".
+ */
+const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
 /** How long the dead-letter notices may take before the batch is recorded without them. */
 const DEAD_LETTER_SEND_MS = 5_000;
 /** Failed delivery rounds (exceptions) a message may have before its event is marked dead. */
 const MAX_FAILED_ROUNDS = 10;
-/** A message whose forwards did not fit in this batch comes back this soon. */
-const DEFERRED_DELAY_SECONDS = 1;
+/** A message whose forwards did not fit in this batch's budget comes back at once (the next invocation has its own). */
+const DEFERRED_DELAY_SECONDS = 0;
+/** A release that failed (D1) tries again this much later. */
+const RELEASE_RETRY_SECONDS = 5;
 /** How far ahead a batch reserves start times from a rate limit (it waits for them before recording). */
 const RATE_HORIZON_MS = 2_000;
 /** How far ahead the rate limiter books a slot for a deferred event: the queue's longest delay. */
@@ -193,7 +198,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
   await notify(env, alertNotes(controls, changed, recorded, now), now);
-  // One line per batch; a line per event only where something was attempted or went wrong.
+  // One line per batch; a line per event only where a forward failed or a delivery was held, cancelled or skipped.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
   console.log(JSON.stringify({ queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size }));
@@ -444,7 +449,7 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      return budget.connections(() => attempt(event, due, retry, budget.metrics));
+      return budget.connections(due.destination.name, () => attempt(event, due, retry, budget.metrics));
     }),
   );
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
@@ -458,7 +463,9 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
   // Dead deliveries go to the dead-letter queue once (again, if an earlier send of it failed).
   const deadLettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
 
-  if (records.length || closed.length) {
+  // A line per event only when something did not simply succeed: every attempt is recorded in D1
+  // (GET /admin/events/:id), and a line per forward cost the consumer CPU under load.
+  if (closed.length || records.some((r) => r.status !== "delivered")) {
     console.log(JSON.stringify({
       queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
       attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
@@ -469,7 +476,7 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
   return {
     decision: waitMs.length === 0
       ? { ack: true }
-      : { ack: false, delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.max(1, Math.ceil(Math.min(...waitMs) / 1000))) },
+      : { ack: false, delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.ceil(Math.min(...waitMs) / 1000)) },
     round: {
       eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred,
       gaveUp: false, error: null, probe: draft.probe, heldOrder: event.received_at, generations: generationsOf(previous.values()),
@@ -545,7 +552,7 @@ async function releaseEach(env: Env, releases: Message<ReleaseHeld>[]): Promise<
       message.ack();
     } catch (err) {
       console.error(JSON.stringify({ queue: "deliver", destination, outcome: "release_failed", error: String(err) }));
-      message.retry({ delaySeconds: DEFERRED_DELAY_SECONDS * 5 });
+      message.retry({ delaySeconds: RELEASE_RETRY_SECONDS });
     }
   }
 }

@@ -1,17 +1,38 @@
-/** Runs `work` when fewer than `limit` earlier calls are still running; callers wait in order. */
-export type Limiter = <T>(work: () => Promise<T>) => Promise<T>;
+/**
+ * Runs `work` when fewer than `limit` earlier calls are still running. A freed slot goes to the
+ * key (a destination) with the fewest calls running, the earliest caller first among equals, so
+ * a slow destination holding its calls open never queues another's behind all of its own: each
+ * destination with work waiting gets its share of the slots.
+ */
+export type Limiter = <T>(key: string, work: () => Promise<T>) => Promise<T>;
 
 export function limiter(limit: number): Limiter {
-  let running = 0;
-  const waiting: (() => void)[] = [];
-  return async (work) => {
-    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
-    running++;
+  const running = new Map<string, number>();
+  let total = 0;
+  const waiting: { key: string; start: () => void }[] = [];
+  const next = () => {
+    if (total >= limit || waiting.length === 0) return;
+    let chosen = 0;
+    for (let i = 1; i < waiting.length; i++) {
+      if ((running.get(waiting[i]!.key) ?? 0) < (running.get(waiting[chosen]!.key) ?? 0)) chosen = i;
+    }
+    const { key, start } = waiting.splice(chosen, 1)[0]!;
+    // Counted when chosen, not when the caller resumes: the slot is taken at once.
+    total++;
+    running.set(key, (running.get(key) ?? 0) + 1);
+    start();
+  };
+  return async (key, work) => {
+    await new Promise<void>((start) => {
+      waiting.push({ key, start });
+      next();
+    });
     try {
       return await work();
     } finally {
-      running--;
-      waiting.shift()?.();
+      total--;
+      running.set(key, running.get(key)! - 1);
+      next();
     }
   };
 }
