@@ -10,7 +10,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { ALERT_KINDS } from "../src/alerts/notify";
 import type { AlertMessage, QueuedEvent } from "../src/env";
 import { accept, admin, bindings, consume, downstream, events, makeDue, runCron, SECRET_A, server, useDeliveryHarness } from "./delivery-harness";
-import { recordingQueue } from "./faults";
+import { faultyD1, recordingQueue } from "./faults";
 import { countRows, runQueue, sendWith, seismicBody, seismicRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -93,6 +93,8 @@ describe("alerts", () => {
     await consume([{ eventKey: key, destinations: [deadend] }], {}, { queue: "edgehook-dead-letters", ids: ["notice"] });
     expect(alerts.accepted.filter((m) => m.alert.kind === "dead_letters_received")).toEqual([]);
     await consume([{ eventKey: key }], {}, { queue: "edgehook-dead-letters", ids: ["letter"] });
+    // The queue hands the same letter over again: recorded once, so noted once.
+    await consume([{ eventKey: key }], {}, { queue: "edgehook-dead-letters", ids: ["letter"], attempts: 2 });
 
     const { scheduled, result } = await sendAlerts();
     expect(new Set(scheduled.map((m) => m.alert.kind))).toEqual(new Set(ALERT_KINDS));
@@ -103,6 +105,7 @@ describe("alerts", () => {
       subject: deadend, destination: deadend, count: 1, link: "https://edgehook.example/console/dead", firstAt: expect.any(String), lastAt: expect.any(String),
     });
     expect(bodies.find((b) => b.kind === "payload_quarantined")).toMatchObject({ subject: "seismic", destination: null, count: 1 });
+    expect(bodies.find((b) => b.kind === "dead_letters_received")).toMatchObject({ subject: "dead-letter queue", count: 1 });
     for (const body of bodies) expect(body.message).toEqual(expect.any(String));
     const metrics = await (await admin("GET", "/admin/metrics")).text();
     expect(metrics).toContain('edgehook_alerts_total{kind="circuit_opened",result="sent"} 1');
@@ -170,6 +173,22 @@ describe("alerts", () => {
     expect(metrics).toMatch(/edgehook_alerts_total\{kind="destination_paused",result="failed"\} [2-9]/);
   });
 
+  it("a circuit that half-opened (nothing left to probe with) is alerted closed at its first success", async () => {
+    const name = uniqueName("halfopen");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook`, circuit_failures: 1 }], MAX_DELIVERY_ATTEMPTS: "1" });
+    downstream(`https://${name}.test/hook`, [500, 200]);
+    // Its one failure is its last attempt and opens the circuit; with nothing held to probe with, it half-opens.
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted.splice(0), {}, { ids: ["fails"] });
+    const state = await env.DB.prepare("SELECT opened_at, failures FROM destination_state WHERE destination = ?").bind(name).first();
+    expect(state).toMatchObject({ opened_at: null, failures: 1 });
+    expect(await pendingOf("circuit_opened", name)).toBe(1);
+    expect(await pendingOf("circuit_closed", name)).toBeUndefined();
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted.splice(0), {}, { ids: ["succeeds"] });
+    expect(await pendingOf("circuit_closed", name)).toBe(1);
+  });
+
   it("what is noted while an alert is on its way goes in the next one, which says when the first of it came", async () => {
     const name = uniqueName("busy");
     Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }], ALERT_COOLDOWN_SECONDS: "0.001" });
@@ -203,6 +222,22 @@ describe("alerts", () => {
     await runAlerts(first.map((body) => ({ id: "second", body })));
     const next = JSON.parse(received.at(-1)!) as { kind: string; count: number; firstAt: string; lastAt: string };
     expect(next).toMatchObject({ kind: "destination_paused", count: 2, firstAt: new Date(row!.first_at).toISOString(), lastAt: new Date(row!.last_at).toISOString() });
+  });
+
+  it("an alert sent just before D1 refuses to record it is not sent again", async () => {
+    const received = receiver();
+    const name = uniqueName("hiccup");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    let refused = 0;
+    const hiccup = faultyD1(env.DB, (sql) => {
+      if (sql.includes("sent = sent + 1") && refused++ === 0) throw new Error("D1_ERROR: Network connection lost.");
+    });
+    const result = await runQueue("edgehook-alerts", alerts.accepted.splice(0).map((body) => ({ id: "once", body: body as unknown as QueuedEvent })), { ...bindings, DB: hiccup });
+    expect(refused).toBe(2);
+    expect(result.acked).toEqual(["once"]);
+    expect(parsed(received)).toEqual([expect.objectContaining({ kind: "destination_paused", subject: name })]);
+    expect(await pendingOf("destination_paused", name)).toBe(0);
   });
 
   it("the cron schedules again alerts whose message was lost, at most 1,000 a run", async () => {

@@ -86,7 +86,8 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   const counted = new CounterDeltas();
   if (await post(config, row, now)) {
     counted.add("edgehook_alerts_total", { kind, result: "sent" });
-    const after = await alertSent(env.DB, row, row.pending, now, cooldownMs, counted.statements(env.DB));
+    // Sent: a D1 hiccup now must not make the retry send it again, so the record is tried a few times.
+    const after = await tries(RECORD_TRIES, () => alertSent(env.DB, row, row.pending, now, cooldownMs, counted.statements(env.DB)));
     // More came while this one was on its way: the next goes out when the cooldown ends.
     if (after?.due_at != null) await schedule(env, [after], now);
     message.ack();
@@ -98,6 +99,19 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   message.retry({ delaySeconds: delay });
 }
 
+
+/** Tries to record a sent alert before giving up (the message is then retried, and the alert may be sent twice). */
+const RECORD_TRIES = 3;
+
+async function tries<T>(count: number, work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (attempt >= count) throw err;
+    }
+  }
+}
 
 /** POSTs one alert; true when the target answered 2xx. */
 async function post(config: AlertConfig, row: AlertRow, now: number): Promise<boolean> {

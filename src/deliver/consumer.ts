@@ -197,7 +197,8 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   });
   const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
-  await notify(env, alertNotes(controls, changed, recorded, now), now);
+  // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
+  await notify(env, alertNotes(config.destinations, controls, changed, recorded, now));
   // One line per batch; a line per event only where a forward failed or a delivery was held, cancelled or skipped.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
@@ -521,8 +522,13 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
   }
 }
 
-/** What a recorded batch tells an operator: deliveries gone dead, circuits opened or closed, destinations paused by the 410 rule. */
-function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
+/**
+ * What a recorded batch tells an operator: deliveries gone dead, circuits opened or closed,
+ * destinations paused by the 410 rule. A half-open circuit (nothing was left to probe with) has
+ * not closed yet: its first success closes it.
+ */
+function alertNotes(destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
+  const threshold = new Map(destinations.map((d) => [d.name, d.circuitFailures]));
   const notes: Notice[] = [];
   for (const { round } of recorded) {
     for (const change of [...round!.records, ...round!.closed]) {
@@ -532,7 +538,9 @@ function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], reco
   for (const row of changed) {
     const was = before.get(row.destination);
     if (row.opened_at === now && was?.opened_at == null) notes.push({ kind: "circuit_opened", subject: row.destination, count: 1 });
-    if (row.opened_at === null && was?.opened_at != null) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
+    const limit = threshold.get(row.destination) ?? Infinity;
+    const wasTripped = was != null && (was.opened_at != null || was.failures >= limit);
+    if (wasTripped && row.opened_at === null && row.failures < limit) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
     if (row.paused_at === now && was?.paused_at == null) notes.push({ kind: "destination_paused", subject: row.destination, count: 1 });
   }
   return notes;

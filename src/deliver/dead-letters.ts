@@ -51,7 +51,10 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
     });
   }
   // One letter D1 refuses must not hold up the rest: they are then recorded one by one.
-  const unrecorded = await writeAllOrEach(letters, (some) => recordDeadLetters(env.DB, some.map(({ letter }) => letter)), (item, err) => {
+  const fresh = new Set<string>();
+  const unrecorded = await writeAllOrEach(letters, async (some) => {
+    for (const id of await recordDeadLetters(env.DB, some.map(({ letter }) => letter))) fresh.add(id);
+  }, (item, err) => {
     const outcome = item ? { eventKey: item.letter.eventKey, outcome: "dead_letter_record_failed" } : { outcome: "dead_letter_batch_failed" };
     console.error(JSON.stringify({ queue: batch.queue, ...outcome, error: String(err) }));
   });
@@ -60,8 +63,8 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
     else item.message.ack();
   }
   // Our own notices of dead deliveries were alerted as delivery_dead already: only messages that
-  // used up the queue's retries (possibly the only copy of an event) are news here.
-  const exhausted = letters.filter((item) => item.letter.destinations === null && !unrecorded.has(item)).length;
+  // used up the queue's retries (possibly the only copy of an event) are news here, once each.
+  const exhausted = letters.filter((item) => item.letter.destinations === null && fresh.has(item.message.id)).length;
   await notify(env, [{ kind: "dead_letters_received", subject: "dead-letter queue", count: exhausted }]);
   console.log(JSON.stringify({ queue: batch.queue, outcome: "dead_letters_recorded", count: letters.length, withEvent: letters.filter(({ letter }) => letter.carried).length }));
 }

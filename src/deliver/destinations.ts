@@ -29,6 +29,7 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
 const OWN_SECRETS = ["ADMIN_TOKEN", "ALERT_URL", "ALERT_SECRET"];
 /** Headers edgehook sets itself, or the runtime does: a destination may not set them. */
 const RESERVED_HEADER = /^(webhook-.*|x-edgehook-.*|content-type|host|content-length)$/i;
+const FIXED_RESERVED = new Set(["content-type", "host", "content-length"]);
 
 export function isAllowedUrl(value: string): boolean {
   let url: URL;
@@ -213,7 +214,11 @@ function resolveHeaders(headers: Record<string, string>, env: Env, ownSecrets: R
   Object.entries(headers).forEach(([name, template], index) => {
     const at = `${label}[${index}]`;
     if (!HEADER_NAME.test(name)) return errors.push(`${at}: its name must be an HTTP header name (letters, digits and !#$%&'*+.^_\`|~-)`);
-    if (RESERVED_HEADER.test(name)) return errors.push(`${label}.${name.toLowerCase()}: is reserved (webhook-*, x-edgehook-*, content-type, host and content-length are set by edgehook)`);
+    if (RESERVED_HEADER.test(name)) {
+      // Named only when it is one of the fixed names: a webhook-* or x-edgehook-* suffix is text the operator typed.
+      const which = FIXED_RESERVED.has(name.toLowerCase()) ? `.${name.toLowerCase()}` : `[${index}]`;
+      return errors.push(`${label}${which}: is reserved (webhook-*, x-edgehook-*, content-type, host and content-length are set by edgehook)`);
+    }
     if (seen.has(name.toLowerCase())) return errors.push(`${at}: names a header that is already set (names are case-insensitive)`);
     seen.add(name.toLowerCase());
     if (placeholders(template).some((binding) => ownSecrets.has(binding))) {

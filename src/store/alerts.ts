@@ -33,7 +33,7 @@ export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number
       .prepare(
         `INSERT INTO alerts (kind, subject, pending, first_at, last_at)
          SELECT value->>'kind', value->>'subject', value->>'count', ?2, ?2 FROM json_each(?1) WHERE true
-         ON CONFLICT (kind, subject) DO UPDATE SET pending = pending + excluded.pending, first_at = COALESCE(first_at, excluded.first_at), last_at = excluded.last_at,
+         ON CONFLICT (kind, subject) DO UPDATE SET pending = pending + excluded.pending, first_at = COALESCE(first_at, excluded.first_at), last_at = max(COALESCE(last_at, 0), excluded.last_at),
            next_first_at = CASE WHEN sending_until > ?2 THEN COALESCE(next_first_at, excluded.first_at) ELSE next_first_at END`,
       )
       .bind(json, now),

@@ -23,11 +23,12 @@ export interface DeadLetterRow {
  * One batch of dead letters in one D1 batch; a redelivered message is recorded once. An event a
  * message carried is stored as an unfinished event the reconciliation sweep delivers (a copy
  * the consumer stored already is left as it is), and an event's delivery lease held by a message
- * that died is released, so the sweep's message need not wait for it to lapse.
+ * that died is released, so the sweep's message need not wait for it to lapse. Returns the ids of
+ * the messages recorded for the first time.
  */
-export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): Promise<void> {
-  if (letters.length === 0) return;
-  await db.batch(
+export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): Promise<Set<string>> {
+  if (letters.length === 0) return new Set();
+  const results = await db.batch<{ message_id: string; fresh: number }>(
     letters.flatMap((letter) => [
       ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt })] : []),
       db
@@ -37,11 +38,14 @@ export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): 
       db
         .prepare(
           `INSERT INTO dead_letters (message_id, event_key, destinations, attempts, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
-           ON CONFLICT (message_id) DO UPDATE SET attempts = ?4`,
+           ON CONFLICT (message_id) DO UPDATE SET attempts = ?4
+           RETURNING message_id, received_at = ?5 AS fresh`,
         )
         .bind(letter.messageId, letter.eventKey, letter.destinations && JSON.stringify(letter.destinations), letter.attempts, letter.receivedAt),
     ]),
   );
+  // The letters recorded for the first time (a redelivered message only updates its row).
+  return new Set(results.flatMap((result) => result.results.filter((row) => row?.fresh === 1 && "message_id" in row).map((row) => row.message_id)));
 }
 
 /** Newest first; `before` (a received_at|message_id pair) continues a page. */
