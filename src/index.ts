@@ -2,12 +2,13 @@ import { app } from "./app";
 import { consumeEvents } from "./deliver/consumer";
 import { consumeDeadLetters, deadLetterQueueName } from "./deliver/dead-letters";
 import { alertsQueueName, consumeAlerts } from "./alerts/send";
-import { rescheduleLostAlerts } from "./alerts/notify";
+import { notify, rescheduleLostAlerts } from "./alerts/notify";
 import { tendDestinations } from "./deliver/controls";
 import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueueMessage } from "./env";
+import { loadSources } from "./sources";
 import { purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
 
@@ -42,7 +43,12 @@ export default {
       reconcile: () => reconcile(env, now),
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
-      alerts: () => rescheduleLostAlerts(env, now),
+      alerts: async () => {
+        // An invalid SOURCES shows in no batch (its sources answer 503): the cron notes it, once a run.
+        const sourcesInvalid = !loadSources(env).ok;
+        if (sourcesInvalid) await notify(env, [{ kind: "configuration_invalid", subject: "SOURCES", count: 1 }], now);
+        return { ...(await rescheduleLostAlerts(env, now)), sourcesInvalid };
+      },
     };
     let failed = false;
     for (const [outcome, step] of Object.entries(steps)) {

@@ -189,6 +189,17 @@ describe("alerts", () => {
     expect(await pendingOf("circuit_closed", name)).toBe(1);
   });
 
+  it("an invalid SOURCES is alerted by the cron, whose sources answer 503 meanwhile", async () => {
+    const received = receiver();
+    const SOURCES = [{ name: "summit", provider: "nope", secret: "SUMMIT_SECRET" }];
+    await runCron(new Date(), { SOURCES });
+    await runCron(new Date(Date.now() + 300_000), { SOURCES });
+    expect(await pendingOf("configuration_invalid", "SOURCES")).toBe(2);
+    await runAlerts(alerts.accepted.splice(0).slice(0, 1).map((body) => ({ id: "sources", body })));
+    expect(parsed(received)).toEqual([expect.objectContaining({ kind: "configuration_invalid", subject: "SOURCES", count: 2, link: "https://edgehook.example/console/sources" })]);
+    expect(String(parsed(received)[0]!.message)).toMatch(/^SOURCES is invalid: the sources it declares answer 503/);
+  });
+
   it("what is noted while an alert is on its way goes in the next one, which says when the first of it came", async () => {
     const name = uniqueName("busy");
     Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }], ALERT_COOLDOWN_SECONDS: "0.001" });

@@ -163,7 +163,10 @@ const SENTENCES: Record<AlertKind, (subject: string, count: number) => string> =
   destination_paused: (s, n) => `${s} was paused${times(n)}: its deliveries are held until it is resumed`,
   destination_resumed: (s, n) => `${s} was resumed${times(n)}: what it held is being delivered`,
   payload_quarantined: (s, n) => `${n} signed payload${n === 1 ? "" : "s"} from ${s} failed validation and ${n === 1 ? "was" : "were"} quarantined`,
-  configuration_invalid: (s, n) => `${s} is invalid: ${n} event${n === 1 ? " waits" : "s wait"} for a fix (see /healthz and the console)`,
+  configuration_invalid: (s, n) =>
+    s === "SOURCES"
+      ? `SOURCES is invalid: the sources it declares answer 503 until it is fixed (found by ${n} cron run${n === 1 ? "" : "s"}; see /admin/sources)`
+      : `${s} is invalid: ${n} event${n === 1 ? " waits" : "s wait"} for a fix (see /healthz and the console)`,
   sweep_requeued: (_, n) => `the reconciliation sweep re-enqueued ${n} stranded event${n === 1 ? "" : "s"}`,
   dead_letters_received: (_, n) => `the dead-letter queue received ${n} message${n === 1 ? "" : "s"}`,
 };
@@ -173,7 +176,8 @@ function render(config: AlertConfig, row: AlertRow): Record<string, unknown> {
   const sentence = kind ? SENTENCES[kind](row.subject, row.pending) : `${row.kind} (${row.subject}) ×${row.pending}`;
   const firstAt = new Date(row.first_at ?? Date.now()).toISOString();
   const lastAt = new Date(row.last_at ?? Date.now()).toISOString();
-  const link = config.consoleUrl && kind ? `${config.consoleUrl}${CONSOLE_PAGES[kind]}` : null;
+  const page = kind === "configuration_invalid" && row.subject === "SOURCES" ? "/sources" : kind && CONSOLE_PAGES[kind];
+  const link = config.consoleUrl && page ? `${config.consoleUrl}${page}` : null;
   if (config.format === "json") {
     return {
       kind: row.kind, subject: row.subject, destination: ABOUT_A_DESTINATION.has(row.kind) ? row.subject : null,
