@@ -92,10 +92,13 @@ async function startTargets() {
       },
     },
     { name: "verify only", ...(await peer("verify")) },
-    { name: "one Queue send", ...(await peer("queue")) },
-    { name: "naive gateway", ...(await peer("naive")) },
+    // Their consumers acknowledge what was sent within a batch timeout (1 s): wait for it, so their CPU counts.
+    { name: "one Queue send", ...(await peer("queue")), settle: () => sleep(1_500) },
+    { name: "naive gateway", ...(await peer("naive")), settle: () => sleep(1_500) },
   ];
 }
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Requests per second and latency of edgehook and its peers at each concurrency. The targets
@@ -112,9 +115,12 @@ export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 3
       for (let round = 0; round < rounds; round++) {
         for (let i = 0; i < targets.length; i++) {
           const target = targets[(i + round) % targets.length];
+          const cpuBefore = target.cpuMs();
           const result = summary(await load(target.url, connections, { duration: seconds }));
-          runs.get(target.name).push(result);
           await target.settle?.(result);
+          // Every process of its `wrangler dev`, until what it accepted is stored (edgehook) or acknowledged.
+          result.cpuMsPerEvent = (target.cpuMs() - cpuBefore) / Math.max(1, result.ok);
+          runs.get(target.name).push(result);
         }
       }
       for (const [name, results] of runs) {
@@ -125,6 +131,7 @@ export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 3
           p50: median(results.map((r) => r.p50)),
           p99: median(results.map((r) => r.p99)),
           max: Math.max(...results.map((r) => r.max)),
+          cpuMsPerEvent: median(results.map((r) => r.cpuMsPerEvent)),
           errors: results.reduce((sum, r) => sum + r.non2xx, 0),
         });
       }
@@ -169,6 +176,8 @@ export async function runSustained({ events = 50_000, step = 10_000 } = {}) {
       lagSeconds: (lastStored - lastAck) / 1000,
       acceptTransactions: after.accept - before.accept,
       consumerTransactions: after.consumer - before.consumer,
+      /** Milliseconds the consumer spent, in all and in its D1 round trips by kind (see bench/counting-worker.ts). */
+      consumerMs: Object.fromEntries(Object.entries(after.consumerMs).map(([kind, ms]) => [kind, ms - before.consumerMs[kind]])),
     };
   } finally {
     await gateway.stop();
@@ -210,49 +219,88 @@ export async function runLargeBody({ bytes = 1024 * 1024 - 1024, samples = 5 } =
   }
 }
 
-/** 100 events into the gateway, forwarded to 3 destinations on a local receiver: forwards per second. */
-export async function runDelivery({ events = 100 } = {}) {
+/** A receiver on 127.0.0.1 for the forwards: counts distinct (path, webhook-id), answers 200 at once, or after `slowMs` on /slow. */
+async function startReceiver({ slowMs = 2_000 } = {}) {
   const port = await freePort();
   const received = new Map();
-  let firstSent = 0;
-  let done;
-  const allDone = new Promise((resolve) => (done = resolve));
-  const receiver = createServer((request, response) => {
+  const waiters = [];
+  const server = createServer((request, response) => {
     request.resume();
     request.on("end", () => {
-      const id = `${request.url} ${request.headers["webhook-id"]}`;
-      received.set(id, Date.now());
-      response.end("ok");
-      if (received.size === events * 3) done(Date.now());
+      const answer = () => {
+        received.set(`${request.url} ${request.headers["webhook-id"]}`, Date.now());
+        response.end("ok");
+        for (const waiter of waiters) waiter();
+      };
+      if (request.url.startsWith("/slow")) setTimeout(answer, slowMs);
+      else answer();
     });
   }).listen(port, "127.0.0.1");
-  const destinations = ["a", "b", "c"].map((name) => ({ name, url: `http://127.0.0.1:${port}/${name}` }));
-  const gateway = await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: destinations } });
-  try {
-    firstSent = Date.now();
-    await Promise.all(
-      Array.from({ length: events }, async () => {
-        const { body, signature } = signedEvent();
-        const response = await fetch(`${gateway.url}/webhooks/seismic`, {
-          method: "POST",
-          headers: { "content-type": "application/json", "x-seismic-signature": signature },
-          body,
+  return {
+    url: (path) => `http://127.0.0.1:${port}/${path}`,
+    /** Forwards received to paths starting with `prefix`, and the time the last arrived. */
+    count: (prefix) => [...received].filter(([id]) => id.startsWith(`/${prefix}`)).length,
+    lastAt: (prefix) => Math.max(0, ...[...received].filter(([id]) => id.startsWith(`/${prefix}`)).map(([, at]) => at)),
+    /** Resolves once `check()` holds, or after `timeoutMs` (false). */
+    until: (check, timeoutMs) =>
+      new Promise((resolve) => {
+        if (check()) return resolve(true);
+        const timer = setTimeout(() => resolve(false), timeoutMs);
+        waiters.push(() => {
+          if (check()) {
+            clearTimeout(timer);
+            resolve(true);
+          }
         });
-        await response.arrayBuffer();
       }),
-    );
-    const accepted = Date.now();
-    const finished = await Promise.race([allDone, new Promise((resolve) => setTimeout(() => resolve(null), 60_000))]);
-    return {
-      events,
-      destinations: 3,
-      forwards: received.size,
-      acceptSeconds: (accepted - firstSent) / 1000,
-      deliverSeconds: finished ? (finished - firstSent) / 1000 : null,
-    };
+    close() {
+      server.close();
+      server.closeAllConnections(); // workerd keeps connections alive; do not wait for them
+    },
+  };
+}
+
+async function sendEvents(url, events) {
+  await Promise.all(
+    Array.from({ length: events }, async () => {
+      const { body, signature } = signedEvent();
+      const response = await fetch(`${url}/webhooks/seismic`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-seismic-signature": signature },
+        body,
+      });
+      await response.arrayBuffer();
+    }),
+  );
+}
+
+/**
+ * `events` events sent at once, forwarded to `destinations` fast destinations on a local receiver
+ * (plus one that answers after 2 s when `slow`), by edgehook at its default configuration or by
+ * the delivery peer (bench/peers.ts, PEER=deliver): forwards per second to the fast ones, from the
+ * first send to the last forward.
+ */
+export async function runDelivery({ events = 100, destinations = 3, worker = "edgehook", slow = false } = {}) {
+  const receiver = await startReceiver();
+  const fast = Array.from({ length: destinations }, (_, i) => ({ name: `fast-${i}`, url: receiver.url(`fast-${i}`) }));
+  const all = slow ? [...fast, { name: "slow", url: receiver.url("slow") }] : fast;
+  const target = worker === "edgehook"
+    ? await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: all } })
+    : await startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER: "deliver", SEISMIC_SIGNING_SECRET: SECRET, FORWARD_TO: all.map((d) => d.url) } });
+  try {
+    // One event first, so the measured run starts warm (isolate, D1 pages, connections).
+    await sendEvents(target.url, 1);
+    await receiver.until(() => receiver.count("fast") >= destinations, 30_000);
+    const before = receiver.count("fast");
+    const firstSent = Date.now();
+    await sendEvents(target.url, events);
+    const acceptSeconds = (Date.now() - firstSent) / 1000;
+    const done = await receiver.until(() => receiver.count("fast") - before >= events * destinations, 120_000);
+    const forwards = receiver.count("fast") - before;
+    const deliverSeconds = done ? (receiver.lastAt("fast") - firstSent) / 1000 : null;
+    return { worker, events, destinations, slow, forwards, acceptSeconds, deliverSeconds, forwardsPerSecond: deliverSeconds ? forwards / deliverSeconds : null };
   } finally {
-    await gateway.stop();
+    await target.stop();
     receiver.close();
-    receiver.closeAllConnections(); // workerd keeps connections alive; do not wait for them
   }
 }

@@ -20,7 +20,9 @@ async function loadRequestPath() {
     stdin: {
       contents: `
         export { acceptEvent, verify, readSigned } from "./src/receive/webhook.ts";
-        export { builtInSources, sourceSecrets } from "./src/sources.ts";`,
+        export { builtInSources, sourceSecrets } from "./src/sources.ts";
+        export { eventKey } from "./src/store/events.ts";
+        export { app } from "./src/app.ts";`,
       resolveDir: root.pathname,
       loader: "ts",
     },
@@ -129,6 +131,46 @@ export async function runMicro({ budgetMs = 1500 } = {}) {
     rows.push({ payload: `${providerName}: ${name}`, bytes: body.byteLength, oursUs: oursUs / 3, floorUs: floorUs / 3 });
   }
   return rows;
+}
+
+/**
+ * Where the request path's CPU goes, step by step, for one payload (µs per event, same process):
+ * each step on its own, then the whole request through the Hono app (routing, middleware, the
+ * answer), against the floor.
+ */
+export async function runBreakdown({ budgetMs = 1500 } = {}) {
+  const { acceptEvent, verify, readSigned, builtInSources, sourceSecrets, eventKey, app } = await loadRequestPath();
+  const env = { ...SECRETS, EVENTS_QUEUE: { send: async () => undefined }, DESTINATIONS: [], SOURCES: [] };
+  const ctx = { waitUntil: () => undefined, passThroughOnException: () => undefined, props: {} };
+  const source = builtInSources.find((s) => s.name === "seismic");
+  const { provider } = source;
+  const text = fixture("seismic-livesend-session-summary-v3.json");
+  const body = new TextEncoder().encode(text);
+  const headers = signedHeaders("seismic", text);
+  const decoder = new TextDecoder();
+  const floorKey = await crypto.subtle.importKey("raw", new TextEncoder().encode("floor-secret"), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const { event } = readSigned(provider, body);
+  const arrival = { ...event, provider: provider.name, source: source.name, receivedAt: Date.now(), verifiedWith: "current", contentType: "application/json", body: text, forced: false };
+  const steps = [
+    ["floor: one HMAC-SHA256 + JSON.parse", async () => {
+      await crypto.subtle.sign("HMAC", floorKey, body);
+      return JSON.parse(decoder.decode(body));
+    }],
+    ["verify: both signature headers against the current secret", () => verify(source, sourceSecrets(source, env), provider.signatures(headers), headers, body)],
+    ["UTF-8 decode + JSON.parse", () => JSON.parse(decoder.decode(body))],
+    ["decode + parse + schema check (readSigned)", () => readSigned(provider, body)],
+    ["event id: SHA-256 of (provider, type, id)", () => eventKey(arrival.provider, arrival.type, arrival.eventId)],
+    ["event id + queue message + size check + send (acceptEvent, send does nothing)", () => acceptEvent(env, arrival)],
+    ["the whole request through the Hono app (app.fetch)", async () => {
+      const response = await app.fetch(new Request("http://edgehook.test/webhooks/seismic", { method: "POST", headers: { "content-type": "application/json", ...Object.fromEntries(headers) }, body }), env, ctx);
+      if (response.status !== 200) throw new Error(`app.fetch answered ${response.status}`);
+      return response.arrayBuffer();
+    }],
+  ];
+  // The app writes no line for an accepted event; anything else would land in this table's output.
+  const rows = [];
+  for (const [step, fn] of steps) rows.push({ step, us: await cpuPerCall(fn, budgetMs / steps.length) });
+  return { payload: "seismic: livesend-session-summary-v3", bytes: body.byteLength, rows };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {

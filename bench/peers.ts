@@ -4,14 +4,38 @@
  * (one HMAC-SHA256 of the raw body, constant time) and parses the JSON, then:
  *   verify  answers 200 (the floor);
  *   queue   sends one Queue message carrying the body, then answers;
- *   naive   inserts the body into D1, sends one Queue message, then answers.
- * Not the gateway: no schemas, no second secret, no budget, no quarantine, no copies told apart.
+ *   naive   inserts the body into D1, sends one Queue message, then answers;
+ *   deliver answers as `queue` does, and its queue consumer forwards each message to every URL in
+ *           FORWARD_TO, at most 6 at a time (the Workers connection limit), storing nothing: the
+ *           delivery benchmark's peer. A forward that fails retries the whole message.
+ * Not the gateway: no schemas, no second secret, no budget, no quarantine, no copies told apart,
+ * no delivery state, no signatures on forwards.
  */
 interface PeerEnv {
-  PEER: "verify" | "queue" | "naive";
+  PEER: "verify" | "queue" | "naive" | "deliver";
   SEISMIC_SIGNING_SECRET: string;
+  /** JSON text: the URLs the `deliver` peer forwards every message to. */
+  FORWARD_TO?: string;
   DB: D1Database;
   QUEUE: Queue<{ id: string; body: string }>;
+}
+
+const MAX_OPEN_FORWARDS = 6;
+
+/** At most `limit` calls of `work` at once, first come, first served. */
+function limited(limit: number) {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(work: () => Promise<T>): Promise<T> => {
+    if (running >= limit) await new Promise<void>((resolve) => waiting.push(resolve));
+    running++;
+    try {
+      return await work();
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
 }
 
 let key: Promise<CryptoKey> | null = null;
@@ -44,8 +68,29 @@ export default {
     if (env.PEER !== "verify") await env.QUEUE.send({ id, body: text }, { contentType: "json" });
     return Response.json({ id, status: "accepted" });
   },
-  /** The peers' queue is consumed too (as edgehook's is), and simply acknowledged. */
-  async queue(batch) {
-    batch.ackAll();
+  /** The peers' queue is consumed too (as edgehook's is): acknowledged, or (deliver) forwarded first. */
+  async queue(batch, env) {
+    if (env.PEER !== "deliver") return batch.ackAll();
+    const urls = JSON.parse(env.FORWARD_TO ?? "[]") as string[];
+    const slot = limited(MAX_OPEN_FORWARDS);
+    await Promise.all(
+      batch.messages.map(async (message) => {
+        const results = await Promise.all(
+          urls.map((url) =>
+            slot(async () => {
+              const response = await fetch(url, {
+                method: "POST",
+                headers: { "content-type": "application/json", "webhook-id": message.body.id },
+                body: message.body.body,
+              }).catch(() => null);
+              await response?.body?.cancel();
+              return response?.ok === true;
+            }),
+          ),
+        );
+        if (results.every(Boolean)) message.ack();
+        else message.retry();
+      }),
+    );
   },
 } satisfies ExportedHandler<PeerEnv, { id: string; body: string }>;

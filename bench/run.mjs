@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput } from "./e2e.mjs";
-import { runMicro } from "./micro.mjs";
+import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
 const quick = process.argv.includes("--quick") || smoke;
@@ -27,17 +27,26 @@ for (const r of await runMicro({ budgetMs: smoke ? 60 : quick ? 600 : 800 })) {
 }
 out();
 
+const breakdown = await runBreakdown({ budgetMs: smoke ? 70 : quick ? 1_000 : 3_000 });
+produced("micro: breakdown", Object.fromEntries(breakdown.rows.map((r, i) => [`step${i}`, r.us])));
+out(`## Where the request path's CPU goes: ${breakdown.payload} (${breakdown.bytes} bytes), each step on its own, same process`);
+out("| step | µs per event | ÷ floor |");
+out("| --- | ---: | ---: |");
+for (const r of breakdown.rows) out(`| ${r.step} | ${f(r.us)} | ${f(r.us / breakdown.rows[0].us, 2)} |`);
+out();
+
 out("## End to end under wrangler dev (workerd, local D1 + Queue): edgehook and three peers on the same runtime, signed 5 KB Seismic events");
 out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Queue send* (that plus one Queue send), *naive gateway* (that plus one D1 INSERT before the send). Each figure is the median of 3 rounds taken in turn.");
-out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | errors |");
-out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |");
+out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round, until what it accepted is stored (edgehook: request path and consumer) or acknowledged (the peers' consumers), divided by the events accepted.");
+out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | CPU ms per event | errors |");
+out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
 const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3 });
-for (const r of throughput) produced(`end to end: ${r.name} at ${r.connections}`, { rps: r.rps, p99: r.p99 });
+for (const r of throughput) produced(`end to end: ${r.name} at ${r.connections}`, { rps: r.rps, p99: r.p99, cpu: r.cpuMsPerEvent });
 const at = (connections, name) => throughput.find((r) => r.connections === connections && r.name === name);
 for (const r of throughput) {
   const floor = at(r.connections, "verify only");
   const naive = at(r.connections, "naive gateway");
-  out(`| ${r.connections} | ${r.name} | **${f(r.rps / floor.rps, 2)}** | ${f(r.rps / naive.rps, 2)} | ${f(r.p99 / floor.p99, 2)} | ${f(r.rps, 0)} | ${r.p50} / ${r.p99} / ${r.max} | ${r.errors} |`);
+  out(`| ${r.connections} | ${r.name} | **${f(r.rps / floor.rps, 2)}** | ${f(r.rps / naive.rps, 2)} | ${f(r.p99 / floor.p99, 2)} | ${f(r.rps, 0)} | ${r.p50} / ${r.p99} / ${r.max} | ${f(r.cpuMsPerEvent, 1)} | ${r.errors} |`);
 }
 const goal = (ok) => (ok ? "met" : "**missed**");
 const ours = (c) => at(c, "edgehook");
@@ -53,6 +62,14 @@ out(`## Sustained: ${sustained.events} events at 32 connections, D1 transactions
 out("| D1 transactions per accepted event: accept path | consumer | accepted | stored | errors | events/s accepted | consumer lag: last ack → last row stored, s | backlog at last ack |");
 out("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(sustained.acceptTransactions / sustained.accepted, 3)}** | ${f(sustained.consumerTransactions / sustained.accepted, 3)} | ${sustained.accepted} | ${sustained.stored} | ${sustained.errors} | ${f(sustained.accepted / sustained.seconds, 0)} | ${f(sustained.lagSeconds, 2)} | ${sustained.backlogAtLastAck} |`);
+out();
+const perEvent = (ms) => ms / sustained.accepted;
+const { total, storeAndClaim, recordAndMetrics, otherD1 } = sustained.consumerMs;
+produced("sustained: consumer time", { total, storeAndClaim, recordAndMetrics });
+out("### Where the consumer's time goes (same run; local D1 runs in workerd's own process, so its time is CPU)");
+out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | the rest (JavaScript, queue calls) |");
+out("| ---: | ---: | ---: | ---: | ---: |");
+out(`| **${f(perEvent(total), 3)}** | ${f(perEvent(storeAndClaim), 3)} | ${f(perEvent(recordAndMetrics), 3)} | ${f(perEvent(otherD1), 3)} | ${f(perEvent(total - storeAndClaim - recordAndMetrics - otherD1), 3)} |`);
 out();
 const [first] = sustained.points;
 const last = sustained.points.at(-1);
@@ -71,18 +88,37 @@ out("| ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(large.maxMs / 3000, 2)}** | ${f(large.medianMs, 0)} | ${f(large.maxMs, 0)} | ${large.bytes} | ${large.samples - large.errors}/${large.samples} |`);
 out();
 
-const delivery = await runDelivery({ events: smoke ? 20 : 100 });
-produced("delivery", { forwards: delivery.forwards, deliverSeconds: delivery.deliverSeconds });
-out(`## Delivery: ${delivery.events} events to 3 destinations on a local receiver`);
-out("| forwards | forwards/s (from first send) | events accepted in s | all forwarded in s |");
+const deliveryEvents = smoke ? 10 : 100;
+out(`## Delivery: ${deliveryEvents} events forwarded to 1, 3 and 10 destinations on a local receiver, edgehook (default configuration) and the delivery peer`);
+out("The peer (bench/peers.ts, PEER=deliver) is a queue consumer on the same runtime that forwards each message to every destination, 6 at a time, and stores nothing. Forwards per second from the first send to the last forward.");
+out("| destinations | edgehook ÷ peer | edgehook forwards/s | peer forwards/s | edgehook: all forwarded in s | peer: all forwarded in s | forwards (edgehook, peer) |");
+out("| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+const deliveryRows = [];
+for (const destinations of [1, 3, 10]) {
+  const ours = await runDelivery({ events: deliveryEvents, destinations });
+  const peer = await runDelivery({ events: deliveryEvents, destinations, worker: "peer" });
+  produced(`delivery: ${destinations} destinations`, { ours: ours.forwardsPerSecond, peer: peer.forwardsPerSecond });
+  deliveryRows.push({ destinations, ratio: ours.forwardsPerSecond / peer.forwardsPerSecond });
+  out(`| ${destinations} | **${f(ours.forwardsPerSecond / peer.forwardsPerSecond, 2)}** | ${f(ours.forwardsPerSecond, 0)} | ${f(peer.forwardsPerSecond, 0)} | ${f(ours.deliverSeconds, 2)} | ${f(peer.deliverSeconds, 2)} | ${ours.forwards}/${ours.events * destinations}, ${peer.forwards}/${peer.events * destinations} |`);
+}
+out(`Goal: edgehook ≥ 0.5× the peer's forwards/s with 1, 3 and 10 destinations (${deliveryRows.map((r) => f(r.ratio, 2)).join(", ")}): ${goal(deliveryRows.every((r) => r.ratio >= 0.5))}.`);
+out();
+
+const alone = await runDelivery({ events: deliveryEvents, destinations: 1 });
+const beside = await runDelivery({ events: deliveryEvents, destinations: 1, slow: true });
+produced("delivery: beside a slow receiver", { alone: alone.forwardsPerSecond, beside: beside.forwardsPerSecond });
+out(`## A slow receiver: ${deliveryEvents} events to one fast destination, alone and beside one that answers after 2 s`);
+out("| fast forwards/s beside the slow one ÷ alone | alone forwards/s | beside forwards/s | beside: all fast forwards in s |");
 out("| ---: | ---: | ---: | ---: |");
-out(`| ${delivery.forwards}/${delivery.events * delivery.destinations} | **${f(delivery.deliverSeconds ? delivery.forwards / delivery.deliverSeconds : null, 0)}** | ${f(delivery.acceptSeconds, 2)} | ${f(delivery.deliverSeconds, 2)} |`);
+out(`| **${f(beside.forwardsPerSecond / alone.forwardsPerSecond, 2)}** | ${f(alone.forwardsPerSecond, 0)} | ${f(beside.forwardsPerSecond, 0)} | ${f(beside.deliverSeconds, 2)} |`);
+out();
 
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
 writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
 reportSmoke([
   ...["livesend-session-summary-v3", "session-summary-enriched (legacy)", "DemoEventV1 (filter doc)", "TIME_SPENT_IN_SESSION", "synthetic 100 KB", "synthetic 1 MB"]
     .map((name) => `micro: ${name.startsWith("TIME") ? "zuddl" : "seismic"}: ${name}`),
+  "micro: breakdown",
   ...throughput.map((r) => `end to end: ${r.name} at ${r.connections}`),
-  "sustained", "large body", "delivery",
+  "sustained", "sustained: consumer time", "large body", ...[1, 3, 10].map((n) => `delivery: ${n} destinations`), "delivery: beside a slow receiver",
 ]);

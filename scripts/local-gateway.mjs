@@ -64,6 +64,8 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
     persistTo: dir,
     /** Resident memory (KiB) of the workerd processes started for this Worker. */
     rssKiB: () => workerdPids(child.pid).reduce((sum, pid) => sum + rssOf(pid), 0),
+    /** CPU time (ms, user + system) used so far by every process of this `wrangler dev`: workerd and wrangler's Node. */
+    cpuMs: () => groupPids(child.pid).reduce((sum, pid) => sum + cpuOf(pid), 0),
     async stop() {
       if (child.exitCode !== null) return;
       const exited = new Promise((resolve) => child.once("exit", resolve));
@@ -82,21 +84,38 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   };
 }
 
-/** workerd processes in the process group of the wrangler we started. */
-function workerdPids(groupId) {
-  const pids = [];
+/** Processes in the process group of the wrangler we started, with their command names. */
+function groupProcesses(groupId) {
+  const found = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      if (Number(fields[2]) === groupId && comm.startsWith("workerd")) pids.push(Number(entry));
+      if (Number(fields[2]) === groupId) found.push({ pid: Number(entry), comm });
     } catch {
       // the process ended while we looked
     }
   }
-  return pids;
+  return found;
+}
+
+const groupPids = (groupId) => groupProcesses(groupId).map((p) => p.pid);
+const workerdPids = (groupId) => groupProcesses(groupId).filter((p) => p.comm.startsWith("workerd")).map((p) => p.pid);
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+function cpuOf(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime: fields 14 and 15 of stat, 11 and 12 after the command name.
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
 }
 
 function rssOf(pid) {
