@@ -37,7 +37,7 @@ out();
 
 out("## End to end under wrangler dev (workerd, local D1 + Queue): edgehook and three peers on the same runtime, signed 5 KB Seismic events");
 out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Queue send* (that plus one Queue send), *naive gateway* (that plus one D1 INSERT before the send). Each figure is the median of 3 rounds taken in turn.");
-out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round, until what it accepted is stored (edgehook: request path and consumer) or acknowledged (the peers' consumers), divided by the events accepted.");
+out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round and the 1.5 s after it (each one's consumer storing or acknowledging what it accepted; nothing polls meanwhile), divided by the events accepted.");
 out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | CPU ms per event | errors |");
 out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
 const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3 });
@@ -66,7 +66,7 @@ out();
 const perEvent = (ms) => ms / sustained.accepted;
 const { total, storeAndClaim, recordAndMetrics, otherD1 } = sustained.consumerMs;
 produced("sustained: consumer time", { total, storeAndClaim, recordAndMetrics });
-out("### Where the consumer's time goes (same run; local D1 runs in workerd's own process, so its time is CPU)");
+out("### Where the consumer's time goes (same run): wall time, per event, of its invocations and of its D1 round trips (local D1 runs in workerd's own process, so mostly CPU, plus any wait behind another invocation's)");
 out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | the rest (JavaScript, queue calls) |");
 out("| ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(perEvent(total), 3)}** | ${f(perEvent(storeAndClaim), 3)} | ${f(perEvent(recordAndMetrics), 3)} | ${f(perEvent(otherD1), 3)} | ${f(perEvent(total - storeAndClaim - recordAndMetrics - otherD1), 3)} |`);

@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { delay, http, HttpResponse } from "msw";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import {
   accept, admin, consume, deadLetters, deliveries, downstream, events, heldDownstream, makeDue, runCron, server, useDeliveryHarness,
@@ -337,6 +337,31 @@ describe("the runtime's limits", () => {
     release();
     const result = await round;
     expect(result.acked).toHaveLength(12);
+  });
+
+  it("starts no forward once the batch's start window (5 minutes) has passed: those wait for the next delivery, with no attempt used", async () => {
+    const EIGHT = Array.from({ length: 8 }, (_, i) => ({ name: `d${i}`, url: `https://d${i}.test/hook` }));
+    const realNow = Date.now.bind(Date);
+    let calls = 0;
+    for (const { url } of EIGHT) {
+      server.use(http.post(url, async () => {
+        // The first 6 forwards hold the connections; while they do, the batch's clock runs past its window.
+        if (++calls === 6) vi.spyOn(Date, "now").mockImplementation(() => realNow() + 6 * 60_000);
+        await delay(50);
+        return new HttpResponse(null, { status: 200 });
+      }));
+    }
+    const key = await accept(await zuddlRequest(zuddlBody()));
+    const first = await consume(events.accepted, { DESTINATIONS: EIGHT });
+    vi.restoreAllMocks();
+    expect(calls).toBe(6);
+    expect(first.retried).toHaveLength(1);
+    const after = await deliveries(key);
+    expect(Object.values(after).filter((d) => d.status === "delivered")).toHaveLength(6);
+    expect(Object.values(after).every((d) => d.status === "delivered" || d.attempts === 0)).toBe(true);
+    await consume(events.accepted, { DESTINATIONS: EIGHT }, { attempts: 2 });
+    expect(calls).toBe(8);
+    expect(Object.values(await deliveries(key)).map((d) => d.status)).toEqual(Array(8).fill("delivered"));
   });
 
   it("starts at most MAX_FORWARDS_PER_BATCH forwards; the rest wait for the next delivery without using an attempt", async () => {

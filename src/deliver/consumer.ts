@@ -58,6 +58,13 @@ const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
 const DEAD_LETTER_SEND_MS = 5_000;
 /** Failed delivery rounds (exceptions) a message may have before its event is marked dead. */
 const MAX_FAILED_ROUNDS = 10;
+/**
+ * How long after a batch starts its forwards may still start. A queue consumer may run 15 minutes;
+ * 1,000 forwards through 6 connections to receivers that hang until their timeout (up to 30 s)
+ * would take far longer, and a batch cut off records nothing. Forwards not started by then wait
+ * for their message's next delivery (no attempt used), so a batch ends within this plus one timeout.
+ */
+const START_WINDOW_MS = 5 * 60_000;
 /** A message whose forwards did not fit in this batch's budget comes back at once (the next invocation has its own). */
 const DEFERRED_DELAY_SECONDS = 0;
 /** A release that failed (D1) tries again this much later. */
@@ -100,6 +107,8 @@ interface ForwardBudget {
   remaining: number;
   /** The optional Analytics Engine dataset each attempt writes a data point to. */
   metrics: AnalyticsEngineDataset | undefined;
+  /** A forward that has not got a connection by then is not started: it waits for the message's next delivery. */
+  startBy: number;
 }
 
 export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
@@ -146,6 +155,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
     metrics: env.METRICS,
+    startBy: now + START_WINDOW_MS,
   };
   // Every message's round is planned first, so a rate-limited destination is asked once per batch.
   const drafts = messages.map((message): Plan | Draft => {
@@ -450,10 +460,15 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      return budget.connections(due.destination.name, () => attempt(event, due, retry, budget.metrics));
+      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, due, retry, budget.metrics)));
     }),
-  );
-  for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
+  ).then((all) => {
+    // Not started in the batch's window: no attempt, back with the message's next delivery.
+    if (all.includes(null)) waitMs.push(DEFERRED_DELAY_SECONDS * 1000);
+    return all.filter((record) => record !== null);
+  });
+  // A Retry-After of 0 (or a date past) still waits a second: never a queue retry at once for a failure.
+  for (const record of records) if (record.nextAttemptAt) waitMs.push(Math.max(1000, record.nextAttemptAt - now));
 
   // The event's status covers every destination it has state for, not only this round's.
   const statusNow = new Map<string, DeliveryStatus>([...previous].map(([name, row]) => [name, row.status]));
