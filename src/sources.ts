@@ -141,11 +141,9 @@ export function configuredSourceNames(env: Env): ReadonlySet<string> | null {
  */
 export function sourceSecretBindings(env: Env): Set<string> {
   const raw = fromJsonText(env.SOURCES ?? []);
-  const declared = Array.isArray(raw)
-    ? raw.flatMap((entry: Record<string, unknown> | null) => [entry?.secret, entry?.secret_old, entry?.token].filter((name): name is string => typeof name === "string"))
-    : [];
-  const builtIn = builtInSources.flatMap(({ secretBindings: { secret, secretOld, token } }) => [secret, secretOld, token].filter((name): name is string => Boolean(name)));
-  return new Set([...builtIn, ...declared]);
+  const declared = Array.isArray(raw) ? raw.map((entry: Record<string, unknown> | null) => [entry?.secret, entry?.secret_old, entry?.token]) : [];
+  const builtIn = builtInSources.map(({ secretBindings: { secret, secretOld, token } }) => [secret, secretOld, token]);
+  return new Set([...builtIn, ...declared].flat().filter((name): name is string => typeof name === "string" && name !== ""));
 }
 
 /** What a source verifies requests with, read from its bindings now. */

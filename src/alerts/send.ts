@@ -99,7 +99,6 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   message.retry({ delaySeconds: delay });
 }
 
-
 /** Tries to record a sent alert before giving up (the message is then retried, and the alert may be sent twice). */
 const RECORD_TRIES = 3;
 

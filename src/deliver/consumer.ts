@@ -455,18 +455,17 @@ async function reserveRates(env: Env, drafts: Draft[], now: number): Promise<voi
 /** Makes a planned round's forwards (each at its reserved time, within the connection limit) and decides what the message does next. */
 async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget, now: number): Promise<Plan> {
   const { event, previous, targets, closed, waitMs } = draft;
-  const records = await Promise.all(
+  const started = await Promise.all(
     draft.due.map(async (due) => {
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
       return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, due, retry, budget.metrics)));
     }),
-  ).then((all) => {
-    // Not started in the batch's window: no attempt, back with the message's next delivery.
-    if (all.includes(null)) waitMs.push(DEFERRED_DELAY_SECONDS * 1000);
-    return all.filter((record) => record !== null);
-  });
+  );
+  // Not started in the batch's window (null): no attempt, back with the message's next delivery.
+  if (started.includes(null)) waitMs.push(DEFERRED_DELAY_SECONDS * 1000);
+  const records = started.filter((record) => record !== null);
   // A Retry-After of 0 (or a date past) still waits a second: never a queue retry at once for a failure.
   for (const record of records) if (record.nextAttemptAt) waitMs.push(Math.max(1000, record.nextAttemptAt - now));
 

@@ -18,7 +18,7 @@ const SWEEP_LIMIT = 4_000;
 
 export async function reconcile(env: Env, now: number): Promise<{ requeued: number; skipped?: string }> {
   // Nothing could be delivered: the consumer would only hold them again, and every window would
-  // send (and alert) the same events once more. The first sweep after the fix finds them all.
+  // send (and alert) the same events once more. The sweeps after the fix take them (idle ones, oldest first).
   if (!loadDestinations(env).ok) return { requeued: 0, skipped: "DESTINATIONS is invalid" };
   const idleMs = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS) * 1000;
   const keys = await findStranded(env.DB, now - idleMs, now, SWEEP_LIMIT);
