@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
@@ -19,10 +20,30 @@ export const testBindings = {
   SEARCH: "on",
 };
 
+/**
+ * Hostile and probing transforms the tests name (`transform = "test-throws"`), kept out of
+ * transforms/ so that they are never deployed: `/transforms/test-<name>.js` is read from
+ * test/fixtures/transforms/ as text, as wrangler's Text rule reads transforms/*.js.
+ */
+const testTransforms = {
+  name: "edgehook-test-transforms",
+  enforce: "pre" as const,
+  resolveId(id: string) {
+    const match = /^\/transforms\/(test-[a-z0-9-]+)\.js$/.exec(id);
+    return match ? `\0test-transform:${match[1]}` : null;
+  },
+  load(id: string) {
+    if (!id.startsWith("\0test-transform:")) return null;
+    const file = path.join(import.meta.dirname, "test/fixtures/transforms", `${id.slice("\0test-transform:".length)}.js`);
+    return `export default ${JSON.stringify(readFileSync(file, "utf8"))};`;
+  },
+};
+
 export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   return {
     plugins: [
+      testTransforms,
       cloudflareTest({
         main: "./src/index.ts",
         wrangler: { configPath: "./wrangler.toml" },

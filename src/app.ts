@@ -4,6 +4,7 @@ import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
 import { alertConfig } from "./alerts/send";
 import { loadDestinations } from "./deliver/destinations";
+import { withTransformsChecked } from "./deliver/transform-source";
 import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog } from "./log";
@@ -24,8 +25,8 @@ app.use("*", requestLog());
  * /admin/alerts. `providers` says whether each built-in source has its secret, which is no news:
  * its webhook endpoint already answers provider_not_configured.
  */
-app.get("/healthz", (c) => {
-  const destinations = loadDestinations(c.env);
+app.get("/healthz", async (c) => {
+  const destinations = await withTransformsChecked(loadDestinations(c.env));
   const sources = loadSources(c.env);
   const alerts = alertConfig(c.env);
   const admin = adminTokenState(c.env);

@@ -15,7 +15,7 @@ export const MAX_PAGE = 200;
 /** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
 /** What a bulk replay may select (pending deliveries are already on their way). */
-export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
+export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled", "transform_failed"] as const;
 export const EVENT_STATUSES = ["received", "queued", "delivered", "failed", "dead", "held"] as const satisfies readonly EventStatus[];
 export const RELEASE_STATUSES = ["accepted", "duplicate", "already_released"] as const;
 
@@ -154,6 +154,7 @@ export const DestinationConfigView = Strict({
       description: "outbound headers: names and the secret bindings they use, never their values",
     }),
   ),
+  transform: T.Optional(T.String({ description: "the transform (transforms/<name>.js) that reshapes or drops each forward's body" })),
 });
 
 export const DESTINATION_STATES = ["active", "paused", "open"] as const;

@@ -36,6 +36,8 @@ import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus 
 import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
+import { forwardBody, transformRunner, type ForwardBody, type TransformRunner } from "./transform";
+import { withTransformsChecked } from "./transform-source";
 import { withDeadline } from "../deadline";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
@@ -95,6 +97,8 @@ interface ForwardBudget {
   remaining: number;
   /** The optional Analytics Engine dataset each attempt writes a data point to. */
   metrics: AnalyticsEngineDataset | undefined;
+  /** Runs a destination's transform before its forward. */
+  transform: TransformRunner;
 }
 
 export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
@@ -120,7 +124,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const leases = new Map(claims.map((claim) => [claim.messageId, claim.lease]));
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
 
-  const config = loadDestinations(env);
+  const config = await withTransformsChecked(loadDestinations(env));
   if (!config.ok) {
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
@@ -141,6 +145,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
     metrics: env.METRICS,
+    transform: transformRunner(env),
   };
   // Every message's round is planned first, so a rate-limited destination is asked once per batch.
   const drafts = messages.map((message): Plan | Draft => {
@@ -439,14 +444,17 @@ async function reserveRates(env: Env, drafts: Draft[], now: number): Promise<voi
 /** Makes a planned round's forwards (each at its reserved time, within the connection limit) and decides what the message does next. */
 async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget, now: number): Promise<Plan> {
   const { event, previous, targets, closed, waitMs } = draft;
-  const records = await Promise.all(
+  const outcomes = await Promise.all(
     draft.due.map(async (due) => {
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      return budget.connections(() => attempt(event, due, retry, budget.metrics));
+      return budget.connections(() => attempt(event, due, retry, budget));
     }),
   );
+  // A transform that skipped the event or failed closed its delivery without a forward.
+  const records = outcomes.filter((outcome): outcome is AttemptRecord => !("reason" in outcome));
+  closed.push(...outcomes.filter((outcome): outcome is ClosedDelivery => "reason" in outcome));
   for (const record of records) if (record.nextAttemptAt) waitMs.push(record.nextAttemptAt - now);
 
   // The event's status covers every destination it has state for, not only this round's.
@@ -520,6 +528,7 @@ function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], reco
   for (const { round } of recorded) {
     for (const change of [...round!.records, ...round!.closed]) {
       if (change.status === "dead") notes.push({ kind: "delivery_dead", subject: change.destination, count: 1 });
+      if (change.status === "transform_failed") notes.push({ kind: "transform_failed", subject: change.destination, count: 1 });
     }
   }
   for (const row of changed) {
@@ -583,14 +592,20 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
   const counted = statuses.filter((s) => !NOT_COUNTED.has(s));
   if (counted.some((s) => s === "failed" || s === "pending")) return "failed";
   if (counted.includes("held")) return "held";
-  return counted.includes("dead") ? "dead" : "delivered";
+  // A failed transform, like a dead delivery, waits for an operator's replay.
+  return counted.includes("dead") || counted.includes("transform_failed") ? "dead" : "delivered";
 }
 
-/** One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. */
-async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
+/**
+ * One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. A
+ * destination with a transform forwards what it returns, or closes its delivery without a forward.
+ */
+async function attempt(event: EventRow, due: Due, retry: RetryPolicy, budget: ForwardBudget): Promise<AttemptRecord | ClosedDelivery> {
   const { destination } = due;
-  const record = await forwardOnce(event, due, retry);
-  writePoint(metrics, {
+  const body = await forwardBody(event, destination, budget.transform);
+  if ("reason" in body) return body;
+  const record = await forwardOnce(event, body, due, retry);
+  writePoint(budget.metrics, {
     index: destination.name,
     // The source is appended: queries written against blob1-4 keep their meaning.
     blobs: [destination.name, record.status, event.provider, event.type, sourceOf(event)],
@@ -599,11 +614,11 @@ async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: A
   return record;
 }
 
-async function forwardOnce(event: EventRow, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
+async function forwardOnce(event: EventRow, { contentType, body }: ForwardBody, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
   const attemptNumber = attempts + 1;
   const startedAt = Date.now();
   const result = await forward(
-    { key: event.key, provider: event.provider, type: event.type, contentType: event.content_type, body: event.body },
+    { key: event.key, provider: event.provider, type: event.type, contentType, body },
     destination,
   ).catch((err: unknown) => ({
     // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.
