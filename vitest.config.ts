@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
@@ -20,30 +19,10 @@ export const testBindings = {
   SEARCH: "on",
 };
 
-/**
- * Hostile and probing transforms the tests name (`transform = "test-throws"`), kept out of
- * transforms/ so that they are never deployed: `/transforms/test-<name>.js` is read from
- * test/fixtures/transforms/ as text, as wrangler's Text rule reads transforms/*.js.
- */
-const testTransforms = {
-  name: "edgehook-test-transforms",
-  enforce: "pre" as const,
-  resolveId(id: string) {
-    const match = /^\/transforms\/(test-[a-z0-9-]+)\.js$/.exec(id);
-    return match ? `\0test-transform:${match[1]}` : null;
-  },
-  load(id: string) {
-    if (!id.startsWith("\0test-transform:")) return null;
-    const file = path.join(import.meta.dirname, "test/fixtures/transforms", `${id.slice("\0test-transform:".length)}.js`);
-    return `export default ${JSON.stringify(readFileSync(file, "utf8"))};`;
-  },
-};
-
 export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   return {
     plugins: [
-      testTransforms,
       cloudflareTest({
         main: "./src/index.ts",
         wrangler: { configPath: "./wrangler.toml" },
@@ -55,6 +34,8 @@ export default defineConfig(async () => {
     test: {
       include: ["test/**/*.test.ts"],
       setupFiles: ["./test/setup.ts"],
+      // Links the test suite's hostile transforms into transforms/ for the run (never deployed).
+      globalSetup: ["./test/transforms-setup.mjs"],
       // The gateway logs one JSON line per request; show them only for failing tests.
       silent: "passed-only",
     },

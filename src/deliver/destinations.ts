@@ -11,7 +11,6 @@ import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import type { Env } from "../env";
 import { configuredSourceNames, SOURCE_NAME } from "../sources";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
-import { TRANSFORM_NAME } from "./transform-source";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Consecutive failed attempts that open a destination's circuit, unless it sets its own. */
@@ -42,6 +41,8 @@ export function isAllowedUrl(value: string): boolean {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** A transform's name: its file's in transforms/ without `.js` (never a path; see transform-source.ts). */
+export const TRANSFORM_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 const DestinationConfig = object({
   name: pattern(string(), NAME),

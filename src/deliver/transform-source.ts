@@ -5,10 +5,7 @@
  * run time, which the bundler cannot follow, so the code is never bundled into (or run in) the
  * gateway: only the Worker Loader runs it (transform.ts). The vitest pool reads the same rules.
  */
-import type { DestinationsResult } from "./destinations";
-
-/** A transform's name: the file's name without `.js` (never a path). */
-export const TRANSFORM_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+import { TRANSFORM_NAME, type DestinationsResult } from "./destinations";
 
 /** `/transforms/<name>.js`: from the bundle's root under wrangler, from the project's root under Vite. */
 const moduleOf = (name: string) => ["", "transforms", `${name}.js`].join("/");

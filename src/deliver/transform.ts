@@ -82,7 +82,8 @@ export const guard = Object.freeze({
 /** The loaded worker's entry: one POST per run, the event as JSON in, the body (200), a skip (204) or a failure (422) out. */
 const RUNNER = `
 import { guard } from "./guard.js";
-import transform from "./transform.js";
+import * as module from "./transform.js";
+const transform = module.default;
 const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { status: 422 });
 export default {
   async fetch(request) {
