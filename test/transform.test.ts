@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import type { AlertMessage } from "../src/env";
 import { recordingQueue } from "./faults";
 import { accept, admin, bindings, consume, deliveries, downstream, events, SECRET_A, useDeliveryHarness } from "./delivery-harness";
-import { expectNoLogLineWith, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
+import { ADMIN, expectNoLogLineWith, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
 import zuddlSample from "./fixtures/zuddl-time-spent-in-session.json";
 import livesendSample from "./fixtures/seismic-livesend-session-summary-v3.json";
 
@@ -210,5 +210,49 @@ describe("transform configuration", () => {
   it("a name that could be a path is refused by the rule, not looked up", async () => {
     const view = (await (await admin("GET", "/admin/destinations", { DESTINATIONS: [{ name: "x", url: "https://x.test/hook", transform: "../src/index" }] })).json()) as { errors: string[] };
     expect(view.errors).toEqual(["DESTINATIONS[0] (x).transform: must name a file in transforms/ without .js: 1-64 lowercase letters, digits, - or _"]);
+  });
+});
+
+describe("transform preview", () => {
+  async function preview(name: string, body: unknown) {
+    return sendWith(
+      new Request(`https://edgehook.test/admin/destinations/${name}/preview`, { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify(body) }),
+      bindings,
+    );
+  }
+
+  it("answers the transformed body of a stored event, or of a pasted payload, and forwards nothing", async () => {
+    const [crm] = destinations(["crm-contact"]);
+    bindings.DESTINATIONS = [crm];
+    const reached = downstream(crm!.url);
+    const key = await accept(await zuddlRequest(JSON.stringify(zuddlSample)));
+    await consume(events.accepted.splice(0), { DESTINATIONS: [] });
+
+    const stored = await preview(crm!.name, { eventId: key });
+    expect(stored.status).toBe(200);
+    expect(await stored.json()).toMatchObject({
+      destination: crm!.name, transform: "crm-contact", eventId: key, outcome: "body", body: { email: "jane.smith@example.com", minutes_in_session: 123 },
+    });
+    const pasted = await preview(crm!.name, { provider: "zuddl", payload: zuddlSample });
+    expect(await pasted.json()).toMatchObject({ eventId: null, outcome: "body", body: { source_event_id: zuddlSample.actionId } });
+    const skipped = await preview(crm!.name, { provider: "seismic", payload: livesendSample });
+    expect(await skipped.json()).toMatchObject({ outcome: "skipped" });
+    expect(reached).toHaveLength(0);
+  });
+
+  it("answers a failure with its kind, never the payload; and refuses what it cannot preview", async () => {
+    const [failing, plain] = destinations(["test-throws", null]);
+    bindings.DESTINATIONS = [failing, plain];
+    const failed = await preview(failing!.name, { provider: "zuddl", payload: { ...zuddlSample, note: PAYLOAD_CANARY } });
+    const text = await failed.text();
+    expect(JSON.parse(text)).toMatchObject({ outcome: "failed", error: { kind: "transform_error", message: expect.stringMatching(/threw TypeError at transforms\/test-throws\.js:3:/) } });
+    expect(text).not.toContain(PAYLOAD_CANARY);
+
+    expect((await preview(plain!.name, { eventId: "evt_x" })).status).toBe(400);
+    expect((await preview("nobody", { eventId: "evt_x" })).status).toBe(404);
+    expect((await preview(failing!.name, { eventId: "evt_missing" })).status).toBe(404);
+    expect((await preview(failing!.name, { something: "else" })).status).toBe(400);
+    const mismatch = await preview(failing!.name, { provider: "zuddl", payload: { action: 7 } });
+    expect(mismatch.status).toBe(422);
   });
 });

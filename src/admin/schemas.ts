@@ -6,6 +6,7 @@
  * defined here once and used by both.
  */
 import * as T from "@sinclair/typebox";
+import { TRANSFORM_FAILURES } from "../deliver/transform";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import type { EventStatus } from "../store/events";
 
@@ -204,6 +205,27 @@ export const DestinationControlView = Strict({
   released: T.Integer({ minimum: 0, description: "held deliveries made pending and enqueued by this call (a resume); the rest follow through the queue, oldest first" }),
 });
 
+/** What to preview a destination's transform on: a stored event, or a payload pasted as its provider would send it. */
+export const PreviewRequest = T.Union([
+  Strict({ eventId: T.String({ description: "a stored event's gateway id (`evt_…`)" }) }),
+  Strict({
+    provider: T.String({ description: "the provider whose payload this is (`seismic`, `zuddl`): its schema validates it and names its type, id, tenant and time" }),
+    payload: T.Unknown({ description: "the payload, as the provider sends it" }),
+    source: T.Optional(T.String({ description: "the source it would arrive through (default: the provider's built-in one)" })),
+  }),
+]);
+
+/** What a destination's transform made of an event; nothing was forwarded. */
+export const PreviewView = Strict({
+  destination: T.String(),
+  transform: T.String({ description: "transforms/<transform>.js" }),
+  eventId: Nullable(T.String({ description: "the stored event previewed; null for a pasted payload" })),
+  outcome: StringEnum(["body", "skipped", "failed"] as const, { description: "body: what would be forwarded; skipped: the transform returned null; failed: see error" }),
+  body: T.Optional(T.Unknown({ description: "the body that would be forwarded (JSON), when outcome is body" })),
+  error: T.Optional(Strict({ kind: StringEnum(TRANSFORM_FAILURES), message: T.String({ description: "what failed and where in the transform; never payload data" }) })),
+  durationMs: T.Number({ minimum: 0 }),
+});
+
 const BindingState = Strict(
   { name: T.String({ description: "the secret binding's name, never its value" }), set: T.Boolean({ description: "whether the binding has a value" }) },
 );
@@ -240,4 +262,6 @@ export type AttemptView = T.Static<typeof AttemptView>;
 export type QuarantinedView = T.Static<typeof QuarantinedView>;
 export type QuarantinedDetailView = T.Static<typeof QuarantinedDetailView>;
 export type ReleaseView = T.Static<typeof ReleaseView>;
+export type PreviewRequest = T.Static<typeof PreviewRequest>;
+export type PreviewView = T.Static<typeof PreviewView>;
 export type PayloadView = T.Static<T.TObject<typeof payloadFields>>;
