@@ -2,7 +2,7 @@
 // about 8 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { runDelivery, runLargeBody, runSustained, runThroughput } from "./e2e.mjs";
+import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
 import { runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
@@ -77,6 +77,18 @@ out(`## Delivery: ${delivery.events} events to 3 destinations on a local receive
 out("| forwards | forwards/s (from first send) | events accepted in s | all forwarded in s |");
 out("| ---: | ---: | ---: | ---: |");
 out(`| ${delivery.forwards}/${delivery.events * delivery.destinations} | **${f(delivery.deliverSeconds ? delivery.forwards / delivery.deliverSeconds : null, 0)}** | ${f(delivery.acceptSeconds, 2)} | ${f(delivery.deliverSeconds, 2)} |`);
+out();
+
+const transformCost = await runTransformCost({ samples: smoke ? 2 : quick ? 10 : 50 });
+produced("transform", { plainMs: transformCost.plainMs, shapedWarmMs: transformCost.shapedWarmMs, shapedColdMs: transformCost.shapedColdMs });
+out(`## Transforms: one forward of the Zuddl sample (2 KB) with and without transforms/crm-contact.js, measured inside the Worker (bench/transform-worker.ts), median of ${transformCost.samples}`);
+out("Cold: code no Worker Loader isolate has run yet (a deploy's first event per isolate); warm: the isolate for that code is loaded.");
+out("| forward | ms | added by the transform, ms |");
+out("| --- | ---: | ---: |");
+out(`| original body | ${f(transformCost.plainMs, 2)} | – |`);
+out(`| transformed, warm | ${f(transformCost.shapedWarmMs, 2)} | **${f(transformCost.shapedWarmMs - transformCost.plainMs, 2)}** |`);
+out(`| transformed, cold | ${f(transformCost.shapedColdMs, 2)} | **${f(transformCost.shapedColdMs - transformCost.plainMs, 2)}** |`);
+out(`| the transform alone, warm / cold | ${f(transformCost.transformWarmMs, 2)} / ${f(transformCost.transformColdMs, 2)} | |`);
 
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
 writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
@@ -84,5 +96,5 @@ reportSmoke([
   ...["livesend-session-summary-v3", "session-summary-enriched (legacy)", "DemoEventV1 (filter doc)", "TIME_SPENT_IN_SESSION", "synthetic 100 KB", "synthetic 1 MB"]
     .map((name) => `micro: ${name.startsWith("TIME") ? "zuddl" : "seismic"}: ${name}`),
   ...throughput.map((r) => `end to end: ${r.name} at ${r.connections}`),
-  "sustained", "large body", "delivery",
+  "sustained", "large body", "delivery", "transform",
 ]);

@@ -123,31 +123,36 @@ export function transformLimits(env: Env): TransformLimits {
   };
 }
 
-/** Per isolate, per name: the loader's id for the code (a hash of the runner and the transform). */
+/** Per isolate: the loader's id for each code (a hash of the runner and the transform), by its source. */
 const ids = new Map<string, Promise<string>>();
 
-async function codeId(name: string, source: string): Promise<string> {
-  let id = ids.get(name);
+function codeId(name: string, source: string): Promise<string> {
+  let id = ids.get(source);
   if (!id) {
     id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${GUARD}\u0000${RUNNER}\u0000${source}`))
       .then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
-    ids.set(name, id);
+    ids.set(source, id);
   }
   return id;
 }
 
-/** A runner bound to this deployment's loader and limits. */
+/** A runner bound to this deployment's loader, transforms and limits. */
 export function transformRunner(env: Env): TransformRunner {
   const limits = transformLimits(env);
-  return (name, event) => runTransform(env.LOADER, name, event, limits);
+  return async (name, event) => {
+    const source = await transformSource(name);
+    // The configuration check refuses both before a forward gets here (destinations.ts, transform-source.ts).
+    if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
+    if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
+    return runTransform(env.LOADER, { name, source }, event, limits);
+  };
 }
 
-export async function runTransform(loader: WorkerLoader | undefined, name: string, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
+/** One run of a transform's code on an event, in the isolate for that code. */
+export async function runTransform(loader: WorkerLoader, { name, source }: { name: string; source: string }, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
   const started = Date.now();
   const file = `transforms/${name}.js`;
   const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
-  const source = await transformSource(name);
-  if (!loader || source === null) return fail("transform_unavailable", loader ? `${file} is not deployed` : "no Worker Loader binding (LOADER) to run it");
   const id = await codeId(name, source);
   let timer: ReturnType<typeof setTimeout> | null = null;
   const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limits.timeoutMs)));
