@@ -9,6 +9,7 @@
  * closed set and a message that never quotes the payload (nor the transform's own error message,
  * which could), only what failed and where in the transform.
  */
+import type { TransformEvent } from "../../transforms/transform";
 import { numberVar, type Env } from "../env";
 import { HttpError } from "../errors";
 import { readBoundedBody } from "../receive/body";
@@ -23,18 +24,8 @@ export const TRANSFORM_FAILURES = [
 ] as const;
 export type TransformFailure = (typeof TRANSFORM_FAILURES)[number];
 
-/** What a transform's default export receives (typed for transforms in transforms/transform.d.ts). */
-export interface TransformEvent {
-  provider: string;
-  source: string;
-  type: string;
-  eventId: string;
-  tenant: string | null;
-  occurredAt: string | null;
-  receivedAt: string;
-  /** The payload as received, parsed; null if it is not JSON (a payload released from quarantine as it was). */
-  payload: unknown;
-}
+/** What a transform's default export receives: its one definition is the transforms' own contract. */
+export type { TransformEvent };
 
 export type TransformResult =
   | { outcome: "body"; body: string; durationMs: number }
