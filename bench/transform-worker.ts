@@ -40,7 +40,7 @@ async function cost(env: Env, samples: number) {
   };
   const plain = named("plain");
   const shaped = named("shaped");
-  const source = await transformSource(TRANSFORM);
+  const source = transformSource(TRANSFORM);
   if (!env.LOADER || source === null) throw new Error("needs the LOADER binding and transforms/crm-contact.js");
   const loader = env.LOADER;
   const limits = transformLimits(env);

@@ -35,7 +35,7 @@ export function destinationView(destination: Destination, control: ControlRow | 
 
 /** Every configured destination with its state, or DESTINATIONS' errors. */
 export async function destinationsView(env: Env): Promise<{ valid: true; destinations: DestinationView[] } | { valid: false; errors: string[] }> {
-  const config = await withTransformsChecked(loadDestinations(env));
+  const config = withTransformsChecked(loadDestinations(env));
   if (!config.ok) return { valid: false, errors: config.errors };
   const [controls, held] = await Promise.all([getControls(env.DB), heldCounts(env.DB)]);
   return { valid: true, destinations: config.destinations.map((d) => destinationView(d, controls.get(d.name), held.get(d.name) ?? 0)) };

@@ -124,7 +124,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const leases = new Map(claims.map((claim) => [claim.messageId, claim.lease]));
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
 
-  const config = await withTransformsChecked(loadDestinations(env));
+  const config = withTransformsChecked(loadDestinations(env));
   if (!config.ok) {
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).

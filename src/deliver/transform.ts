@@ -131,7 +131,7 @@ function codeId(name: string, source: string): Promise<string> {
 export function transformRunner(env: Env): TransformRunner {
   const limits = transformLimits(env);
   return async (name, event) => {
-    const source = await transformSource(name);
+    const source = transformSource(name);
     // The configuration check refuses both before a forward gets here (destinations.ts, transform-source.ts).
     if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
     if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
