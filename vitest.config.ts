@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
@@ -19,7 +20,20 @@ export const testBindings = {
   SEARCH: "on",
 };
 
+/**
+ * The transforms the tests run: transforms/ and the hostile and probing ones the tests name
+ * (`transform = "test-throws"`), which live in test/fixtures/transforms so that no deploy carries
+ * them. scripts/transforms.mjs writes them into a module of the tests' own, which stands in for
+ * src/deliver/transforms.generated.ts here: that one stays as wrangler builds it, so a test run
+ * never changes (and reloads) a `wrangler dev` running beside it.
+ */
+const testTransforms = path.join(import.meta.dirname, "test/transforms.generated.ts");
+
 export default defineConfig(async () => {
+  execFileSync(process.execPath, ["scripts/transforms.mjs", "--out", testTransforms, "test/fixtures/transforms"], {
+    cwd: import.meta.dirname,
+    stdio: "inherit",
+  });
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   return {
     plugins: [
@@ -31,6 +45,9 @@ export default defineConfig(async () => {
         },
       }),
     ],
+    resolve: {
+      alias: [{ find: /^\.\/transforms\.generated$/, replacement: testTransforms }],
+    },
     test: {
       include: ["test/**/*.test.ts"],
       setupFiles: ["./test/setup.ts"],

@@ -307,3 +307,26 @@ export async function runDelivery({ events = 100, destinations = 3, worker = "ed
     receiver.close();
   }
 }
+
+/**
+ * What a transform adds per forward (bench/transform-worker.ts, inside the Worker): the Zuddl
+ * sample forwarded to a local receiver as it is, and through transforms/crm-contact.js, cold (code
+ * no isolate has run) and warm, `samples` times each; medians in ms.
+ */
+export async function runTransformCost({ samples = 20 } = {}) {
+  const receiver = await startReceiver();
+  const destinations = [
+    { name: "plain", url: receiver.url("plain") },
+    { name: "shaped", url: receiver.url("shaped"), transform: "crm-contact" },
+  ];
+  const gateway = await startWorker({ script: "bench/transform-worker.ts", vars: { ...GATEWAY_VARS, DESTINATIONS: destinations } });
+  try {
+    const response = await fetch(`${gateway.url}/__transform-cost?samples=${samples}`);
+    if (!response.ok) throw new Error(`transform cost: ${response.status} ${await response.text()}`);
+    const figures = await response.json();
+    return { samples, ...Object.fromEntries(Object.entries(figures).map(([key, values]) => [key, median(values)])) };
+  } finally {
+    await gateway.stop();
+    receiver.close();
+  }
+}

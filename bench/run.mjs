@@ -2,7 +2,7 @@
 // about 8 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { runDelivery, runLargeBody, runSustained, runThroughput } from "./e2e.mjs";
+import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
 import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
@@ -113,6 +113,18 @@ out("| ---: | ---: | ---: | ---: |");
 out(`| **${f(beside.forwardsPerSecond / alone.forwardsPerSecond, 2)}** | ${f(alone.forwardsPerSecond, 0)} | ${f(beside.forwardsPerSecond, 0)} | ${f(beside.deliverSeconds, 2)} |`);
 out();
 
+const transformCost = await runTransformCost({ samples: smoke ? 2 : quick ? 10 : 50 });
+produced("transform", { plainMs: transformCost.plainMs, shapedWarmMs: transformCost.shapedWarmMs, shapedColdMs: transformCost.shapedColdMs });
+out(`## Transforms: one forward of the Zuddl sample (2 KB) with and without transforms/crm-contact.js, measured inside the Worker (bench/transform-worker.ts), median of ${transformCost.samples}`);
+out("Cold: code no Worker Loader isolate has run yet (a deploy's first event per isolate); warm: the isolate for that code is loaded.");
+out("| forward | ms | added by the transform, ms |");
+out("| --- | ---: | ---: |");
+out(`| original body | ${f(transformCost.plainMs, 2)} | – |`);
+out(`| transformed, warm | ${f(transformCost.shapedWarmMs, 2)} | **${f(transformCost.shapedWarmMs - transformCost.plainMs, 2)}** |`);
+out(`| transformed, cold | ${f(transformCost.shapedColdMs, 2)} | **${f(transformCost.shapedColdMs - transformCost.plainMs, 2)}** |`);
+out(`| the transform alone, warm / cold | ${f(transformCost.transformWarmMs, 2)} / ${f(transformCost.transformColdMs, 2)} | |`);
+out();
+
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
 writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
 reportSmoke([
@@ -121,4 +133,5 @@ reportSmoke([
   "micro: breakdown",
   ...throughput.map((r) => `end to end: ${r.name} at ${r.connections}`),
   "sustained", "sustained: consumer time", "large body", ...[1, 3, 10].map((n) => `delivery: ${n} destinations`), "delivery: beside a slow receiver",
+  "transform",
 ]);

@@ -52,6 +52,11 @@ export interface Env {
   ALERTS_QUEUE_NAME?: string;
   /** Rate limiting binding counting wrong admin tokens per client (throttle.ts); without it, each isolate counts. */
   AUTH_FAILURES?: RateLimit;
+  /** The Worker Loader that runs destinations' transforms in isolates of their own (deliver/transform.ts). */
+  LOADER?: WorkerLoader;
+  /** A transform's CPU per run (the loader's limits.cpuMs) and wall-clock time, in ms. */
+  TRANSFORM_CPU_MS?: string;
+  TRANSFORM_TIMEOUT_MS?: string;
   /** Optional Workers Analytics Engine dataset: one data point per webhook request and per forward attempt. */
   METRICS?: AnalyticsEngineDataset;
   /** Destination and source secrets are bound under names chosen in DESTINATIONS and SOURCES. */

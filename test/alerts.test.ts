@@ -61,6 +61,8 @@ describe("alerts", () => {
       DESTINATIONS: [
         { name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 5 },
         { name: deadend, url: `https://${deadend}.test/hook`, circuit_failures: 100 },
+        // transform_failed: its transform throws on every event.
+        { name: uniqueName("transforming"), url: "https://transforming.test/hook", transform: "test-throws" },
       ],
       MAX_DELIVERY_ATTEMPTS: "2",
     });

@@ -135,6 +135,36 @@ describe("console", () => {
     expect(counts.hour).toBeGreaterThan(0);
   });
 
+  it("previews each transform on the event page, forwarding nothing, and refuses a cross-origin preview", async () => {
+    const cookie = await session();
+    const body = seismicBody({ version: "ConsolePreviewV1", data: { note: "<b>bold</b>" } });
+    const { id } = (await (await sendAndConsume(await seismicRequest(body))).json()) as { id: string };
+    const bindings = {
+      DESTINATIONS: [
+        { name: "shaped", url: "https://shaped.test/hook", transform: "test-echo" },
+        { name: "broken", url: "https://broken.test/hook", transform: "test-throws" },
+        { name: "plain", url: "https://plain.test/hook" },
+      ],
+    };
+    const eventPage = await (await page(`/console/events/${id}`, cookie, {}, bindings)).text();
+    const buttons = 'section[aria-label="Transforms"] button';
+    expect((await select(eventPage, [buttons]))[buttons]!.map((b) => b.text)).toEqual(["Preview shaped", "Preview broken"]);
+
+    const shaped = await page(`/console/events/${id}/preview`, cookie, { method: "POST", body: new URLSearchParams({ destination: "shaped" }) }, bindings);
+    expect(shaped.status).toBe(200);
+    const shown = await shaped.text();
+    expect(shown).toContain("Preview for shaped (transforms/test-echo.js");
+    expect(shown).toContain("nothing was forwarded");
+    expect(shown).toContain("&quot;type&quot;: &quot;ConsolePreviewV1&quot;");
+    expect(shown).not.toContain("<b>bold</b>");
+    const broken = await (await page(`/console/events/${id}/preview`, cookie, { method: "POST", body: new URLSearchParams({ destination: "broken" }) }, bindings)).text();
+    expect(broken).toMatch(/transform_error: transforms\/test-throws\.js threw TypeError at transforms\/test-throws\.js:3:\d+/);
+
+    const forged = await page(`/console/events/${id}/preview`, cookie, { method: "POST", headers: { origin: "https://evil.example" }, body: new URLSearchParams({ destination: "shaped" }) }, bindings);
+    expect(forged.status).toBe(403);
+    expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE event_key = ?", id)).toBe(0);
+  });
+
   it("shows each destination's state and pauses and resumes it with its buttons, refusing a cross-origin post", async () => {
     const cookie = await session();
     const name = `console-${crypto.randomUUID().slice(0, 8)}`;

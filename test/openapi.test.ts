@@ -12,7 +12,7 @@ import { describe, expect, it } from "vitest";
 import { adminRoutes } from "../src/admin/routes";
 import { checkedAnswers, checkRecorded, servedDocument, type OpenApiDocument } from "./api-contract";
 import { faultyQueue } from "./faults";
-import { accept, admin, bindings, consume, downstream, events, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, bindings, consume, DESTINATIONS, downstream, events, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, hmacHex, send, sendWith, seismicBody, seismicRequest, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -117,6 +117,23 @@ describe("GET /admin/openapi.json", () => {
     ];
     for (const [method, path, status, extra] of answers) {
       expect((await admin(method, path, extra)).status, `${method} ${path}`).toBe(status);
+    }
+    // Previews read a JSON body.
+    const transforming = { DESTINATIONS: [...DESTINATIONS, { name: "shaped", url: "https://shaped.test/hook", transform: "test-echo" }] };
+    const previews: [name: string, body: unknown, status: number, extra?: Partial<Env>][] = [
+      ["shaped", { eventId: key }, 200],
+      ["shaped", { provider: "seismic", payload: JSON.parse(seismicBody()) }, 200],
+      ["alpha", { eventId: key }, 400],
+      ["shaped", { eventId: 7 }, 400],
+      ["nope", { eventId: key }, 404],
+      ["shaped", { eventId: "evt_missing" }, 404],
+      ["shaped", { eventId: key }, 413, { MAX_BODY_BYTES: "8" }],
+      ["shaped", { provider: "zuddl", payload: { action: 7 } }, 422],
+      ["shaped", { eventId: key }, 503, invalidDestinations],
+    ];
+    for (const [name, body, status, extra] of previews) {
+      const request = new Request(`${BASE}/admin/destinations/${name}/preview`, { method: "POST", headers: ADMIN, body: JSON.stringify(body) });
+      expect((await sendWith(request, { ...bindings, ...transforming, ...extra })).status, `preview ${name} ${JSON.stringify(body)}`).toBe(status);
     }
     // Every route refuses a request without the token, answers 503 while ADMIN_TOKEN is not set,
     // and 429 to an address that has sent too many wrong tokens.

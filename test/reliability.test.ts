@@ -246,7 +246,7 @@ describe("bulk replay", () => {
       const response = await admin("POST", `/admin/replay${query}`);
       expect(response.status).toBe(400);
       const { error } = (await response.json()) as { error: { code: string; message: string } };
-      expect(error).toEqual({ code: "invalid_status", message: "status is required for a replay: one of dead, failed, gone, delivered, cancelled" });
+      expect(error).toEqual({ code: "invalid_status", message: "status is required for a replay: one of dead, failed, gone, delivered, cancelled, transform_failed" });
     }
     const tooMany = await admin("POST", "/admin/replay?status=dead&limit=150");
     expect(tooMany.status).toBe(400);

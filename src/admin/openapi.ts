@@ -11,7 +11,7 @@ import * as T from "@sinclair/typebox";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
   AlertsView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
-  Nullable, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, SourceView, StatsView, StringEnum,
+  Nullable, PreviewRequest, PreviewView, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, SourceView, StatsView, StringEnum,
 } from "./schemas";
 
 interface Param {
@@ -22,7 +22,7 @@ interface Param {
   invalid?: string;
 }
 
-type ErrorStatus = 400 | 404 | 422 | 503;
+type ErrorStatus = 400 | 404 | 413 | 422 | 503;
 
 interface Operation {
   operationId: string;
@@ -30,6 +30,8 @@ interface Operation {
   description?: string;
   path?: Record<string, Param>;
   query?: Record<string, Param>;
+  /** A JSON request body, when the route reads one. */
+  requestBody?: T.TSchema;
   status: 200 | 202;
   response: T.TSchema;
   /** The success answer's media type, when it is not JSON. */
@@ -224,6 +226,23 @@ export const ADMIN_API: Record<string, Operation> = {
     response: DestinationControlView,
     errors: { 404: ["unknown_destination"], 503: ["invalid_destinations"] },
   },
+  "POST /admin/destinations/{name}/preview": {
+    operationId: "previewTransform",
+    summary: "Run the destination's transform on a stored event or a pasted payload, and answer what it would forward (or why not); nothing is forwarded",
+    description:
+      "The same isolate, limits and failure kinds as a forward. A pasted payload is validated by its provider's schema first (422 schema_mismatch with the path), which names its type, id, tenant and time.",
+    path: { name: destinationName },
+    requestBody: PreviewRequest,
+    status: 200,
+    response: PreviewView,
+    errors: {
+      400: ["invalid_preview", "no_transform", "unknown_provider", "malformed_json", "invalid_utf8", "empty_body"],
+      404: ["unknown_destination", "event_not_found"],
+      413: ["body_too_large"],
+      422: ["schema_mismatch"],
+      503: ["invalid_destinations"],
+    },
+  },
   "GET /admin/alerts": {
     operationId: "getAlerts",
     summary: "Alerts: whether ALERT_URL is set and valid, and each kind and subject's pending count, schedule and history",
@@ -280,6 +299,7 @@ const COMPONENTS: Record<string, T.TSchema> = {
   Destination: DestinationView,
   Source: SourceView,
   Stats: StatsView,
+  Preview: PreviewView,
 };
 const COMPONENT_NAMES = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema as object, name]));
 
@@ -342,6 +362,7 @@ function operationObject(op: Operation) {
     summary: op.summary,
     ...(op.description && { description: op.description }),
     ...(parameters.length && { parameters }),
+    ...(op.requestBody && { requestBody: { required: true, content: json(op.requestBody) } }),
     responses: {
       [op.status]: { description: op.summary, content: op.mediaType ? { [op.mediaType]: { schema: toJson(op.response) } } : json(op.response) },
       ...Object.fromEntries(

@@ -13,6 +13,7 @@ import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, sourceView, timeParam,
 } from "./operations";
 import { openApiDocument } from "./openapi";
+import { previewRequest, previewTransform } from "./preview";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
 const DAY_MS = 86_400_000;
@@ -92,6 +93,11 @@ adminRoutes.post("/destinations/:name/resume", async (c) => {
   const answer = await resumeDestination(c.env, c.req.param("name"));
   c.get("log").outcome = "resumed";
   return c.json(answer);
+});
+
+adminRoutes.post("/destinations/:name/preview", async (c) => {
+  const request = await previewRequest(c.req.raw, c.env);
+  return c.json(await previewTransform(c.env, c.req.param("name"), request));
 });
 
 adminRoutes.get("/alerts", async (c) => c.json(await alertsView(c.env)));

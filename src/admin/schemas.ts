@@ -6,6 +6,7 @@
  * defined here once and used by both.
  */
 import * as T from "@sinclair/typebox";
+import { TRANSFORM_FAILURES } from "../deliver/transform";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import type { EventStatus } from "../store/events";
 
@@ -15,7 +16,7 @@ export const MAX_PAGE = 200;
 /** Deliveries one bulk replay page resets and re-enqueues at most; call again with `nextCursor` while `more` is true. */
 export const BULK_REPLAY_LIMIT = 100;
 /** What a bulk replay may select (pending deliveries are already on their way). */
-export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled"] as const;
+export const REPLAYABLE_STATUSES = ["dead", "failed", "gone", "delivered", "cancelled", "transform_failed"] as const;
 export const EVENT_STATUSES = ["received", "queued", "delivered", "failed", "dead", "held"] as const satisfies readonly EventStatus[];
 export const RELEASE_STATUSES = ["accepted", "duplicate", "already_released"] as const;
 
@@ -154,6 +155,7 @@ export const DestinationConfigView = Strict({
       description: "outbound headers: names and the secret bindings they use, never their values",
     }),
   ),
+  transform: T.Optional(T.String({ description: "the transform (transforms/<name>.js) that reshapes or drops each forward's body" })),
 });
 
 export const DESTINATION_STATES = ["active", "paused", "open"] as const;
@@ -203,6 +205,27 @@ export const DestinationControlView = Strict({
   released: T.Integer({ minimum: 0, description: "held deliveries made pending and enqueued by this call (a resume); the rest follow through the queue, oldest first" }),
 });
 
+/** What to preview a destination's transform on: a stored event, or a payload pasted as its provider would send it. */
+export const PreviewRequest = T.Union([
+  Strict({ eventId: T.String({ description: "a stored event's gateway id (`evt_…`)" }) }),
+  Strict({
+    provider: T.String({ description: "the provider whose payload this is (`seismic`, `zuddl`): its schema validates it and names its type, id, tenant and time" }),
+    payload: T.Unknown({ description: "the payload, as the provider sends it" }),
+    source: T.Optional(T.String({ description: "the source it would arrive through (default: the provider's built-in one)" })),
+  }),
+]);
+
+/** What a destination's transform made of an event; nothing was forwarded. */
+export const PreviewView = Strict({
+  destination: T.String(),
+  transform: T.String({ description: "transforms/<transform>.js" }),
+  eventId: Nullable(T.String({ description: "the stored event previewed; null for a pasted payload" })),
+  outcome: StringEnum(["body", "skipped", "failed"] as const, { description: "body: what would be forwarded; skipped: the transform returned null; failed: see error" }),
+  body: T.Optional(T.Unknown({ description: "the body that would be forwarded (JSON), when outcome is body" })),
+  error: T.Optional(Strict({ kind: StringEnum(TRANSFORM_FAILURES), message: T.String({ description: "what failed and where in the transform; never payload data" }) })),
+  durationMs: T.Number({ minimum: 0 }),
+});
+
 const BindingState = Strict(
   { name: T.String({ description: "the secret binding's name, never its value" }), set: T.Boolean({ description: "whether the binding has a value" }) },
 );
@@ -239,4 +262,6 @@ export type AttemptView = T.Static<typeof AttemptView>;
 export type QuarantinedView = T.Static<typeof QuarantinedView>;
 export type QuarantinedDetailView = T.Static<typeof QuarantinedDetailView>;
 export type ReleaseView = T.Static<typeof ReleaseView>;
+export type PreviewRequest = T.Static<typeof PreviewRequest>;
+export type PreviewView = T.Static<typeof PreviewView>;
 export type PayloadView = T.Static<T.TObject<typeof payloadFields>>;

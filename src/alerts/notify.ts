@@ -13,7 +13,7 @@ import { noteAlerts, rescheduleStale, type AlertNote, type AlertRow } from "../s
 
 export const ALERT_KINDS = [
   "delivery_dead", "circuit_opened", "circuit_closed", "destination_paused", "destination_resumed",
-  "payload_quarantined", "configuration_invalid", "sweep_requeued", "dead_letters_received",
+  "payload_quarantined", "configuration_invalid", "sweep_requeued", "dead_letters_received", "transform_failed",
 ] as const;
 export type AlertKind = (typeof ALERT_KINDS)[number];
 

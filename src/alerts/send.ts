@@ -139,7 +139,9 @@ async function shortHash(text: string): Promise<string> {
 }
 
 /** Kinds whose subject is a destination's name. */
-const ABOUT_A_DESTINATION: ReadonlySet<string> = new Set<AlertKind>(["delivery_dead", "circuit_opened", "circuit_closed", "destination_paused", "destination_resumed"]);
+const ABOUT_A_DESTINATION: ReadonlySet<string> = new Set<AlertKind>([
+  "delivery_dead", "circuit_opened", "circuit_closed", "destination_paused", "destination_resumed", "transform_failed",
+]);
 
 /** Where on the console an operator sees what an alert is about. */
 const CONSOLE_PAGES: Record<AlertKind, string> = {
@@ -152,6 +154,7 @@ const CONSOLE_PAGES: Record<AlertKind, string> = {
   configuration_invalid: "/destinations",
   sweep_requeued: "/",
   dead_letters_received: "/dead",
+  transform_failed: "/destinations",
 };
 
 const times = (n: number) => (n === 1 ? "" : ` (${n} times)`);
@@ -168,6 +171,7 @@ const SENTENCES: Record<AlertKind, (subject: string, count: number) => string> =
       : `${s} is invalid: ${n} event${n === 1 ? " waits" : "s wait"} for a fix (see /healthz and the console)`,
   sweep_requeued: (_, n) => `the reconciliation sweep re-enqueued ${n} stranded event${n === 1 ? "" : "s"}`,
   dead_letters_received: (_, n) => `the dead-letter queue received ${n} message${n === 1 ? "" : "s"}`,
+  transform_failed: (s, n) => `the transform of ${s} failed on ${n} event${n === 1 ? "" : "s"}; replay them (status transform_failed) once it is fixed`,
 };
 
 function render(config: AlertConfig, row: AlertRow): Record<string, unknown> {

@@ -2,7 +2,7 @@
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import { DEFAULT_CIRCUIT_FAILURES, DEFAULT_CIRCUIT_PROBE_SECONDS } from "../deliver/destinations";
-import type { AlertsView, DestinationView, SourceView } from "../admin/schemas";
+import type { AlertsView, DestinationView, PreviewView, SourceView } from "../admin/schemas";
 import type { AttemptRow, DeliveryRow, DestinationHealth } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
 import type { EventRow, EventSummary } from "../store/events";
@@ -24,7 +24,7 @@ input,select,button{font:inherit;padding:.25rem .4rem}button{cursor:pointer}
 .cards{display:flex;gap:1rem;margin:.6rem 0}.card{background:#fff;padding:.6rem 1rem;border:1px solid #e3e6ea}
 .card strong{display:block;font-size:22px}
 pre{background:#fff;border:1px solid #e3e6ea;padding:.8rem;overflow:auto;max-height:40rem}
-.error{color:#c0262d}.note{color:#17803d}
+.error{color:#c0262d}.note{color:#17803d}form.inline{display:inline-block;margin-right:.6rem}
 .charts{display:flex;flex-wrap:wrap;gap:1rem;margin:.6rem 0}
 figure.chart{flex:1 1 560px;max-width:680px;margin:0;background:#fff;border:1px solid #e3e6ea;padding:.4rem .6rem}
 figure.chart figcaption{font-weight:600}svg.chart{width:100%;height:auto}
@@ -184,7 +184,19 @@ setInterval(async () => {
   for (const k of ["hour", "day", "dead"]) document.getElementById("count-" + k).textContent = s[k];
 }, 5000);`;
 
-export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; notice?: string }> = ({ event, deliveries, attempts, destinations, notice }) => {
+/** What a destination's transform made of the event (the Preview action); nothing was forwarded. */
+const PreviewResult: FC<{ preview: PreviewView }> = ({ preview }) => (
+  <section aria-label={`Preview for ${preview.destination}`}>
+    <h3>Preview for {preview.destination} (transforms/{preview.transform}.js, {Math.round(preview.durationMs)} ms): nothing was forwarded</h3>
+    {preview.outcome === "body" && <pre tabindex={0} aria-label="Transformed body">{JSON.stringify(preview.body, null, 2)}</pre>}
+    {preview.outcome === "skipped" && <p role="status">Skipped: the transform returned null, so this destination would not get this event.</p>}
+    {preview.error && <p class="error" role="status">{preview.error.kind}: {preview.error.message}</p>}
+  </section>
+);
+
+export const EventPage: FC<{
+  event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; transformed: string[]; preview?: PreviewView; notice?: string;
+}> = ({ event, deliveries, attempts, destinations, transformed, preview, notice }) => {
   let pretty = event.body;
   try {
     pretty = JSON.stringify(JSON.parse(event.body), null, 2);
@@ -218,6 +230,18 @@ export const EventPage: FC<{ event: EventRow; deliveries: DeliveryRow[]; attempt
         </select>{" "}
         <button type="submit">Replay</button>
       </form>
+      {transformed.length > 0 && (
+        <section aria-label="Transforms">
+          <h3>Transforms</h3>
+          {transformed.map((d) => (
+            <form method="post" action={`/console/events/${event.key}/preview`} class="inline">
+              <input type="hidden" name="destination" value={d} />
+              <button type="submit" aria-label={`Preview the transform of ${d}`}>Preview {d}</button>
+            </form>
+          ))}
+          {preview && <PreviewResult preview={preview} />}
+        </section>
+      )}
       {deliveries.length === 0 && <p>No deliveries (no destination routes this event).</p>}
       {deliveries.map((d) => (
         <section aria-label={`Deliveries to ${d.destination}`}>

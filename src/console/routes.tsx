@@ -3,7 +3,8 @@ import { Hono } from "hono";
 import { searchEnabled, type AppEnv, type Env } from "../env";
 import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, sourceView } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
-import type { ReleaseView } from "../admin/schemas";
+import type { PreviewView, ReleaseView } from "../admin/schemas";
+import { previewTransform } from "../admin/preview";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
@@ -115,21 +116,39 @@ consoleRoutes.get("/stats.json", async (c) => {
 });
 
 consoleRoutes.get("/events/:id", async (c) => {
-  const event = await requireEvent(c.env, c.req.param("id"));
-  const [deliveries, attempts] = await Promise.all([getDeliveries(c.env.DB, event.key), getAttempts(c.env.DB, event.key)]);
-  const config = loadDestinations(c.env);
   const replayed = c.req.query("replayed");
   const released = RELEASE_NOTICES.get(c.req.query("released") ?? "");
   return c.html(
+    await eventPage(c.env, c.req.param("id"), {
+      notice: released ?? (replayed === undefined ? undefined : replayed ? `Replay queued to ${replayed}.` : "No destination routes this event; nothing to replay."),
+    }),
+  );
+});
+
+/** The Preview action: the destination's transform on this event, shown on its page; nothing is forwarded. */
+consoleRoutes.post("/events/:id/preview", async (c) => {
+  const form = await c.req.parseBody();
+  const destination = typeof form.destination === "string" ? form.destination : "";
+  const preview = await previewTransform(c.env, destination, { eventId: c.req.param("id") });
+  return c.html(await eventPage(c.env, c.req.param("id"), { preview }));
+});
+
+async function eventPage(env: Env, id: string, extra: { notice?: string; preview?: PreviewView }) {
+  const event = await requireEvent(env, id);
+  const [deliveries, attempts] = await Promise.all([getDeliveries(env.DB, event.key), getAttempts(env.DB, event.key)]);
+  const config = loadDestinations(env);
+  const destinations = config.ok ? config.destinations : [];
+  return (
     <EventPage
       event={event}
       deliveries={deliveries}
       attempts={attempts}
-      destinations={config.ok ? config.destinations.map((d) => d.name) : []}
-      notice={released ?? (replayed === undefined ? undefined : replayed ? `Replay queued to ${replayed}.` : "No destination routes this event; nothing to replay.")}
-    />,
+      destinations={destinations.map((d) => d.name)}
+      transformed={destinations.filter((d) => d.transform).map((d) => d.name)}
+      {...extra}
+    />
   );
-});
+}
 
 consoleRoutes.post("/events/:id/replay", async (c) => {
   const event = await requireEvent(c.env, c.req.param("id"));

@@ -36,6 +36,8 @@ import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus 
 import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
+import { forwardBody, transformRunner, type ForwardBody, type TransformRunner } from "./transform";
+import { withTransformsChecked } from "./transform-source";
 import { withDeadline } from "../deadline";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
@@ -109,6 +111,8 @@ interface ForwardBudget {
   metrics: AnalyticsEngineDataset | undefined;
   /** A forward that has not got a connection by then is not started: it waits for the message's next delivery. */
   startBy: number;
+  /** Runs a destination's transform before its forward. */
+  transform: TransformRunner;
 }
 
 export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
@@ -134,7 +138,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const leases = new Map(claims.map((claim) => [claim.messageId, claim.lease]));
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
 
-  const config = loadDestinations(env);
+  const config = withTransformsChecked(loadDestinations(env));
   if (!config.ok) {
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
@@ -156,6 +160,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
     metrics: env.METRICS,
     startBy: now + START_WINDOW_MS,
+    transform: transformRunner(env),
   };
   // Every message's round is planned first, so a rate-limited destination is asked once per batch.
   const drafts = messages.map((message): Plan | Draft => {
@@ -460,12 +465,15 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, due, retry, budget.metrics)));
+      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, due, retry, budget)));
     }),
   );
   // Not started in the batch's window (null): no attempt, back with the message's next delivery.
   if (started.includes(null)) waitMs.push(DEFERRED_DELAY_SECONDS * 1000);
-  const records = started.filter((record) => record !== null);
+  const outcomes = started.filter((outcome) => outcome !== null);
+  // A transform that skipped the event or failed closed its delivery without a forward.
+  const records = outcomes.filter((outcome): outcome is AttemptRecord => !("reason" in outcome));
+  closed.push(...outcomes.filter((outcome): outcome is ClosedDelivery => "reason" in outcome));
   // A Retry-After of 0 (or a date past) still waits a second: never a queue retry at once for a failure.
   for (const record of records) if (record.nextAttemptAt) waitMs.push(Math.max(1000, record.nextAttemptAt - now));
 
@@ -547,6 +555,7 @@ function alertNotes(destinations: Destination[], before: Map<string, ControlRow>
   for (const { round } of recorded) {
     for (const change of [...round!.records, ...round!.closed]) {
       if (change.status === "dead") notes.push({ kind: "delivery_dead", subject: change.destination, count: 1 });
+      if (change.status === "transform_failed") notes.push({ kind: "transform_failed", subject: change.destination, count: 1 });
     }
   }
   for (const row of changed) {
@@ -612,14 +621,20 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
   const counted = statuses.filter((s) => !NOT_COUNTED.has(s));
   if (counted.some((s) => s === "failed" || s === "pending")) return "failed";
   if (counted.includes("held")) return "held";
-  return counted.includes("dead") ? "dead" : "delivered";
+  // A failed transform, like a dead delivery, waits for an operator's replay.
+  return counted.includes("dead") || counted.includes("transform_failed") ? "dead" : "delivered";
 }
 
-/** One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. */
-async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
+/**
+ * One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. A
+ * destination with a transform forwards what it returns, or closes its delivery without a forward.
+ */
+async function attempt(event: EventRow, due: Due, retry: RetryPolicy, budget: ForwardBudget): Promise<AttemptRecord | ClosedDelivery> {
   const { destination } = due;
-  const record = await forwardOnce(event, due, retry);
-  writePoint(metrics, {
+  const body = await forwardBody(event, destination, budget.transform);
+  if ("reason" in body) return body;
+  const record = await forwardOnce(event, body, due, retry);
+  writePoint(budget.metrics, {
     index: destination.name,
     // The source is appended: queries written against blob1-4 keep their meaning.
     blobs: [destination.name, record.status, event.provider, event.type, sourceOf(event)],
@@ -628,11 +643,11 @@ async function attempt(event: EventRow, due: Due, retry: RetryPolicy, metrics: A
   return record;
 }
 
-async function forwardOnce(event: EventRow, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
+async function forwardOnce(event: EventRow, { contentType, body }: ForwardBody, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
   const attemptNumber = attempts + 1;
   const startedAt = Date.now();
   const result = await forward(
-    { key: event.key, provider: event.provider, type: event.type, contentType: event.content_type, body: event.body },
+    { key: event.key, provider: event.provider, type: event.type, contentType, body },
     destination,
   ).catch((err: unknown) => ({
     // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.

@@ -44,6 +44,8 @@ export function isAllowedUrl(value: string): boolean {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** A transform's name: its file's in transforms/ without `.js` (never a path; see transform-source.ts). */
+export const TRANSFORM_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 const DestinationConfig = object({
   name: pattern(string(), NAME),
@@ -59,6 +61,7 @@ const DestinationConfig = object({
   circuit_probe_seconds: optional(max(min(integer(), 1), MAX_QUEUE_DELAY_SECONDS)),
   rate_per_second: optional(max(min(number(), 0.01), 1_000)),
   headers: optional(refine(record(string(), string()), "headers", (headers) => Object.keys(headers).length <= MAX_HEADERS)),
+  transform: optional(pattern(string(), TRANSFORM_NAME)),
 });
 export type DestinationConfig = Infer<typeof DestinationConfig>;
 
@@ -79,6 +82,7 @@ const RULES = {
   circuit_probe_seconds: "must be an integer from 1 to 43200",
   rate_per_second: "must be a number from 0.01 to 1000",
   headers: `must be a table of at most ${MAX_HEADERS} header names to text values, in which \${NAME} stands for the secret binding NAME`,
+  transform: "must name a file in transforms/ without .js: 1-64 lowercase letters, digits, - or _",
 } satisfies Record<keyof DestinationConfig, string>;
 
 export interface Destination {
@@ -100,6 +104,8 @@ export interface Destination {
   ratePerSecond: number | null;
   /** Outbound headers with their secrets filled in. Held in memory only: never shown, logged or stored. */
   headers: [name: string, value: string][];
+  /** The transform (transforms/<name>.js) that reshapes or drops each forward's body; null: the original body. */
+  transform: string | null;
   /** The declaration as written, for the operator API (never the secret's value). */
   config: DestinationConfig;
 }
@@ -171,6 +177,8 @@ function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<stri
     const headers = config.headers ? resolveHeaders(config.headers, env, ownSecrets, `${label}.headers`, errors) : [];
     // Without the binding a limit could not be kept across invocations: refuse rather than send unmetered.
     if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
+    // Transforms run only through the Worker Loader, never in the gateway (deliver/transform.ts).
+    if (config.transform !== undefined && !env.LOADER) errors.push(`${label}.transform: needs the LOADER Worker Loader binding (wrangler.toml [[worker_loaders]]; a plan with Dynamic Workers)`);
     // Unknown while SOURCES is invalid (null): not checked then, so built-in sources keep their deliveries.
     config.sources?.forEach((name, i) => {
       if (sourceNames && !sourceNames.has(name)) errors.push(`${label}.sources.${i}: is not a configured source`);
@@ -192,6 +200,7 @@ function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<stri
       probeSeconds: config.circuit_probe_seconds ?? DEFAULT_CIRCUIT_PROBE_SECONDS,
       ratePerSecond: config.rate_per_second ?? null,
       headers,
+      transform: config.transform ?? null,
       config,
     });
   });

@@ -7,7 +7,7 @@ import { HttpError } from "../errors";
  * trickling in after `timeoutMs` is cut off with 408, so the answer stays inside the
  * providers' deadline.
  */
-export async function readBoundedBody(request: Request, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
+export async function readBoundedBody(request: Pick<Request, "headers" | "body">, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
   const tooLarge = () => new HttpError(413, "body_too_large", `request body exceeds ${maxBytes} bytes`);
   const declared = Number(request.headers.get("content-length"));
   if (declared > maxBytes) throw tooLarge();

@@ -9,11 +9,13 @@ import { CounterDeltas } from "./metrics";
  * skipped: the destination's filter could not decide (its work budget ran out); counts as no match.
  * held: the destination is paused or its circuit is open; no attempt is used, no message waits for
  * it. Resuming (or the circuit closing) makes it pending again (store/controls.ts).
+ * transform_failed: the destination's transform failed on the event (its kind starts last_error);
+ * not retried, since the same code gives the same answer: finished until replayed after a fix.
  */
-export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead" | "cancelled" | "skipped" | "held";
-export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead", "cancelled", "skipped", "held"];
+export type DeliveryStatus = "pending" | "failed" | "delivered" | "gone" | "dead" | "cancelled" | "skipped" | "held" | "transform_failed";
+export const DELIVERY_STATUSES: readonly DeliveryStatus[] = ["pending", "failed", "delivered", "gone", "dead", "cancelled", "skipped", "held", "transform_failed"];
 /** Nothing more will be sent for these until an operator replays them. */
-export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead", "cancelled", "skipped"]);
+export const FINISHED: ReadonlySet<DeliveryStatus> = new Set(["delivered", "gone", "dead", "cancelled", "skipped", "transform_failed"]);
 /** Deliveries that say nothing about the event's own status: nobody wants the event there now. */
 export const NOT_COUNTED: ReadonlySet<DeliveryStatus> = new Set(["cancelled", "skipped"]);
 
@@ -171,13 +173,15 @@ export interface AttemptRecord {
 }
 
 /**
- * A delivery set without an attempt: cancelled (no longer routed), skipped (filter undecided),
- * held (its destination paused or its circuit open), or dead (its event gave up).
+ * A delivery set without an attempt: cancelled (no longer routed), skipped (filter undecided, or
+ * its transform returned null), held (its destination paused or its circuit open), dead (its
+ * event gave up), or transform_failed (its transform failed, of this `kind`).
  */
 export interface ClosedDelivery {
   destination: string;
-  status: "cancelled" | "skipped" | "held" | "dead";
+  status: "cancelled" | "skipped" | "held" | "dead" | "transform_failed";
   reason: string;
+  kind?: string;
 }
 
 /** What one message's delivery round changed: attempts, closed deliveries, the event's status, new dead letters. */
@@ -321,6 +325,7 @@ function roundCounters(rounds: Round[]): CounterDeltas {
       if (FINISHED.has(r.status)) counted.add("edgehook_deliveries_total", { destination: r.destination, status: r.status });
     }
     for (const c of round.closed) if (c.status !== "held") counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
+    for (const c of round.closed) if (c.kind) counted.add("edgehook_transform_failures_total", { destination: c.destination, kind: c.kind });
     for (const destination of round.deferred) counted.add("edgehook_deferred_total", { destination });
   }
   return counted;

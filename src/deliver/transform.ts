@@ -1,0 +1,253 @@
+/**
+ * Runs a destination's transform (transforms/<name>.js) on an event, in an isolate of its own
+ * through the Worker Loader: no network (`globalOutbound: null`, and `fetch` replaced so that
+ * trying it fails the run), no bindings (`env: {}`), CPU bounded by the loader (`limits.cpuMs`),
+ * and here the wall-clock time and the result's size. The isolate's id is a hash of the code it
+ * runs, so a deploy with new code never runs the old one.
+ *
+ * The same code gives the same answer, so a failure is not retried: it has a kind from a small
+ * closed set and a message that never quotes the payload (nor the transform's own error message,
+ * which could), only what failed and where in the transform.
+ */
+import type { TransformEvent } from "../../transforms/transform";
+import { numberVar, type Env } from "../env";
+import { HttpError } from "../errors";
+import { readBoundedBody } from "../receive/body";
+import { bytesToHex } from "../receive/signature";
+import type { ClosedDelivery } from "../store/deliveries";
+import { bodyJson, sourceOf, type EventRow } from "../store/events";
+import type { Destination } from "./destinations";
+import { transformSource } from "./transform-source";
+
+export const TRANSFORM_FAILURES = [
+  "transform_error", "transform_timeout", "transform_invalid_result", "transform_too_large", "transform_network", "transform_unavailable",
+] as const;
+export type TransformFailure = (typeof TRANSFORM_FAILURES)[number];
+
+/** What a transform's default export receives: its one definition is the transforms' own contract. */
+export type { TransformEvent };
+
+export type TransformResult =
+  | { outcome: "body"; body: string; durationMs: number }
+  | { outcome: "skip"; durationMs: number }
+  | { outcome: "failed"; kind: TransformFailure; message: string; durationMs: number };
+
+export interface TransformLimits {
+  cpuMs: number;
+  timeoutMs: number;
+  /** The largest body a transform may return: the largest a forward carries (MAX_BODY_BYTES). */
+  maxBytes: number;
+}
+
+export type TransformRunner = (name: string, event: TransformEvent) => Promise<TransformResult>;
+
+const DEFAULT_CPU_MS = 50;
+const DEFAULT_TIMEOUT_MS = 100;
+const DEFAULT_MAX_BYTES = 1_048_576;
+/** The loaded worker's runtime: the gateway's own compatibility date. */
+const COMPATIBILITY_DATE = "2026-10-23";
+
+/**
+ * Evaluated before the transform (the runner imports it first), so what the runner relies on is
+ * captured before the transform's code could change it, and `fetch` is replaced by one that marks
+ * the run that tried it. Runs are told apart by AsyncLocalStorage: one isolate serves several
+ * events of a batch at once.
+ */
+const GUARD = `
+import { AsyncLocalStorage } from "node:async_hooks";
+const runs = new AsyncLocalStorage();
+class NetworkRefused extends Error {}
+const refuse = () => {
+  const run = runs.getStore();
+  if (run) run.network = true;
+  throw new NetworkRefused("transforms have no network");
+};
+Object.defineProperty(globalThis, "fetch", { value: refuse, writable: false, configurable: false });
+export const guard = Object.freeze({
+  runs, stringify: JSON.stringify, parse: JSON.parse, Response, String, isError: (e) => e instanceof Error,
+  ownName: (e) => { try { const n = e.name; return typeof n === "string" && /^[A-Za-z_$][\\w$]{0,63}$/.test(n) ? n : "Error"; } catch { return "Error"; } },
+  where: (e) => { try { const m = /transform\\.js:(\\d+):(\\d+)/.exec(String(e.stack)); return m ? ":" + m[1] + ":" + m[2] : ""; } catch { return ""; } },
+});
+`;
+
+/** The loaded worker's entry: one POST per run, the event as JSON in, the body (200), a skip (204) or a failure (422) out. */
+const RUNNER = `
+import { guard } from "./guard.js";
+import * as module from "./transform.js";
+const transform = module.default;
+const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { status: 422 });
+export default {
+  async fetch(request) {
+    const file = request.headers.get("x-transform-file");
+    const maxChars = Number(request.headers.get("x-max-bytes"));
+    if (typeof transform !== "function") return failed("transform_invalid_result", file + " has no default export function");
+    const event = guard.parse(await request.text());
+    const run = { network: false };
+    let result;
+    try {
+      result = await guard.runs.run(run, () => transform(event));
+    } catch (err) {
+      if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
+      const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
+      return failed("transform_error", file + " threw " + what);
+    }
+    if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
+    if (result === null) return new guard.Response(null, { status: 204 });
+    let text;
+    try {
+      text = guard.stringify(result);
+    } catch (err) {
+      return failed("transform_invalid_result", file + " returned a value that is not JSON (" + (guard.isError(err) ? guard.ownName(err) : "error") + ")");
+    }
+    if (typeof text !== "string") return failed("transform_invalid_result", file + " returned undefined, a function or a symbol: return a JSON value, or null to skip");
+    if (text.length > maxChars) return failed("transform_too_large", file + " returned more than " + maxChars + " bytes");
+    return new guard.Response(text, { headers: { "content-type": "application/json" } });
+  },
+};
+`;
+
+export function transformLimits(env: Env): TransformLimits {
+  return {
+    cpuMs: numberVar(env.TRANSFORM_CPU_MS, DEFAULT_CPU_MS),
+    timeoutMs: numberVar(env.TRANSFORM_TIMEOUT_MS, DEFAULT_TIMEOUT_MS),
+    maxBytes: numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BYTES),
+  };
+}
+
+/** Per isolate: the loader's id for each code (a hash of the runner and the transform), by its source. */
+const ids = new Map<string, Promise<string>>();
+
+function codeId(name: string, source: string): Promise<string> {
+  let id = ids.get(source);
+  if (!id) {
+    id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${GUARD}\u0000${RUNNER}\u0000${source}`))
+      .then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
+    ids.set(source, id);
+  }
+  return id;
+}
+
+/** A runner bound to this deployment's loader, transforms and limits. */
+export function transformRunner(env: Env): TransformRunner {
+  const limits = transformLimits(env);
+  return async (name, event) => {
+    const source = transformSource(name);
+    // The configuration check refuses both before a forward gets here (destinations.ts, transform-source.ts).
+    if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
+    if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
+    return runTransform(env.LOADER, { name, source }, event, limits);
+  };
+}
+
+/** One run of a transform's code on an event, in the isolate for that code. */
+export async function runTransform(loader: WorkerLoader, { name, source }: { name: string; source: string }, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
+  const started = Date.now();
+  const file = `transforms/${name}.js`;
+  const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
+  const id = await codeId(name, source);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limits.timeoutMs)));
+  try {
+    const worker = loader.get(id, () => ({
+      compatibilityDate: COMPATIBILITY_DATE,
+      compatibilityFlags: ["nodejs_als"],
+      mainModule: "runner.js",
+      modules: { "runner.js": RUNNER, "guard.js": GUARD, "transform.js": source },
+      globalOutbound: null,
+      env: {},
+      limits: { cpuMs: limits.cpuMs },
+    }));
+    const run = (async () => {
+      const response = await worker.getEntrypoint().fetch("https://transform.invalid/", {
+        method: "POST",
+        headers: { "x-transform-file": file, "x-max-bytes": String(limits.maxBytes) },
+        body: JSON.stringify(event),
+      });
+      // Read only up to the limit: a transform's answer can be huge.
+      const text = await readBoundedBody(response, limits.maxBytes, limits.timeoutMs).then(
+        (bytes) => new TextDecoder().decode(bytes),
+        (err: unknown) => {
+          if (err instanceof HttpError && err.status === 413) return null;
+          throw err;
+        },
+      );
+      return { status: response.status, text };
+    })();
+    const answer = await Promise.race([run, timedOut]);
+    if (answer === "timeout") return fail("transform_timeout", `${file} ran longer than ${limits.timeoutMs} ms`);
+    return readAnswer(answer, file, limits, started);
+  } catch (err) {
+    // Thrown by the runtime, not the transform (the runner catches what the transform throws).
+    const text = err instanceof Error ? err.message : "";
+    if (/cpu/i.test(text)) return fail("transform_timeout", `${file} used more than ${limits.cpuMs} ms of CPU`);
+    if (/memory/i.test(text)) return fail("transform_too_large", `${file} ran out of memory`);
+    return fail("transform_error", `${file} could not run (${err instanceof Error ? err.name : "error"})`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What the runner answered, checked again here: its isolate ran code we do not trust. */
+function readAnswer({ status, text }: { status: number; text: string | null }, file: string, limits: TransformLimits, started: number): TransformResult {
+  const durationMs = Date.now() - started;
+  if (text === null) return { outcome: "failed", kind: "transform_too_large", message: `${file} returned more than ${limits.maxBytes} bytes`, durationMs };
+  if (status === 204) return { outcome: "skip", durationMs };
+  if (status === 200 && isJson(text)) return { outcome: "body", body: text, durationMs };
+  if (status === 422) {
+    const failure = parseFailure(text);
+    if (failure) return { outcome: "failed", ...failure, durationMs };
+  }
+  return { outcome: "failed", kind: "transform_invalid_result", message: `${file} did not answer as a transform does`, durationMs };
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseFailure(text: string): { kind: TransformFailure; message: string } | null {
+  try {
+    const value = JSON.parse(text) as { kind?: unknown; message?: unknown };
+    const kind = TRANSFORM_FAILURES.find((k) => k === value.kind);
+    // The runner builds the message from the file's name and an identifier; bounded all the same.
+    return kind && typeof value.message === "string" ? { kind, message: value.message.slice(0, 300) } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What a forward carries: the event's own body, or its transform's. */
+export interface ForwardBody {
+  contentType: string;
+  body: string;
+}
+
+/** The event as a transform sees it. */
+export function transformEvent(event: EventRow): TransformEvent {
+  return {
+    provider: event.provider, source: sourceOf(event), type: event.type, eventId: event.event_id, tenant: event.tenant,
+    occurredAt: event.occurred_at, receivedAt: new Date(event.received_at).toISOString(), payload: bodyJson(event.body)?.json ?? null,
+  };
+}
+
+/**
+ * The body to forward to a destination, or, when its transform skips the event or fails, how its
+ * delivery ends without a forward: skipped ("transform"), or transform_failed with the kind (not
+ * retried: the same code gives the same answer; a replay after a fix delivers it).
+ */
+export async function forwardBody(event: EventRow, destination: Destination, run: TransformRunner): Promise<ForwardBody | ClosedDelivery> {
+  if (!destination.transform) return { contentType: event.content_type, body: event.body };
+  const result = await run(destination.transform, transformEvent(event));
+  switch (result.outcome) {
+    case "body":
+      return { contentType: "application/json", body: result.body };
+    case "skip":
+      return { destination: destination.name, status: "skipped", reason: "skipped: transform" };
+    case "failed":
+      return { destination: destination.name, status: "transform_failed", reason: `${result.kind}: ${result.message}; replay once it is fixed`, kind: result.kind };
+  }
+}
