@@ -17,8 +17,10 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 const root = path.join(import.meta.dirname, "..");
-/** As TRANSFORM_NAME in src/deliver/destinations.ts: a file whose name is not one is never loadable. */
-const NAME = /^[a-z0-9_-]{1,64}$/;
+/** As TRANSFORM_NAME in src/deliver/transform-source.ts: a file whose name is not one is never loadable. */
+const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+/** A static `import` or `export … from` statement: the isolate holds the transform's file alone, so it could never load. */
+const IMPORT = /^\s*(?:import\s*[\w{*"']|export\s+(?:\*|\{[^}]*\})\s*from\b)/m;
 
 const args = process.argv.slice(2);
 const outAt = args.indexOf("--out");
@@ -34,10 +36,14 @@ for (const dir of ["transforms", ...extra]) {
   const absolute = path.resolve(root, dir);
   for (const file of readdirSync(absolute).filter((f) => f.endsWith(".js")).sort()) {
     const name = file.slice(0, -".js".length);
-    if (!NAME.test(name)) throw new Error(`${dir}/${file}: a transform's name is 1-64 of a-z, 0-9, - and _`);
+    if (!NAME.test(name)) throw new Error(`${dir}/${file}: a transform's name is 1-64 of a-z, 0-9, - and _, starting with a letter or digit`);
     if (origin.has(name)) throw new Error(`${dir}/${file}: ${name} is already ${origin.get(name)}/${file}`);
     origin.set(name, dir);
-    sources[name] = readFileSync(path.join(absolute, file), "utf8");
+    const source = readFileSync(path.join(absolute, file), "utf8");
+    if (IMPORT.test(source.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ""))) {
+      throw new Error(`${dir}/${file}: a transform imports nothing (its isolate holds this one file): inline the helper, or share it by copying`);
+    }
+    sources[name] = source;
   }
 }
 

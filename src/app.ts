@@ -4,7 +4,6 @@ import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
 import { alertConfig } from "./alerts/send";
 import { loadDestinations } from "./deliver/destinations";
-import { withTransformsChecked } from "./deliver/transform-source";
 import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";
 import { requestLog } from "./log";
@@ -32,7 +31,7 @@ app.use("*", requestLog({ skip: (fields) => fields.status === 200 && fields.outc
  * its webhook endpoint already answers provider_not_configured.
  */
 app.get("/healthz", (c) => {
-  const destinations = withTransformsChecked(loadDestinations(c.env));
+  const destinations = loadDestinations(c.env);
   const sources = loadSources(c.env);
   const alerts = alertConfig(c.env);
   const admin = adminTokenState(c.env);

@@ -165,6 +165,26 @@ describe("console", () => {
     expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE event_key = ?", id)).toBe(0);
   });
 
+  it("lists failed transforms on the Dead page apart from dead deliveries, and replays them in bulk", async () => {
+    const cookie = await session();
+    const { id } = (await (await sendAndConsume(await seismicRequest(seismicBody({ version: "ConsoleTransformFailedV1" })))).json()) as { id: string };
+    const name = `shaped-${crypto.randomUUID().slice(0, 8)}`;
+    const error = "transform_error: transforms/test-throws.js threw TypeError at transforms/test-throws.js:3:9; replay once it is fixed";
+    await env.DB.prepare(`INSERT INTO deliveries (event_key, destination, status, last_error, updated_at) VALUES (?1, ?2, 'transform_failed', ?3, ?4)`)
+      .bind(id, name, error, Date.now()).run();
+    const bindings = { DESTINATIONS: [{ name, url: "https://shaped.test/hook", transform: "test-echo" }], EVENTS_QUEUE: recordingQueue<QueuedEvent>().queue };
+    const dead = await (await page("/console/dead", cookie, {}, bindings)).text();
+    const failed = dead.slice(dead.indexOf("<h2>Failed transforms</h2>"), dead.indexOf("<h2>Quarantined payloads</h2>"));
+    expect(failed).toContain(`href="/console/events/${id}"`);
+    expect(failed).toContain("transform_error: transforms/test-throws.js threw TypeError");
+    expect(dead.slice(0, dead.indexOf("<h2>Failed transforms</h2>"))).not.toContain(`href="/console/events/${id}"`);
+
+    const replayed = await page("/console/replay", cookie, { method: "POST", body: new URLSearchParams({ status: "transform_failed", destination: name }) }, bindings);
+    expect(replayed.status).toBe(303);
+    expect(await (await page(replayed.headers.get("location")!, cookie, {}, bindings)).text()).toContain("Replay queued for 1 failed transforms.");
+    expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE event_key = ? AND destination = ? AND status = 'transform_failed'", id, name)).toBe(0);
+  });
+
   it("shows each destination's state and pauses and resumes it with its buttons, refusing a cross-origin post", async () => {
     const cookie = await session();
     const name = `console-${crypto.randomUUID().slice(0, 8)}`;

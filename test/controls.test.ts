@@ -276,6 +276,43 @@ describe("circuit breaker", () => {
     expect(target.received).toHaveLength(1);
   });
 
+  it("a probe whose transform skips its event tries the next held delivery at once, not a probe interval later", async () => {
+    const name = uniqueName("skipping");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 30, transform: "test-skip-marked" }];
+    const target = switchable(`https://${name}.test/hook`, 503);
+    const [failing] = await acceptMany(1);
+    await consume(take());
+    let [probe] = take();
+    expect(probe).toMatchObject({ eventKey: failing, probe: name });
+    // Two events the transform skips arrive while the circuit is open: held, the transform not run yet.
+    const skipped = [];
+    for (let i = 0; i < 2; i++) {
+      skipped.push(await accept(await seismicRequest(seismicBody({ data: { skip: true } }))));
+      await sleep(3);
+    }
+    await consume(take(), {}, { ids: ["s-1", "s-2"] });
+    for (const key of skipped) expect((await deliveries(key))[name]).toMatchObject({ status: "held" });
+
+    // The probe through the failing event fails: the next probe waits the interval.
+    await consume([probe!], {}, { ids: ["probe-1"] });
+    [probe] = take();
+    expect(skipped).toContain(probe!.eventKey);
+    let state = await stateOf(name);
+    expect(Date.parse(state.nextProbeAt!) - Date.now()).toBeGreaterThan(25_000);
+    // Each probe the transform skips closes that delivery and sends the next probe at once.
+    for (const id of ["probe-2", "probe-3"]) {
+      const before = Date.now();
+      await consume([probe!], {}, { ids: [id] });
+      expect((await deliveries(probe!.eventKey))[name]).toMatchObject({ status: "skipped", last_error: "skipped: transform" });
+      state = await stateOf(name);
+      expect(state.state).toBe("open");
+      expect(Date.parse(state.nextProbeAt!) - before).toBeLessThan(5_000);
+      [probe] = take();
+    }
+    expect(probe).toMatchObject({ eventKey: failing, probe: name });
+    expect(target.received).toHaveLength(2);
+  });
+
   it("resuming a destination whose circuit opened while it was paused starts a probe", async () => {
     const name = uniqueName("paused-open");
     bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 5 }];

@@ -45,6 +45,7 @@ describe("GET /admin/metrics", () => {
       edgehook_pending: "GAUGE",
       edgehook_held: "GAUGE",
       edgehook_dead: "GAUGE",
+      edgehook_transform_failed: "GAUGE",
       edgehook_quarantined: "GAUGE",
     });
   });

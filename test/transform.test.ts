@@ -113,7 +113,9 @@ describe("transforms", () => {
     // Not retried: a redelivery of the messages forwards nothing more to it.
     await consume(events.accepted);
     expect(reached).toHaveLength(0);
-    expect(await metrics()).toContain(`edgehook_transform_failures_total{destination="${failing!.name}",kind="${kind}"} 2`);
+    const scraped = await metrics();
+    expect(scraped).toContain(`edgehook_transform_failures_total{destination="${failing!.name}",kind="${kind}"} 2`);
+    expect(Number(/^edgehook_transform_failed (\d+)$/m.exec(scraped)![1])).toBeGreaterThanOrEqual(2);
     // One alert for the destination, whatever the count (the rest wait for the cooldown).
     expect(alerts.accepted.filter((m) => m.alert.subject === failing!.name)).toEqual([{ alert: { kind: "transform_failed", subject: failing!.name } }]);
     const view = (await (await admin("GET", `/admin/deliveries?destination=${failing!.name}`)).json()) as { deliveries: { status: string; lastError: string }[] };
@@ -137,6 +139,42 @@ describe("transforms", () => {
     expect(echoed).toHaveLength(2);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(await deliveries(key)).toMatchObject({ [tamper!.name]: { status: "delivered" }, [echo!.name]: { status: "delivered" } });
+  });
+
+  it("a transform cannot hide a fetch: not through the runner's guard module, a patched context store, nor the global's prototype", async () => {
+    const [hiding, echo] = destinations(["test-hide-fetch", "test-echo"]);
+    bindings.DESTINATIONS = [hiding, echo];
+    const reached = downstream(hiding!.url);
+    downstream(echo!.url);
+    const key = await accept(await seismicRequest(seismicBody({ data: { note: PAYLOAD_CANARY } })));
+    await consume(events.accepted);
+    expect(reached).toHaveLength(0);
+    const rows = await deliveries(key);
+    expect(rows[hiding!.name]).toMatchObject({ status: "transform_failed" });
+    expect(rows[hiding!.name]!.last_error).toMatch(/^transform_network: /);
+    expect(rows[echo!.name]).toMatchObject({ status: "delivered" });
+  });
+
+  it("a transform that replaces what the runner reads a run with still gets each event, not a stale one", async () => {
+    const [poison] = destinations(["test-poison-request"]);
+    bindings.DESTINATIONS = [poison];
+    const forwarded = downstream(poison!.url);
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted.splice(0));
+    await accept(await zuddlRequest(zuddlBody()));
+    await consume(events.accepted.splice(0));
+    expect(forwarded.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ type: "ContentManagerCreateFileV1" }, { type: "TIME_SPENT_IN_SESSION" }]);
+  });
+
+  it("runs one transform one event at a time, so a run's time limit is its own, never a queue behind the batch's other events", async () => {
+    const [counting] = destinations(["test-concurrency"]);
+    bindings.DESTINATIONS = [counting];
+    const forwarded = downstream(counting!.url);
+    for (let i = 0; i < 5; i++) await accept(await seismicRequest(seismicBody()));
+    const result = await consume(events.accepted);
+    expect(result.acked).toHaveLength(5);
+    expect(forwarded).toHaveLength(5);
+    expect(forwarded.map((r) => (JSON.parse(r.body) as { most: number }).most)).toEqual([1, 1, 1, 1, 1]);
   });
 
   it("a replay after the fix delivers a transform_failed delivery", async () => {
@@ -191,6 +229,14 @@ describe("transform configuration", () => {
     });
     const health = await sendWith(new Request("https://edgehook.test/healthz"), config);
     expect(health.status).toBe(503);
+    // Everything that acts on DESTINATIONS refuses it the same way: a replay is not accepted only to be held.
+    const replay = await admin("POST", "/admin/replay?status=transform_failed", config);
+    expect(replay.status).toBe(503);
+    expect(await replay.json()).toMatchObject({ error: { code: "invalid_destinations" } });
+    const preview = await sendWith(new Request(`https://edgehook.test/admin/destinations/${name}/preview`, {
+      method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ provider: "zuddl", payload: zuddlSample }),
+    }), config);
+    expect(preview.status).toBe(503);
   });
 
   it("a transform without the LOADER binding is an error; destinations without one work as before", async () => {

@@ -1,7 +1,6 @@
 /** What the operator API and the console both do with destinations: their state, pause and resume. */
 import { releaseChunk, scheduleProbe } from "../deliver/controls";
 import { loadDestinations, placeholders, type Destination } from "../deliver/destinations";
-import { withTransformsChecked } from "../deliver/transform-source";
 import type { Env } from "../env";
 import { HttpError } from "../errors";
 import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
@@ -35,7 +34,7 @@ export function destinationView(destination: Destination, control: ControlRow | 
 
 /** Every configured destination with its state, or DESTINATIONS' errors. */
 export async function destinationsView(env: Env): Promise<{ valid: true; destinations: DestinationView[] } | { valid: false; errors: string[] }> {
-  const config = withTransformsChecked(loadDestinations(env));
+  const config = loadDestinations(env);
   if (!config.ok) return { valid: false, errors: config.errors };
   const [controls, held] = await Promise.all([getControls(env.DB), heldCounts(env.DB)]);
   return { valid: true, destinations: config.destinations.map((d) => destinationView(d, controls.get(d.name), held.get(d.name) ?? 0)) };

@@ -22,10 +22,11 @@ const COUNTERS: [name: string, help: string][] = [
   ["edgehook_telemetry_failures_total", "Analytics Engine data points that could not be written (the event they describe was unaffected)."],
 ];
 const HISTOGRAM = "edgehook_forward_duration_seconds";
-const GAUGES: [key: "pending" | "held" | "dead" | "quarantined", help: string][] = [
+const GAUGES: [key: "pending" | "held" | "dead" | "transform_failed" | "quarantined", help: string][] = [
   ["pending", "Deliveries pending or waiting for a retry."],
   ["held", "Events waiting while DESTINATIONS is invalid (not deliveries held by a paused destination: see edgehook_destination_held)."],
   ["dead", "Deliveries that are dead (until replayed)."],
+  ["transform_failed", "Deliveries whose transform failed (until replayed; not retried)."],
   ["quarantined", "Quarantined payloads not released."],
 ];
 

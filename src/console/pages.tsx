@@ -263,27 +263,44 @@ export const EventPage: FC<{
   );
 };
 
-export const DeadPage: FC<{ dead: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string }> = ({ dead, quarantined, olderQuarantined, notice }) => (
-  <Layout title="Dead letters & quarantine">
-    {notice && <p class="note" role="status">{notice}</p>}
-    <h2>Dead deliveries</h2>
+/** Deliveries an operator replays: a status's rows, with a bulk Replay of that status. */
+const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: string; label: string; intro?: string; rows: DeliveryRow[]; none: string }> = ({ status, title, label, intro, rows, none }) => (
+  <>
+    <h2>{title}</h2>
+    {intro && <p>{intro}</p>}
     <form method="post" action="/console/replay">
-      <label for="bulk-destination">Replay dead deliveries to</label>{" "}
-      <select id="bulk-destination" name="destination">
+      <input type="hidden" name="status" value={status} />
+      <label for={`bulk-${status}`}>{label}</label>{" "}
+      <select id={`bulk-${status}`} name="destination">
         <option value="">every destination</option>
-        {[...new Set(dead.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
+        {[...new Set(rows.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
       </select>{" "}
       <button type="submit">Replay (up to 100)</button>
     </form>
     <table>
       <thead><tr><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
       <tbody>
-        {dead.map((d) => (
+        {rows.map((d) => (
           <tr><td><a href={`/console/events/${d.event_key}`}>{d.event_key}</a></td><td>{d.destination}</td><td>{d.attempts}</td><td>{d.last_error ?? ""}</td><td>{time(d.updated_at)}</td></tr>
         ))}
       </tbody>
     </table>
-    {dead.length === 0 && <p>No dead deliveries.</p>}
+    {rows.length === 0 && <p>{none}</p>}
+  </>
+);
+
+export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string }> = ({ dead, transformFailed, quarantined, olderQuarantined, notice }) => (
+  <Layout title="Dead letters & quarantine">
+    {notice && <p class="note" role="status">{notice}</p>}
+    <ReplayableDeliveries status="dead" title="Dead deliveries" label="Replay dead deliveries to" rows={dead} none="No dead deliveries." />
+    <ReplayableDeliveries
+      status="transform_failed"
+      title="Failed transforms"
+      label="Replay failed transforms to"
+      intro="Deliveries whose destination's transform failed (the kind starts the error). They are not retried: fix the transform, deploy, then replay them."
+      rows={transformFailed}
+      none="No failed transforms."
+    />
     <h2>Quarantined payloads</h2>
     <p>
       Signed bodies that could not be accepted (bad JSON or a schema mismatch), kept so nothing genuine is lost.

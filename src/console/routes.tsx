@@ -159,17 +159,19 @@ consoleRoutes.post("/events/:id/replay", async (c) => {
 });
 
 consoleRoutes.get("/dead", async (c) => {
-  const [dead, quarantined] = await Promise.all([
+  const [dead, transformFailed, quarantined] = await Promise.all([
     listDeliveries(c.env.DB, { status: "dead" }, 200, null),
+    listDeliveries(c.env.DB, { status: "transform_failed" }, 200, null),
     listQuarantine(c.env.DB, {}, 200, c.req.query("quarantineCursor") || null),
   ]);
   const replayed = c.req.query("replayed");
   return c.html(
     <DeadPage
       dead={dead}
+      transformFailed={transformFailed}
       quarantined={quarantined.items}
       olderQuarantined={quarantined.nextCursor}
-      notice={replayed ? `Replay queued for ${replayed} dead deliveries.` : undefined}
+      notice={replayed ? `Replay queued for ${replayed} ${c.req.query("status") === "transform_failed" ? "failed transforms" : "dead deliveries"}.` : undefined}
     />,
   );
 });
@@ -200,8 +202,10 @@ consoleRoutes.post("/quarantine/:id/release", async (c) => {
 consoleRoutes.post("/replay", async (c) => {
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" ? form.destination : undefined;
-  const result = await replayDeliveries(c.env, bulkReplayQuery({ status: "dead", destination }));
-  return c.redirect(`/console/dead?replayed=${result.replayed}`, 303);
+  // The Dead page's two lists: dead deliveries, and failed transforms (bulkReplayQuery refuses any other status).
+  const status = form.status === "transform_failed" ? "transform_failed" : "dead";
+  const result = await replayDeliveries(c.env, bulkReplayQuery({ status, destination }));
+  return c.redirect(`/console/dead?replayed=${result.replayed}&status=${status}`, 303);
 });
 
 consoleRoutes.get("/destinations", async (c) => {

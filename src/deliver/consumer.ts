@@ -37,7 +37,6 @@ import { bytesToHex } from "../receive/signature";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 import { forwardBody, transformRunner, type ForwardBody, type TransformRunner } from "./transform";
-import { withTransformsChecked } from "./transform-source";
 import { withDeadline } from "../deadline";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
@@ -138,7 +137,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const leases = new Map(claims.map((claim) => [claim.messageId, claim.lease]));
   const retryLater = (message: Message<QueuedEvent>) => message.retry({ delaySeconds: backoffSeconds(message.attempts, retry) });
 
-  const config = withTransformsChecked(loadDestinations(env));
+  const config = loadDestinations(env);
   if (!config.ok) {
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
@@ -511,7 +510,8 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
 /**
  * After a batch is recorded, the circuits it moved: one that opened gets its first probe, one
  * whose current probe message ran a round (the probe failed, got a 410, or found nothing to try)
- * and is still open gets the next, and one that closed releases what it held. A paused circuit
+ * and is still open gets the next (at once if its transform skipped or failed the event: the
+ * destination was not tried), and one that closed releases what it held. A paused circuit
  * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
  * safety net (deliver/controls.ts).
  */
@@ -519,21 +519,26 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
   const byName = new Map(destinations.map((d) => [d.name, d]));
   const after = new Map(before);
   for (const row of changed) after.set(row.destination, row);
-  const probes = new Set<string>();
+  // Each destination to probe, and whether at once (rather than after its probe interval).
+  const probes = new Map<string, boolean>();
   const releases = new Set<string>();
   for (const row of changed) {
     const wasOpen = before.get(row.destination)?.opened_at != null;
-    if (row.opened_at === now && !wasOpen) probes.add(row.destination);
+    if (row.opened_at === now && !wasOpen) probes.set(row.destination, false);
     if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
   }
   for (const plan of recorded) {
     const probed = plan.round!.probe;
-    if (probed && stateOf(after.get(probed)) === "open") probes.add(probed);
+    if (!probed || stateOf(after.get(probed)) !== "open") continue;
+    // A probe whose transform skipped or failed its event never reached the destination: the next
+    // held delivery probes at once (this one is closed, so it is not picked again).
+    const untried = plan.round!.closed.some((c) => c.destination === probed && (c.status === "skipped" || c.status === "transform_failed"));
+    probes.set(probed, untried);
   }
-  for (const name of probes) {
+  for (const [name, atOnce] of probes) {
     const destination = byName.get(name);
     if (!destination || releases.has(name) || after.get(name)?.paused_at != null) continue;
-    await scheduleProbe(env, destination).catch((err: unknown) => {
+    await scheduleProbe(env, destination, atOnce ? 0 : destination.probeSeconds).catch((err: unknown) => {
       console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "probe_schedule_failed", error: String(err) }));
     });
   }

@@ -40,7 +40,7 @@ export async function startRelease(env: Env, destination: string): Promise<void>
  * probe with, the circuit half-opens: deliveries go out again, and one more failure opens it.
  * Returns the probed event, or null.
  */
-export async function scheduleProbe(env: Env, destination: Destination): Promise<string | null> {
+export async function scheduleProbe(env: Env, destination: Destination, delaySeconds = destination.probeSeconds): Promise<string | null> {
   const now = Date.now();
   const eventKey = await probeCandidate(env.DB, destination.name);
   if (!eventKey) {
@@ -48,8 +48,8 @@ export async function scheduleProbe(env: Env, destination: Destination): Promise
     return null;
   }
   const probeId = bytesToHex(crypto.getRandomValues(new Uint8Array(8)));
-  await probeScheduled(env.DB, destination.name, probeId, now + destination.probeSeconds * 1000, now);
-  await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name, probeId }, { contentType: "json", delaySeconds: destination.probeSeconds });
+  await probeScheduled(env.DB, destination.name, probeId, now + delaySeconds * 1000, now);
+  await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name, probeId }, { contentType: "json", delaySeconds });
   return eventKey;
 }
 

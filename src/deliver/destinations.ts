@@ -11,6 +11,7 @@ import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import type { Env } from "../env";
 import { configuredSourceNames, SOURCE_NAME, sourceSecretBindings } from "../sources";
 import { compileFilter, JsonPathError, type CompiledFilter } from "./jsonpath";
+import { TRANSFORM_NAME, transformSource } from "./transform-source";
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Consecutive failed attempts that open a destination's circuit, unless it sets its own. */
@@ -44,8 +45,6 @@ export function isAllowedUrl(value: string): boolean {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-/** A transform's name: its file's in transforms/ without `.js` (never a path; see transform-source.ts). */
-export const TRANSFORM_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
 const DestinationConfig = object({
   name: pattern(string(), NAME),
@@ -179,6 +178,9 @@ function parseDestinations(raw: unknown, env: Env, sourceNames: ReadonlySet<stri
     if (config.rate_per_second !== undefined && !env.RATE_LIMITER) errors.push(`${label}.rate_per_second: needs the RATE_LIMITER Durable Object binding (wrangler.toml)`);
     // Transforms run only through the Worker Loader, never in the gateway (deliver/transform.ts).
     if (config.transform !== undefined && !env.LOADER) errors.push(`${label}.transform: needs the LOADER Worker Loader binding (wrangler.toml [[worker_loaders]]; a plan with Dynamic Workers)`);
+    if (config.transform !== undefined && transformSource(config.transform) === null) {
+      errors.push(`${label}.transform: names no file in transforms/ (each transform is transforms/<name>.js, deployed with the Worker)`);
+    }
     // Unknown while SOURCES is invalid (null): not checked then, so built-in sources keep their deliveries.
     config.sources?.forEach((name, i) => {
       if (sourceNames && !sourceNames.has(name)) errors.push(`${label}.sources.${i}: is not a configured source`);

@@ -17,6 +17,7 @@ import { bytesToHex } from "../receive/signature";
 import type { ClosedDelivery } from "../store/deliveries";
 import { bodyJson, sourceOf, type EventRow } from "../store/events";
 import type { Destination } from "./destinations";
+import { limiter } from "./limiter";
 import { transformSource } from "./transform-source";
 
 export const TRANSFORM_FAILURES = [
@@ -44,8 +45,11 @@ export type TransformRunner = (name: string, event: TransformEvent) => Promise<T
 const DEFAULT_CPU_MS = 50;
 const DEFAULT_TIMEOUT_MS = 100;
 const DEFAULT_MAX_BYTES = 1_048_576;
-/** The loaded worker's runtime: the gateway's own compatibility date. */
+/** The loaded worker's runtime: the gateway's own compatibility date (and AsyncLocalStorage, to tell runs apart). */
 const COMPATIBILITY_DATE = "2026-10-23";
+const COMPATIBILITY_FLAGS = ["nodejs_als"];
+/** Distinct Dynamic Workers one invocation may have requests in flight to (Cloudflare's limit). */
+const MAX_TRANSFORMS_IN_FLIGHT = 4;
 
 /**
  * Evaluated before the transform (the runner imports it first), so what the runner relies on is
@@ -55,16 +59,30 @@ const COMPATIBILITY_DATE = "2026-10-23";
  */
 const GUARD = `
 import { AsyncLocalStorage } from "node:async_hooks";
+// Bound now: a transform that later changes a prototype does not change these.
+const uncurry = (fn) => Function.prototype.call.bind(fn);
+const getStore = uncurry(AsyncLocalStorage.prototype.getStore);
+const runIn = uncurry(AsyncLocalStorage.prototype.run);
 const runs = new AsyncLocalStorage();
 class NetworkRefused extends Error {}
 const refuse = () => {
-  const run = runs.getStore();
+  const run = getStore(runs);
   if (run) run.network = true;
   throw new NetworkRefused("transforms have no network");
 };
-Object.defineProperty(globalThis, "fetch", { value: refuse, writable: false, configurable: false });
+// Wherever fetch is found, on the global or its prototypes, it is the refusing one.
+for (let scope = globalThis; scope; scope = Object.getPrototypeOf(scope)) {
+  if (scope === globalThis || Object.hasOwn(scope, "fetch")) Object.defineProperty(scope, "fetch", { value: refuse, writable: false, configurable: false });
+}
 export const guard = Object.freeze({
-  runs, stringify: JSON.stringify, parse: JSON.parse, Response, String, isError: (e) => e instanceof Error,
+  // A transform can import this module too: one run cannot start inside another to hide a fetch from it.
+  run: (store, fn) => {
+    if (getStore(runs)) throw new Error("a run inside a run");
+    return runIn(runs, store, fn);
+  },
+  stringify: JSON.stringify, parse: JSON.parse, Response, String, Number,
+  requestText: uncurry(Request.prototype.text), header: uncurry(Headers.prototype.get),
+  isError: (e) => e instanceof Error,
   ownName: (e) => { try { const n = e.name; return typeof n === "string" && /^[A-Za-z_$][\\w$]{0,63}$/.test(n) ? n : "Error"; } catch { return "Error"; } },
   where: (e) => { try { const m = /transform\\.js:(\\d+):(\\d+)/.exec(String(e.stack)); return m ? ":" + m[1] + ":" + m[2] : ""; } catch { return ""; } },
 });
@@ -78,14 +96,14 @@ const transform = module.default;
 const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { status: 422 });
 export default {
   async fetch(request) {
-    const file = request.headers.get("x-transform-file");
-    const maxChars = Number(request.headers.get("x-max-bytes"));
+    const file = guard.header(request.headers, "x-transform-file");
+    const maxChars = guard.Number(guard.header(request.headers, "x-max-bytes"));
     if (typeof transform !== "function") return failed("transform_invalid_result", file + " has no default export function");
-    const event = guard.parse(await request.text());
+    const event = guard.parse(await guard.requestText(request));
     const run = { network: false };
     let result;
     try {
-      result = await guard.runs.run(run, () => transform(event));
+      result = await guard.run(run, () => transform(event));
     } catch (err) {
       if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
       const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
@@ -114,43 +132,54 @@ export function transformLimits(env: Env): TransformLimits {
   };
 }
 
-/** Per isolate: the loader's id for each code (a hash of the runner and the transform), by its source. */
+/** Per isolate: the loader's id for each code and limits (a hash of all the loaded worker is made of). */
 const ids = new Map<string, Promise<string>>();
 
-function codeId(name: string, source: string): Promise<string> {
-  let id = ids.get(source);
+function codeId(name: string, source: string, cpuMs: number): Promise<string> {
+  // What the loader builds the isolate from, all of it: a new limit or runtime is a new isolate, like new code.
+  const made = JSON.stringify([COMPATIBILITY_DATE, COMPATIBILITY_FLAGS, cpuMs, GUARD, RUNNER, source]);
+  let id = ids.get(made);
   if (!id) {
-    id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(`${GUARD}\u0000${RUNNER}\u0000${source}`))
-      .then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
-    ids.set(source, id);
+    id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(made)).then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
+    ids.set(made, id);
   }
   return id;
 }
 
-/** A runner bound to this deployment's loader, transforms and limits. */
+/**
+ * A runner bound to this deployment's loader, transforms and limits, for one consumer batch (or
+ * one preview). A transform's isolate runs one thing at a time, so runs of one transform go one
+ * after another (each one's time limit is then its own, not a wait behind the batch's other
+ * events), and at most 4 transforms run at once: Cloudflare's limit of Dynamic Workers with
+ * requests in flight per invocation.
+ */
 export function transformRunner(env: Env): TransformRunner {
   const limits = transformLimits(env);
+  const slots = limiter(MAX_TRANSFORMS_IN_FLIGHT, 1);
   return async (name, event) => {
     const source = transformSource(name);
-    // The configuration check refuses both before a forward gets here (destinations.ts, transform-source.ts).
+    // The configuration check refuses both before a forward gets here (destinations.ts).
     if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
     if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
-    return runTransform(env.LOADER, { name, source }, event, limits);
+    const loader = env.LOADER;
+    return slots(name, () => runTransform(loader, { name, source }, event, limits));
   };
 }
 
 /** One run of a transform's code on an event, in the isolate for that code. */
 export async function runTransform(loader: WorkerLoader, { name, source }: { name: string; source: string }, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
-  const started = Date.now();
   const file = `transforms/${name}.js`;
+  // Before the clock starts: the event's JSON (up to a body's size) is the gateway's work, not the transform's.
+  const input = JSON.stringify(event);
+  const id = await codeId(name, source, limits.cpuMs);
+  const started = Date.now();
   const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
-  const id = await codeId(name, source);
   let timer: ReturnType<typeof setTimeout> | null = null;
   const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limits.timeoutMs)));
   try {
     const worker = loader.get(id, () => ({
       compatibilityDate: COMPATIBILITY_DATE,
-      compatibilityFlags: ["nodejs_als"],
+      compatibilityFlags: COMPATIBILITY_FLAGS,
       mainModule: "runner.js",
       modules: { "runner.js": RUNNER, "guard.js": GUARD, "transform.js": source },
       globalOutbound: null,
@@ -161,7 +190,7 @@ export async function runTransform(loader: WorkerLoader, { name, source }: { nam
       const response = await worker.getEntrypoint().fetch("https://transform.invalid/", {
         method: "POST",
         headers: { "x-transform-file": file, "x-max-bytes": String(limits.maxBytes) },
-        body: JSON.stringify(event),
+        body: input,
       });
       // Read only up to the limit: a transform's answer can be huge.
       const text = await readBoundedBody(response, limits.maxBytes, limits.timeoutMs).then(

@@ -60,6 +60,7 @@ export interface Gauges {
   pending: number;
   held: number;
   dead: number;
+  transform_failed: number;
   quarantined: number;
 }
 
@@ -72,6 +73,7 @@ export async function readMetrics(db: D1Database, heldReason: string): Promise<{
         `SELECT (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed')) AS pending,
                 (SELECT count(*) FROM events WHERE last_error = ?1 AND status IN ('received', 'queued', 'failed')) AS held,
                 (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead,
+                (SELECT count(*) FROM deliveries WHERE status = 'transform_failed') AS transform_failed,
                 (SELECT count(*) FROM quarantine WHERE released_at IS NULL) AS quarantined`,
       )
       .bind(heldReason),

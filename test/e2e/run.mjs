@@ -8,6 +8,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
+import { Webhook } from "standardwebhooks";
 import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
@@ -128,7 +129,7 @@ async function pool(items, concurrency, work) {
 }
 
 async function admin(gateway, path, init = {}) {
-  const response = await fetch(`${gateway.url}${path}`, { ...init, headers: { authorization: `Bearer ${ADMIN}` } });
+  const response = await fetch(`${gateway.url}${path}`, { ...init, headers: { ...init.headers, authorization: `Bearer ${ADMIN}` } });
   assert.equal(response.status < 300, true, `${path}: ${response.status}`);
   return response.json();
 }
@@ -529,6 +530,82 @@ await scenario("operate: a paused destination across a restart, a circuit that o
     }
     assert.ok(!kinds.some((k) => k.startsWith("delivery_dead")), "nothing went dead");
     figures.operateAlerts = kinds;
+  } finally {
+    await gateway.stop();
+    await new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    });
+  }
+});
+
+await scenario("transforms: the README's two examples under wrangler dev, forwarded and signed over the transformed body, skips, preview the same, the stored event unchanged", async () => {
+  const port = await freePort();
+  const forwards = { crm: [], chat: [], plain: [] };
+  const server = createServer((request, response) => {
+    const chunks = [];
+    request.on("data", (chunk) => chunks.push(chunk));
+    request.on("end", () => {
+      forwards[request.url.slice(1)]?.push({ headers: request.headers, body: Buffer.concat(chunks).toString("utf8") });
+      response.writeHead(200).end("ok");
+    });
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const signingSecret = `whsec_${Buffer.from("e2e-transform-signing-key-0123456789").toString("base64")}`;
+  const destinations = [
+    { name: "crm", url: `http://127.0.0.1:${port}/crm`, providers: ["zuddl"], transform: "crm-contact", secret: "E2E_DEST_SECRET" },
+    { name: "chat", url: `http://127.0.0.1:${port}/chat`, providers: ["seismic"], transform: "chat-line", secret: "E2E_DEST_SECRET" },
+    { name: "plain", url: `http://127.0.0.1:${port}/plain` },
+  ];
+  const gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: { ...gatewayVars({ destinations }), E2E_DEST_SECRET: signingSecret } });
+  try {
+    // 20 Zuddl samples and 20 LiveSend summaries (each its own id), and 10 Seismic events of another type, which chat-line skips.
+    const zuddl = Array.from({ length: 20 }, (_, i) => makeEventBody(5 * i + 3));
+    const livesend = Array.from({ length: 20 }, (_, i) => makeEventBody(5 * i));
+    const other = Array.from({ length: 10 }, (_, i) => makeEventBody(5 * i + 2));
+    const keys = new Map();
+    await pool([...zuddl, ...livesend, ...other], 8, async (event) => {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.status, 200);
+      keys.set(event.id, answer.body.id);
+    });
+    await until("every forward", () => forwards.plain.length === 50 && forwards.crm.length === 20 && forwards.chat.length === 20, 60_000);
+    const verifier = new Webhook(signingSecret);
+    const zuddlPayload = JSON.parse(zuddlSample);
+    for (const event of zuddl) {
+      const forward = forwards.crm.find((f) => f.headers["webhook-id"] === keys.get(event.id));
+      assert.ok(forward, `crm got ${event.id}`);
+      assert.equal(forward.headers["content-type"], "application/json");
+      const contact = verifier.verify(forward.body, forward.headers);
+      assert.deepEqual(contact, {
+        email: zuddlPayload.registration.profile.email, first_name: "Jane", last_name: "Smith", company: "Zuddl", job_title: "Senior Software Engineer",
+        country: "United States", phone: "+1-2125551234", event_name: "Huddle with zuddl.", session_title: "Session 1", minutes_in_session: 123,
+        source_event_id: event.id, occurred_at: zuddlPayload.actionCreatedAt,
+      });
+      assert.throws(() => verifier.verify(event.body, forward.headers), "the signature covers the transformed body, not the original");
+    }
+    for (const event of livesend) {
+      const forward = forwards.chat.find((f) => f.headers["webhook-id"] === keys.get(event.id));
+      assert.ok(forward, `chat got ${event.id}`);
+      assert.match(verifier.verify(forward.body, forward.headers).text, / viewed Demo Content for 16 min 6 s from Charlotte, United States \(LiveSend, 0 of 1 viewed\)$/);
+    }
+    // The destination without a transform gets the bytes as sent (a BOM-free body here), and the stored event is the original.
+    for (const event of [...zuddl, ...livesend, ...other]) {
+      assert.equal(forwards.plain.find((f) => f.headers["webhook-id"] === keys.get(event.id))?.body, event.body);
+    }
+    const stored = (await admin(gateway, `/admin/events/${keys.get(zuddl[0].id)}`)).event;
+    assert.deepEqual(stored.payload, JSON.parse(zuddl[0].body), "the stored event is the original");
+    const skipped = await Promise.all(other.map(async (event) => (await admin(gateway, `/admin/events/${keys.get(event.id)}`)).event.deliveries.find((d) => d.destination === "chat")));
+    for (const delivery of skipped) assert.equal(delivery?.status, "skipped", JSON.stringify(delivery));
+    // Preview answers what was forwarded, and forwards nothing.
+    const key = keys.get(zuddl[0].id);
+    const preview = await admin(gateway, "/admin/destinations/crm/preview", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ eventId: key }) });
+    assert.equal(preview.outcome, "body");
+    assert.deepEqual(preview.body, JSON.parse(forwards.crm.find((f) => f.headers["webhook-id"] === key).body));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(forwards.crm.length, 20, "preview forwarded nothing");
+    const stats = await admin(gateway, "/admin/stats?since=0");
+    assert.deepEqual(stats.deliveries.filter((d) => !["delivered", "skipped"].includes(d.status)), [], "nothing failed");
   } finally {
     await gateway.stop();
     await new Promise((resolve) => {
