@@ -20,7 +20,7 @@ const root = path.join(import.meta.dirname, "..");
 /** As TRANSFORM_NAME in src/deliver/transform-source.ts: a file whose name is not one is never loadable. */
 const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 /** A static `import` or `export … from` statement: the isolate holds the transform's file alone, so it could never load. */
-const IMPORT = /^\s*(?:import\s*[\w{*"']|export\s+(?:\*|\{[^}]*\})\s*from\b)/m;
+const IMPORT = /^\s*(?:import(?:\s+[\w{*]|\s*["'{*])|export\s+(?:\*|\{[^}]*\})\s*from\b)/m;
 
 const args = process.argv.slice(2);
 const outAt = args.indexOf("--out");

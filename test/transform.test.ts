@@ -141,8 +141,11 @@ describe("transforms", () => {
     expect(await deliveries(key)).toMatchObject({ [tamper!.name]: { status: "delivered" }, [echo!.name]: { status: "delivered" } });
   });
 
-  it("a transform cannot hide a fetch: not through the runner's guard module, a patched context store, nor the global's prototype", async () => {
-    const [hiding, echo] = destinations(["test-hide-fetch", "test-echo"]);
+  it.each([
+    ["test-hide-fetch", "through the runner's guard module or the global's prototype"],
+    ["test-fetch-outside", "from code it started at load, outside the run"],
+  ])("%s cannot hide a fetch %s", async (transform) => {
+    const [hiding, echo] = destinations([transform, "test-echo"]);
     bindings.DESTINATIONS = [hiding, echo];
     const reached = downstream(hiding!.url);
     downstream(echo!.url);

@@ -116,7 +116,7 @@ export const EventLog: FC<{
       <section class="cards" aria-label="Counts" aria-live="polite">
         <div class="card">Received, last hour<strong id="count-hour">{counts.hour}</strong></div>
         <div class="card">Received, last day<strong id="count-day">{counts.day}</strong></div>
-        <div class="card">Dead deliveries<strong id="count-dead">{counts.deadDeliveries}</strong></div>
+        <div class="card">Dead deliveries &amp; failed transforms<strong id="count-dead">{counts.deadDeliveries}</strong></div>
       </section>
       <div class="charts">
         <TimelineChart id="chart-hour" caption="Last hour, 5-minute buckets" {...hour} />

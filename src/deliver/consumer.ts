@@ -464,7 +464,11 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, due, retry, budget)));
+      if (Date.now() > budget.startBy) return null;
+      // The transform runs before a connection is taken: waiting for its turn holds none.
+      const body = await forwardBody(event, due.destination, budget.transform);
+      if ("reason" in body) return body;
+      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, body, due, retry, budget.metrics)));
     }),
   );
   // Not started in the batch's window (null): no attempt, back with the message's next delivery.
@@ -510,8 +514,8 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
 /**
  * After a batch is recorded, the circuits it moved: one that opened gets its first probe, one
  * whose current probe message ran a round (the probe failed, got a 410, or found nothing to try)
- * and is still open gets the next (at once if its transform skipped or failed the event: the
- * destination was not tried), and one that closed releases what it held. A paused circuit
+ * and is still open gets the next (at once if its transform skipped the event: the destination
+ * was not tried), and one that closed releases what it held. A paused circuit
  * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
  * safety net (deliver/controls.ts).
  */
@@ -530,9 +534,10 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
   for (const plan of recorded) {
     const probed = plan.round!.probe;
     if (!probed || stateOf(after.get(probed)) !== "open") continue;
-    // A probe whose transform skipped or failed its event never reached the destination: the next
-    // held delivery probes at once (this one is closed, so it is not picked again).
-    const untried = plan.round!.closed.some((c) => c.destination === probed && (c.status === "skipped" || c.status === "transform_failed"));
+    // A probe whose transform skipped its event never reached the destination: the next held
+    // delivery probes at once (this one is closed, so it is not picked again). Not after a failed
+    // transform: were the loader down, that would fail the whole backlog at queue speed.
+    const untried = plan.round!.closed.some((c) => c.destination === probed && c.status === "skipped");
     probes.set(probed, untried);
   }
   for (const [name, atOnce] of probes) {
@@ -634,12 +639,10 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
  * One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. A
  * destination with a transform forwards what it returns, or closes its delivery without a forward.
  */
-async function attempt(event: EventRow, due: Due, retry: RetryPolicy, budget: ForwardBudget): Promise<AttemptRecord | ClosedDelivery> {
+async function attempt(event: EventRow, body: ForwardBody, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
   const { destination } = due;
-  const body = await forwardBody(event, destination, budget.transform);
-  if ("reason" in body) return body;
   const record = await forwardOnce(event, body, due, retry);
-  writePoint(budget.metrics, {
+  writePoint(metrics, {
     index: destination.name,
     // The source is appended: queries written against blob1-4 keep their meaning.
     blobs: [destination.name, record.status, event.provider, event.type, sourceOf(event)],

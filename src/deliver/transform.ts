@@ -45,72 +45,74 @@ export type TransformRunner = (name: string, event: TransformEvent) => Promise<T
 const DEFAULT_CPU_MS = 50;
 const DEFAULT_TIMEOUT_MS = 100;
 const DEFAULT_MAX_BYTES = 1_048_576;
-/** The loaded worker's runtime: the gateway's own compatibility date (and AsyncLocalStorage, to tell runs apart). */
+/** The loaded worker's runtime: the gateway's own compatibility date. */
 const COMPATIBILITY_DATE = "2026-10-23";
-const COMPATIBILITY_FLAGS = ["nodejs_als"];
 /** Distinct Dynamic Workers one invocation may have requests in flight to (Cloudflare's limit). */
 const MAX_TRANSFORMS_IN_FLIGHT = 4;
 
 /**
  * Evaluated before the transform (the runner imports it first), so what the runner relies on is
- * captured before the transform's code could change it, and `fetch` is replaced by one that marks
- * the run that tried it. Runs are told apart by AsyncLocalStorage: one isolate serves several
- * events of a batch at once.
+ * captured, and bound, before the transform's code could change it; and `fetch` is replaced by one
+ * that marks every run in flight. One isolate may serve several runs at once (another batch, a
+ * preview), and code a transform left running outside a run (a timer, a loop started at load)
+ * would otherwise hide its fetch: any fetch while runs of this code are in flight fails them all.
  */
 const GUARD = `
-import { AsyncLocalStorage } from "node:async_hooks";
-// Bound now: a transform that later changes a prototype does not change these.
 const uncurry = (fn) => Function.prototype.call.bind(fn);
-const getStore = uncurry(AsyncLocalStorage.prototype.getStore);
-const runIn = uncurry(AsyncLocalStorage.prototype.run);
-const runs = new AsyncLocalStorage();
+const add = uncurry(Set.prototype.add);
+const remove = uncurry(Set.prototype.delete);
+const each = uncurry(Set.prototype.forEach);
+const exec = uncurry(RegExp.prototype.exec);
+const text = String;
+const inFlight = new Set();
 class NetworkRefused extends Error {}
 const refuse = () => {
-  const run = getStore(runs);
-  if (run) run.network = true;
+  each(inFlight, (run) => { run.network = true; });
   throw new NetworkRefused("transforms have no network");
 };
 // Wherever fetch is found, on the global or its prototypes, it is the refusing one.
 for (let scope = globalThis; scope; scope = Object.getPrototypeOf(scope)) {
   if (scope === globalThis || Object.hasOwn(scope, "fetch")) Object.defineProperty(scope, "fetch", { value: refuse, writable: false, configurable: false });
 }
+const IDENTIFIER = /^[A-Za-z_$][\\w$]{0,63}$/;
+const LINE = /transform\\.js:(\\d+):(\\d+)/;
 export const guard = Object.freeze({
-  // A transform can import this module too: one run cannot start inside another to hide a fetch from it.
-  run: (store, fn) => {
-    if (getStore(runs)) throw new Error("a run inside a run");
-    return runIn(runs, store, fn);
-  },
-  stringify: JSON.stringify, parse: JSON.parse, Response, String, Number,
-  requestText: uncurry(Request.prototype.text), header: uncurry(Headers.prototype.get),
+  begin: () => { const run = { __proto__: null, network: false }; add(inFlight, run); return run; },
+  end: (run) => { remove(inFlight, run); },
+  stringify: JSON.stringify, parse: JSON.parse, Response, requestText: uncurry(Request.prototype.text),
   isError: (e) => e instanceof Error,
-  ownName: (e) => { try { const n = e.name; return typeof n === "string" && /^[A-Za-z_$][\\w$]{0,63}$/.test(n) ? n : "Error"; } catch { return "Error"; } },
-  where: (e) => { try { const m = /transform\\.js:(\\d+):(\\d+)/.exec(String(e.stack)); return m ? ":" + m[1] + ":" + m[2] : ""; } catch { return ""; } },
+  ownName: (e) => { try { const n = e.name; return typeof n === "string" && exec(IDENTIFIER, n) !== null ? n : "Error"; } catch { return "Error"; } },
+  where: (e) => { try { const m = exec(LINE, text(e.stack)); return m ? ":" + m[1] + ":" + m[2] : ""; } catch { return ""; } },
 });
 `;
 
-/** The loaded worker's entry: one POST per run, the event as JSON in, the body (200), a skip (204) or a failure (422) out. */
+/**
+ * The loaded worker's entry: one POST per run, {file, maxChars, event} as JSON in (nothing read
+ * from headers a transform could redefine), the body (200), a skip (204) or a failure (422) out.
+ * Response options have no prototype, so a polluted Object.prototype cannot add to them.
+ */
 const RUNNER = `
 import { guard } from "./guard.js";
 import * as module from "./transform.js";
 const transform = module.default;
-const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { status: 422 });
+const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { __proto__: null, status: 422 });
 export default {
   async fetch(request) {
-    const file = guard.header(request.headers, "x-transform-file");
-    const maxChars = guard.Number(guard.header(request.headers, "x-max-bytes"));
+    const { file, maxChars, event } = guard.parse(await guard.requestText(request));
     if (typeof transform !== "function") return failed("transform_invalid_result", file + " has no default export function");
-    const event = guard.parse(await guard.requestText(request));
-    const run = { network: false };
+    const run = guard.begin();
     let result;
     try {
-      result = await guard.run(run, () => transform(event));
+      result = await transform(event);
     } catch (err) {
       if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
       const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
       return failed("transform_error", file + " threw " + what);
+    } finally {
+      guard.end(run);
     }
     if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
-    if (result === null) return new guard.Response(null, { status: 204 });
+    if (result === null) return new guard.Response(null, { __proto__: null, status: 204 });
     let text;
     try {
       text = guard.stringify(result);
@@ -119,7 +121,7 @@ export default {
     }
     if (typeof text !== "string") return failed("transform_invalid_result", file + " returned undefined, a function or a symbol: return a JSON value, or null to skip");
     if (text.length > maxChars) return failed("transform_too_large", file + " returned more than " + maxChars + " bytes");
-    return new guard.Response(text, { headers: { "content-type": "application/json" } });
+    return new guard.Response(text, { __proto__: null, headers: { __proto__: null, "content-type": "application/json" } });
   },
 };
 `;
@@ -132,12 +134,24 @@ export function transformLimits(env: Env): TransformLimits {
   };
 }
 
-/** Per isolate: the loader's id for each code and limits (a hash of all the loaded worker is made of). */
+/** What the loader builds a transform's isolate from. */
+function workerCode(source: string, cpuMs: number): WorkerLoaderWorkerCode {
+  return {
+    compatibilityDate: COMPATIBILITY_DATE,
+    mainModule: "runner.js",
+    modules: { "runner.js": RUNNER, "guard.js": GUARD, "transform.js": source },
+    globalOutbound: null,
+    env: {},
+    limits: { cpuMs },
+  };
+}
+
+/** Per isolate: the loader's id for each transform and the code built for it. */
 const ids = new Map<string, Promise<string>>();
 
-function codeId(name: string, source: string, cpuMs: number): Promise<string> {
-  // What the loader builds the isolate from, all of it: a new limit or runtime is a new isolate, like new code.
-  const made = JSON.stringify([COMPATIBILITY_DATE, COMPATIBILITY_FLAGS, cpuMs, GUARD, RUNNER, source]);
+/** A hash of the name and all the loader builds from: new code, a new limit or a new runtime is a new isolate. */
+function codeId(name: string, code: WorkerLoaderWorkerCode): Promise<string> {
+  const made = JSON.stringify([name, code]);
   let id = ids.get(made);
   if (!id) {
     id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(made)).then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
@@ -170,28 +184,17 @@ export function transformRunner(env: Env): TransformRunner {
 export async function runTransform(loader: WorkerLoader, { name, source }: { name: string; source: string }, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
   const file = `transforms/${name}.js`;
   // Before the clock starts: the event's JSON (up to a body's size) is the gateway's work, not the transform's.
-  const input = JSON.stringify(event);
-  const id = await codeId(name, source, limits.cpuMs);
+  const input = JSON.stringify({ file, maxChars: limits.maxBytes, event });
+  const code = workerCode(source, limits.cpuMs);
+  const id = await codeId(name, code);
   const started = Date.now();
   const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
   let timer: ReturnType<typeof setTimeout> | null = null;
   const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limits.timeoutMs)));
   try {
-    const worker = loader.get(id, () => ({
-      compatibilityDate: COMPATIBILITY_DATE,
-      compatibilityFlags: COMPATIBILITY_FLAGS,
-      mainModule: "runner.js",
-      modules: { "runner.js": RUNNER, "guard.js": GUARD, "transform.js": source },
-      globalOutbound: null,
-      env: {},
-      limits: { cpuMs: limits.cpuMs },
-    }));
+    const worker = loader.get(id, () => code);
     const run = (async () => {
-      const response = await worker.getEntrypoint().fetch("https://transform.invalid/", {
-        method: "POST",
-        headers: { "x-transform-file": file, "x-max-bytes": String(limits.maxBytes) },
-        body: input,
-      });
+      const response = await worker.getEntrypoint().fetch("https://transform.invalid/", { method: "POST", body: input });
       // Read only up to the limit: a transform's answer can be huge.
       const text = await readBoundedBody(response, limits.maxBytes, limits.timeoutMs).then(
         (bytes) => new TextDecoder().decode(bytes),

@@ -441,12 +441,12 @@ export async function timeline(db: D1Database, since: number, bucketMs: number, 
   return rows;
 }
 
-/** The console's headline counts: events received in the last hour and day, dead deliveries. */
+/** The console's headline counts: events received in the last hour and day, deliveries an operator must replay (dead, or their transform failed). */
 export async function consoleCounts(db: D1Database, now: number): Promise<{ hour: number; day: number; deadDeliveries: number }> {
   const [hour, day, dead] = await db.batch([
     db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 3_600_000),
     db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 86_400_000),
-    db.prepare(`SELECT count(*) AS n FROM deliveries WHERE status = 'dead'`),
+    db.prepare(`SELECT count(*) AS n FROM deliveries WHERE status IN ('dead', 'transform_failed')`),
   ]);
   const n = (result: D1Result | undefined) => (result?.results[0] as { n: number } | undefined)?.n ?? 0;
   return { hour: n(hour), day: n(day), deadDeliveries: n(dead) };

@@ -5,8 +5,10 @@
 // Bounded: every wait has a deadline, every process it starts is stopped.
 import assert from "node:assert/strict";
 import { createHmac, randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
 import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
@@ -537,6 +539,27 @@ await scenario("operate: a paused destination across a restart, a circuit that o
       server.closeAllConnections();
     });
   }
+});
+
+await scenario("transforms build: scripts/transforms.mjs refuses a transform that imports or whose name is no name, naming the file; ordinary code passes", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "edgehook-transforms-"));
+  const build = () => spawnSync(process.execPath, [join(root, "scripts/transforms.mjs"), "--out", join(dir, "out.ts"), dir], { encoding: "utf8" });
+  // Fields that start with "import" and a string that mentions one are not imports.
+  writeFileSync(join(dir, "ok.js"), 'export default (e) => ({\n  importance: 1,\n  importedAt: e.receivedAt,\n  note: "import(x)",\n});\n');
+  assert.equal(build().status, 0);
+  assert.match(readFileSync(join(dir, "out.ts"), "utf8"), /"ok": "export default/);
+  for (const source of ['import helper from "./helper.js";\n', 'import { a } from "node:util";\n', 'import "./side.js";\n', 'export * from "./x.js";\n', 'export { default } from "./x.js";\n']) {
+    writeFileSync(join(dir, "bad.js"), `${source}export default (e) => e;\n`);
+    const result = build();
+    assert.notEqual(result.status, 0, source);
+    assert.match(result.stderr, /bad\.js: a transform imports nothing/, source);
+  }
+  rmSync(join(dir, "bad.js"));
+  writeFileSync(join(dir, "_shared.js"), "export default (e) => e;\n");
+  const named = build();
+  assert.notEqual(named.status, 0);
+  assert.match(named.stderr, /_shared\.js: a transform's name is 1-64 of a-z, 0-9, - and _, starting with a letter or digit/);
+  rmSync(dir, { recursive: true });
 });
 
 await scenario("transforms: the README's two examples under wrangler dev, forwarded and signed over the transformed body, skips, preview the same, the stored event unchanged", async () => {
