@@ -264,18 +264,18 @@ export const EventPage: FC<{
 };
 
 /** Deliveries an operator replays: a status's rows, with a bulk Replay of that status. */
-const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: string; label: string; intro?: string; rows: DeliveryRow[]; none: string }> = ({ status, title, label, intro, rows, none }) => (
+const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: string; noun: string; intro?: string; rows: DeliveryRow[] }> = ({ status, title, noun, intro, rows }) => (
   <>
     <h2>{title}</h2>
     {intro && <p>{intro}</p>}
     <form method="post" action="/console/replay">
       <input type="hidden" name="status" value={status} />
-      <label for={`bulk-${status}`}>{label}</label>{" "}
+      <label for={`bulk-${status}`}>Replay {noun} to</label>{" "}
       <select id={`bulk-${status}`} name="destination">
         <option value="">every destination</option>
         {[...new Set(rows.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
       </select>{" "}
-      <button type="submit">Replay (up to 100)</button>
+      <button type="submit">Replay {noun} (up to 100)</button>
     </form>
     <table>
       <thead><tr><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
@@ -285,21 +285,20 @@ const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: str
         ))}
       </tbody>
     </table>
-    {rows.length === 0 && <p>{none}</p>}
+    {rows.length === 0 && <p>No {noun}.</p>}
   </>
 );
 
 export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string }> = ({ dead, transformFailed, quarantined, olderQuarantined, notice }) => (
   <Layout title="Dead letters & quarantine">
     {notice && <p class="note" role="status">{notice}</p>}
-    <ReplayableDeliveries status="dead" title="Dead deliveries" label="Replay dead deliveries to" rows={dead} none="No dead deliveries." />
+    <ReplayableDeliveries status="dead" title="Dead deliveries" noun="dead deliveries" rows={dead} />
     <ReplayableDeliveries
       status="transform_failed"
       title="Failed transforms"
-      label="Replay failed transforms to"
+      noun="failed transforms"
       intro="Deliveries whose destination's transform failed (the kind starts the error). They are not retried: fix the transform, deploy, then replay them."
       rows={transformFailed}
-      none="No failed transforms."
     />
     <h2>Quarantined payloads</h2>
     <p>

@@ -199,7 +199,7 @@ try {
     await page.getByRole("cell", { name: "$.data.InteractionId", exact: true }).waitFor();
     await page.screenshot({ path: join(shots, "dead.png"), fullPage: true });
     await page.getByLabel("Replay dead deliveries to").selectOption("broken");
-    await page.getByRole("button", { name: /Replay/ }).click();
+    await page.getByRole("button", { name: /^Replay dead deliveries/ }).click();
     await page.getByRole("status").waitFor();
     assert.match(await page.getByRole("status").innerText(), /Replay queued for 1 dead deliver/);
   });
