@@ -464,11 +464,13 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       // Waiting for a reserved time holds no connection. The Workers clock stands still between I/O,
       // so a wait computed from it can end early: wait again until the clock says the time has come.
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
-      if (Date.now() > budget.startBy) return null;
-      // The transform runs before a connection is taken: waiting for its turn holds none.
-      const body = await forwardBody(event, due.destination, budget.transform);
-      if ("reason" in body) return body;
-      return budget.connections(due.destination.name, async () => (Date.now() > budget.startBy ? null : attempt(event, body, due, retry, budget.metrics)));
+      // The transform runs inside the forward's connection slot: at most 6 transformed bodies (each
+      // up to MAX_BODY_BYTES) are held at once, whatever the batch's size.
+      return budget.connections(due.destination.name, async () => {
+        if (Date.now() > budget.startBy) return null;
+        const body = await forwardBody(event, due.destination, budget.transform);
+        return "reason" in body ? body : attempt(event, body, due, retry, budget.metrics);
+      });
     }),
   );
   // Not started in the batch's window (null): no attempt, back with the message's next delivery.
