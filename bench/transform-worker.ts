@@ -44,7 +44,7 @@ async function cost(env: Env, samples: number) {
   if (!env.LOADER || source === null) throw new Error("needs the LOADER binding and transforms/crm-contact.js");
   const loader = env.LOADER;
   const limits = transformLimits(env);
-  const transform = (code: string) => runTransform(loader, { name: TRANSFORM, source: code }, event, limits);
+  const transform = (code: string) => runTransform(loader, { destination: shaped.name, name: TRANSFORM, source: code }, event, limits);
   const forwarded = (destination: Destination, text: string) => forward({ key: `bench-${crypto.randomUUID()}`, provider: "zuddl", type: event.type, contentType: "application/json", body: text }, destination);
   const figures = { plainMs: [] as number[], shapedColdMs: [] as number[], shapedWarmMs: [] as number[], transformColdMs: [] as number[], transformWarmMs: [] as number[] };
   for (let i = 0; i < samples; i++) {

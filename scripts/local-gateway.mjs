@@ -30,7 +30,6 @@ export function freePort() {
  *   port:      a fixed port (a restart keeps its address); default a free one
  */
 export async function startWorker({ vars = {}, config = join(root, "wrangler.toml"), persistTo, script, port: fixedPort, migrate = true, log = false } = {}) {
-  const port = fixedPort ?? (await freePort());
   const dir = persistTo ?? mkdtempSync(join(tmpdir(), "edgehook-state-"));
   const envFile = join(mkdtempSync(join(tmpdir(), "edgehook-vars-")), ".env");
   // wrangler expands ${NAME} in env files (dotenv-expand); `\$` keeps a dollar as it is (a header's ${NAME} is ours to fill).
@@ -39,25 +38,33 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   if (migrate) {
     execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
   }
-  const child = spawn(
-    wrangler,
-    ["dev", ...(script ? [script] : []), "-c", config, "--ip", "127.0.0.1", "--port", String(port), "--persist-to", dir, "--env-file", envFile,
-      "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false", "--log-level", log ? "log" : "warn"],
-    { cwd: root, env: quietEnv, stdio: ["ignore", log ? "inherit" : "ignore", log ? "inherit" : "ignore"], detached: true },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited with ${child.exitCode}`);
-    try {
-      const response = await fetch(`${url}/healthz`);
-      await response.arrayBuffer();
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error("wrangler dev did not start within 60 s");
-      await new Promise((resolve) => setTimeout(resolve, 250));
+  // A start that fails before it answers (a port taken between choosing it and binding it, say) is
+  // tried again on new ports, up to 3 times; the last failure says what wrangler printed.
+  let port;
+  let child;
+  for (let attempt = 1; ; attempt++) {
+    port = fixedPort ?? (await freePort());
+    child = spawn(
+      wrangler,
+      ["dev", ...(script ? [script] : []), "-c", config, "--ip", "127.0.0.1", "--port", String(port), "--persist-to", dir, "--env-file", envFile,
+        "--inspector-port", String(await freePort()), "--show-interactive-dev-session=false", "--log-level", log ? "log" : "warn"],
+      { cwd: root, env: quietEnv, stdio: ["ignore", log ? "inherit" : "ignore", "pipe"], detached: true },
+    );
+    let printed = "";
+    child.stderr.on("data", (chunk) => {
+      if (log) process.stderr.write(chunk);
+      printed = (printed + chunk).slice(-2000);
+    });
+    const started = await untilAnswers(`http://127.0.0.1:${port}`, child);
+    if (started === "ready") break;
+    await stopGroup(child);
+    if (started === "exited" && fixedPort === undefined && attempt < 3) {
+      console.error(`wrangler dev exited with ${child.exitCode} before it answered; starting it again on other ports`);
+      continue;
     }
+    throw new Error(`${started === "exited" ? `wrangler dev exited with ${child.exitCode}` : "wrangler dev did not start within 60 s"}; it printed:\n${printed}`);
   }
+  const url = `http://127.0.0.1:${port}`;
   return {
     url,
     port,
@@ -66,22 +73,40 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
     rssKiB: () => workerdPids(child.pid).reduce((sum, pid) => sum + rssOf(pid), 0),
     /** CPU time (ms, user + system) used so far by every process of this `wrangler dev`: workerd and wrangler's Node. */
     cpuMs: () => groupPids(child.pid).reduce((sum, pid) => sum + cpuOf(pid), 0),
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      try {
-        process.kill(-child.pid, "SIGTERM");
-      } catch {
-        return;
-      }
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
-      try {
-        process.kill(-child.pid, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    },
+    stop: () => stopGroup(child),
   };
+}
+
+/** Resolves "ready" once the Worker answers /healthz, "exited" if wrangler ends first, "timeout" after 60 s. */
+async function untilAnswers(url, child) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) return "exited";
+    try {
+      const response = await fetch(`${url}/healthz`);
+      await response.arrayBuffer();
+      return "ready";
+    } catch {
+      if (Date.now() > deadline) return "timeout";
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  }
+}
+
+/** Stops wrangler and everything it started (its process group): SIGTERM, then SIGKILL after 5 s. */
+async function stopGroup(child) {
+  const exited = child.exitCode !== null ? Promise.resolve() : new Promise((resolve) => child.once("exit", resolve));
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
 }
 
 /** Processes in the process group of the wrangler we started, with their command names. */

@@ -144,6 +144,7 @@ describe("transforms", () => {
   it.each([
     ["test-hide-fetch", "through the runner's guard module or the global's prototype"],
     ["test-fetch-outside", "from code it started at load, outside the run"],
+    ["test-fetch-tojson", "while its result is serialised"],
   ])("%s cannot hide a fetch %s", async (transform) => {
     const [hiding, echo] = destinations([transform, "test-echo"]);
     bindings.DESTINATIONS = [hiding, echo];
@@ -169,15 +170,19 @@ describe("transforms", () => {
     expect(forwarded.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ type: "ContentManagerCreateFileV1" }, { type: "TIME_SPENT_IN_SESSION" }]);
   });
 
-  it("runs one transform one event at a time, so a run's time limit is its own, never a queue behind the batch's other events", async () => {
-    const [counting] = destinations(["test-concurrency"]);
-    bindings.DESTINATIONS = [counting];
-    const forwarded = downstream(counting!.url);
+  it("runs one transform one event at a time, so a run's time limit is its own, never a queue behind the batch's other events; each destination in an isolate of its own", async () => {
+    const [first, second] = destinations(["test-concurrency", "test-concurrency"]);
+    bindings.DESTINATIONS = [first, second];
+    const forwarded = [downstream(first!.url), downstream(second!.url)];
     for (let i = 0; i < 5; i++) await accept(await seismicRequest(seismicBody()));
     const result = await consume(events.accepted);
     expect(result.acked).toHaveLength(5);
-    expect(forwarded).toHaveLength(5);
-    expect(forwarded.map((r) => (JSON.parse(r.body) as { most: number }).most)).toEqual([1, 1, 1, 1, 1]);
+    for (const received of forwarded) {
+      const answers = received.map((r) => JSON.parse(r.body) as { most: number; seen: number });
+      expect(answers.map((a) => a.most)).toEqual([1, 1, 1, 1, 1]);
+      // Two destinations naming one transform never share an isolate (nor what a run leaves in it).
+      expect(answers.map((a) => a.seen).sort()).toEqual([1, 2, 3, 4, 5]);
+    }
   });
 
   it("a replay after the fix delivers a transform_failed delivery", async () => {

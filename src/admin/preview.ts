@@ -31,7 +31,7 @@ export async function previewTransform(env: Env, name: string, request: PreviewR
   const { event, eventId } = "eventId" in request
     ? { event: transformEvent(await requireEvent(env, request.eventId)), eventId: request.eventId }
     : { event: pastedEvent(request), eventId: null };
-  const result = await transformRunner(env)(destination.transform, event);
+  const result = await transformRunner(env)(destination.name, destination.transform, event);
   const base = { destination: name, transform: destination.transform, eventId, durationMs: result.durationMs };
   switch (result.outcome) {
     case "body":

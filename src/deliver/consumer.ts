@@ -63,7 +63,8 @@ const MAX_FAILED_ROUNDS = 10;
  * How long after a batch starts its forwards may still start. A queue consumer may run 15 minutes;
  * 1,000 forwards through 6 connections to receivers that hang until their timeout (up to 30 s)
  * would take far longer, and a batch cut off records nothing. Forwards not started by then wait
- * for their message's next delivery (no attempt used), so a batch ends within this plus one timeout.
+ * for their message's next delivery (no attempt used), so a batch ends within this plus one timeout
+ * (and a transform's turn and run, bounded by TRANSFORM_TIMEOUT_MS each).
  */
 const START_WINDOW_MS = 5 * 60_000;
 /** A message whose forwards did not fit in this batch's budget comes back at once (the next invocation has its own). */

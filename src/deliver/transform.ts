@@ -40,7 +40,8 @@ export interface TransformLimits {
   maxBytes: number;
 }
 
-export type TransformRunner = (name: string, event: TransformEvent) => Promise<TransformResult>;
+/** Runs destination `destination`'s transform `name` on an event. */
+export type TransformRunner = (destination: string, name: string, event: TransformEvent) => Promise<TransformResult>;
 
 const DEFAULT_CPU_MS = 50;
 const DEFAULT_TIMEOUT_MS = 100;
@@ -96,32 +97,39 @@ import { guard } from "./guard.js";
 import * as module from "./transform.js";
 const transform = module.default;
 const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { __proto__: null, status: 422 });
+/** The transform's answer for one event: the body, a skip or a failure. */
+async function answer(event, file, maxChars) {
+  let result;
+  try {
+    result = await transform(event);
+  } catch (err) {
+    const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
+    return failed("transform_error", file + " threw " + what);
+  }
+  if (result === null) return new guard.Response(null, { __proto__: null, status: 204 });
+  let text;
+  try {
+    text = guard.stringify(result);
+  } catch (err) {
+    return failed("transform_invalid_result", file + " returned a value that is not JSON (" + (guard.isError(err) ? guard.ownName(err) : "error") + ")");
+  }
+  if (typeof text !== "string") return failed("transform_invalid_result", file + " returned undefined, a function or a symbol: return a JSON value, or null to skip");
+  if (text.length > maxChars) return failed("transform_too_large", file + " returned more than " + maxChars + " bytes");
+  return new guard.Response(text, { __proto__: null, headers: { __proto__: null, "content-type": "application/json" } });
+}
 export default {
   async fetch(request) {
     const { file, maxChars, event } = guard.parse(await guard.requestText(request));
     if (typeof transform !== "function") return failed("transform_invalid_result", file + " has no default export function");
+    // In flight until its result is serialised: a getter or toJSON that fetches is this run's too.
     const run = guard.begin();
-    let result;
+    let response;
     try {
-      result = await transform(event);
-    } catch (err) {
-      if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
-      const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
-      return failed("transform_error", file + " threw " + what);
+      response = await answer(event, file, maxChars);
     } finally {
       guard.end(run);
     }
-    if (run.network) return failed("transform_network", file + " tried to reach the network (transforms have none)");
-    if (result === null) return new guard.Response(null, { __proto__: null, status: 204 });
-    let text;
-    try {
-      text = guard.stringify(result);
-    } catch (err) {
-      return failed("transform_invalid_result", file + " returned a value that is not JSON (" + (guard.isError(err) ? guard.ownName(err) : "error") + ")");
-    }
-    if (typeof text !== "string") return failed("transform_invalid_result", file + " returned undefined, a function or a symbol: return a JSON value, or null to skip");
-    if (text.length > maxChars) return failed("transform_too_large", file + " returned more than " + maxChars + " bytes");
-    return new guard.Response(text, { __proto__: null, headers: { __proto__: null, "content-type": "application/json" } });
+    return run.network ? failed("transform_network", file + " tried to reach the network (transforms have none)") : response;
   },
 };
 `;
@@ -146,12 +154,15 @@ function workerCode(source: string, cpuMs: number): WorkerLoaderWorkerCode {
   };
 }
 
-/** Per isolate: the loader's id for each transform and the code built for it. */
+/** Per isolate: the loader's id for each destination, transform and the code built for it. */
 const ids = new Map<string, Promise<string>>();
 
-/** A hash of the name and all the loader builds from: new code, a new limit or a new runtime is a new isolate. */
-function codeId(name: string, code: WorkerLoaderWorkerCode): Promise<string> {
-  const made = JSON.stringify([name, code]);
+/**
+ * A hash of the destination, the transform's name and all the loader builds from: new code, a new
+ * limit or a new runtime is a new isolate, and destinations sharing a transform never share one.
+ */
+function codeId(destination: string, name: string, code: WorkerLoaderWorkerCode): Promise<string> {
+  const made = JSON.stringify([destination, name, code]);
   let id = ids.get(made);
   if (!id) {
     id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(made)).then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
@@ -162,31 +173,33 @@ function codeId(name: string, code: WorkerLoaderWorkerCode): Promise<string> {
 
 /**
  * A runner bound to this deployment's loader, transforms and limits, for one consumer batch (or
- * one preview). A transform's isolate runs one thing at a time, so runs of one transform go one
- * after another (each one's time limit is then its own, not a wait behind the batch's other
- * events), and at most 4 transforms run at once: Cloudflare's limit of Dynamic Workers with
- * requests in flight per invocation.
+ * one preview). Each isolate's JavaScript runs one thing at a time, so concurrent runs would only
+ * queue inside it: one isolate's runs go one after another here (each one's time limit is then
+ * its own, not a wait behind the batch's other events), and at most 4 isolates run at once:
+ * Cloudflare's limit of Dynamic Workers with requests in flight per invocation.
  */
 export function transformRunner(env: Env): TransformRunner {
   const limits = transformLimits(env);
   const slots = limiter(MAX_TRANSFORMS_IN_FLIGHT, 1);
-  return async (name, event) => {
+  return async (destination, name, event) => {
     const source = transformSource(name);
     // The configuration check refuses both before a forward gets here (destinations.ts).
     if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
     if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
     const loader = env.LOADER;
-    return slots(name, () => runTransform(loader, { name, source }, event, limits));
+    return slots(`${destination}\n${name}`, () => runTransform(loader, { destination, name, source }, event, limits));
   };
 }
 
-/** One run of a transform's code on an event, in the isolate for that code. */
-export async function runTransform(loader: WorkerLoader, { name, source }: { name: string; source: string }, event: TransformEvent, limits: TransformLimits): Promise<TransformResult> {
+/** One run of a destination's transform on an event, in the isolate for that destination and code. */
+export async function runTransform(
+  loader: WorkerLoader, { destination, name, source }: { destination: string; name: string; source: string }, event: TransformEvent, limits: TransformLimits,
+): Promise<TransformResult> {
   const file = `transforms/${name}.js`;
   // Before the clock starts: the event's JSON (up to a body's size) is the gateway's work, not the transform's.
   const input = JSON.stringify({ file, maxChars: limits.maxBytes, event });
   const code = workerCode(source, limits.cpuMs);
-  const id = await codeId(name, code);
+  const id = await codeId(destination, name, code);
   const started = Date.now();
   const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
   let timer: ReturnType<typeof setTimeout> | null = null;
@@ -273,7 +286,7 @@ export function transformEvent(event: EventRow): TransformEvent {
  */
 export async function forwardBody(event: EventRow, destination: Destination, run: TransformRunner): Promise<ForwardBody | ClosedDelivery> {
   if (!destination.transform) return { contentType: event.content_type, body: event.body };
-  const result = await run(destination.transform, transformEvent(event));
+  const result = await run(destination.name, destination.transform, transformEvent(event));
   switch (result.outcome) {
     case "body":
       return { contentType: "application/json", body: result.body };
