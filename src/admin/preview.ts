@@ -5,19 +5,18 @@
  */
 import { Value } from "@sinclair/typebox/value";
 import { transformEvent, transformRunner, type TransformEvent } from "../deliver/transform";
-import { numberVar, type Env } from "../env";
+import type { Env } from "../env";
 import { HttpError } from "../errors";
 import { findProvider, providers } from "../providers";
-import { parseJsonBody, readBoundedBody } from "../receive/body";
+import { maxBodyBytes, parseJsonBody, readBoundedBody } from "../receive/body";
 import { configuredDestinations, requireEvent } from "./operations";
 import { PreviewRequest, type PreviewView } from "./schemas";
 
-const DEFAULT_MAX_BODY_BYTES = 1_048_576;
 const BODY_TIMEOUT_MS = 5_000;
 
 /** Reads a preview request's JSON body: an event's id, or a provider and its payload. */
 export async function previewRequest(request: Request, env: Env): Promise<PreviewRequest> {
-  const { json } = parseJsonBody(await readBoundedBody(request, numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES), BODY_TIMEOUT_MS));
+  const { json } = parseJsonBody(await readBoundedBody(request, maxBodyBytes(env), BODY_TIMEOUT_MS));
   if (!Value.Check(PreviewRequest, json)) {
     throw new HttpError(400, "invalid_preview", 'the body must be {"eventId": "evt_…"} or {"provider": "seismic" | "zuddl", "payload": {…}[, "source": "…"]}');
   }

@@ -154,7 +154,7 @@ const CONSOLE_PAGES: Record<AlertKind, string> = {
   configuration_invalid: "/destinations",
   sweep_requeued: "/",
   dead_letters_received: "/dead",
-  transform_failed: "/destinations",
+  transform_failed: "/dead",
 };
 
 const times = (n: number) => (n === 1 ? "" : ` (${n} times)`);

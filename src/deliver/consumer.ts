@@ -638,10 +638,7 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
   return counted.includes("dead") || counted.includes("transform_failed") ? "dead" : "delivered";
 }
 
-/**
- * One forward attempt, recorded; with METRICS bound, also one Analytics Engine data point. A
- * destination with a transform forwards what it returns, or closes its delivery without a forward.
- */
+/** One forward attempt of `body` (the event's, or its transform's), recorded; with METRICS bound, also one Analytics Engine data point. */
 async function attempt(event: EventRow, body: ForwardBody, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
   const { destination } = due;
   const record = await forwardOnce(event, body, due, retry);

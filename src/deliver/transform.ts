@@ -2,8 +2,8 @@
  * Runs a destination's transform (transforms/<name>.js) on an event, in an isolate of its own
  * through the Worker Loader: no network (`globalOutbound: null`, and `fetch` replaced so that
  * trying it fails the run), no bindings (`env: {}`), CPU bounded by the loader (`limits.cpuMs`),
- * and here the wall-clock time and the result's size. The isolate's id is a hash of the code it
- * runs, so a deploy with new code never runs the old one.
+ * and here the wall-clock time and the result's size. The isolate's id is a hash of the destination
+ * and the code it runs, so a deploy with new code never runs the old one.
  *
  * The same code gives the same answer, so a failure is not retried: it has a kind from a small
  * closed set and a message that never quotes the payload (nor the transform's own error message,
@@ -12,7 +12,7 @@
 import type { TransformEvent } from "../../transforms/transform";
 import { numberVar, type Env } from "../env";
 import { HttpError } from "../errors";
-import { readBoundedBody } from "../receive/body";
+import { maxBodyBytes, readBoundedBody } from "../receive/body";
 import { bytesToHex } from "../receive/signature";
 import type { ClosedDelivery } from "../store/deliveries";
 import { bodyJson, sourceOf, type EventRow } from "../store/events";
@@ -45,7 +45,6 @@ export type TransformRunner = (destination: string, name: string, event: Transfo
 
 const DEFAULT_CPU_MS = 50;
 const DEFAULT_TIMEOUT_MS = 100;
-const DEFAULT_MAX_BYTES = 1_048_576;
 /** The loaded worker's runtime: the gateway's own compatibility date. */
 const COMPATIBILITY_DATE = "2026-10-23";
 /** Distinct Dynamic Workers one invocation may have requests in flight to (Cloudflare's limit). */
@@ -138,7 +137,7 @@ export function transformLimits(env: Env): TransformLimits {
   return {
     cpuMs: numberVar(env.TRANSFORM_CPU_MS, DEFAULT_CPU_MS),
     timeoutMs: numberVar(env.TRANSFORM_TIMEOUT_MS, DEFAULT_TIMEOUT_MS),
-    maxBytes: numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BYTES),
+    maxBytes: maxBodyBytes(env),
   };
 }
 

@@ -1,4 +1,17 @@
+import { numberVar, type Env } from "../env";
 import { HttpError } from "../errors";
+
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * D1's largest string or BLOB: a body above it could be accepted but never stored, so
+ * MAX_BODY_BYTES is capped here whatever the var says (the plan does not change it).
+ */
+const MAX_STORABLE_BODY_BYTES = 2_000_000;
+
+/** The largest body edgehook takes, and so the largest a forward carries: MAX_BODY_BYTES, within what D1 stores. */
+export function maxBodyBytes(env: Pick<Env, "MAX_BODY_BYTES">): number {
+  return Math.min(MAX_STORABLE_BODY_BYTES, numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES));
+}
 
 /**
  * Reads a request body up to `maxBytes`, refusing larger ones with 413 before buffering

@@ -16,15 +16,9 @@ import { requireSource, sourceSecrets, type Source, type SourceSecrets } from ".
 import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
 import { bounded } from "../telemetry";
-import { isJsonContentType, parseJsonBody, readBoundedBody } from "./body";
+import { isJsonContentType, maxBodyBytes, parseJsonBody, readBoundedBody } from "./body";
 import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
 
-const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
-/**
- * D1's largest string or BLOB: a body above it could be accepted but never stored, so
- * MAX_BODY_BYTES is capped here whatever the var says (the plan does not change it).
- */
-export const MAX_STORABLE_BODY_BYTES = 2_000_000;
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */
 const DEFAULT_BODY_TIMEOUT_MS = 1000;
@@ -47,7 +41,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:source"> {
     }
     const body = await readBoundedBody(
       c.req.raw,
-      Math.min(MAX_STORABLE_BODY_BYTES, numberVar(c.env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)),
+      maxBodyBytes(c.env),
       numberVar(c.env.BODY_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS),
     );
 
