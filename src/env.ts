@@ -39,6 +39,10 @@ export interface Env {
   ADMIN_TOKEN?: string;
   /** One Durable Object per destination with `rate_per_second`: the schedule its forwards share (deliver/rate-limiter.ts). */
   RATE_LIMITER?: DurableObjectNamespace<RateLimiterApi & Rpc.DurableObjectBranded>;
+  /** One Durable Object per destination in a lane of its own: forwards its deliveries at its pace (deliver/lane.ts). */
+  LANES?: DurableObjectNamespace<LaneApi & Rpc.DurableObjectBranded>;
+  /** A forward running this long (ms) moves its destination to its lane. */
+  LANE_BUDGET_MS?: string;
   /** Alerts (see alerts/): where to POST them (a secret; unset: no alerts), how, how often. */
   ALERT_URL?: string;
   ALERT_FORMAT?: string;
@@ -121,6 +125,14 @@ export type Reservation = { at: number; go: boolean } | { at: null };
 /** What the rate limiter's Durable Object answers (deliver/rate-limiter.ts). */
 export interface RateLimiterApi {
   reserve(keys: string[], perSecond: number, horizonMs: number, bookAheadMs: number): Reservation[];
+}
+
+/** The vars a lane delivers under, passed by the consumer that wakes it (deliver/lane.ts). */
+export type LaneVars = Partial<Pick<Env, "MAX_DELIVERY_ATTEMPTS" | "RETRY_BASE_SECONDS" | "RETRY_MAX_SECONDS" | "TRANSFORM_CPU_MS" | "TRANSFORM_TIMEOUT_MS" | "LANE_BUDGET_MS">> & { DESTINATIONS?: unknown };
+
+/** What a destination's lane answers (deliver/lane.ts). */
+export interface LaneApi {
+  poke(destination: string, vars: LaneVars): Promise<void>;
 }
 
 /** Fields of the one structured log line written per request. Never a secret or a body. */

@@ -15,6 +15,7 @@ import { followSearchSetting } from "./store/search";
 const DEFAULT_RETENTION_DAYS = 30;
 
 export { DestinationRateLimiter } from "./deliver/rate-limiter";
+export { DestinationLane } from "./deliver/lane";
 
 export default {
   fetch: app.fetch,

@@ -355,11 +355,11 @@ describe("rate limit", () => {
     await acceptMany(25);
     const batch = take();
     const result = await consume(batch);
-    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt, no delivery row yet).
+    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt: pending, as routed).
     expect(target.received).toHaveLength(21);
     expect(result.retried).toHaveLength(4);
     const deferredKeys = result.retried.map((r) => batch[Number(r.msgId.slice(4))]!.eventKey);
-    for (const key of deferredKeys) expect((await deliveries(key))[name]).toBeUndefined();
+    for (const key of deferredKeys) expect((await deliveries(key))[name]).toMatchObject({ status: "pending", attempts: 0 });
 
     // Two invocations at once draw from the same schedule.
     await acceptMany(10);

@@ -30,7 +30,7 @@ import { isRecord } from "../providers/provider";
 import { getControls, stateOf, type ControlRow, type DestinationState } from "../store/controls";
 import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, NOT_COUNTED, recordRounds,
-  type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round,
+  recordRouted, type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round, type Routed,
 } from "../store/deliveries";
 import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus } from "../store/events";
 import { bytesToHex } from "../receive/signature";
@@ -43,11 +43,14 @@ import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
 import { releaseChunk, scheduleProbe, startRelease } from "./controls";
 import { notify, type Notice } from "../alerts/notify";
+import { pokeLanes } from "./lane";
 import { writePoint } from "../telemetry";
 
 const DEFAULT_MAX_ATTEMPTS = 8;
 const DEFAULT_RETRY_BASE_SECONDS = 10;
 const DEFAULT_RETRY_MAX_SECONDS = 3_600;
+/** A forward running this long moves its destination to its lane: about 10× a healthy receiver's answer. */
+const DEFAULT_LANE_BUDGET_MS = 500;
 /** Workers allow 6 simultaneous open connections per invocation; more would queue inside fetch() and time out there. */
 const MAX_OPEN_FORWARDS = 6;
 /**
@@ -96,10 +99,22 @@ interface Plan {
   outcome: "round" | "duplicate" | "event_not_found" | "busy" | "not_stored" | "failed";
 }
 
-interface RetryPolicy {
+export interface RetryPolicy {
   maxAttempts: number;
   baseSeconds: number;
   maxSeconds: number;
+  /** A forward that takes this long moves its destination to a lane of its own (deliver/lane.ts). */
+  laneBudgetMs: number;
+}
+
+/** The delivery settings from the Worker's vars, shared by the consumer and the lanes. */
+export function retryPolicy(env: Env): RetryPolicy {
+  return {
+    maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
+    baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
+    maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
+    laneBudgetMs: numberVar(env.LANE_BUDGET_MS, DEFAULT_LANE_BUDGET_MS),
+  };
 }
 
 /** What a batch may spend on forwards: open connections at once, and forwards in all. */
@@ -113,14 +128,14 @@ interface ForwardBudget {
   startBy: number;
   /** Runs a destination's transform before its forward. */
   transform: TransformRunner;
+  /** Destinations with a forward of this batch past the lane budget: their forwards not yet started go to their lane. */
+  overBudget: Set<string>;
+  /** Lanes are bound (LANES): without them every destination is forwarded here. */
+  lanes: boolean;
 }
 
 export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env: Env): Promise<void> {
-  const retry: RetryPolicy = {
-    maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
-    baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
-    maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
-  };
+  const retry = retryPolicy(env);
   const messages: Message<QueuedEvent>[] = [];
   const releases: Message<ReleaseHeld>[] = [];
   for (const message of batch.messages) {
@@ -161,6 +176,8 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     metrics: env.METRICS,
     startBy: now + START_WINDOW_MS,
     transform: transformRunner(env),
+    overBudget: new Set(),
+    lanes: env.LANES !== undefined,
   };
   // Every message's round is planned first, so a rate-limited destination is asked once per batch.
   const drafts = messages.map((message): Plan | Draft => {
@@ -188,6 +205,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     }
   });
   await reserveRates(env, drafts.filter(isDraft), now);
+  const woken = await handOver(env, drafts.filter(isDraft), now);
   const plans = await Promise.all(
     drafts.map(async (draft) => {
       if (!isDraft(draft)) return draft;
@@ -199,7 +217,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       }
     }),
   );
-  await sendDeadLetters(env, plans);
+  await sendDeadLetters(env, plans.flatMap((plan) => (plan.round ? [plan.round] : [])));
   const { unrecorded, changed } = await record(env.DB, plans, now);
   let acked = 0;
   plans.forEach((plan, i) => {
@@ -210,7 +228,9 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       acked++;
     } else message.retry({ delaySeconds: plan.decision.delaySeconds });
   });
-  const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
+  const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan)).map((plan) => plan.round!);
+  // Lanes not woken yet: deliveries moved aside while the batch ran (their destination went past the lane budget).
+  await pokeLanes(env, recorded.flatMap((round) => round.laned).filter((name) => !woken.has(name)));
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
   // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
   await notify(env, alertNotes(config.destinations, controls, changed, recorded, now));
@@ -289,7 +309,7 @@ function failedRound({ event, deliveries }: Claimed, lease: string, message: Mes
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
     round: {
-      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? "dead" : null, deferred: [], error,
+      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? "dead" : null, deferred: [], laned: [], error,
       closed: unfinished.map((destination) => ({ destination, status: "dead", reason: error })),
       deadLettered: unfinished,
       gaveUp: givenUp,
@@ -326,8 +346,8 @@ async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unr
 }
 
 /** Notices of new dead deliveries; if the send fails they stay unmarked (visible) and nothing else is held up. */
-async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
-  const rounds = plans.flatMap((plan) => (plan.round?.deadLettered.length || plan.round?.gaveUp ? [plan.round] : []));
+export async function sendDeadLetters(env: Env, all: Round[]): Promise<void> {
+  const rounds = all.filter((round) => round.deadLettered.length || round.gaveUp);
   if (rounds.length === 0) return;
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
@@ -345,7 +365,7 @@ async function sendDeadLetters(env: Env, plans: Plan[]): Promise<void> {
 }
 
 /** A forward a round will make: to whom, how many attempts came before, whether it is a probe, and when it may start. */
-interface Due {
+export interface Due {
   destination: Destination;
   attempts: number;
   probe: boolean;
@@ -364,11 +384,34 @@ interface Draft {
   due: Due[];
   waitMs: number[];
   deferred: string[];
+  /** Destinations whose delivery goes to their lane (deliver/lane.ts) instead of being forwarded here. */
+  laned: string[];
   /** The destination this message is the current probe of, if any. */
   probe: string | null;
 }
 
 const isDraft = (value: Plan | Draft): value is Draft => "message" in value;
+
+/**
+ * Before the batch forwards anything: its routed deliveries are written as pending (an event's
+ * page shows them from now on) and those of destinations in a lane of their own are handed to
+ * their lane, which is woken. If this write fails, the rounds' record hands them over instead.
+ */
+async function handOver(env: Env, drafts: Draft[], now: number): Promise<Set<string>> {
+  const routed: Routed[] = drafts.flatMap((draft) => {
+    const closed = new Set(draft.closed.map((c) => c.destination));
+    return draft.targets
+      .filter((d) => !closed.has(d.name) && !FINISHED.has(draft.previous.get(d.name)?.status ?? "pending"))
+      .map((d) => ({ eventKey: draft.event.key, destination: d.name, generation: draft.previous.get(d.name)?.generation ?? 0, lane: draft.laned.includes(d.name) }));
+  });
+  try {
+    await recordRouted(env.DB, routed, now);
+  } catch (err) {
+    console.error(JSON.stringify({ queue: "deliver", outcome: "routed_record_failed", error: String(err) }));
+    return new Set();
+  }
+  return pokeLanes(env, drafts.flatMap((draft) => draft.laned));
+}
 
 /** Each delivery's generation as the round claimed it (a delivery it creates: 0). */
 const generationsOf = (rows: Iterable<DeliveryRow>): Record<string, number> => Object.fromEntries([...rows].map((row) => [row.destination, row.generation]));
@@ -385,7 +428,7 @@ function draftRound(
 ): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
-  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], probe: null };
+  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: null };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
@@ -398,6 +441,11 @@ function draftRound(
       if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
       continue;
     }
+    // Its lane sends it, now or at its retry time: the message does not wait for it.
+    if (budget.lanes && !probe && (row?.lane === 1 || control?.lane_since != null) && row?.status !== "held") {
+      draft.laned.push(destination.name);
+      continue;
+    }
     if (!probe && row?.next_attempt_at && row.next_attempt_at > now) draft.waitMs.push(row.next_attempt_at - now);
     else if (budget.remaining > 0) {
       budget.remaining--;
@@ -407,7 +455,7 @@ function draftRound(
   return draft;
 }
 
-function heldReason(state: Exclude<DestinationState, "active">, control: ControlRow, destination: Destination): string {
+export function heldReason(state: Exclude<DestinationState, "active">, control: ControlRow, destination: Destination): string {
   if (state === "paused") return `held: ${control.paused_reason ?? "paused"}`;
   return `held: circuit open after ${destination.circuitFailures} failed attempts in a row; a probe is tried every ${destination.probeSeconds} s`;
 }
@@ -467,16 +515,29 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       while (due.startAt !== null && due.startAt > Date.now()) await new Promise((resolve) => setTimeout(resolve, due.startAt! - Date.now()));
       // The transform runs inside the forward's connection slot: at most 6 transformed bodies (each
       // up to MAX_BODY_BYTES) are held at once, whatever the batch's size.
-      return budget.connections(due.destination.name, async () => {
+      return budget.connections(due.destination.name, async (): Promise<AttemptRecord | ClosedDelivery | "laned" | null> => {
         if (Date.now() > budget.startBy) return null;
+        const name = due.destination.name;
+        // Another forward to it ran past the lane budget: the lane sends this one (a probe stays here).
+        if (budget.lanes && budget.overBudget.has(name) && !due.probe) return "laned";
         const body = await forwardBody(event, due.destination, budget.transform);
-        return "reason" in body ? body : attempt(event, body, due, retry, budget.metrics);
+        if ("reason" in body) return body;
+        // Noticed while the forward runs (it is never cut off): the rest of the batch's forwards to it go to its lane.
+        const overBudget = setTimeout(() => budget.overBudget.add(name), retry.laneBudgetMs);
+        try {
+          return await attempt(event, body, due, retry, budget.metrics);
+        } finally {
+          clearTimeout(overBudget);
+        }
+      }).then((outcome) => {
+        if (outcome === "laned") draft.laned.push(due.destination.name);
+        return outcome === "laned" ? undefined : outcome;
       });
     }),
   );
   // Not started in the batch's window (null): no attempt, back with the message's next delivery.
   if (started.includes(null)) waitMs.push(DEFERRED_DELAY_SECONDS * 1000);
-  const outcomes = started.filter((outcome) => outcome !== null);
+  const outcomes = started.filter((outcome) => outcome !== null && outcome !== undefined);
   // A transform that skipped the event or failed closed its delivery without a forward.
   const records = outcomes.filter((outcome): outcome is AttemptRecord => !("reason" in outcome));
   closed.push(...outcomes.filter((outcome): outcome is ClosedDelivery => "reason" in outcome));
@@ -507,7 +568,7 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.ceil(Math.min(...waitMs) / 1000)) },
     round: {
-      eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred,
+      eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred, laned: draft.laned,
       gaveUp: false, error: null, probe: draft.probe, heldOrder: event.received_at, generations: generationsOf(previous.values()),
     },
     outcome: "round",
@@ -522,7 +583,7 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
  * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
  * safety net (deliver/controls.ts).
  */
-async function followCircuits(env: Env, destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Promise<void> {
+export async function followCircuits(env: Env, destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Round[], now: number): Promise<void> {
   const byName = new Map(destinations.map((d) => [d.name, d]));
   const after = new Map(before);
   for (const row of changed) after.set(row.destination, row);
@@ -534,13 +595,13 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
     if (row.opened_at === now && !wasOpen) probes.set(row.destination, false);
     if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
   }
-  for (const plan of recorded) {
-    const probed = plan.round!.probe;
+  for (const round of recorded) {
+    const probed = round.probe;
     if (!probed || stateOf(after.get(probed)) !== "open") continue;
     // A probe whose transform skipped its event never reached the destination: the next held
     // delivery probes at once (this one is closed, so it is not picked again). Not after a failed
     // transform: were the loader down, that would fail the whole backlog at queue speed.
-    const untried = plan.round!.closed.some((c) => c.destination === probed && c.status === "skipped");
+    const untried = round.closed.some((c) => c.destination === probed && c.status === "skipped");
     probes.set(probed, untried);
   }
   for (const [name, atOnce] of probes) {
@@ -562,11 +623,11 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
  * destinations paused by the 410 rule. A half-open circuit (nothing was left to probe with) has
  * not closed yet: its first success closes it.
  */
-function alertNotes(destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
+export function alertNotes(destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Round[], now: number): Notice[] {
   const threshold = new Map(destinations.map((d) => [d.name, d.circuitFailures]));
   const notes: Notice[] = [];
-  for (const { round } of recorded) {
-    for (const change of [...round!.records, ...round!.closed]) {
+  for (const round of recorded) {
+    for (const change of [...round.records, ...round.closed]) {
       if (change.status === "dead") notes.push({ kind: "delivery_dead", subject: change.destination, count: 1 });
       if (change.status === "transform_failed") notes.push({ kind: "transform_failed", subject: change.destination, count: 1 });
     }
@@ -639,7 +700,7 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
 }
 
 /** One forward attempt of `body` (the event's, or its transform's), recorded; with METRICS bound, also one Analytics Engine data point. */
-async function attempt(event: EventRow, body: ForwardBody, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
+export async function attempt(event: EventRow, body: ForwardBody, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
   const { destination } = due;
   const record = await forwardOnce(event, body, due, retry);
   writePoint(metrics, {
@@ -664,7 +725,7 @@ async function forwardOnce(event: EventRow, { contentType, body }: ForwardBody, 
   }));
   const base = {
     destination: destination.name, attempt: attemptNumber, startedAt, durationMs: result.durationMs, statusCode: result.statusCode,
-    circuitFailures: destination.circuitFailures,
+    circuitFailures: destination.circuitFailures, laneBudgetMs: retry.laneBudgetMs,
   };
   switch (result.outcome) {
     case "delivered":
@@ -684,7 +745,7 @@ async function forwardOnce(event: EventRow, { contentType, body }: ForwardBody, 
 }
 
 /** Exponential backoff with jitter: half the step fixed, half random, so retries spread out. */
-function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
+export function backoffSeconds(attempt: number, policy: Pick<RetryPolicy, "baseSeconds" | "maxSeconds">): number {
   const step = Math.min(policy.maxSeconds, policy.baseSeconds * 2 ** Math.max(0, attempt - 1));
   return Math.ceil(step / 2 + Math.random() * (step / 2));
 }

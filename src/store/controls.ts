@@ -17,6 +17,10 @@ export interface ControlRow {
   last_success_at: number | null;
   last_failure_at: number | null;
   updated_at: number;
+  /** In a lane of its own since then (deliver/lane.ts); null: the consumer forwards it. */
+  lane_since: number | null;
+  /** Why it was moved to its lane. */
+  lane_reason: string | null;
 }
 
 /** What an operator sees: paused wins over an open circuit (nothing is sent either way). */
@@ -90,12 +94,14 @@ export interface AttemptOutcomes {
   failureAt: number | null;
   /** The destination's circuit_failures: this many failures in a row open the circuit, this many 410s pause it. */
   threshold: number;
+  /** Why its forwards belong in a lane of their own (one ran past the lane budget), or null. */
+  slow: string | null;
 }
 
 export type AttemptKind = "success" | "failure" | "gone";
 
-export function foldAttempts(destination: string, threshold: number, attempts: { kind: AttemptKind; at: number }[]): AttemptOutcomes {
-  const folded: AttemptOutcomes = { destination, failures: 0, resetFailures: false, gone: 0, resetGone: false, successAt: null, failureAt: null, threshold };
+export function foldAttempts(destination: string, threshold: number, attempts: { kind: AttemptKind; at: number }[], slow: string | null = null): AttemptOutcomes {
+  const folded: AttemptOutcomes = { destination, failures: 0, resetFailures: false, gone: 0, resetGone: false, successAt: null, failureAt: null, threshold, slow };
   for (const { kind, at } of [...attempts].sort((a, b) => a.at - b.at)) {
     if (kind === "success") {
       Object.assign(folded, { failures: 0, resetFailures: true, gone: 0, resetGone: true, successAt: at });
@@ -135,13 +141,16 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
            paused_reason = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN u.gone_reason ELSE paused_reason END,
            last_success_at = COALESCE(u.success_at, last_success_at),
            last_failure_at = COALESCE(u.failure_at, last_failure_at),
+           lane_reason = CASE WHEN lane_since IS NULL AND u.slow IS NOT NULL THEN u.slow ELSE lane_reason END,
+           lane_since = CASE WHEN u.slow IS NOT NULL THEN COALESCE(lane_since, ?2) ELSE lane_since END,
            updated_at = ?2
          FROM (SELECT value->>'destination' AS destination, value->>'failures' AS failures, value->>'resetFailures' AS reset_failures,
                       value->>'gone' AS gone, value->>'resetGone' AS reset_gone, value->>'successAt' AS success_at,
-                      value->>'failureAt' AS failure_at, value->>'threshold' AS threshold, value->>'goneReason' AS gone_reason
+                      value->>'failureAt' AS failure_at, value->>'threshold' AS threshold, value->>'goneReason' AS gone_reason,
+                      value->>'slow' AS slow
                FROM json_each(?1)) AS u
          WHERE destination_state.destination = u.destination
-         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, probe_id, last_success_at, last_failure_at, updated_at`,
+         RETURNING *`,
       )
       .bind(JSON.stringify(outcomes.map((o) => ({ ...o, goneReason: goneReason(o.threshold) }))), now),
   ];
@@ -189,7 +198,7 @@ export async function releaseHeld(db: D1Database, destination: string, limit: nu
   // One statement picks and resets them: two releases running at once never take the same rows.
   const { results } = await db
     .prepare(
-      `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, generation = generation + 1, updated_at = ?3
+      `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, generation = generation + 1, lane = 0, updated_at = ?3
        WHERE rowid IN (SELECT rowid FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY held_order LIMIT ?2)
        RETURNING event_key, held_order`,
     )

@@ -36,6 +36,8 @@ export interface DeliveryRow {
   generation: number;
   /** While held: its place in the order held work is released and probed in (migrations/0012). */
   held_order: number | null;
+  /** 1: its destination's lane sends it (deliver/lane.ts), and the consumer leaves it alone (migrations/0016). */
+  lane: number;
 }
 
 export interface AttemptRow {
@@ -170,6 +172,8 @@ export interface AttemptRecord {
   nextAttemptAt: number | null;
   /** The destination's circuit_failures, which its run of failures is measured against. */
   circuitFailures: number;
+  /** A forward that took this long or longer moves its destination to a lane of its own. */
+  laneBudgetMs: number;
 }
 
 /**
@@ -206,6 +210,8 @@ export interface Round {
   deadLettered: string[];
   /** Destinations whose forward the rate limit moved to a later delivery of the message. */
   deferred: string[];
+  /** Destinations whose delivery the round handed to their lane (deliver/lane.ts) instead of forwarding it. */
+  laned: string[];
   /** Why the round could not run (an exception while handling the message), shown on the event. */
   error: string | null;
 }
@@ -222,6 +228,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
   // Each delivery as the round claimed it: its writes apply only if no replay or release reset it since.
   const claimed = (round: Round, destination: string) => ({ eventKey: round.eventKey, destination, generation: round.generations[destination] ?? 0 });
   const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => claimed(round, destination)));
+  const laned = rounds.flatMap((round) => round.laned.map((destination) => claimed(round, destination)));
   // A failed probe moves its delivery to the back of the held order; a delivery newly held takes its event's place.
   const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...claimed(round, r.destination), heldOrder: r.startedAt })));
   const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...claimed(round, c.destination), heldOrder: round.heldOrder })));
@@ -270,10 +277,11 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
             .bind(JSON.stringify(closed), now),
         ]
       : []),
+    ...(laned.length ? [laneStatement(db, laned, now)] : []),
     db
       .prepare(
         `UPDATE events SET
-                status = CASE WHEN events.generation = u.generation THEN COALESCE(u.status, events.status) ELSE events.status END,
+                status = CASE WHEN events.generation = u.generation AND u.status IS NOT NULL THEN ${EVENT_STATUS_SQL} ELSE events.status END,
                 last_error = CASE WHEN events.generation = u.generation THEN u.error ELSE events.last_error END,
                 failed_rounds = CASE WHEN events.generation != u.generation THEN events.failed_rounds
                                      WHEN u.error IS NULL THEN 0 ELSE events.failed_rounds + 1 END,
@@ -302,16 +310,75 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
   return controls.length ? (results.at(-1)!.results as ControlRow[]) : [];
 }
 
+/**
+ * An event's status, in SQL, from its delivery rows as they stand once the round's writes are in:
+ * work left (pending, failed) comes first, then held work, then work an operator must replay.
+ * Deliveries nobody wants (cancelled, skipped) say nothing. Derived from the rows rather than from
+ * one round's view, because a lane records its destination's deliveries beside the consumer's rounds.
+ * An event with no counted delivery keeps the round's own verdict.
+ */
+const EVENT_STATUS_SQL = `(SELECT CASE WHEN count(*) = 0 THEN u.status
+                                       WHEN sum(d.status IN ('pending', 'failed')) > 0 THEN 'failed'
+                                       WHEN sum(d.status = 'held') > 0 THEN 'held'
+                                       WHEN sum(d.status IN ('dead', 'transform_failed')) > 0 THEN 'dead'
+                                       ELSE 'delivered' END
+                            FROM deliveries d WHERE d.event_key = events.key AND d.status NOT IN ('cancelled', 'skipped'))`;
+
+/**
+ * Hands deliveries (as claimed, by generation) to their destination's lane: created pending if
+ * they have no row yet, marked if they are unfinished, left alone if a replay or a release reset them since.
+ */
+function laneStatement(db: D1Database, deliveries: { eventKey: string; destination: string; generation: number }[], now: number): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO deliveries (event_key, destination, status, lane, updated_at, generation)
+       SELECT value->>'eventKey', value->>'destination', 'pending', 1, ?2, value->>'generation' FROM json_each(?1) WHERE true
+       ON CONFLICT (event_key, destination) DO UPDATE SET lane = 1, updated_at = ?2
+       WHERE deliveries.status IN ('pending', 'failed') AND deliveries.generation = excluded.generation`,
+    )
+    .bind(JSON.stringify(deliveries), now);
+}
+
+/** A delivery a round routed: shown as pending from then on, and handed to its lane when `lane`. */
+export interface Routed {
+  eventKey: string;
+  destination: string;
+  generation: number;
+  lane: boolean;
+}
+
+/**
+ * Before a batch forwards anything: every routed delivery without a row gets one, pending, so an
+ * event's page shows where it is going while the round runs, and the deliveries for destinations
+ * in a lane of their own are handed to it (one D1 batch for the whole queue batch).
+ */
+export async function recordRouted(db: D1Database, routed: Routed[], now: number): Promise<void> {
+  if (routed.length === 0) return;
+  const laned = routed.filter((r) => r.lane);
+  // The INSERT leaves existing rows alone; the lane's statement then marks those it hands over.
+  await db.batch([
+    db
+      .prepare(
+        `INSERT INTO deliveries (event_key, destination, status, updated_at, generation)
+         SELECT value->>'eventKey', value->>'destination', 'pending', ?2, value->>'generation' FROM json_each(?1) WHERE true
+         ON CONFLICT (event_key, destination) DO NOTHING`,
+      )
+      .bind(JSON.stringify(routed), now),
+    ...(laned.length ? [laneStatement(db, laned, now)] : []),
+  ]);
+}
+
 /** What the batch's attempts say about each destination, folded in the order they started. */
 function attemptOutcomes(records: AttemptRecord[]) {
-  const byDestination = new Map<string, { threshold: number; attempts: { kind: AttemptKind; at: number }[] }>();
+  const byDestination = new Map<string, { threshold: number; slow: string | null; attempts: { kind: AttemptKind; at: number }[] }>();
   for (const r of records) {
     const kind: AttemptKind = r.status === "delivered" ? "success" : r.status === "gone" ? "gone" : "failure";
-    const entry = byDestination.get(r.destination) ?? { threshold: r.circuitFailures, attempts: [] };
+    const entry = byDestination.get(r.destination) ?? { threshold: r.circuitFailures, slow: null, attempts: [] };
     entry.attempts.push({ kind, at: r.startedAt });
+    if (!entry.slow && r.durationMs >= r.laneBudgetMs) entry.slow = `a forward took ${r.durationMs} ms, over the lane budget of ${r.laneBudgetMs} ms`;
     byDestination.set(r.destination, entry);
   }
-  return [...byDestination].map(([destination, { threshold, attempts }]) => foldAttempts(destination, threshold, attempts));
+  return [...byDestination].map(([destination, { threshold, slow, attempts }]) => foldAttempts(destination, threshold, attempts, slow));
 }
 
 /** The Prometheus counters a batch of rounds moves, written in the same transaction as the rounds. */
@@ -343,7 +410,7 @@ export function replayStatements(db: D1Database, eventKey: string, destinations:
         `INSERT INTO deliveries (event_key, destination, status, pinned, updated_at, generation)
          SELECT ?1, value, 'pending', ?3, ?4, 1 FROM json_each(?2) WHERE true
          ON CONFLICT (event_key, destination) DO UPDATE SET
-           status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, held_order = NULL, pinned = ?3, updated_at = ?4,
+           status = 'pending', attempts = 0, next_attempt_at = NULL, dead_lettered_at = NULL, held_order = NULL, lane = 0, pinned = ?3, updated_at = ?4,
            generation = generation + 1`,
       )
       .bind(eventKey, JSON.stringify(destinations), pinned ? 1 : 0, now),

@@ -1,0 +1,56 @@
+/**
+ * D1 access for lanes (deliver/lane.ts): the deliveries a destination's lane sends, and the
+ * destination's way back to the consumer. All SQL for `deliveries.lane` reads lives here.
+ */
+import type { DeliveryRow } from "./deliveries";
+import type { EventRow } from "./events";
+
+/** Unfinished deliveries of a lane: pending or failed, handed to it (migrations/0016). */
+const IN_LANE = `destination = ?1 AND lane = 1 AND status IN ('pending', 'failed')`;
+
+/** Up to `limit` of a lane's deliveries that are due now, the longest-waiting first, each with its event. */
+export async function laneDue(db: D1Database, destination: string, now: number, limit: number): Promise<{ event: EventRow; delivery: DeliveryRow }[]> {
+  const due = `SELECT * FROM deliveries WHERE ${IN_LANE} AND COALESCE(next_attempt_at, 0) <= ?2 ORDER BY COALESCE(next_attempt_at, 0), updated_at LIMIT ?3`;
+  // One transaction: the events are those of exactly these deliveries.
+  const [deliveries, events] = await db.batch([
+    db.prepare(due).bind(destination, now, limit),
+    db.prepare(`SELECT * FROM events WHERE key IN (SELECT event_key FROM (${due}))`).bind(destination, now, limit),
+  ]);
+  const byKey = new Map((events!.results as EventRow[]).map((event) => [event.key, event]));
+  return (deliveries!.results as DeliveryRow[]).flatMap((delivery) => {
+    const event = byKey.get(delivery.event_key);
+    return event ? [{ event, delivery }] : [];
+  });
+}
+
+/** When the lane's next delivery is due (ms; now or earlier when one is due already), or null when it has none. */
+export async function laneNextDue(db: D1Database, destination: string): Promise<number | null> {
+  const row = await db
+    .prepare(`SELECT count(*) AS n, min(COALESCE(next_attempt_at, 0)) AS at FROM deliveries WHERE ${IN_LANE}`)
+    .bind(destination)
+    .first<{ n: number; at: number | null }>();
+  return row && row.n > 0 ? (row.at ?? 0) : null;
+}
+
+/** Destinations whose lane has unfinished deliveries, for the cron's safety net (a lane whose wake-up was lost). */
+export async function lanesWithWork(db: D1Database): Promise<string[]> {
+  const { results } = await db
+    .prepare(`SELECT DISTINCT destination FROM deliveries WHERE lane = 1 AND status IN ('pending', 'failed')`)
+    .all<{ destination: string }>();
+  return results.map((row) => row.destination);
+}
+
+/**
+ * The destination goes back to the consumer, if it is still in the lane it entered at `since`.
+ * What the lane already holds it still sends (retries included); new deliveries are the consumer's.
+ */
+export async function leaveLane(db: D1Database, destination: string, since: number, now: number): Promise<boolean> {
+  const result = await db
+    .prepare(
+      `UPDATE destination_state SET lane_since = NULL, lane_reason = NULL, updated_at = ?3
+       WHERE destination = ?1 AND lane_since = ?2`,
+    )
+    .bind(destination, since, now)
+    .run();
+  return result.meta.changes > 0;
+}
