@@ -29,6 +29,9 @@ export function destinationView(destination: Destination, control: ControlRow | 
     nextProbeAt: control?.opened_at != null ? iso(control.probe_at) : null,
     lastSuccessAt: iso(control?.last_success_at ?? null),
     lastFailureAt: iso(control?.last_failure_at ?? null),
+    lane: control?.lane_since != null ? "own" : "consumer",
+    laneSince: iso(control?.lane_since ?? null),
+    laneReason: control?.lane_reason ?? null,
   };
 }
 

@@ -173,6 +173,11 @@ export const DestinationView = Strict({
   nextProbeAt: Nullable(Time("when the open circuit's next probe is due")),
   lastSuccessAt: Nullable(Time()),
   lastFailureAt: Nullable(Time()),
+  lane: StringEnum(["consumer", "own"], {
+    description: "consumer: queue batches forward it with the other destinations; own: a forward ran past LANE_BUDGET_MS, so its lane (one Durable Object) forwards it at its own pace and no batch waits on it",
+  }),
+  laneSince: Nullable(Time("when it moved to its own lane")),
+  laneReason: Nullable(T.String({ description: "why it moved to its own lane" })),
 });
 
 /** Alerts: whether and how they are sent, and each kind and subject's state. */

@@ -410,7 +410,7 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
         <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
       )}
       <table>
-        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed, headers</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Lane</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed, headers</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
         <tbody>
           {(destinations ?? []).map((d) => {
             const h = byName.get(d.name);
@@ -422,6 +422,10 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
                   <span class={`state-${d.state}`}>{d.state}</span>
                   {d.pausedReason && <div>{d.pausedReason}</div>}
                   {d.state === "open" && <div>{d.consecutiveFailures} failures in a row; next probe {d.nextProbeAt ? time(Date.parse(d.nextProbeAt)) : "soon"}</div>}
+                </td>
+                <td>
+                  {d.lane === "own" ? "own lane" : "with the others"}
+                  {d.laneSince && <div>since {time(Date.parse(d.laneSince))}: {d.laneReason}</div>}
                 </td>
                 <td>{d.held}</td>
                 <td>{d.lastSuccessAt ? time(Date.parse(d.lastSuccessAt)) : "–"} / {d.lastFailureAt ? time(Date.parse(d.lastFailureAt)) : "–"}</td>

@@ -1,0 +1,142 @@
+/**
+ * Lanes, through the Worker's real queue handler and the lane's real Durable Object (its alarm
+ * runs in this runtime): a destination whose forward runs past LANE_BUDGET_MS moves to its own
+ * lane, queue batches stop waiting on it, and its lane sends every delivery once, records it as
+ * a round does, and hands the destination back once it is fast again.
+ */
+import { env } from "cloudflare:workers";
+import { http, HttpResponse } from "msw";
+import { describe, expect, it } from "vitest";
+import { accept, admin, bindings, consume, deliveries, events, server, useDeliveryHarness } from "./delivery-harness";
+import { sleep } from "./faults";
+import { seismicBody, seismicRequest } from "./helpers";
+import { LANE_EXIT_STREAK } from "../src/deliver/lane";
+
+useDeliveryHarness();
+
+const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+/** Far above a mocked answer's time even on a loaded machine, far below the slow receiver's. */
+const BUDGET_MS = 400;
+
+/** A downstream that answers 200 after `delayMs` (changeable), counting each event's forwards by webhook-id. */
+function timedDownstream(url: string, delayMs: number) {
+  const state = { delayMs, status: 200, received: new Map<string, number>(), inFlight: 0 };
+  server.use(
+    http.post(url, async ({ request }) => {
+      const id = request.headers.get("webhook-id")!;
+      state.inFlight++;
+      await sleep(state.delayMs);
+      state.inFlight--;
+      state.received.set(id, (state.received.get(id) ?? 0) + 1);
+      return new HttpResponse(null, { status: state.status });
+    }),
+  );
+  return state;
+}
+
+async function acceptMany(count: number): Promise<string[]> {
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) keys.push(await accept(await seismicRequest(seismicBody())));
+  return keys;
+}
+
+async function laneOf(name: string): Promise<{ lane: string; laneSince: string | null; laneReason: string | null }> {
+  const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: { name: string; lane: string; laneSince: string | null; laneReason: string | null }[] };
+  return body.destinations.find((d) => d.name === name)!;
+}
+
+/** Polls D1 until every key's delivery to `name` has `status` (the lane works in the background). */
+async function until(keys: string[], name: string, status: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rows = await Promise.all(keys.map(async (key) => (await deliveries(key))[name]?.status));
+    if (rows.every((s) => s === status)) return;
+    if (Date.now() > deadline) throw new Error(`not all ${status} at ${name}: ${rows.join(", ")}`);
+    await sleep(50);
+  }
+}
+
+describe("lanes", () => {
+  it("moves a destination past the lane budget to its own lane mid-batch; batches stop waiting on it and its lane sends every event once", async () => {
+    const fast = uniqueName("fast");
+    const slow = uniqueName("slow");
+    bindings.DESTINATIONS = [
+      { name: fast, url: `https://${fast}.test/hook` },
+      { name: slow, url: `https://${slow}.test/hook` },
+    ];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    const fastReceiver = timedDownstream(`https://${fast}.test/hook`, 0);
+    const slowReceiver = timedDownstream(`https://${slow}.test/hook`, 1_000);
+
+    // First batch: its forwards to the slow one that started run to the end (never cut off); once one is past
+    // the budget, those not started yet go to the lane, and the messages do not wait for them.
+    const first = await acceptMany(12);
+    const firstResult = await consume(events.accepted.splice(0));
+    expect(firstResult.retried).toHaveLength(0);
+    expect(fastReceiver.received.size).toBe(12);
+    const sentInBatch = slowReceiver.received.size;
+    expect(sentInBatch).toBeGreaterThan(0);
+    expect(sentInBatch).toBeLessThan(12);
+    const state = await laneOf(slow);
+    expect(state.lane).toBe("own");
+    expect(state.laneReason).toMatch(/over the lane budget of 400 ms/);
+    expect((await laneOf(fast)).lane).toBe("consumer");
+
+    // Next batch: nothing is forwarded to the slow one by the consumer; its deliveries are pending in its lane.
+    const second = await acceptMany(6);
+    const beforeSecond = slowReceiver.received.size;
+    const secondResult = await consume(events.accepted.splice(0), {}, { ids: second.map((_, i) => `second-${i}`) });
+    expect(secondResult.retried).toHaveLength(0);
+    expect(secondResult.acked).toHaveLength(6);
+    for (const key of second) expect((await deliveries(key))[fast]).toMatchObject({ status: "delivered" });
+    const handed = (await deliveries(second[0]!))[slow]!;
+    expect(handed).toMatchObject({ lane: 1 });
+    expect(slowReceiver.received.size - beforeSecond).toBeLessThan(6);
+
+    // The lane delivers all of them, each exactly once, recorded as a round records them.
+    await until([...first, ...second], slow, "delivered");
+    expect(slowReceiver.received.size).toBe(18);
+    expect([...slowReceiver.received.values()].every((n) => n === 1)).toBe(true);
+    for (const key of [...first, ...second]) {
+      const { results } = await env.DB.prepare("SELECT status FROM events WHERE key = ?").bind(key).all<{ status: string }>();
+      expect(results[0]!.status).toBe("delivered");
+      const attempts = await env.DB.prepare("SELECT count(*) AS n FROM delivery_attempts WHERE event_key = ? AND destination = ?").bind(key, slow).first<{ n: number }>();
+      expect(attempts!.n).toBe(1);
+    }
+  });
+
+  it("retries a failed delivery in the lane, and hands the destination back to the consumer after a run of fast successes", async () => {
+    const name = uniqueName("recovering");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    bindings.RETRY_BASE_SECONDS = "1";
+    bindings.RETRY_MAX_SECONDS = "1";
+    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+    const [slowKey] = await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["m-slow"] });
+    expect((await laneOf(name)).lane).toBe("own");
+
+    // In the lane, a 500 is a failed attempt retried by the lane at its retry time, not by the queue message.
+    receiver.delayMs = 0;
+    receiver.status = 500;
+    const [failingKey] = await acceptMany(1);
+    const handed = await consume(events.accepted.splice(0), {}, { ids: ["m-failing"] });
+    expect(handed.acked).toHaveLength(1);
+    await until([failingKey!], name, "failed");
+    receiver.status = 200;
+    await until([failingKey!], name, "delivered", 20_000);
+    expect((await deliveries(failingKey!))[name]).toMatchObject({ attempts: 2 });
+
+    // Fast again: after LANE_EXIT_STREAK successes within the budget the consumer takes it back.
+    const batch = await acceptMany(LANE_EXIT_STREAK + 2);
+    await consume(events.accepted.splice(0), {}, { ids: batch.map((_, i) => `m-${i}`) });
+    await until(batch, name, "delivered");
+    // The lane hands it back right after recording that chunk.
+    for (let i = 0; i < 40 && (await laneOf(name)).lane !== "consumer"; i++) await sleep(50);
+    expect((await laneOf(name)).lane).toBe("consumer");
+    const [after] = await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["m-after"] });
+    expect((await deliveries(after!))[name]).toMatchObject({ status: "delivered", lane: 0 });
+    expect((await deliveries(slowKey!))[name]).toMatchObject({ status: "delivered", attempts: 1 });
+  });
+});
