@@ -4,6 +4,7 @@ import { consumeDeadLetters, deadLetterQueueName } from "./deliver/dead-letters"
 import { alertsQueueName, consumeAlerts } from "./alerts/send";
 import { notify, rescheduleLostAlerts } from "./alerts/notify";
 import { tendDestinations } from "./deliver/controls";
+import { wakeLanes } from "./deliver/lane";
 import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";
@@ -28,8 +29,8 @@ export default {
   },
   /**
    * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active
-   * destination or of a removed one: before the sweep, which then settles those events), the
-   * reconciliation sweep, the retention purge, the search index follows SEARCH (after the purge,
+   * destination or of a removed one: before the sweep, which then settles those events), every
+   * lane with unfinished deliveries woken (a lost wake-up), the reconciliation sweep, the retention purge, the search index follows SEARCH (after the purge,
    * so it never indexes events about to go), and alerts whose send was lost are scheduled again.
    * One failing never stops the others.
    */
@@ -41,6 +42,7 @@ export default {
         const config = loadDestinations(env);
         return config.ok ? tendDestinations(env, config.destinations, now) : { skipped: "DESTINATIONS is invalid" };
       },
+      lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),

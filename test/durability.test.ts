@@ -402,7 +402,7 @@ describe("D1's limit on one string", () => {
     } as unknown as D1Database;
     const result = await consume(events.accepted, { DESTINATIONS: ALPHA, DB: limited, MAX_FORWARDS_PER_BATCH: "100" });
     expect(result.acked).toHaveLength(25);
-    // One claim and one record, not a refused claim and then one per message.
-    expect(batches).toBe(2);
+    // One claim, one write of the routed deliveries and one record, not a refused claim and then one per message.
+    expect(batches).toBe(3);
   });
 });

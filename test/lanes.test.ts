@@ -7,7 +7,8 @@
 import { env } from "cloudflare:workers";
 import { http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
-import { accept, admin, bindings, consume, deliveries, events, server, useDeliveryHarness } from "./delivery-harness";
+import type { Env } from "../src/env";
+import { accept, admin, bindings, consume, deliveries, events, runCron, server, useDeliveryHarness } from "./delivery-harness";
 import { sleep } from "./faults";
 import { seismicBody, seismicRequest } from "./helpers";
 import { LANE_EXIT_STREAK } from "../src/deliver/lane";
@@ -57,7 +58,7 @@ async function until(keys: string[], name: string, status: string, timeoutMs = 1
 }
 
 describe("lanes", () => {
-  it("moves a destination past the lane budget to its own lane mid-batch; batches stop waiting on it and its lane sends every event once", async () => {
+  it("moves a destination past the lane budget to its own lane mid-batch; batches stop waiting on it and its lane sends every event once", { timeout: 30_000 }, async () => {
     const fast = uniqueName("fast");
     const slow = uniqueName("slow");
     bindings.DESTINATIONS = [
@@ -105,7 +106,7 @@ describe("lanes", () => {
     }
   });
 
-  it("retries a failed delivery in the lane, and hands the destination back to the consumer after a run of fast successes", async () => {
+  it("retries a failed delivery in the lane, and hands the destination back to the consumer after a run of fast successes", { timeout: 30_000 }, async () => {
     const name = uniqueName("recovering");
     bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
     bindings.LANE_BUDGET_MS = String(BUDGET_MS);
@@ -138,5 +139,32 @@ describe("lanes", () => {
     await consume(events.accepted.splice(0), {}, { ids: ["m-after"] });
     expect((await deliveries(after!))[name]).toMatchObject({ status: "delivered", lane: 0 });
     expect((await deliveries(slowKey!))[name]).toMatchObject({ status: "delivered", attempts: 1 });
+  });
+
+  it("wakes a lane whose wake-up was lost from the cron, and the sweep leaves events waiting in a lane alone", { timeout: 30_000 }, async () => {
+    const name = uniqueName("unwoken");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+    await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    expect((await laneOf(name)).lane).toBe("own");
+
+    // The lane cannot be reached: the delivery is handed to it all the same, and the message is done.
+    const unreachable = {
+      idFromName: (id: string) => env.LANES!.idFromName(id),
+      get: () => ({ poke: () => Promise.reject(new Error("lane unreachable")) }),
+    } as unknown as Env["LANES"];
+    const [key] = await acceptMany(1);
+    const result = await consume(events.accepted.splice(0), { LANES: unreachable }, { ids: ["unwoken"] });
+    expect(result.acked).toHaveLength(1);
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+    expect(receiver.received.has(key!)).toBe(false);
+
+    // An hour later: the sweep does not re-enqueue it (its lane has it), and the cron wakes the lane.
+    await runCron(new Date(Date.now() + 3_600_000));
+    expect(events.accepted.filter((m) => m.eventKey === key)).toHaveLength(0);
+    await until([key!], name, "delivered");
+    expect(receiver.received.get(key!)).toBe(1);
   });
 });

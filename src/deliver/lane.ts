@@ -20,7 +20,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env, LaneApi, LaneVars } from "../env";
 import { getControls, stateOf } from "../store/controls";
 import { recordRounds, type AttemptRecord, type ClosedDelivery, type Round } from "../store/deliveries";
-import { laneDue, laneNextDue, leaveLane } from "../store/lanes";
+import { laneDue, laneNextDue, lanesWithWork, leaveLane } from "../store/lanes";
 import { notify } from "../alerts/notify";
 import { alertNotes, attempt, followCircuits, heldReason, retryPolicy, sendDeadLetters } from "./consumer";
 import { loadDestinations, type Destination } from "./destinations";
@@ -60,6 +60,12 @@ export async function pokeLanes(env: Env, names: string[]): Promise<Set<string>>
     }),
   );
   return woken;
+}
+
+/** The cron's safety net: wakes every lane that has unfinished deliveries (a wake-up lost, an alarm that failed for good). */
+export async function wakeLanes(env: Env): Promise<{ lanes: number }> {
+  const names = await lanesWithWork(env.DB);
+  return { lanes: (await pokeLanes(env, names)).size };
 }
 
 export class DestinationLane extends DurableObject<Env> implements LaneApi {
