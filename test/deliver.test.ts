@@ -7,7 +7,7 @@ import { http, HttpResponse } from "msw";
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import {
-  accept, admin, consume, deadLetters, deliveries, downstream, events, makeDue, runCron, SECRET_A, server, useDeliveryHarness,
+  accept, admin, consume, deadLetters, deliveries, downstream, events, heldDownstream, makeDue, runCron, SECRET_A, server, useDeliveryHarness,
 } from "./delivery-harness";
 import { countRows, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
@@ -223,6 +223,21 @@ describe("operator API", () => {
         history: [expect.objectContaining({ attempt: 1, statusCode: 503, error: "HTTP 503" }), expect.objectContaining({ attempt: 2, statusCode: 200 })],
       }),
     ]);
+  });
+
+  it("shows an event's deliveries as pending from the moment its round routes them, while the round still runs", async () => {
+    const alpha = heldDownstream("https://alpha.test/hook", 200);
+    downstream("https://beta.test/hook");
+    const key = await accept(await seismicRequest(seismicBody()));
+    const round = consume(events.accepted);
+    await alpha.waiting;
+    const during = (await (await admin("GET", `/admin/events/${key}`)).json()) as { event: { deliveries: { destination: string; status: string }[] } };
+    expect(during.event.deliveries).toEqual(
+      expect.arrayContaining([expect.objectContaining({ destination: "alpha", status: "pending", attempts: 0 })]),
+    );
+    alpha.finish();
+    await round;
+    expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 1 });
   });
 
   it("replays one event to all its destinations or to one, dead or delivered", async () => {
