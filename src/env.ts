@@ -1,5 +1,3 @@
-import type { SecretSlot } from "./receive/signature";
-
 /**
  * The Worker's bindings, in one place. Kept by hand rather than by `wrangler types`
  * because secrets are optional here (an unset secret is a state we answer, with 503)
@@ -65,6 +63,13 @@ export interface Env {
   METRICS?: AnalyticsEngineDataset;
   /** Destination and source secrets are bound under names chosen in DESTINATIONS and SOURCES. */
   [secretBinding: string]: unknown;
+}
+
+/** Which of a source's secrets verified a request: the current one, or the old one kept during a rotation. */
+export type SecretSlot = "current" | "old";
+export interface ConfiguredSecret {
+  slot: SecretSlot;
+  value: string;
 }
 
 /** An accepted event as the request path read it: everything the consumer needs to store it. */

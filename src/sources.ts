@@ -20,7 +20,7 @@ import type { Env } from "./env";
 import { HttpError, unavailable } from "./errors";
 import { findProvider, providers } from "./providers";
 import type { Provider, SecretBindings } from "./providers/provider";
-import type { ConfiguredSecret } from "./receive/signature";
+import type { ConfiguredSecret } from "./env";
 
 /** A source's name is a path segment and a metrics label: short, lowercase, nothing to escape. */
 export const SOURCE_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;

@@ -37,6 +37,12 @@ describe("layering", () => {
     expect(importers).toEqual(["src/index"]);
   });
 
+  it("the byte helpers sit below every layer: nothing outside the request path imports its signature module", () => {
+    const importers = [...importGraph()].filter(([, targets]) => targets.includes("src/receive/signature")).map(([id]) => id);
+    expect(importers.filter((id) => !id.startsWith("src/receive/"))).toEqual([]);
+    expect(importGraph().get("src/crypto")).toEqual([]);
+  });
+
   it("has no import cycles", () => {
     const graph = importGraph();
     const cycles: string[] = [];

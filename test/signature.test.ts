@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { decodeHexSignature, hmacSha256, bytesToHex, tokensEqual, verifyAny } from "../src/receive/signature";
+import { bytesToHex, decodeHexSignature, hmacSha256, tokensEqual } from "../src/crypto";
+import { verifyAny } from "../src/receive/signature";
 import { errorOf, hmacHex, send, sendWith, seismicBody, webhookRequest, zuddlBody } from "./helpers";
 
 // Known answers computed with `openssl dgst -sha256 -hmac <secret>` over these exact bytes.

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv, Env } from "../env";
 import { HttpError, unavailable } from "../errors";
-import { tokensEqual } from "../receive/signature";
+import { tokensEqual } from "../crypto";
 import { clientOf, countFailure, refuseIfLocked } from "../throttle";
 
 /**

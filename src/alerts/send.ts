@@ -9,7 +9,7 @@ import { standardWebhooksKey, isAllowedUrl } from "../deliver/destinations";
 import { signStandardWebhook } from "../deliver/forward";
 import type { AlertMessage, Env } from "../env";
 import { MAX_QUEUE_DELAY_SECONDS, retrySecondsOverADay as retrySeconds } from "../queues";
-import { bytesToHex } from "../receive/signature";
+import { bytesToHex } from "../crypto";
 import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, type AlertRow } from "../store/alerts";
 import { CounterDeltas } from "../store/metrics";
 import { ALERT_KINDS, alertTiming, schedule, type AlertKind } from "./notify";

@@ -9,7 +9,7 @@ import { alertsView, destinationsView, pauseDestination, resumeDestination } fro
 import { loadDestinations } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { builtInSources, loadSources } from "../sources";
-import { tokensEqual } from "../receive/signature";
+import { tokensEqual } from "../crypto";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
 import { listEvents, type EventPage as EventListPage } from "../store/events";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";

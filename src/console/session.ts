@@ -3,7 +3,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
 import { adminToken } from "../admin/auth";
-import { hmacSha256, tokensEqual } from "../receive/signature";
+import { hmacSha256, tokensEqual } from "../crypto";
 
 /**
  * The console's login session: the admin token is typed into a form once; the browser then

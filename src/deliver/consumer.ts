@@ -33,7 +33,7 @@ import {
   recordRouted, type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round, type Routed,
 } from "../store/deliveries";
 import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus } from "../store/events";
-import { bytesToHex } from "../receive/signature";
+import { bytesToHex } from "../crypto";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
 import { forwardBody, transformRunner, type ForwardBody, type TransformRunner } from "./transform";

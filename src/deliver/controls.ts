@@ -11,7 +11,7 @@
  */
 import type { Env } from "../env";
 import { enqueueEvents } from "../queues";
-import { bytesToHex } from "../receive/signature";
+import { bytesToHex } from "../crypto";
 import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
 import type { Destination } from "./destinations";
 

@@ -3,7 +3,7 @@
  * in the Standard Webhooks format so receivers can verify it with any Standard Webhooks
  * library, and classified so the consumer knows whether to retry.
  */
-import { hmacSha256 } from "../receive/signature";
+import { hmacSha256 } from "../crypto";
 import type { Destination } from "./destinations";
 
 export interface ForwardedEvent {

@@ -13,7 +13,7 @@ import type { TransformEvent } from "../../transforms/transform";
 import { numberVar, type Env } from "../env";
 import { HttpError } from "../errors";
 import { maxBodyBytes, readBoundedBody } from "../receive/body";
-import { bytesToHex } from "../receive/signature";
+import { bytesToHex } from "../crypto";
 import type { ClosedDelivery } from "../store/deliveries";
 import { bodyJson, sourceOf, type EventRow } from "../store/events";
 import type { Destination } from "./destinations";

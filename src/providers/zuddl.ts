@@ -6,7 +6,7 @@
  */
 import { array, number, string, type, unknown, type Infer } from "superstruct";
 import { HttpError } from "../errors";
-import { tokensEqual } from "../receive/signature";
+import { tokensEqual } from "../crypto";
 import { maybe, nonEmpty } from "./compile";
 import { check, type ParsedEvent, type Provider } from "./provider";
 

@@ -17,7 +17,9 @@ import { eventKey, storeEvent } from "../store/events";
 import { quarantine } from "../store/quarantine";
 import { bounded } from "../telemetry";
 import { isJsonContentType, maxBodyBytes, parseJsonBody, readBoundedBody } from "./body";
-import { decodeHexSignature, verifyAny, type SecretSlot } from "./signature";
+import { decodeHexSignature } from "../crypto";
+import type { SecretSlot } from "../env";
+import { verifyAny } from "./signature";
 
 const DEFAULT_STORAGE_BUDGET_MS = 1500;
 /** Body upload time allowed; with the storage budget, still inside the providers' 3 s. */

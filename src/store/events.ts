@@ -10,9 +10,8 @@
  * (provider, type, provider id), so copies of one provider event make one row.
  */
 import { HttpError } from "../errors";
-import type { Arrival } from "../env";
-import { bytesToHex } from "../receive/signature";
-import type { SecretSlot } from "../receive/signature";
+import type { Arrival, SecretSlot } from "../env";
+import { bytesToHex } from "../crypto";
 import { countMatches, FEW_MATCHES, matchExpression } from "./search";
 
 /** held: nothing left to do for it but deliveries held by a paused destination or an open circuit. */

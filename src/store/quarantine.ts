@@ -5,7 +5,8 @@
  */
 import { HttpError } from "../errors";
 import { CounterDeltas } from "./metrics";
-import { bytesToHex, type SecretSlot } from "../receive/signature";
+import { bytesToHex } from "../crypto";
+import type { SecretSlot } from "../env";
 import { decodeCursor, keysetPage } from "./events";
 
 export interface QuarantinedPayload {
