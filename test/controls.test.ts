@@ -4,58 +4,14 @@
  * (open, probe, close), the 410 rule and the per-destination rate limit. Downstreams are msw mocks.
  */
 import { env } from "cloudflare:workers";
-import { http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
-import { accept, admin, bindings, consume, deliveries, downstream, events, heldDownstream, makeDue, runCron, server, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, bindings, consume, deliveries, downstream, heldDownstream, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
+import { acceptMany, destinationState as stateOf, switchable, take, uniqueName, type DestinationState } from "./controls-harness";
 import { sleep } from "./faults";
 import { countRows, seismicBody, seismicRequest } from "./helpers";
 
 useDeliveryHarness();
-
-/** A destination name of its own per test: destination state lives in D1 across tests. */
-const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
-
-interface DestinationState {
-  name: string;
-  state: string;
-  held: number;
-  pausedReason: string | null;
-  consecutiveFailures: number;
-  circuitOpenedAt: string | null;
-  nextProbeAt: string | null;
-  lastSuccessAt: string | null;
-  lastFailureAt: string | null;
-}
-
-async function stateOf(name: string): Promise<DestinationState> {
-  const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: DestinationState[] };
-  return body.destinations.find((d) => d.name === name)!;
-}
-
-/** Accepts `count` Seismic events, a few ms apart so "oldest first" has one answer. */
-async function acceptMany(count: number): Promise<string[]> {
-  const keys: string[] = [];
-  for (let i = 0; i < count; i++) {
-    keys.push(await accept(await seismicRequest(seismicBody())));
-    await sleep(3);
-  }
-  return keys;
-}
-
-/** A downstream whose answer a test changes as it goes. */
-function switchable(url: string, initial: number) {
-  const state = { status: initial, received: [] as { at: number; eventKey: string }[] };
-  server.use(
-    http.post(url, ({ request }) => {
-      state.received.push({ at: Date.now(), eventKey: request.headers.get("webhook-id")! });
-      return new HttpResponse(null, { status: state.status });
-    }),
-  );
-  return state;
-}
-
-const take = () => events.accepted.splice(0);
 
 describe("pause and resume", () => {
   it("holds a paused destination's deliveries (no attempt, message acked), leaves them to a week of crons, and delivers them oldest first on resume", async () => {
@@ -355,11 +311,11 @@ describe("rate limit", () => {
     await acceptMany(25);
     const batch = take();
     const result = await consume(batch);
-    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt, no delivery row yet).
+    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt: pending, due when their message is back).
     expect(target.received).toHaveLength(21);
     expect(result.retried).toHaveLength(4);
     const deferredKeys = result.retried.map((r) => batch[Number(r.msgId.slice(4))]!.eventKey);
-    for (const key of deferredKeys) expect((await deliveries(key))[name]).toBeUndefined();
+    for (const key of deferredKeys) expect((await deliveries(key))[name]).toMatchObject({ status: "pending", attempts: 0, next_attempt_at: expect.any(Number) });
 
     // Two invocations at once draw from the same schedule.
     await acceptMany(10);

@@ -9,14 +9,23 @@
  * while the circuit is open, and a release (`{ release }`) makes the next RELEASE_CHUNK pending
  * and enqueues their events, then sends another release while more are held.
  */
-import type { Env } from "../env";
+import type { Env, QueuedEvent } from "../env";
 import { enqueueEvents } from "../queues";
 import { bytesToHex } from "../receive/signature";
-import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
+import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf, type ControlRow } from "../store/controls";
 import type { Destination } from "./destinations";
 
 /** Held deliveries one release makes pending: its events in 4 sends, within a queue batch's subrequests. */
 export const RELEASE_CHUNK = 400;
+
+/**
+ * The destination whose open circuit this message is the current probe of, or null. Only the
+ * message with the current probe id probes: an earlier one still around is an ordinary message.
+ */
+export function currentProbe(message: QueuedEvent, controls: Map<string, ControlRow>): string | null {
+  const control = message.probe === undefined ? undefined : controls.get(message.probe);
+  return control && stateOf(control) === "open" && message.probeId === control.probe_id ? control.destination : null;
+}
 
 /** Releases the next chunk of a destination's held deliveries, oldest first, and asks for the rest. */
 export async function releaseChunk(env: Env, destination: string, now: number): Promise<{ released: number; more: boolean }> {
