@@ -6,10 +6,10 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { admin, bindings, consume, deliveries, events, heldDownstream, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
-import { acceptMany, switchable, take, uniqueName } from "./controls-harness";
-import { breakingEventRows, faultyD1, faultyQueue } from "./faults";
-import { countRows } from "./helpers";
+import { accept, admin, bindings, consume, deliveries, downstream, events, heldDownstream, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
+import { acceptMany, destinationState, switchable, take, uniqueName } from "./controls-harness";
+import { breakingEventRows, faultyD1, faultyQueue, recordingQueue } from "./faults";
+import { countRows, zuddlBody, zuddlRequest } from "./helpers";
 
 useDeliveryHarness();
 
@@ -45,6 +45,75 @@ describe("probes", () => {
     await consume(take(), {}, { ids: ["release"] });
     await consume(take(), {}, { ids: ["released"] });
     for (const key of [first!, second!]) expect((await deliveries(key))[name]).toMatchObject({ status: "delivered" });
+  });
+
+  it("a probe whose event no longer routes to the destination hands the probe on at once", async () => {
+    const name = uniqueName("rerouted");
+    bindings.DESTINATIONS = [{ name, url: hook(name), providers: ["zuddl", "seismic"], circuit_failures: 1, circuit_probe_seconds: 30 }];
+    const target = switchable(hook(name), 500);
+    const first = await accept(await zuddlRequest(zuddlBody()));
+    await consume(take());
+    const [probe] = take();
+    expect(probe).toMatchObject({ eventKey: first, probe: name });
+    const [second] = await acceptMany(1);
+    await consume(take(), {}, { ids: ["second"] });
+
+    bindings.DESTINATIONS = [{ name, url: hook(name), providers: ["seismic"], circuit_failures: 1, circuit_probe_seconds: 30 }];
+    const before = Date.now();
+    await consume([probe!], {}, { ids: ["probe-1"] });
+    expect(Date.parse((await destinationState(name)).nextProbeAt!) - before).toBeLessThan(5_000);
+    expect((await deliveries(first))[name]).toMatchObject({ status: "cancelled" });
+    const [next] = take();
+    expect(next).toMatchObject({ eventKey: second, probe: name });
+    expect(target.received).toHaveLength(1);
+  });
+
+  it("resume on an active destination with an open circuit leaves its probe be, and a probe it cannot send is the cron's, not a 500", async () => {
+    const name = uniqueName("open");
+    bindings.DESTINATIONS = [{ name, url: hook(name), circuit_failures: 1, circuit_probe_seconds: 30 }];
+    const target = switchable(hook(name), 500);
+    const [key] = await acceptMany(1);
+    await consume(take());
+    expect(take()).toMatchObject([{ eventKey: key, probe: name }]);
+    expect((await admin("POST", `/admin/destinations/${name}/resume`)).status).toBe(200);
+    expect(take()).toEqual([]);
+
+    // Paused and resumed while the queue refuses sends: resumed all the same, and the cron sends the probe.
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    const down = faultyQueue(events.queue, () => {
+      throw new Error("queue unavailable");
+    });
+    expect((await admin("POST", `/admin/destinations/${name}/resume`, { EVENTS_QUEUE: down.queue })).status).toBe(200);
+    await runCron(new Date(Date.now() + 120_000));
+    const [again] = take();
+    expect(again).toMatchObject({ eventKey: key, probe: name });
+    target.status = 200;
+    await consume([again!], {}, { ids: ["probe"] });
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "delivered" });
+  });
+
+  it("a late success from another invocation that closes a just-opened circuit releases what it held and alerts", async () => {
+    const name = uniqueName("late-success");
+    const alerts = recordingQueue();
+    Object.assign(bindings, { ALERT_URL: "https://alerts.test/hook", ALERTS_QUEUE: alerts.queue });
+    bindings.DESTINATIONS = [{ name, url: hook(name), circuit_failures: 1, circuit_probe_seconds: 30 }];
+    const target = heldDownstream(hook(name), 200, 500);
+    const [slow] = await acceptMany(1);
+    const inFlight = consume(take(), {}, { ids: ["slow"] });
+    await target.waiting;
+    // Another invocation's forward fails: the circuit opens, and a third event is held.
+    await acceptMany(1);
+    await consume(take(), {}, { ids: ["failing"] });
+    expect(take()).toMatchObject([{ probe: name }]);
+    const [held] = await acceptMany(1);
+    await consume(take(), {}, { ids: ["held"] });
+    expect((await deliveries(held!))[name]).toMatchObject({ status: "held" });
+
+    target.finish();
+    await inFlight;
+    expect((await deliveries(slow!))[name]).toMatchObject({ status: "delivered" });
+    expect(take()).toEqual([{ release: name }]);
+    expect(await countRows("SELECT pending AS n FROM alerts WHERE kind = 'circuit_closed' AND subject = ?", name)).toBe(1);
   });
 });
 
@@ -97,7 +166,7 @@ describe("held work", () => {
     expect(await eventStatus(key!)).toBe("held");
 
     await runCron(new Date(Date.now() + 60_000));
-    const released = take();
+    const released = take().filter((m) => m.eventKey === key);
     expect(released).toEqual([{ eventKey: key }]);
     await consume(released, {}, { ids: ["released"] });
     expect((await deliveries(key!))[name]).toMatchObject({ status: "delivered" });
@@ -128,10 +197,31 @@ describe("held work", () => {
     await runCron(new Date(Date.now() + 60_000));
     toPaused.finish();
     await round;
-    for (const [i, message] of take().entries()) await consume([message], {}, { ids: [`after-${i}`] });
+    for (const [i, message] of take().filter((m) => m.eventKey === key).entries()) await consume([message], {}, { ids: [`after-${i}`] });
     expect(toPaused.calls).toBe(1);
     expect(await deliveries(key!)).toMatchObject({ [paused]: { status: "delivered", attempts: 1 }, [flaky]: { status: "delivered" } });
     expect(await eventStatus(key!)).toBe("delivered");
+  });
+});
+
+describe("retention", () => {
+  it("never purges an event replayed between the purge's choice and its delete", async () => {
+    bindings.DESTINATIONS = [{ name: "alpha", url: "https://alpha.test/hook" }];
+    downstream("https://alpha.test/hook");
+    const [key] = await acceptMany(1);
+    await consume(take());
+    expect(await eventStatus(key!)).toBe("delivered");
+    let replayed = false;
+    const replayingFirst = faultyD1(env.DB, async (sql) => {
+      if (!replayed && sql.startsWith("DELETE FROM delivery_attempts")) {
+        replayed = true;
+        expect((await admin("POST", `/admin/events/${key}/replay`)).status).toBe(202);
+      }
+    });
+    await runCron(new Date(Date.now() + 2 * 86_400_000), { RETENTION_DAYS: "1", DB: replayingFirst });
+    expect(replayed).toBe(true);
+    expect(await eventStatus(key!)).toBe("queued");
+    expect((await deliveries(key!)).alpha).toMatchObject({ status: "pending" });
   });
 });
 
@@ -151,7 +241,7 @@ describe("rate limit", () => {
       expect(row.next_attempt_at as number).toBeGreaterThan(Date.now() + 60_000);
     }
     await runCron(new Date(Date.now() + 120_000), { RECONCILE_AFTER_SECONDS: "60" });
-    expect(take()).toEqual([]);
+    expect(take().filter((m) => keys.includes(m.eventKey))).toEqual([]);
     expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?) AND progress_at > ?", deferred[0], deferred[1], Date.now() + 60_000)).toBe(0);
   });
 });

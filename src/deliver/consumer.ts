@@ -213,7 +213,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const recorded = plans.filter((plan) => plan.round && !unrecorded.has(plan));
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
   // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
-  await notify(env, alertNotes(config.destinations, controls, changed, recorded, now));
+  await notify(env, alertNotes(controls, changed, recorded, now));
   // One line per batch; a line per event only where a forward failed or a delivery was held, cancelled or skipped.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
@@ -526,9 +526,10 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
 
 /**
  * After a batch is recorded, the circuits it moved: one that opened gets its first probe, one
- * whose current probe message ran a round (the probe failed, got a 410, or found nothing to try)
- * and is still open gets the next (at once if its transform skipped the event: the destination
- * was not tried), and one that closed releases what it held. A paused circuit
+ * whose current probe message ran a round (the probe failed, got a 410, found nothing to try, or
+ * the round failed) and is still open gets the next (at once if its transform skipped the event or
+ * the event no longer routes there: the destination was not tried), and one that this batch's
+ * success closed releases what it held. A paused circuit
  * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
  * safety net (deliver/controls.ts).
  */
@@ -542,15 +543,17 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
   for (const row of changed) {
     const wasOpen = before.get(row.destination)?.opened_at != null;
     if (row.opened_at === now && !wasOpen) probes.set(row.destination, false);
-    if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
+    // Closed by this batch's success, even a circuit another invocation opened after this batch read it.
+    if (row.closed_at === now && row.paused_at === null) releases.add(row.destination);
   }
   for (const plan of recorded) {
     const probed = plan.round!.probe;
     if (!probed || stateOf(after.get(probed)) !== "open") continue;
-    // A probe whose transform skipped its event never reached the destination: the next held
-    // delivery probes at once (this one is closed, so it is not picked again). Not after a failed
-    // transform: were the loader down, that would fail the whole backlog at queue speed.
-    const untried = plan.round!.closed.some((c) => c.destination === probed && c.status === "skipped");
+    // A probe whose transform skipped its event, or whose event no longer routes to the destination,
+    // never reached it: the next held delivery probes at once (this one is closed, so it is not
+    // picked again). Not after a failed transform: were the loader down, that would fail the whole
+    // backlog at queue speed.
+    const untried = plan.round!.closed.some((c) => c.destination === probed && (c.status === "skipped" || c.status === "cancelled"));
     probes.set(probed, untried);
   }
   for (const [name, atOnce] of probes) {
@@ -572,8 +575,7 @@ async function followCircuits(env: Env, destinations: Destination[], before: Map
  * destinations paused by the 410 rule. A half-open circuit (nothing was left to probe with) has
  * not closed yet: its first success closes it.
  */
-function alertNotes(destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
-  const threshold = new Map(destinations.map((d) => [d.name, d.circuitFailures]));
+function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], recorded: Plan[], now: number): Notice[] {
   const notes: Notice[] = [];
   for (const { round } of recorded) {
     for (const change of [...round!.records, ...round!.closed]) {
@@ -584,9 +586,7 @@ function alertNotes(destinations: Destination[], before: Map<string, ControlRow>
   for (const row of changed) {
     const was = before.get(row.destination);
     if (row.opened_at === now && was?.opened_at == null) notes.push({ kind: "circuit_opened", subject: row.destination, count: 1 });
-    const limit = threshold.get(row.destination) ?? Infinity;
-    const wasTripped = was != null && (was.opened_at != null || was.failures >= limit);
-    if (wasTripped && row.opened_at === null && row.failures < limit) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
+    if (row.closed_at === now) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
     if (row.paused_at === now && was?.paused_at == null) notes.push({ kind: "destination_paused", subject: row.destination, count: 1 });
   }
   return notes;

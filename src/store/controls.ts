@@ -14,6 +14,10 @@ export interface ControlRow {
   opened_at: number | null;
   probe_at: number | null;
   probe_id: string | null;
+  /** The event the current probe message delivers. */
+  probe_event_key: string | null;
+  /** When a success last closed the circuit (or a half-open one): the batch whose success it was compares it with its own time. */
+  closed_at: number | null;
   last_success_at: number | null;
   last_failure_at: number | null;
   updated_at: number;
@@ -131,6 +135,8 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
            opened_at = CASE WHEN u.failures > 0 AND ${newFailures} >= u.threshold THEN COALESCE(opened_at, ?2)
                             WHEN u.reset_failures THEN NULL ELSE opened_at END,
            probe_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures THEN NULL ELSE probe_at END,
+           closed_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures AND (opened_at IS NOT NULL OR destination_state.failures >= u.threshold)
+                            THEN ?2 ELSE closed_at END,
            paused_at = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN ?2 ELSE paused_at END,
            paused_reason = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN u.gone_reason ELSE paused_reason END,
            last_success_at = COALESCE(u.success_at, last_success_at),
@@ -141,7 +147,8 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
                       value->>'failureAt' AS failure_at, value->>'threshold' AS threshold, value->>'goneReason' AS gone_reason
                FROM json_each(?1)) AS u
          WHERE destination_state.destination = u.destination
-         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, probe_id, last_success_at, last_failure_at, updated_at`,
+         RETURNING destination, paused_at, paused_reason, failures, gone_streak, opened_at, probe_at, probe_id, probe_event_key, closed_at,
+                   last_success_at, last_failure_at, updated_at`,
       )
       .bind(JSON.stringify(outcomes.map((o) => ({ ...o, goneReason: goneReason(o.threshold) }))), now),
   ];
@@ -186,12 +193,21 @@ export async function probeCandidate(db: D1Database, destination: string): Promi
   return first(held) ?? first(other);
 }
 
-/** The probe `probeId` is on its way for `at`: it alone probes, and the cron's safety net leaves the circuit alone until then. */
-export async function probeScheduled(db: D1Database, destination: string, probeId: string, at: number, now: number): Promise<void> {
+/** The probe `probeId` of `eventKey` is on its way for `at`: it alone probes, and the cron's safety net leaves the circuit alone until then. */
+export async function probeScheduled(db: D1Database, destination: string, probeId: string, eventKey: string, at: number, now: number): Promise<void> {
   await db
-    .prepare(`UPDATE destination_state SET probe_at = ?2, probe_id = ?3, updated_at = ?4 WHERE destination = ?1`)
-    .bind(destination, at, probeId, now)
+    .prepare(`UPDATE destination_state SET probe_at = ?2, probe_id = ?3, probe_event_key = ?4, updated_at = ?5 WHERE destination = ?1`)
+    .bind(destination, at, probeId, eventKey, now)
     .run();
+}
+
+/** Whether the event still has a delivery to the destination that waits for it (one a probe can try). */
+export async function awaitsDelivery(db: D1Database, destination: string, eventKey: string): Promise<boolean> {
+  const row = await db
+    .prepare(`SELECT 1 AS n FROM deliveries WHERE event_key = ?1 AND destination = ?2 AND status IN ('held', 'failed', 'pending')`)
+    .bind(eventKey, destination)
+    .first<{ n: number }>();
+  return row !== null;
 }
 
 /**
