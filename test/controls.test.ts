@@ -4,58 +4,14 @@
  * (open, probe, close), the 410 rule and the per-destination rate limit. Downstreams are msw mocks.
  */
 import { env } from "cloudflare:workers";
-import { http, HttpResponse } from "msw";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
-import { accept, admin, bindings, consume, deliveries, downstream, events, heldDownstream, makeDue, runCron, server, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, bindings, consume, deliveries, downstream, heldDownstream, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
+import { acceptMany, destinationState as stateOf, switchable, take, uniqueName, type DestinationState } from "./controls-harness";
 import { sleep } from "./faults";
 import { countRows, seismicBody, seismicRequest } from "./helpers";
 
 useDeliveryHarness();
-
-/** A destination name of its own per test: destination state lives in D1 across tests. */
-const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
-
-interface DestinationState {
-  name: string;
-  state: string;
-  held: number;
-  pausedReason: string | null;
-  consecutiveFailures: number;
-  circuitOpenedAt: string | null;
-  nextProbeAt: string | null;
-  lastSuccessAt: string | null;
-  lastFailureAt: string | null;
-}
-
-async function stateOf(name: string): Promise<DestinationState> {
-  const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: DestinationState[] };
-  return body.destinations.find((d) => d.name === name)!;
-}
-
-/** Accepts `count` Seismic events, a few ms apart so "oldest first" has one answer. */
-async function acceptMany(count: number): Promise<string[]> {
-  const keys: string[] = [];
-  for (let i = 0; i < count; i++) {
-    keys.push(await accept(await seismicRequest(seismicBody())));
-    await sleep(3);
-  }
-  return keys;
-}
-
-/** A downstream whose answer a test changes as it goes. */
-function switchable(url: string, initial: number) {
-  const state = { status: initial, received: [] as { at: number; eventKey: string }[] };
-  server.use(
-    http.post(url, ({ request }) => {
-      state.received.push({ at: Date.now(), eventKey: request.headers.get("webhook-id")! });
-      return new HttpResponse(null, { status: state.status });
-    }),
-  );
-  return state;
-}
-
-const take = () => events.accepted.splice(0);
 
 describe("pause and resume", () => {
   it("holds a paused destination's deliveries (no attempt, message acked), leaves them to a week of crons, and delivers them oldest first on resume", async () => {
@@ -257,23 +213,27 @@ describe("circuit breaker", () => {
     expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'dead'", name)).toBe(0);
   });
 
-  it("a lost probe is sent again by the cron once it is a whole interval overdue, and the lost one no longer probes", async () => {
+  it("a probe a whole interval overdue is sent again by the cron under the same id: the late one still probes, and only one of them does", async () => {
     const name = uniqueName("lost");
     bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 60 }];
     const target = switchable(`https://${name}.test/hook`, 503);
     const [key] = await acceptMany(1);
     await consume(take());
-    const [lost] = take();
-    expect(lost).toMatchObject({ eventKey: key, probe: name });
+    const [late] = take();
+    expect(late).toMatchObject({ eventKey: key, probe: name });
     await runCron(new Date(Date.now() + 30_000));
     expect(take()).toEqual([]);
     await runCron(new Date(Date.now() + 125_000));
     const [again] = take();
-    expect(again).toMatchObject({ eventKey: key, probe: name });
-    expect(again!.probeId).not.toBe(lost!.probeId);
-    await makeDue(key!);
-    await consume([lost!], {}, { ids: ["late"] });
-    expect(target.received).toHaveLength(1);
+    expect(again).toEqual(late);
+    // The late message arrives first and probes; its hand-off makes the copy an ordinary message.
+    await consume([late!], {}, { ids: ["late"] });
+    expect(target.received).toHaveLength(2);
+    const [next] = take();
+    expect(next!.probeId).not.toBe(late!.probeId);
+    await consume([again!], {}, { ids: ["copy"] });
+    expect(target.received).toHaveLength(2);
+    expect(take()).toEqual([]);
   });
 
   it("a probe whose transform skips its event tries the next held delivery at once, not a probe interval later", async () => {
@@ -355,11 +315,11 @@ describe("rate limit", () => {
     await acceptMany(25);
     const batch = take();
     const result = await consume(batch);
-    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt: pending, as routed).
+    // 2 s of slots at 10/s: 21 forwards now, the other 4 deferred (no attempt: pending, due when their message is back).
     expect(target.received).toHaveLength(21);
     expect(result.retried).toHaveLength(4);
     const deferredKeys = result.retried.map((r) => batch[Number(r.msgId.slice(4))]!.eventKey);
-    for (const key of deferredKeys) expect((await deliveries(key))[name]).toMatchObject({ status: "pending", attempts: 0 });
+    for (const key of deferredKeys) expect((await deliveries(key))[name]).toMatchObject({ status: "pending", attempts: 0, next_attempt_at: expect.any(Number) });
 
     // Two invocations at once draw from the same schedule.
     await acceptMany(10);

@@ -88,15 +88,14 @@ export async function resumeDestination(env: Env, name: string): Promise<Destina
   const { control, changed } = await resume(env.DB, name, now);
   if (changed) await notify(env, [{ kind: "destination_resumed", subject: name, count: 1 }], now);
   let released = 0;
-  // Still open: no probe ran while it was paused, so one starts now and releases what it held once it succeeds.
-  if (stateOf(control) === "open") await scheduleProbe(env, destination);
-  if (stateOf(control) === "active") {
-    try {
-      released = (await releaseChunk(env, name, now)).released;
-    } catch (err) {
-      // Resumed all the same: the cron's safety net releases what an active destination still holds.
-      console.error(JSON.stringify({ destination: name, outcome: "release_failed", error: String(err) }));
-    }
+  try {
+    // Still open after a pause: no probe ran while it was paused, so one starts now and releases
+    // what it held once it succeeds. Not when it was not paused: its probe is on its way already.
+    if (changed && stateOf(control) === "open") await scheduleProbe(env, destination);
+    if (stateOf(control) === "active") released = (await releaseChunk(env, name, now)).released;
+  } catch (err) {
+    // Resumed all the same: the cron's safety net sends an overdue probe, and releases what an active destination still holds.
+    console.error(JSON.stringify({ destination: name, outcome: stateOf(control) === "open" ? "probe_schedule_failed" : "release_failed", error: String(err) }));
   }
   const held = (await heldCounts(env.DB)).get(name) ?? 0;
   return { destination: destinationView(destination, control, held), released };

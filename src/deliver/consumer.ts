@@ -27,7 +27,7 @@
  */
 import { numberVar, type Env, type EventsQueueMessage, type QueuedEvent, type ReleaseHeld, type Reservation } from "../env";
 import { isRecord } from "../providers/provider";
-import { getControls, stateOf, type ControlRow, type DestinationState } from "../store/controls";
+import { getControls, stateOf, type ControlRow, type Deferral, type DestinationState } from "../store/controls";
 import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, NOT_COUNTED, recordRounds,
   recordRouted, type AttemptRecord, type Claim, type Claimed, type ClaimResult, type ClosedDelivery, type DeliveryRow, type DeliveryStatus, type Round, type Routed,
@@ -41,7 +41,7 @@ import { withDeadline } from "../deadline";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
 import { limiter, type Limiter } from "./limiter";
-import { releaseChunk, scheduleProbe, startRelease } from "./controls";
+import { currentProbe, releaseChunk, scheduleProbe, startRelease } from "./controls";
 import { notify, type Notice } from "../alerts/notify";
 import { pokeLanes } from "./lane";
 import { writePoint } from "../telemetry";
@@ -201,7 +201,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     try {
       return draftRound(message, lease, stored, config.destinations, controls, budget, now);
     } catch (err) {
-      return failedRound(stored, lease, message, err, backoff);
+      return failedRound(stored, lease, message, err, backoff, currentProbe(message.body, controls), now);
     }
   });
   await reserveRates(env, drafts.filter(isDraft), now);
@@ -213,7 +213,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
         return await runRound(draft, retry, budget, now);
       } catch (err) {
         const stored = { event: draft.event, deliveries: [...draft.previous.values()] };
-        return failedRound(stored, draft.lease, draft.message, err, backoffSeconds(draft.message.attempts, retry));
+        return failedRound(stored, draft.lease, draft.message, err, backoffSeconds(draft.message.attempts, retry), draft.probe, now);
       }
     }),
   );
@@ -233,7 +233,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   await pokeLanes(env, recorded.flatMap((round) => round.laned).filter((name) => !woken.has(name)));
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
   // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
-  await notify(env, alertNotes(config.destinations, controls, changed, recorded, now));
+  await notify(env, alertNotes(controls, changed, recorded, now));
   // One line per batch; a line per event only where a forward failed or a delivery was held, cancelled or skipped.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
@@ -292,9 +292,14 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
  * counted on the event (a round that runs resets the count), not the queue's deliveries of the
  * message, so busy and deferred deliveries never count. After MAX_FAILED_ROUNDS in a row the
  * event is dead everywhere: its unfinished deliveries are dead, a dead-letter notice goes out,
- * and it is counted, listed, purged and replayed like any dead delivery.
+ * and it is counted, listed, purged and replayed like any dead delivery; but deliveries held for
+ * their destination stay held, and so does the event, until they are released.
+ * A round that was the open circuit's probe moves its delivery to the back of the held order and
+ * hands the probe on (followCircuits), so an event whose rounds always fail never stalls the circuit.
  */
-function failedRound({ event, deliveries }: Claimed, lease: string, message: Message<QueuedEvent>, err: unknown, delaySeconds: number): Plan {
+function failedRound(
+  { event, deliveries }: Claimed, lease: string, message: Message<QueuedEvent>, err: unknown, delaySeconds: number, probe: string | null, now: number,
+): Plan {
   // The error's kind only: an exception's message can quote payload data, which never goes to logs or D1.
   const kind = err instanceof Error ? err.name : typeof err;
   const failures = event.failed_rounds + 1;
@@ -304,17 +309,22 @@ function failedRound({ event, deliveries }: Claimed, lease: string, message: Mes
     ? `delivery round failed ${failures} times in a row (${kind}); the event is dead until replayed`
     : `delivery round failed: ${kind}`;
   // Held deliveries stay held: they wait for their destination, not for this event's rounds.
-  const unfinished = givenUp ? deliveries.filter((row) => !FINISHED.has(row.status) && row.status !== "held").map((row) => row.destination) : [];
+  const unfinished = givenUp
+    ? deliveries.filter((row) => !FINISHED.has(row.status) && row.status !== "held" && row.destination !== probe).map((row) => row.destination)
+    : [];
+  const probed: ClosedDelivery[] = probe ? [{ destination: probe, status: "held", reason: `held: probe round failed (${kind}); the circuit stays open` }] : [];
+  const stillHeld = probe !== null || deliveries.some((row) => row.status === "held");
   console.error(JSON.stringify({ queue: "deliver", eventKey: event.key, messageId: message.id, outcome: "message_error", error }));
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
     round: {
-      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? "dead" : null, deferred: [], laned: [], error,
-      closed: unfinished.map((destination) => ({ destination, status: "dead", reason: error })),
+      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? (stillHeld ? "held" : "dead") : null, deferred: [], laned: [], error,
+      closed: [...unfinished.map((destination): ClosedDelivery => ({ destination, status: "dead", reason: error })), ...probed],
       deadLettered: unfinished,
       gaveUp: givenUp,
-      probe: null,
-      heldOrder: event.received_at,
+      probe,
+      // The only delivery this round holds is a failed probe's: to the back of the held order.
+      heldOrder: probe ? now : event.received_at,
       generations: generationsOf(deliveries),
     },
     outcome: "failed",
@@ -383,7 +393,7 @@ interface Draft {
   closed: ClosedDelivery[];
   due: Due[];
   waitMs: number[];
-  deferred: string[];
+  deferred: Deferral[];
   /** Destinations whose delivery goes to their lane (deliver/lane.ts) instead of being forwarded here. */
   laned: string[];
   /** The destination this message is the current probe of, if any. */
@@ -428,15 +438,14 @@ function draftRound(
 ): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
   const { targets, closed } = plan(event, previous, destinations);
-  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: null };
+  // Known before routing: a probe whose event no longer routes to the destination still hands the probe on.
+  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: currentProbe(message.body, controls) };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
     const control = controls.get(destination.name);
     const state = stateOf(control);
-    // Only the circuit's current probe message probes (an old one still around is an ordinary message).
-    const probe = state === "open" && message.body.probe === destination.name && message.body.probeId === control?.probe_id;
-    if (probe) draft.probe = destination.name;
+    const probe = draft.probe === destination.name;
     if (state !== "active" && !probe) {
       if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
       continue;
@@ -498,8 +507,9 @@ async function reserveRates(env: Env, drafts: Draft[], now: number): Promise<voi
         draft.due.splice(draft.due.indexOf(due), 1);
         // Back before its slot, within the horizon (the batch then waits for it): a queue delay is whole seconds and
         // batching adds up to one more, and a message that comes back late is booked anew. No slot: after the booking horizon.
-        draft.waitMs.push(slot.at === null ? (unavailable ? RATE_UNAVAILABLE_MS : RATE_BOOK_AHEAD_MS) : Math.max(1000, slot.at - now - RATE_HORIZON_MS));
-        draft.deferred.push(destination.name);
+        const waitMs = slot.at === null ? (unavailable ? RATE_UNAVAILABLE_MS : RATE_BOOK_AHEAD_MS) : Math.max(1000, slot.at - now - RATE_HORIZON_MS);
+        draft.waitMs.push(waitMs);
+        draft.deferred.push({ destination: destination.name, dueAt: now + waitMs });
       });
     }),
   );
@@ -577,9 +587,10 @@ async function runRound(draft: Draft, retry: RetryPolicy, budget: ForwardBudget,
 
 /**
  * After a batch is recorded, the circuits it moved: one that opened gets its first probe, one
- * whose current probe message ran a round (the probe failed, got a 410, or found nothing to try)
- * and is still open gets the next (at once if its transform skipped the event: the destination
- * was not tried), and one that closed releases what it held. A paused circuit
+ * whose current probe message ran a round (the probe failed, got a 410, found nothing to try, or
+ * the round failed) and is still open gets the next (at once if its transform skipped the event or
+ * the event no longer routes there: the destination was not tried), and one that this batch's
+ * success closed releases what it held. A paused circuit
  * is not probed (resuming it starts a probe). Anything that fails here is left to the cron's
  * safety net (deliver/controls.ts).
  */
@@ -593,15 +604,17 @@ export async function followCircuits(env: Env, destinations: Destination[], befo
   for (const row of changed) {
     const wasOpen = before.get(row.destination)?.opened_at != null;
     if (row.opened_at === now && !wasOpen) probes.set(row.destination, false);
-    if (wasOpen && row.opened_at === null && row.paused_at === null) releases.add(row.destination);
+    // Closed by this batch's success, even a circuit another invocation opened after this batch read it.
+    if (row.closed_at === now && row.paused_at === null) releases.add(row.destination);
   }
   for (const round of recorded) {
     const probed = round.probe;
     if (!probed || stateOf(after.get(probed)) !== "open") continue;
-    // A probe whose transform skipped its event never reached the destination: the next held
-    // delivery probes at once (this one is closed, so it is not picked again). Not after a failed
-    // transform: were the loader down, that would fail the whole backlog at queue speed.
-    const untried = round.closed.some((c) => c.destination === probed && c.status === "skipped");
+    // A probe whose transform skipped its event, or whose event no longer routes to the destination,
+    // never reached it: the next held delivery probes at once (this one is closed, so it is not
+    // picked again). Not after a failed transform: were the loader down, that would fail the whole
+    // backlog at queue speed.
+    const untried = round.closed.some((c) => c.destination === probed && (c.status === "skipped" || c.status === "cancelled"));
     probes.set(probed, untried);
   }
   for (const [name, atOnce] of probes) {
@@ -623,8 +636,7 @@ export async function followCircuits(env: Env, destinations: Destination[], befo
  * destinations paused by the 410 rule. A half-open circuit (nothing was left to probe with) has
  * not closed yet: its first success closes it.
  */
-export function alertNotes(destinations: Destination[], before: Map<string, ControlRow>, changed: ControlRow[], recorded: Round[], now: number): Notice[] {
-  const threshold = new Map(destinations.map((d) => [d.name, d.circuitFailures]));
+export function alertNotes(before: Map<string, ControlRow>, changed: ControlRow[], recorded: Round[], now: number): Notice[] {
   const notes: Notice[] = [];
   for (const round of recorded) {
     for (const change of [...round.records, ...round.closed]) {
@@ -635,9 +647,7 @@ export function alertNotes(destinations: Destination[], before: Map<string, Cont
   for (const row of changed) {
     const was = before.get(row.destination);
     if (row.opened_at === now && was?.opened_at == null) notes.push({ kind: "circuit_opened", subject: row.destination, count: 1 });
-    const limit = threshold.get(row.destination) ?? Infinity;
-    const wasTripped = was != null && (was.opened_at != null || was.failures >= limit);
-    if (wasTripped && row.opened_at === null && row.failures < limit) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
+    if (row.closed_at === now) notes.push({ kind: "circuit_closed", subject: row.destination, count: 1 });
     if (row.paused_at === now && was?.paused_at == null) notes.push({ kind: "destination_paused", subject: row.destination, count: 1 });
   }
   return notes;

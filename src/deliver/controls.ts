@@ -9,14 +9,25 @@
  * while the circuit is open, and a release (`{ release }`) makes the next RELEASE_CHUNK pending
  * and enqueues their events, then sends another release while more are held.
  */
-import type { Env } from "../env";
+import type { Env, QueuedEvent } from "../env";
 import { enqueueEvents } from "../queues";
 import { bytesToHex } from "../crypto";
-import { cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf } from "../store/controls";
+import {
+  awaitsDelivery, cancelRemoved, getControls, halfOpen, heldCounts, probeCandidate, probeScheduled, releaseHeld, stateOf, type ControlRow,
+} from "../store/controls";
 import type { Destination } from "./destinations";
 
 /** Held deliveries one release makes pending: its events in 4 sends, within a queue batch's subrequests. */
 export const RELEASE_CHUNK = 400;
+
+/**
+ * The destination whose open circuit this message is the current probe of, or null. Only the
+ * message with the current probe id probes: an earlier one still around is an ordinary message.
+ */
+export function currentProbe(message: QueuedEvent, controls: Map<string, ControlRow>): string | null {
+  const control = message.probe === undefined ? undefined : controls.get(message.probe);
+  return control && stateOf(control) === "open" && message.probeId === control.probe_id ? control.destination : null;
+}
 
 /** Releases the next chunk of a destination's held deliveries, oldest first, and asks for the rest. */
 export async function releaseChunk(env: Env, destination: string, now: number): Promise<{ released: number; more: boolean }> {
@@ -48,9 +59,24 @@ export async function scheduleProbe(env: Env, destination: Destination, delaySec
     return null;
   }
   const probeId = bytesToHex(crypto.getRandomValues(new Uint8Array(8)));
-  await probeScheduled(env.DB, destination.name, probeId, now + delaySeconds * 1000, now);
+  await probeScheduled(env.DB, destination.name, probeId, eventKey, now + delaySeconds * 1000, now);
   await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name, probeId }, { contentType: "json", delaySeconds });
   return eventKey;
+}
+
+/**
+ * An open circuit's probe a whole interval overdue: lost, or only late (its queue is behind). The
+ * same probe (its id, its event) is sent again at once, not replaced: whichever copy runs first
+ * probes and hands the probe on, which makes the other an ordinary message, so a late probe
+ * still counts and probes never multiply. A probe whose event no longer waits for the
+ * destination (delivered by a replay, cancelled) is replaced.
+ */
+async function resendProbe(env: Env, destination: Destination, control: ControlRow, now: number): Promise<boolean> {
+  const { probe_id: probeId, probe_event_key: eventKey } = control;
+  if (!probeId || !eventKey || !(await awaitsDelivery(env.DB, destination.name, eventKey))) return (await scheduleProbe(env, destination)) !== null;
+  await probeScheduled(env.DB, destination.name, probeId, eventKey, now + destination.probeSeconds * 1000, now);
+  await env.EVENTS_QUEUE.send({ eventKey, probe: destination.name, probeId }, { contentType: "json" });
+  return true;
 }
 
 /** Held deliveries of removed destinations one cron run cancels at most. */
@@ -58,7 +84,7 @@ const CANCEL_LIMIT = 1_000;
 
 /**
  * The cron's safety net, for work a lost message would strand: an open circuit whose probe is a
- * whole interval overdue gets a new one, an active destination that still has held deliveries
+ * whole interval overdue has it sent again, an active destination that still has held deliveries
  * (a release message lost, a round that held a delivery while a resume ran) is released, and
  * deliveries held for a destination removed from DESTINATIONS are cancelled.
  */
@@ -73,7 +99,7 @@ export async function tendDestinations(env: Env, destinations: Destination[], no
     // One destination's failure is logged and leaves the others their turn (the next run tries again).
     try {
       if (state === "open" && (control!.probe_at ?? 0) + destination.probeSeconds * 1000 <= now) {
-        if (await scheduleProbe(env, destination)) probes++;
+        if (await resendProbe(env, destination, control!, now)) probes++;
       } else if (state === "active" && held.has(destination.name)) {
         released += (await releaseChunk(env, destination.name, now)).released;
       }

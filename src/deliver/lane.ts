@@ -154,7 +154,7 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     // Recorded at the chunk's time, as a round is: a circuit this opens is told apart by opened_at = now.
     const changed = await recordRounds(env.DB, recorded, now);
     await followCircuits(env, destinations, controls, changed, recorded, now);
-    await notify(env, alertNotes(destinations, controls, changed, recorded, now));
+    await notify(env, alertNotes(controls, changed, recorded, now));
     await this.followStreak(env, destination, recorded.flatMap((round) => round.records), retry.laneBudgetMs, control?.lane_since ?? null);
   }
 

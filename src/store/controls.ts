@@ -14,6 +14,10 @@ export interface ControlRow {
   opened_at: number | null;
   probe_at: number | null;
   probe_id: string | null;
+  /** The event the current probe message delivers. */
+  probe_event_key: string | null;
+  /** When a success last closed the circuit (or a half-open one): the batch whose success it was compares it with its own time. */
+  closed_at: number | null;
   last_success_at: number | null;
   last_failure_at: number | null;
   updated_at: number;
@@ -137,6 +141,8 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
            opened_at = CASE WHEN u.failures > 0 AND ${newFailures} >= u.threshold THEN COALESCE(opened_at, ?2)
                             WHEN u.reset_failures THEN NULL ELSE opened_at END,
            probe_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures THEN NULL ELSE probe_at END,
+           closed_at = CASE WHEN ${newFailures} < u.threshold AND u.reset_failures AND (opened_at IS NOT NULL OR destination_state.failures >= u.threshold)
+                            THEN ?2 ELSE closed_at END,
            paused_at = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN ?2 ELSE paused_at END,
            paused_reason = CASE WHEN paused_at IS NULL AND ${newGone} >= u.threshold THEN u.gone_reason ELSE paused_reason END,
            last_success_at = COALESCE(u.success_at, last_success_at),
@@ -156,6 +162,32 @@ export function controlStatements(db: D1Database, outcomes: AttemptOutcomes[], n
   ];
 }
 
+/** A forward the rate limit deferred: its destination, and when its message comes back for it. */
+export interface Deferral {
+  destination: string;
+  dueAt: number;
+}
+
+/**
+ * For the record batch: each deferred delivery is pending (no attempt) and due when its message
+ * comes back, so the sweep, which leaves a delivery alone until it is a window overdue, does not
+ * enqueue its event again while it waits for its slot. Written only over a delivery still as the
+ * round claimed it (same generation, unfinished).
+ */
+export function deferStatements(db: D1Database, deferrals: (Deferral & { eventKey: string; generation: number })[], now: number): D1PreparedStatement[] {
+  if (deferrals.length === 0) return [];
+  return [
+    db
+      .prepare(
+        `INSERT INTO deliveries (event_key, destination, status, next_attempt_at, updated_at, generation)
+         SELECT d->>'eventKey', d->>'destination', 'pending', d->>'dueAt', ?2, d->>'generation' FROM (SELECT value AS d FROM json_each(?1)) WHERE true
+         ON CONFLICT (event_key, destination) DO UPDATE SET next_attempt_at = excluded.next_attempt_at, updated_at = ?2
+         WHERE deliveries.generation = excluded.generation AND deliveries.status IN ('pending', 'failed')`,
+      )
+      .bind(JSON.stringify(deferrals), now),
+  ];
+}
+
 /**
  * The delivery a probe tries: the first held one in held order (the oldest event, with failed
  * probes moved to the back: see migrations/0012), else one failed or pending; null when none.
@@ -169,12 +201,21 @@ export async function probeCandidate(db: D1Database, destination: string): Promi
   return first(held) ?? first(other);
 }
 
-/** The probe `probeId` is on its way for `at`: it alone probes, and the cron's safety net leaves the circuit alone until then. */
-export async function probeScheduled(db: D1Database, destination: string, probeId: string, at: number, now: number): Promise<void> {
+/** The probe `probeId` of `eventKey` is on its way for `at`: it alone probes, and the cron's safety net leaves the circuit alone until then. */
+export async function probeScheduled(db: D1Database, destination: string, probeId: string, eventKey: string, at: number, now: number): Promise<void> {
   await db
-    .prepare(`UPDATE destination_state SET probe_at = ?2, probe_id = ?3, updated_at = ?4 WHERE destination = ?1`)
-    .bind(destination, at, probeId, now)
+    .prepare(`UPDATE destination_state SET probe_at = ?2, probe_id = ?3, probe_event_key = ?4, updated_at = ?5 WHERE destination = ?1`)
+    .bind(destination, at, probeId, eventKey, now)
     .run();
+}
+
+/** Whether the event still has a delivery to the destination that waits for it (one a probe can try). */
+export async function awaitsDelivery(db: D1Database, destination: string, eventKey: string): Promise<boolean> {
+  const row = await db
+    .prepare(`SELECT 1 AS n FROM deliveries WHERE event_key = ?1 AND destination = ?2 AND status IN ('held', 'failed', 'pending')`)
+    .bind(eventKey, destination)
+    .first<{ n: number }>();
+  return row !== null;
 }
 
 /**
@@ -191,30 +232,39 @@ export async function halfOpen(db: D1Database, destination: string, now: number)
 /**
  * Releases up to `limit` of a destination's held deliveries, oldest event first: they become
  * pending and their events queued (with their idle clock started, so the sweep enqueues them
- * if the caller's send is lost, and a new generation, so a round in flight that would hold them
- * again records nothing). Returns the events to enqueue.
+ * if the caller's send is lost, their failed rounds forgotten, and a new generation). An event a
+ * round holds the lease of is left for a later release: that round may be forwarding the held
+ * delivery now (a probe, or a round that found the destination active), and its outcome stands.
+ * One D1 batch: the events and their deliveries change together or not at all. Returns the
+ * events to enqueue.
  */
 export async function releaseHeld(db: D1Database, destination: string, limit: number, now: number): Promise<string[]> {
-  // One statement picks and resets them: two releases running at once never take the same rows.
-  const { results } = await db
-    .prepare(
-      `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, generation = generation + 1, lane = 0, updated_at = ?3
-       WHERE rowid IN (SELECT rowid FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY held_order LIMIT ?2)
-       RETURNING event_key, held_order`,
-    )
-    .bind(destination, limit, now)
-    .all<{ event_key: string; held_order: number | null }>();
+  // Both statements pick the same rows: one transaction, one order (rowid breaks ties), and the
+  // first changes nothing the pick reads. Two releases running at once never take the same rows.
+  const chunk = `SELECT d.rowid FROM deliveries d JOIN events e ON e.key = d.event_key
+                 WHERE d.destination = ?1 AND d.status = 'held' AND (e.lease_by IS NULL OR e.lease_until <= ?3)
+                 ORDER BY d.held_order, d.rowid LIMIT ?2`;
+  const [, released] = await db.batch([
+    db
+      .prepare(
+        // An event that gave up while this was held is unfinished again: the sweep must find it.
+        `UPDATE events SET status = CASE WHEN status IN ('received', 'queued', 'failed') THEN status ELSE 'queued' END, failed_rounds = 0,
+                progress_at = ?3, generation = generation + 1
+         WHERE key IN (SELECT event_key FROM deliveries WHERE rowid IN (${chunk}))`,
+      )
+      .bind(destination, limit, now),
+    db
+      .prepare(
+        `UPDATE deliveries SET status = 'pending', last_error = NULL, next_attempt_at = NULL, generation = generation + 1, lane = 0, updated_at = ?3
+         WHERE rowid IN (${chunk})
+         RETURNING event_key, held_order`,
+      )
+      .bind(destination, limit, now),
+  ]);
   // RETURNING has no order of its own: oldest first again.
-  const keys = results.sort((a, b) => (a.held_order ?? 0) - (b.held_order ?? 0)).map((row) => row.event_key);
-  if (keys.length === 0) return keys;
-  await db
-    .prepare(
-      `UPDATE events SET status = CASE WHEN status = 'held' THEN 'queued' ELSE status END, progress_at = ?2, generation = generation + 1
-       WHERE key IN (SELECT value FROM json_each(?1))`,
-    )
-    .bind(JSON.stringify(keys), now)
-    .run();
-  return keys;
+  return (released!.results as { event_key: string; held_order: number | null }[])
+    .sort((a, b) => (a.held_order ?? 0) - (b.held_order ?? 0))
+    .map((row) => row.event_key);
 }
 
 /**

@@ -1,6 +1,6 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
 import { countArrivals, insertEvents, leaseFree, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
-import { controlStatements, foldAttempts, readControls, type AttemptKind, type ControlRow } from "./controls";
+import { controlStatements, deferStatements, foldAttempts, readControls, type AttemptKind, type ControlRow, type Deferral } from "./controls";
 import { CounterDeltas } from "./metrics";
 
 /**
@@ -208,8 +208,8 @@ export interface Round {
   /** null: leave the event's status as it is (the round failed before deciding it). */
   eventStatus: EventStatus | null;
   deadLettered: string[];
-  /** Destinations whose forward the rate limit moved to a later delivery of the message. */
-  deferred: string[];
+  /** Forwards the rate limit moved to a later delivery of the message, and when that is due. */
+  deferred: Deferral[];
   /** Destinations whose delivery the round handed to their lane (deliver/lane.ts) instead of forwarding it. */
   laned: string[];
   /** Why the round could not run (an exception while handling the message), shown on the event. */
@@ -232,6 +232,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
   // A failed probe moves its delivery to the back of the held order; a delivery newly held takes its event's place.
   const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...claimed(round, r.destination), heldOrder: r.startedAt })));
   const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...claimed(round, c.destination), heldOrder: round.heldOrder })));
+  const deferred = rounds.flatMap((round) => round.deferred.map((d) => ({ ...d, ...claimed(round, d.destination) })));
   const events = rounds.map((round) => ({ eventKey: round.eventKey, generation: round.generation, lease: round.lease, status: round.eventStatus, error: round.error }));
   const controls = controlStatements(db, attemptOutcomes(records), now);
   const results = await db.batch([
@@ -305,6 +306,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
         ]
       : []),
     ...roundCounters(rounds).statements(db),
+    ...deferStatements(db, deferred, now),
     ...controls,
   ]);
   return controls.length ? (results.at(-1)!.results as ControlRow[]) : [];
@@ -393,7 +395,7 @@ function roundCounters(rounds: Round[]): CounterDeltas {
     }
     for (const c of round.closed) if (c.status !== "held") counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });
     for (const c of round.closed) if (c.kind) counted.add("edgehook_transform_failures_total", { destination: c.destination, kind: c.kind });
-    for (const destination of round.deferred) counted.add("edgehook_deferred_total", { destination });
+    for (const { destination } of round.deferred) counted.add("edgehook_deferred_total", { destination });
   }
   return counted;
 }

@@ -7,29 +7,31 @@ export interface PurgeResult {
 }
 
 /**
+ * What may be purged: events received before ?1, finished (delivered or dead), with no delivery
+ * pending, being retried or held. The deletes test it again, in their own transaction, so an event
+ * replayed (or released) after it was chosen is kept.
+ */
+const PURGEABLE = `received_at < ?1 AND status IN ('delivered', 'dead')
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = events.key AND d.status IN ('pending', 'failed', 'held'))`;
+
+/**
  * Deletes in bounded batches (a cron run must stay short), and never an event that still
- * has a delivery pending or being retried, nor one that has not reached the queue yet.
+ * has a delivery pending, being retried or held, nor one that has not reached the queue yet.
  */
 export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
   const purged: PurgeResult = { events: 0, quarantined: 0, deadLetters: 0 };
   for (let i = 0; i < maxBatches; i++) {
-    const { results } = await db
-      .prepare(
-        `SELECT key FROM events e
-         WHERE received_at < ?1 AND status IN ('delivered', 'dead')
-           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key AND d.status IN ('pending', 'failed'))
-         LIMIT ?2`,
-      )
-      .bind(cutoff, batchSize)
-      .all<{ key: string }>();
+    const { results } = await db.prepare(`SELECT key FROM events WHERE ${PURGEABLE} LIMIT ?2`).bind(cutoff, batchSize).all<{ key: string }>();
     if (results.length === 0) break;
     const keys = JSON.stringify(results.map((r) => r.key));
-    await db.batch([
-      db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
-      db.prepare(`DELETE FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(keys),
-      db.prepare(`DELETE FROM events WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys),
+    // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
+    const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
+    const [, , deleted] = await db.batch([
+      db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
+      db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
+      db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
     ]);
-    purged.events += results.length;
+    purged.events += deleted!.meta.changes;
     if (results.length < batchSize) break;
   }
   purged.quarantined = await deleteInBatches(db, `DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches);
