@@ -12,7 +12,7 @@ import path from "node:path";
 const root = path.join(import.meta.dirname, "..");
 const fixtures = "test/fixtures/transform-builds";
 
-/** @param {import("vitest/node").TestProject} project */
+/** @param {{ provide: (key: string, value: unknown) => void }} project Vitest's TestProject */
 export default function setup(project) {
   const out = mkdtempSync(path.join(tmpdir(), "transform-builds-"));
   try {
