@@ -661,10 +661,10 @@ async function forwardOnce(event: EventRow, body: ForwardBody | TransformFault, 
       { key: event.key, provider: event.provider, type: event.type, contentType: body.contentType, body: body.body },
       destination,
     ).catch((err: unknown) => ({
-    // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.
-    outcome: "retry" as const, statusCode: null, durationMs: Date.now() - startedAt, retryAfterSeconds: null,
-    error: `internal error: ${err instanceof Error ? err.name : "unknown"}`,
-  }));
+      // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.
+      outcome: "retry" as const, statusCode: null, durationMs: Date.now() - startedAt, retryAfterSeconds: null,
+      error: `internal error: ${err instanceof Error ? err.name : "unknown"}`,
+    }));
   const base = {
     destination: destination.name, attempt: attemptNumber, startedAt, durationMs: result.durationMs, statusCode: result.statusCode,
     circuitFailures: destination.circuitFailures, transformCode: body.transformCode, transformFailure: "fault" in body ? body.fault.kind : null,

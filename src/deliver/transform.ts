@@ -2,8 +2,9 @@
  * Runs a destination's transform (transforms/<name>.js) on an event, in an isolate of its own
  * through the Worker Loader: no network (`globalOutbound: null`, and `fetch` replaced so that
  * trying it fails the run), no bindings (`env: {}`), CPU bounded by the loader (`limits.cpuMs`),
- * and here the wall-clock time and the result's size. The isolate's id is a hash of the destination
- * and the code it runs, so a deploy with new code never runs the old one.
+ * and here the wall-clock time (the run is aborted past it) and the result's size. The isolate's
+ * id is a hash of the purpose (deliveries or previews), the destination and the code it runs, so a
+ * deploy with new code never runs the old one, and a preview never shares a delivery's isolate.
  *
  * A failure has a kind from a small closed set and a message that never quotes the payload (nor
  * the transform's own error message, which could), only what failed and where in the transform.
