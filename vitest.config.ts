@@ -51,6 +51,7 @@ export default defineConfig(async () => {
     test: {
       include: ["test/**/*.test.ts"],
       setupFiles: ["./test/setup.ts"],
+      globalSetup: ["./test/transform-builds.setup.mjs"],
       // The gateway logs one JSON line per request; show them only for failing tests.
       silent: "passed-only",
     },

@@ -11,16 +11,49 @@
  * (and again under `wrangler dev` when transforms/ changes), vitest.config.ts before the tests,
  * and `npm run typecheck` before tsc. The file is rewritten only when its content changes, so a
  * running `wrangler dev` (whose bundler watches it) does not reload for nothing. Paths are
- * relative to the project, whatever the current directory.
+ * relative to the project, whatever the current directory. A transform that could never run (a
+ * syntax error, a static import, no default export) stops it with exit code 1, naming the file
+ * and line: the build, and so the deploy, fail.
  */
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { build } from "esbuild";
 
 const root = path.join(import.meta.dirname, "..");
 /** As TRANSFORM_NAME in src/deliver/transform-source.ts: a file whose name is not one is never loadable. */
 const NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
-/** A static `import` or `export … from` statement: the isolate holds the transform's file alone, so it could never load. */
-const IMPORT = /^\s*(?:import(?:\s+[\w{*]|\s*["'{*])|export\s+(?:\*|\{[^}]*\})\s*from\b)/m;
+const SELF_CONTAINED = "a transform imports nothing (its isolate holds this one file): inline the helper, or share it by copying";
+
+/**
+ * Parses a transform as the Worker Loader will load it (an ES module, alone in its isolate) and
+ * throws, naming the file and line, when it could never run: a syntax error, a static `import` or
+ * `export … from` (a dynamic `import()` is left to the run: it finds only the runner's modules),
+ * or no default export.
+ */
+async function checkTransform(shown, absolute) {
+  let result;
+  try {
+    result = await build({
+      entryPoints: [absolute], bundle: true, write: false, metafile: true, format: "esm", platform: "neutral", logLevel: "silent",
+      plugins: [{
+        name: "self-contained",
+        setup(builder) {
+          builder.onResolve({ filter: /.*/ }, (args) => {
+            if (args.kind === "entry-point") return undefined;
+            return args.kind === "import-statement" ? { errors: [{ text: SELF_CONTAINED }] } : { path: args.path, external: true };
+          });
+        },
+      }],
+    });
+  } catch (err) {
+    const first = err?.errors?.[0];
+    if (!first) throw err;
+    const where = first.location ? `:${first.location.line}:${first.location.column + 1}` : "";
+    throw new Error(`${shown}${where}: ${first.text}`, { cause: err });
+  }
+  const [output] = Object.values(result.metafile.outputs);
+  if (!output?.exports.includes("default")) throw new Error(`${shown}: no default export (export default the function that reshapes the event)`);
+}
 
 const args = process.argv.slice(2);
 const outAt = args.indexOf("--out");
@@ -28,24 +61,31 @@ const out = path.resolve(root, outAt === -1 ? "src/deliver/transforms.generated.
 const extra = outAt === -1 ? args : args.filter((_, i) => i !== outAt && i !== outAt + 1);
 if (outAt !== -1 && !args[outAt + 1]) throw new Error("--out needs a file");
 
-/** @type {Map<string, string>} name → the directory (relative to the project) it came from */
-const origin = new Map();
-/** @type {Record<string, string>} */
-const sources = {};
-for (const dir of ["transforms", ...extra]) {
-  const absolute = path.resolve(root, dir);
-  for (const file of readdirSync(absolute).filter((f) => f.endsWith(".js")).sort()) {
-    const name = file.slice(0, -".js".length);
-    if (!NAME.test(name)) throw new Error(`${dir}/${file}: a transform's name is 1-64 of a-z, 0-9, - and _, starting with a letter or digit`);
-    if (origin.has(name)) throw new Error(`${dir}/${file}: ${name} is already ${origin.get(name)}/${file}`);
-    origin.set(name, dir);
-    const source = readFileSync(path.join(absolute, file), "utf8");
-    if (IMPORT.test(source.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ""))) {
-      throw new Error(`${dir}/${file}: a transform imports nothing (its isolate holds this one file): inline the helper, or share it by copying`);
+/** Every transform's source by name, each checked; throws naming the first file that could never run. */
+async function collect() {
+  /** @type {Map<string, string>} name → the directory (relative to the project) it came from */
+  const origin = new Map();
+  /** @type {Record<string, string>} */
+  const sources = {};
+  for (const dir of ["transforms", ...extra]) {
+    const absolute = path.resolve(root, dir);
+    for (const file of readdirSync(absolute).filter((f) => f.endsWith(".js")).sort()) {
+      const name = file.slice(0, -".js".length);
+      if (!NAME.test(name)) throw new Error(`${dir}/${file}: a transform's name is 1-64 of a-z, 0-9, - and _, starting with a letter or digit`);
+      if (origin.has(name)) throw new Error(`${dir}/${file}: ${name} is already ${origin.get(name)}/${file}`);
+      origin.set(name, dir);
+      await checkTransform(`${dir}/${file}`, path.join(absolute, file));
+      sources[name] = readFileSync(path.join(absolute, file), "utf8");
     }
-    sources[name] = source;
   }
+  return sources;
 }
+
+// The build stops here, with one line naming the file (and line), not a stack trace of this script.
+const sources = await collect().catch((err) => {
+  console.error(`scripts/transforms.mjs: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
 
 const from = ["transforms", ...extra].map((dir) => `${path.relative(root, path.resolve(root, dir))}/`).join(", ");
 const text = `// Generated by scripts/transforms.mjs from ${from}: do not edit (git ignores it).

@@ -144,6 +144,8 @@ describe("console", () => {
         { name: "shaped", url: "https://shaped.test/hook", transform: "test-echo" },
         { name: "broken", url: "https://broken.test/hook", transform: "test-throws" },
         { name: "plain", url: "https://plain.test/hook" },
+        // Never routes this (Seismic) event: nothing to preview there.
+        { name: "elsewhere", url: "https://elsewhere.test/hook", providers: ["zuddl"], transform: "test-echo" },
       ],
     };
     const eventPage = await (await page(`/console/events/${id}`, cookie, {}, bindings)).text();

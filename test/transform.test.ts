@@ -8,8 +8,10 @@ import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import type { AlertMessage } from "../src/env";
-import { recordingQueue } from "./faults";
-import { accept, admin, bindings, consume, deliveries, downstream, events, SECRET_A, useDeliveryHarness } from "./delivery-harness";
+import { runTransform, transformLimits, transformRunner, type TransformEvent } from "../src/deliver/transform";
+import { transformSources } from "./transforms.generated";
+import { recordingQueue, sleep } from "./faults";
+import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, SECRET_A, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, expectNoLogLineWith, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
 import zuddlSample from "./fixtures/zuddl-time-spent-in-session.json";
 import livesendSample from "./fixtures/seismic-livesend-session-summary-v3.json";
@@ -78,7 +80,7 @@ describe("transforms", () => {
 
   it.each([
     ["test-throws", "transform_error", /^transform_error: transforms\/test-throws\.js threw TypeError at transforms\/test-throws\.js:3:\d+; replay once it is fixed$/],
-    ["test-slow", "transform_timeout", /^transform_timeout: transforms\/test-slow\.js ran longer than 100 ms/],
+    ["test-load-cpu", "transform_error", /^transform_error: transforms\/test-load-cpu\.js threw Error at transforms\/test-load-cpu\.js:3:\d+ while it loaded; replay once it is fixed$/],
     ["test-huge", "transform_too_large", /^transform_too_large: transforms\/test-huge\.js returned more than 1048576 bytes/],
     ["test-fetch", "transform_network", /^transform_network: transforms\/test-fetch\.js tried to reach the network/],
     ["test-undefined", "transform_invalid_result", /^transform_invalid_result: transforms\/test-undefined\.js returned undefined/],
@@ -294,6 +296,18 @@ describe("transform preview", () => {
     expect(reached).toHaveLength(0);
   });
 
+  it("runs in an isolate of its own: nothing a preview leaves there reaches the deliveries' runs", async () => {
+    const [counting] = destinations(["test-concurrency"]);
+    bindings.DESTINATIONS = [counting];
+    const forwarded = downstream(counting!.url);
+    const previewed = await preview(counting!.name, { provider: "zuddl", payload: zuddlSample });
+    expect(await previewed.json()).toMatchObject({ outcome: "body", body: { seen: 1 } });
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted);
+    // The delivery's isolate has seen only its own run.
+    expect(forwarded.map((r) => (JSON.parse(r.body) as { seen: number }).seen)).toEqual([1]);
+  });
+
   it("answers a failure with its kind, never the payload; and refuses what it cannot preview", async () => {
     const [failing, plain] = destinations(["test-throws", null]);
     bindings.DESTINATIONS = [failing, plain];
@@ -308,5 +322,157 @@ describe("transform preview", () => {
     expect((await preview(failing!.name, { something: "else" })).status).toBe(400);
     const mismatch = await preview(failing!.name, { provider: "zuddl", payload: { action: 7 } });
     expect(mismatch.status).toBe(422);
+  });
+});
+
+/** What a transform sees, for the runner's own tests. */
+const anEvent: TransformEvent = {
+  provider: "seismic", source: "seismic", type: "t", eventId: "e", tenant: null, occurredAt: null, receivedAt: new Date(0).toISOString(), payload: null,
+};
+
+/**
+ * A stand-in for the platform's Worker Loader (the outside world here): each run's request is
+ * answered by `answer`, and the loader counts the requests in flight at once, across isolates.
+ */
+function fakeLoader(answer: (signal: AbortSignal | null | undefined) => Promise<Response>) {
+  const counts = { inFlight: 0, most: 0 };
+  const entrypoint = {
+    async fetch(_url: string, init?: RequestInit) {
+      counts.inFlight++;
+      counts.most = Math.max(counts.most, counts.inFlight);
+      try {
+        return await answer(init?.signal);
+      } finally {
+        counts.inFlight--;
+      }
+    },
+  };
+  const loader = { get: () => ({ getEntrypoint: () => entrypoint }), load: () => ({ getEntrypoint: () => entrypoint }) } as unknown as WorkerLoader;
+  return { loader, counts };
+}
+
+describe("a passing fault is a failed attempt, not a verdict", () => {
+  it("a run past TRANSFORM_TIMEOUT_MS is retried with backoff, counted as an attempt, recorded with its kind, and dead after the last attempt", async () => {
+    const [slow, echo] = destinations(["test-slow", "test-echo"]);
+    bindings.DESTINATIONS = [slow, echo];
+    const reached = downstream(slow!.url);
+    downstream(echo!.url);
+    const key = await accept(await seismicRequest(seismicBody()));
+    const first = await consume(events.accepted);
+    expect(first.retried).toEqual([{ msgId: "msg-0" }]);
+    const rows = await deliveries(key);
+    expect(rows[slow!.name]).toMatchObject({ status: "failed", attempts: 1 });
+    expect(rows[slow!.name]!.next_attempt_at).toBeGreaterThan(Date.now());
+    expect(rows[slow!.name]!.last_error).toMatch(/^transform_timeout: transforms\/test-slow\.js ran longer than 100 ms$/);
+    expect(rows[echo!.name]).toMatchObject({ status: "delivered" });
+    const { event: view } = (await (await admin("GET", `/admin/events/${key}`)).json()) as { event: { status: string; deliveries: { destination: string; history: { error: string | null }[] }[] } };
+    expect(view.status).toBe("failed");
+    expect(view.deliveries.find((d) => d.destination === slow!.name)!.history.map((h) => h.error)).toEqual([expect.stringMatching(/^transform_timeout: /)]);
+    expect(await metrics()).toContain(`edgehook_transform_failures_total{destination="${slow!.name}",kind="transform_timeout"} 1`);
+
+    // MAX_DELIVERY_ATTEMPTS is 3 in the harness: two more rounds, then dead (never transform_failed).
+    for (let round = 2; round <= 3; round++) {
+      await makeDue(key);
+      await consume(events.accepted);
+    }
+    expect((await deliveries(key))[slow!.name]).toMatchObject({ status: "dead", attempts: 3 });
+    expect(reached).toHaveLength(0);
+    // Not the destination's failure: its circuit never counted these.
+    const control = await env.DB.prepare("SELECT failures FROM destination_state WHERE destination = ?").bind(slow!.name).first<{ failures: number }>();
+    expect(control?.failures ?? 0).toBe(0);
+  });
+
+  it("a loader that cannot run the transform is a failed attempt, kind transform_unavailable", async () => {
+    const [echo] = destinations(["test-echo"]);
+    bindings.DESTINATIONS = [echo];
+    const reached = downstream(echo!.url);
+    const { loader } = fakeLoader(() => Promise.reject(new Error("Network connection lost.")));
+    const key = await accept(await seismicRequest(seismicBody()));
+    const result = await consume(events.accepted, { LOADER: loader });
+    expect(result.retried).toEqual([{ msgId: "msg-0" }]);
+    const row = (await deliveries(key))[echo!.name]!;
+    expect(row).toMatchObject({ status: "failed", attempts: 1 });
+    expect(row.last_error).toBe("transform_unavailable: transforms/test-echo.js could not run (Error)");
+    // Once the loader is back, the retry delivers it.
+    await makeDue(key);
+    await consume(events.accepted);
+    expect(reached).toHaveLength(1);
+    expect((await deliveries(key))[echo!.name]).toMatchObject({ status: "delivered", attempts: 2 });
+  });
+
+  it("reads the runtime's own CPU and memory errors; text a transform could write is never a resource failure", async () => {
+    const limits = { cpuMs: 50, timeoutMs: 1000, maxBytes: 1000 };
+    const kindOf = async (message: string) => {
+      const { loader } = fakeLoader(() => Promise.reject(new Error(message)));
+      return runTransform(loader, { destination: "d", name: "x", source: "export default () => null;" }, anEvent, limits);
+    };
+    expect(await kindOf("Worker exceeded CPU time limit.")).toMatchObject({ kind: "transform_timeout", message: "transforms/x.js used more than 50 ms of CPU" });
+    expect(await kindOf("Worker has exceeded memory limit.")).toMatchObject({ kind: "transform_memory", message: "transforms/x.js ran out of memory" });
+    expect(await kindOf("Worker exceeded memory limit.")).toMatchObject({ kind: "transform_memory" });
+    for (const lookalike of ["cpu", "out of memory", "my CPU time limit"]) {
+      expect(await kindOf(lookalike)).toMatchObject({ kind: "transform_unavailable", message: "transforms/x.js could not run (Error)" });
+    }
+  });
+
+  it("stops a run at its time limit, so what it does late never fails the next run of its isolate", async () => {
+    const [late] = destinations(["test-late"]);
+    bindings.DESTINATIONS = [late];
+    const forwarded = downstream(late!.url);
+    // The first outlives the 300 ms limit and fetches at 450 ms, while the second (250 ms) would be in flight.
+    const slow = await accept(await seismicRequest(seismicBody({ data: { waitMs: 450, fetchLate: true } })));
+    const next = await accept(await seismicRequest(seismicBody({ data: { waitMs: 250 } })));
+    await consume(events.accepted, { TRANSFORM_TIMEOUT_MS: "300" });
+    expect((await deliveries(slow))[late!.name]).toMatchObject({ status: "failed" });
+    expect((await deliveries(next))[late!.name]).toMatchObject({ status: "delivered" });
+    expect(forwarded.map((r) => JSON.parse(r.body) as unknown)).toEqual([{ waited: 250 }]);
+  });
+
+  it("keeps a timed-out run's slot until the run has ended: never more than 4 isolates in flight", async () => {
+    // Runs that ignore the abort and end 200 ms later (and one rejects): their slots stay taken until then.
+    let runs = 0;
+    const { loader, counts } = fakeLoader(async () => {
+      await sleep(200);
+      if (++runs === 1) throw new Error("late");
+      return new Response("{}");
+    });
+    const run = transformRunner({ ...env, LOADER: loader, TRANSFORM_TIMEOUT_MS: "50" });
+    const started = Date.now();
+    const results = await Promise.all(["a", "b", "c", "d", "e"].map((destination) => run(destination, "test-echo", anEvent)));
+    expect(results.map((r) => r.outcome === "failed" && r.kind)).toEqual(Array(5).fill("transform_timeout"));
+    expect(counts.most).toBe(4);
+    // The fifth started only when one of the first four had ended.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+  });
+});
+
+describe("what a transform's attempt records", () => {
+  it("each attempt names the transform code that made its body: the first 16 hex digits of the source's SHA-256", async () => {
+    const [echo, plain] = destinations(["test-echo", null]);
+    bindings.DESTINATIONS = [echo, plain];
+    downstream(echo!.url);
+    downstream(plain!.url);
+    const key = await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted);
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(transformSources["test-echo"]!)));
+    const hash = [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const { event: view } = (await (await admin("GET", `/admin/events/${key}`)).json()) as { event: { deliveries: { destination: string; history: { transformCode: string | null }[] }[] } };
+    const history = Object.fromEntries(view.deliveries.map((d) => [d.destination, d.history.map((h) => h.transformCode)]));
+    expect(history).toEqual({ [echo!.name]: [hash], [plain!.name]: [null] });
+  });
+
+  it("what else a transform can reach: the runtime's modules through import(), a refused socket, and a Cache API with nothing behind it here", async () => {
+    const [probe] = destinations(["test-capabilities"]);
+    bindings.DESTINATIONS = [probe];
+    const forwarded = downstream(probe!.url);
+    await accept(await seismicRequest(seismicBody()));
+    await consume(events.accepted);
+    expect(forwarded.map((r) => JSON.parse(r.body) as unknown)).toEqual([{
+      sockets: "function",
+      // Refused by globalOutbound: null, but not watched by the guard: the run succeeds.
+      connect: expect.stringContaining("not permitted to access the internet"),
+      workersEnv: [],
+      caches: "object",
+      cachePut: "No Cache was configured",
+    }]);
   });
 });

@@ -15,7 +15,7 @@ export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8
 const COUNTERS: [name: string, help: string][] = [
   ["edgehook_events_total", "Webhook requests by source, provider, type and outcome (accepted, duplicate, quarantined, refused)."],
   ["edgehook_deliveries_total", "Deliveries that reached a final status, by destination and status (delivered, gone, dead, cancelled, skipped, transform_failed)."],
-  ["edgehook_transform_failures_total", "Deliveries whose destination's transform failed, by destination and kind (transform_error, transform_timeout, …)."],
+  ["edgehook_transform_failures_total", "Transform failures by destination and kind (transform_error, transform_timeout, …): deliveries closed transform_failed, and attempts a passing fault failed."],
   ["edgehook_attempts_total", "Forward attempts by destination and result (delivered, gone, failed, dead)."],
   ["edgehook_alerts_total", "Alerts POSTed to ALERT_URL, by kind and result (sent, failed: the target refused or did not answer; it is retried)."],
   ["edgehook_deferred_total", "Forwards the destination's rate limit moved to a later delivery of their message (no attempt used), by destination."],

@@ -258,4 +258,4 @@ export function deliveryView(row: DeliveryRow): DeliveryView {
   };
 }
 
-const attemptView = (a: AttemptRow): AttemptView => ({ attempt: a.attempt, at: iso(a.started_at), durationMs: a.duration_ms, statusCode: a.status_code, error: a.error });
+const attemptView = (a: AttemptRow): AttemptView => ({ attempt: a.attempt, at: iso(a.started_at), durationMs: a.duration_ms, statusCode: a.status_code, error: a.error, transformCode: a.transform_code });

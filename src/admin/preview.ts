@@ -1,7 +1,7 @@
 /**
  * Previews a destination's transform on a stored event or a pasted payload, for the operator API
- * and the console: the same runner, isolate and limits as a forward, and nothing is forwarded
- * or recorded.
+ * and the console: the same runner and limits as a forward, in an isolate of its own, and nothing
+ * is forwarded or recorded.
  */
 import { Value } from "@sinclair/typebox/value";
 import { transformEvent, transformRunner, type TransformEvent } from "../deliver/transform";
@@ -30,7 +30,8 @@ export async function previewTransform(env: Env, name: string, request: PreviewR
   const { event, eventId } = "eventId" in request
     ? { event: transformEvent(await requireEvent(env, request.eventId)), eventId: request.eventId }
     : { event: pastedEvent(request), eventId: null };
-  const result = await transformRunner(env)(destination.name, destination.transform, event);
+  // In an isolate of its own: what a preview leaves there never reaches a forward.
+  const result = await transformRunner(env, "preview")(destination.name, destination.transform, event);
   const base = { destination: name, transform: destination.transform, eventId, durationMs: result.durationMs };
   switch (result.outcome) {
     case "body":

@@ -68,6 +68,9 @@ export const AttemptView = Strict({
   durationMs: T.Integer({ minimum: 0 }),
   statusCode: Nullable(T.Integer(), { description: "the destination's HTTP status; null after a network error or timeout" }),
   error: Nullable(T.String()),
+  transformCode: Nullable(T.String({ pattern: "^[0-9a-f]{16}$" }), {
+    description: "which transform code made the forwarded body (the first 16 hex digits of the SHA-256 of its source); null: the event's own body",
+  }),
 });
 
 const deliveryFields = {

@@ -6,12 +6,12 @@ import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
 import type { PreviewView, ReleaseView } from "../admin/schemas";
 import { previewTransform } from "../admin/preview";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "../admin/destinations";
-import { loadDestinations } from "../deliver/destinations";
+import { loadDestinations, route } from "../deliver/destinations";
 import { HttpError } from "../errors";
 import { builtInSources, loadSources } from "../sources";
 import { tokensEqual } from "../crypto";
 import { consoleCounts, destinationHealth, getAttempts, getDeliveries, listDeliveries, timeline } from "../store/deliveries";
-import { listEvents, type EventPage as EventListPage } from "../store/events";
+import { bodyJson, listEvents, sourceOf, type EventPage as EventListPage } from "../store/events";
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
@@ -138,13 +138,15 @@ async function eventPage(env: Env, id: string, extra: { notice?: string; preview
   const [deliveries, attempts] = await Promise.all([getDeliveries(env.DB, event.key), getAttempts(env.DB, event.key)]);
   const config = loadDestinations(env);
   const destinations = config.ok ? config.destinations : [];
+  // Preview only where the event goes: routed as the consumer routes it.
+  const routed = route(destinations, { provider: event.provider, source: sourceOf(event), type: event.type, envelope: bodyJson(event.body)?.json ?? null }).destinations;
   return (
     <EventPage
       event={event}
       deliveries={deliveries}
       attempts={attempts}
       destinations={destinations.map((d) => d.name)}
-      transformed={destinations.filter((d) => d.transform).map((d) => d.name)}
+      transformed={routed.filter((d) => d.transform).map((d) => d.name)}
       {...extra}
     />
   );

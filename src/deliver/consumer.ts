@@ -36,7 +36,7 @@ import { bodyJson, LEASE_NONCE_CHARS, sourceOf, type EventRow, type EventStatus 
 import { bytesToHex } from "../crypto";
 import { loadDestinations, route, type Destination } from "./destinations";
 import { forward } from "./forward";
-import { forwardBody, transformRunner, type ForwardBody, type TransformRunner } from "./transform";
+import { forwardBody, transformRunner, type ForwardBody, type TransformFault, type TransformRunner } from "./transform";
 import { withDeadline } from "../deadline";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { writeAllOrEach } from "./all-or-each";
@@ -710,7 +710,7 @@ function statusOf(statuses: DeliveryStatus[]): EventStatus {
 }
 
 /** One forward attempt of `body` (the event's, or its transform's), recorded; with METRICS bound, also one Analytics Engine data point. */
-export async function attempt(event: EventRow, body: ForwardBody, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
+export async function attempt(event: EventRow, body: ForwardBody | TransformFault, due: Due, retry: RetryPolicy, metrics: AnalyticsEngineDataset | undefined): Promise<AttemptRecord> {
   const { destination } = due;
   const record = await forwardOnce(event, body, due, retry);
   writePoint(metrics, {
@@ -722,20 +722,24 @@ export async function attempt(event: EventRow, body: ForwardBody, due: Due, retr
   return record;
 }
 
-async function forwardOnce(event: EventRow, { contentType, body }: ForwardBody, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
+async function forwardOnce(event: EventRow, body: ForwardBody | TransformFault, { destination, attempts, probe }: Due, retry: RetryPolicy): Promise<AttemptRecord> {
   const attemptNumber = attempts + 1;
   const startedAt = Date.now();
-  const result = await forward(
-    { key: event.key, provider: event.provider, type: event.type, contentType, body },
-    destination,
-  ).catch((err: unknown) => ({
-    // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.
-    outcome: "retry" as const, statusCode: null, durationMs: Date.now() - startedAt, retryAfterSeconds: null,
-    error: `internal error: ${err instanceof Error ? err.name : "unknown"}`,
-  }));
+  // A transform's passing fault (a timeout, a runtime limit or outage) fails this attempt, without a forward.
+  const result = "fault" in body
+    ? { outcome: "retry" as const, statusCode: null, durationMs: body.fault.durationMs, retryAfterSeconds: null, error: body.fault.message }
+    : await forward(
+      { key: event.key, provider: event.provider, type: event.type, contentType: body.contentType, body: body.body },
+      destination,
+    ).catch((err: unknown) => ({
+      // A bug while forwarding is a failed attempt of this destination only, never the message's other forwards.
+      outcome: "retry" as const, statusCode: null, durationMs: Date.now() - startedAt, retryAfterSeconds: null,
+      error: `internal error: ${err instanceof Error ? err.name : "unknown"}`,
+    }));
   const base = {
     destination: destination.name, attempt: attemptNumber, startedAt, durationMs: result.durationMs, statusCode: result.statusCode,
-    circuitFailures: destination.circuitFailures, laneBudgetMs: retry.laneBudgetMs,
+    circuitFailures: destination.circuitFailures, laneBudgetMs: retry.laneBudgetMs, transformCode: body.transformCode,
+    transformFailure: "fault" in body ? body.fault.kind : null,
   };
   switch (result.outcome) {
     case "delivered":

@@ -2,12 +2,15 @@
  * Runs a destination's transform (transforms/<name>.js) on an event, in an isolate of its own
  * through the Worker Loader: no network (`globalOutbound: null`, and `fetch` replaced so that
  * trying it fails the run), no bindings (`env: {}`), CPU bounded by the loader (`limits.cpuMs`),
- * and here the wall-clock time and the result's size. The isolate's id is a hash of the destination
- * and the code it runs, so a deploy with new code never runs the old one.
+ * and here the wall-clock time (the run is aborted past it) and the result's size. The isolate's
+ * id is a hash of the purpose (deliveries or previews), the destination and the code it runs, so a
+ * deploy with new code never runs the old one, and a preview never shares a delivery's isolate.
  *
- * The same code gives the same answer, so a failure is not retried: it has a kind from a small
- * closed set and a message that never quotes the payload (nor the transform's own error message,
- * which could), only what failed and where in the transform.
+ * A failure has a kind from a small closed set and a message that never quotes the payload (nor
+ * the transform's own error message, which could), only what failed and where in the transform.
+ * What the code itself answered (it threw, its result is not JSON or too large, it reached for the
+ * network) is final: the same code gives the same answer. A passing fault (a timeout, the
+ * runtime's CPU or memory limit, a loader that could not run it) is a failed attempt, retried.
  */
 import type { TransformEvent } from "../../transforms/transform";
 import { numberVar, type Env } from "../env";
@@ -21,9 +24,20 @@ import { limiter } from "./limiter";
 import { transformSource } from "./transform-source";
 
 export const TRANSFORM_FAILURES = [
-  "transform_error", "transform_timeout", "transform_invalid_result", "transform_too_large", "transform_network", "transform_unavailable",
+  "transform_error", "transform_timeout", "transform_memory", "transform_invalid_result", "transform_too_large", "transform_network", "transform_unavailable",
 ] as const;
 export type TransformFailure = (typeof TRANSFORM_FAILURES)[number];
+
+/** Failures that say nothing about the code: another attempt (with backoff) may well succeed. */
+const PASSING_FAILURES: ReadonlySet<TransformFailure> = new Set(["transform_timeout", "transform_memory", "transform_unavailable"]);
+
+/**
+ * The runtime's own words when it stops an isolate at a limit (workerd's "exceeded" errors). Only
+ * these, matched whole: the transform's own errors never reach the gateway as thrown errors (the
+ * runner answers them), and a message it wrote must never pass for a resource failure.
+ */
+const CPU_EXCEEDED = new Set(["Worker exceeded CPU time limit."]);
+const MEMORY_EXCEEDED = new Set(["Worker has exceeded memory limit.", "Worker exceeded memory limit."]);
 
 /** What a transform's default export receives: its one definition is the transforms' own contract. */
 export type { TransformEvent };
@@ -32,6 +46,9 @@ export type TransformResult =
   | { outcome: "body"; body: string; durationMs: number }
   | { outcome: "skip"; durationMs: number }
   | { outcome: "failed"; kind: TransformFailure; message: string; durationMs: number };
+
+/** Which runs share an isolate: deliveries', or previews' (whose state must never reach a forward). */
+export type TransformPurpose = "delivery" | "preview";
 
 export interface TransformLimits {
   cpuMs: number;
@@ -93,17 +110,19 @@ export const guard = Object.freeze({
  */
 const RUNNER = `
 import { guard } from "./guard.js";
-import * as module from "./transform.js";
-const transform = module.default;
 const failed = (kind, message) => new guard.Response(guard.stringify({ kind, message }), { __proto__: null, status: 422 });
+const described = (err, file) => (guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value");
+// Imported on the first run, not with the runner: a module that throws while it loads is the
+// transform's own error (answered as such), never a runtime failure whose text it chose.
+let loaded = null;
+const load = () => (loaded ??= import("./transform.js").then((module) => ({ ok: true, transform: module.default }), (error) => ({ ok: false, error })));
 /** The transform's answer for one event: the body, a skip or a failure. */
-async function answer(event, file, maxChars) {
+async function answer(transform, event, file, maxChars) {
   let result;
   try {
     result = await transform(event);
   } catch (err) {
-    const what = guard.isError(err) ? guard.ownName(err) + " at " + file + guard.where(err) : "a non-Error value";
-    return failed("transform_error", file + " threw " + what);
+    return failed("transform_error", file + " threw " + described(err, file));
   }
   if (result === null) return new guard.Response(null, { __proto__: null, status: 204 });
   let text;
@@ -119,12 +138,14 @@ async function answer(event, file, maxChars) {
 export default {
   async fetch(request) {
     const { file, maxChars, event } = guard.parse(await guard.requestText(request));
-    if (typeof transform !== "function") return failed("transform_invalid_result", file + " has no default export function");
-    // In flight until its result is serialised: a getter or toJSON that fetches is this run's too.
+    // In flight from its module's load until its result is serialised: a fetch at load, or from a getter or toJSON, is this run's too.
     const run = guard.begin();
     let response;
     try {
-      response = await answer(event, file, maxChars);
+      const { ok, transform, error } = await load();
+      if (!ok) response = failed("transform_error", file + " threw " + described(error, file) + " while it loaded");
+      else if (typeof transform !== "function") response = failed("transform_invalid_result", file + " has no default export function");
+      else response = await answer(transform, event, file, maxChars);
     } finally {
       guard.end(run);
     }
@@ -153,21 +174,39 @@ function workerCode(source: string, cpuMs: number): WorkerLoaderWorkerCode {
   };
 }
 
-/** Per isolate: the loader's id for each destination, transform and the code built for it. */
+/** Per isolate: the loader's id for each purpose, destination, transform and the code built for it. */
 const ids = new Map<string, Promise<string>>();
 
 /**
- * A hash of the destination, the transform's name and all the loader builds from: new code, a new
- * limit or a new runtime is a new isolate, and destinations sharing a transform never share one.
+ * A hash of the purpose, the destination, the transform's name and all the loader builds from:
+ * new code, a new limit or a new runtime is a new isolate; destinations sharing a transform never
+ * share one, nor do previews and deliveries.
  */
-function codeId(destination: string, name: string, code: WorkerLoaderWorkerCode): Promise<string> {
-  const made = JSON.stringify([destination, name, code]);
+function codeId(purpose: TransformPurpose, destination: string, name: string, code: WorkerLoaderWorkerCode): Promise<string> {
+  const made = JSON.stringify([purpose, destination, name, code]);
   let id = ids.get(made);
   if (!id) {
-    id = crypto.subtle.digest("SHA-256", new TextEncoder().encode(made)).then((digest) => `transform:${name}:${bytesToHex(new Uint8Array(digest))}`);
+    id = sha256Hex(made).then((hex) => `transform:${name}:${hex}`);
     ids.set(made, id);
   }
   return id;
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  return bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text))));
+}
+
+/** Per isolate: each source's code hash. */
+const codeHashes = new Map<string, Promise<string>>();
+
+/** Which code made a forward's body, recorded with its attempt: the first 16 hex digits of the source's SHA-256. */
+export function transformCodeHash(source: string): Promise<string> {
+  let hash = codeHashes.get(source);
+  if (!hash) {
+    hash = sha256Hex(source).then((hex) => hex.slice(0, 16));
+    codeHashes.set(source, hash);
+  }
+  return hash;
 }
 
 /**
@@ -175,9 +214,10 @@ function codeId(destination: string, name: string, code: WorkerLoaderWorkerCode)
  * one preview). Each isolate's JavaScript runs one thing at a time, so concurrent runs would only
  * queue inside it: one isolate's runs go one after another here (each one's time limit is then
  * its own, not a wait behind the batch's other events), and at most 4 isolates run at once:
- * Cloudflare's limit of Dynamic Workers with requests in flight per invocation.
+ * Cloudflare's limit of Dynamic Workers with requests in flight per invocation. A run's answer can
+ * come before its slot is free: one that timed out keeps its slot until its request has ended.
  */
-export function transformRunner(env: Env): TransformRunner {
+export function transformRunner(env: Env, purpose: TransformPurpose = "delivery"): TransformRunner {
   const limits = transformLimits(env);
   const slots = limiter(MAX_TRANSFORMS_IN_FLIGHT, 1);
   return async (destination, name, event) => {
@@ -186,46 +226,72 @@ export function transformRunner(env: Env): TransformRunner {
     if (!env.LOADER) return { outcome: "failed", kind: "transform_unavailable", message: "no Worker Loader binding (LOADER) to run it", durationMs: 0 };
     if (source === null) return { outcome: "failed", kind: "transform_unavailable", message: `transforms/${name}.js is not deployed`, durationMs: 0 };
     const loader = env.LOADER;
-    return slots(`${destination}\n${name}`, () => runTransform(loader, { destination, name, source }, event, limits));
+    return new Promise<TransformResult>((resolve, reject) => {
+      slots(`${destination}\n${name}`, async () => {
+        const run = await startTransform(loader, { purpose, destination, name, source }, event, limits);
+        resolve(run.result);
+        await run.ended;
+      }).catch(reject);
+    });
   };
 }
 
-/** One run of a destination's transform on an event, in the isolate for that destination and code. */
+/** One run of a destination's transform on an event: its answer, and when its request has ended. */
 export async function runTransform(
-  loader: WorkerLoader, { destination, name, source }: { destination: string; name: string; source: string }, event: TransformEvent, limits: TransformLimits,
+  loader: WorkerLoader, spec: { destination: string; name: string; source: string; purpose?: TransformPurpose }, event: TransformEvent, limits: TransformLimits,
 ): Promise<TransformResult> {
+  const run = await startTransform(loader, { purpose: "delivery", ...spec }, event, limits);
+  await run.ended;
+  return run.result;
+}
+
+/**
+ * Starts a run in the isolate for its purpose, destination and code. Past TRANSFORM_TIMEOUT_MS its
+ * request is aborted (the runtime then stops the run's pending work: a late fetch never happens)
+ * and the answer is a timeout at once; `ended` resolves only when the request has settled, and
+ * never rejects (a late failure is the timed-out run's, already answered).
+ */
+async function startTransform(
+  loader: WorkerLoader, { purpose, destination, name, source }: { purpose: TransformPurpose; destination: string; name: string; source: string },
+  event: TransformEvent, limits: TransformLimits,
+): Promise<{ result: TransformResult; ended: Promise<void> }> {
   const file = `transforms/${name}.js`;
   // Before the clock starts: the event's JSON (up to a body's size) is the gateway's work, not the transform's.
   const input = JSON.stringify({ file, maxChars: limits.maxBytes, event });
   const code = workerCode(source, limits.cpuMs);
-  const id = await codeId(destination, name, code);
+  const id = await codeId(purpose, destination, name, code);
   const started = Date.now();
   const fail = (kind: TransformFailure, message: string): TransformResult => ({ outcome: "failed", kind, message, durationMs: Date.now() - started });
+  const abort = new AbortController();
   let timer: ReturnType<typeof setTimeout> | null = null;
   const timedOut = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), limits.timeoutMs)));
-  try {
+  const request = (async () => {
     const worker = loader.get(id, () => code);
-    const run = (async () => {
-      const response = await worker.getEntrypoint().fetch("https://transform.invalid/", { method: "POST", body: input });
-      // Read only up to the limit: a transform's answer can be huge.
-      const text = await readBoundedBody(response, limits.maxBytes, limits.timeoutMs).then(
-        (bytes) => new TextDecoder().decode(bytes),
-        (err: unknown) => {
-          if (err instanceof HttpError && err.status === 413) return null;
-          throw err;
-        },
-      );
-      return { status: response.status, text };
-    })();
-    const answer = await Promise.race([run, timedOut]);
-    if (answer === "timeout") return fail("transform_timeout", `${file} ran longer than ${limits.timeoutMs} ms`);
-    return readAnswer(answer, file, limits, started);
+    const response = await worker.getEntrypoint().fetch("https://transform.invalid/", { method: "POST", body: input, signal: abort.signal });
+    // Read only up to the limit: a transform's answer can be huge.
+    const text = await readBoundedBody(response, limits.maxBytes, limits.timeoutMs).then(
+      (bytes) => new TextDecoder().decode(bytes),
+      (err: unknown) => {
+        if (err instanceof HttpError && err.status === 413) return null;
+        throw err;
+      },
+    );
+    return { status: response.status, text };
+  })();
+  const ended = request.then(() => undefined, () => undefined);
+  try {
+    const answer = await Promise.race([request, timedOut]);
+    if (answer === "timeout") {
+      abort.abort();
+      return { result: fail("transform_timeout", `${file} ran longer than ${limits.timeoutMs} ms`), ended };
+    }
+    return { result: readAnswer(answer, file, limits, started), ended };
   } catch (err) {
-    // Thrown by the runtime, not the transform (the runner catches what the transform throws).
-    const text = err instanceof Error ? err.message : "";
-    if (/cpu/i.test(text)) return fail("transform_timeout", `${file} used more than ${limits.cpuMs} ms of CPU`);
-    if (/memory/i.test(text)) return fail("transform_too_large", `${file} ran out of memory`);
-    return fail("transform_error", `${file} could not run (${err instanceof Error ? err.name : "error"})`);
+    // Thrown by the runtime, not the transform (the runner answers what the transform throws).
+    const message = err instanceof Error ? err.message : "";
+    if (CPU_EXCEEDED.has(message)) return { result: fail("transform_timeout", `${file} used more than ${limits.cpuMs} ms of CPU`), ended };
+    if (MEMORY_EXCEEDED.has(message)) return { result: fail("transform_memory", `${file} ran out of memory`), ended };
+    return { result: fail("transform_unavailable", `${file} could not run (${err instanceof Error ? err.name : "error"})`), ended };
   } finally {
     clearTimeout(timer);
   }
@@ -264,10 +330,18 @@ function parseFailure(text: string): { kind: TransformFailure; message: string }
   }
 }
 
-/** What a forward carries: the event's own body, or its transform's. */
+/** What a forward carries: the event's own body, or its transform's (and which code made it). */
 export interface ForwardBody {
   contentType: string;
   body: string;
+  /** transformCodeHash of the transform's source; null: the event's own body. */
+  transformCode: string | null;
+}
+
+/** A passing fault of a delivery's transform: this attempt failed, without a forward, and is retried. */
+export interface TransformFault {
+  fault: { kind: TransformFailure; message: string; durationMs: number };
+  transformCode: string | null;
 }
 
 /** The event as a transform sees it. */
@@ -279,19 +353,23 @@ export function transformEvent(event: EventRow): TransformEvent {
 }
 
 /**
- * The body to forward to a destination, or, when its transform skips the event or fails, how its
- * delivery ends without a forward: skipped ("transform"), or transform_failed with the kind (not
- * retried: the same code gives the same answer; a replay after a fix delivers it).
+ * The body to forward to a destination; or, when its transform skips the event, its delivery is
+ * skipped ("transform"); when the transform's own answer is a failure, it is transform_failed with
+ * the kind (the same code gives the same answer: a replay after a fix delivers it); and when a
+ * passing fault stopped the run, this attempt failed (TransformFault).
  */
-export async function forwardBody(event: EventRow, destination: Destination, run: TransformRunner): Promise<ForwardBody | ClosedDelivery> {
-  if (!destination.transform) return { contentType: event.content_type, body: event.body };
+export async function forwardBody(event: EventRow, destination: Destination, run: TransformRunner): Promise<ForwardBody | TransformFault | ClosedDelivery> {
+  if (!destination.transform) return { contentType: event.content_type, body: event.body, transformCode: null };
+  const source = transformSource(destination.transform);
+  const transformCode = source === null ? null : await transformCodeHash(source);
   const result = await run(destination.name, destination.transform, transformEvent(event));
   switch (result.outcome) {
     case "body":
-      return { contentType: "application/json", body: result.body };
+      return { contentType: "application/json", body: result.body, transformCode };
     case "skip":
       return { destination: destination.name, status: "skipped", reason: "skipped: transform" };
     case "failed":
+      if (PASSING_FAILURES.has(result.kind)) return { fault: { kind: result.kind, message: `${result.kind}: ${result.message}`, durationMs: result.durationMs }, transformCode };
       return { destination: destination.name, status: "transform_failed", reason: `${result.kind}: ${result.message}; replay once it is fixed`, kind: result.kind };
   }
 }

@@ -47,6 +47,8 @@ export interface AttemptRow {
   duration_ms: number;
   status_code: number | null;
   error: string | null;
+  /** Which transform code made the forwarded body (AttemptRecord.transformCode). */
+  transform_code: string | null;
 }
 
 /** One message's part in a queue batch's claim. */
@@ -152,7 +154,7 @@ export async function getDeliveries(db: D1Database, eventKey: string): Promise<D
 export async function getAttempts(db: D1Database, eventKey: string): Promise<AttemptRow[]> {
   const { results } = await db
     .prepare(
-      `SELECT destination, attempt, started_at, duration_ms, status_code, error FROM delivery_attempts
+      `SELECT destination, attempt, started_at, duration_ms, status_code, error, transform_code FROM delivery_attempts
        WHERE event_key = ?1 ORDER BY started_at, destination`,
     )
     .bind(eventKey)
@@ -174,6 +176,10 @@ export interface AttemptRecord {
   circuitFailures: number;
   /** A forward that took this long or longer moves its destination to a lane of its own. */
   laneBudgetMs: number;
+  /** Which transform code made the forwarded body (a hash of its source); null: the event's own body. */
+  transformCode: string | null;
+  /** The kind of the transform's passing fault that failed this attempt (no forward): not the destination's failure. */
+  transformFailure: string | null;
 }
 
 /**
@@ -255,8 +261,8 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
             .bind(JSON.stringify(records), now),
           db
             .prepare(
-              `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error)
-               SELECT r->>'eventKey', r->>'destination', r->>'attempt', r->>'startedAt', r->>'durationMs', r->>'statusCode', r->>'error'
+              `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error, transform_code)
+               SELECT r->>'eventKey', r->>'destination', r->>'attempt', r->>'startedAt', r->>'durationMs', r->>'statusCode', r->>'error', r->>'transformCode'
                FROM (SELECT value AS r FROM json_each(?1))`,
             )
             .bind(JSON.stringify(records)),
@@ -374,6 +380,8 @@ export async function recordRouted(db: D1Database, routed: Routed[], now: number
 function attemptOutcomes(records: AttemptRecord[]) {
   const byDestination = new Map<string, { threshold: number; slow: string | null; attempts: { kind: AttemptKind; at: number }[] }>();
   for (const r of records) {
+    // A transform's passing fault never reached the destination: it says nothing of its health.
+    if (r.transformFailure) continue;
     const kind: AttemptKind = r.status === "delivered" ? "success" : r.status === "gone" ? "gone" : "failure";
     const entry = byDestination.get(r.destination) ?? { threshold: r.circuitFailures, slow: null, attempts: [] };
     entry.attempts.push({ kind, at: r.startedAt });
@@ -390,7 +398,8 @@ function roundCounters(rounds: Round[]): CounterDeltas {
     for (const r of round.records) {
       // A failed probe leaves its delivery held; as an attempt it failed.
       counted.add("edgehook_attempts_total", { destination: r.destination, result: r.status === "held" ? "failed" : r.status });
-      counted.observeForward(r.destination, r.durationMs / 1000);
+      if (r.transformFailure) counted.add("edgehook_transform_failures_total", { destination: r.destination, kind: r.transformFailure });
+      else counted.observeForward(r.destination, r.durationMs / 1000);
       if (FINISHED.has(r.status)) counted.add("edgehook_deliveries_total", { destination: r.destination, status: r.status });
     }
     for (const c of round.closed) if (c.status !== "held") counted.add("edgehook_deliveries_total", { destination: c.destination, status: c.status });

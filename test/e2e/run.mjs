@@ -541,7 +541,7 @@ await scenario("operate: a paused destination across a restart, a circuit that o
   }
 });
 
-await scenario("transforms build: scripts/transforms.mjs refuses a transform that imports or whose name is no name, naming the file; ordinary code passes", async () => {
+await scenario("transforms build: scripts/transforms.mjs refuses a transform that imports or whose name is no name, naming the file (and the import's line); ordinary code passes", async () => {
   const dir = mkdtempSync(join(tmpdir(), "edgehook-transforms-"));
   const build = () => spawnSync(process.execPath, [join(root, "scripts/transforms.mjs"), "--out", join(dir, "out.ts"), dir], { encoding: "utf8" });
   // Fields that start with "import" and a string that mentions one are not imports.
@@ -552,7 +552,7 @@ await scenario("transforms build: scripts/transforms.mjs refuses a transform tha
     writeFileSync(join(dir, "bad.js"), `${source}export default (e) => e;\n`);
     const result = build();
     assert.notEqual(result.status, 0, source);
-    assert.match(result.stderr, /bad\.js: a transform imports nothing/, source);
+    assert.match(result.stderr, /bad\.js:1:\d+: a transform imports nothing/, source);
   }
   rmSync(join(dir, "bad.js"));
   writeFileSync(join(dir, "_shared.js"), "export default (e) => e;\n");
