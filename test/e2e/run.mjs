@@ -359,11 +359,15 @@ await scenario(`isolation: a fast destination beside a slow, a hanging and a fai
     return { ids, firstSent, fastPerSecond: count / ((at("fast").lastNewAt - firstSent) / 1000) };
   };
   try {
+    const started = Date.now();
     const baseline = await phase("Baseline", healthy, ISOLATION_EVENTS);
+    const baselineDone = Date.now();
     const beside = await phase("Troubled", troubled, ISOLATION_EVENTS);
+    const besideDone = Date.now();
     const ratio = beside.fastPerSecond / baseline.fastPerSecond;
     await until("every event at the slow destination", () => beside.ids.every((id) => at("slow").seen.has(id)), 300_000);
     const slowPerSecond = ISOLATION_EVENTS / ((at("slow").lastNewAt - beside.firstSent) / 1000);
+    const slowDone = Date.now();
     // The hanging and failing destinations keep every event: a delivery recorded for each (retried, held or dead), none delivered.
     const recorded = async (name) => (await admin(gateway, "/admin/stats?since=0")).deliveries.filter((d) => d.destination === name);
     for (const name of ["hanging", "failing"]) {
@@ -391,6 +395,8 @@ await scenario(`isolation: a fast destination beside a slow, a hanging and a fai
       isolationHangingAttempts: at("hanging").requests,
       isolationFailingAttempts: at("failing").requests,
       isolationRepeatedForwards: repeated,
+      /** Where the scenario's time goes: each phase with its warm-up, the wait for the slow destination, the checks of what was kept. */
+      isolationSeconds: [baselineDone - started, besideDone - baselineDone, slowDone - besideDone, Date.now() - slowDone].map((ms) => ms / 1000),
     });
     assert.equal(repeated, 0, "no forward repeated to a destination");
     assert.ok(ratio >= 0.8, `the fast destination kept ${ratio.toFixed(2)}× its baseline forwards/s (${beside.fastPerSecond.toFixed(1)} vs ${baseline.fastPerSecond.toFixed(1)}); the goal is 0.8×`);
