@@ -2,6 +2,7 @@
 // hanging and a failing one; the slow one's own rate; and what became of every event at each.
 import { startWorker } from "../scripts/local-gateway.mjs";
 import { adminJson, GATEWAY_VARS, sendEvents, startReceiver } from "./e2e.mjs";
+import { f, goal } from "./format.mjs";
 
 /** The slow receiver answers after this long. */
 export const SLOW_MS = 1_000;
@@ -102,3 +103,31 @@ export const ISOLATION_ROWS = [
   { name: "beside a failing one (500 to everything) and 2 healthy", neighbours: ["failing", "healthy", "healthy"] },
   { name: "beside the slow, the hanging and the failing one", neighbours: ["slow", "hanging", "failing"] },
 ];
+
+/** The isolation table's lines for `results`, one per row of ISOLATION_ROWS (the first is the baseline), and its goals. */
+export function isolationTable(events, results) {
+  const slowGoal = CONNECTIONS / (SLOW_MS / 1000);
+  const rows = ISOLATION_ROWS.map((row, i) => ({ row, result: results[i], ratio: results[i].fastPerSecond / results[0].fastPerSecond, slowRatio: results[i].slowPerSecond / slowGoal }));
+  const lines = [
+    `## Isolation: ${events} events to one fast destination beside 3 others (4 destinations in every row), each row a fresh gateway at its default configuration (a failed forward retried after 10 s, doubling; a circuit that opens after 10 failed attempts in a row and holds that destination's deliveries)`,
+    `Before each row's run, one warm-up event, and the run starts only once every destination has had its warm-up forward attempted (the hanging one's timed out). The fast destination's forwards/s: from the first send to its last forward. The slow one's: from the first send to its last forward, against what its ${CONNECTIONS} connections at ${SLOW_MS / 1000} s each allow (${slowGoal}/s). Every destination that answers 200 must get each event once; the hanging and failing ones must keep each event (its delivery recorded: retried, held by the circuit, or dead).`,
+    `| fast destination | fast forwards/s ÷ baseline | goal ≥ 0.8× | fast forwards/s | all fast forwards in s | slow forwards/s ÷ (${CONNECTIONS} ÷ ${SLOW_MS / 1000} s) | goal ≥ 0.8× | slow forwards/s | answering 200: events missing / repeated | hanging, failing: deliveries recorded per status (events lost), attempts |`,
+    "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |",
+  ];
+  for (const [i, { row, result, ratio, slowRatio }] of rows.entries()) {
+    const kept = Object.entries(result.kept).map(([kind, k]) => `${kind}: ${Object.entries(k.byStatus).map(([status, n]) => `${status} ${n}`).join(", ")} (${k.lost} lost), ${k.attempts} attempts`).join("; ");
+    const slowCells = row.neighbours.includes("slow") ? [`**${f(slowRatio, 2)}**`, goal(slowRatio >= 0.8), f(result.slowPerSecond, 1)] : ["–", "–", "–"];
+    lines.push(`| ${row.name} | **${f(ratio, 2)}** | ${i === 0 ? "(baseline)" : goal(ratio >= 0.8)} | ${f(result.fastPerSecond, 0)} | ${f(result.fastSeconds, 2)} | ${slowCells.join(" | ")} | ${result.missing} / ${result.repeats} | ${kept || "–"} |`);
+  }
+  const troubled = rows.slice(1);
+  const withSlow = rows.filter((r) => r.row.neighbours.includes("slow"));
+  const lost = results.reduce((sum, r) => sum + Object.values(r.kept).reduce((a, k) => a + k.lost, 0), 0);
+  const missing = results.reduce((sum, r) => sum + r.missing, 0);
+  const repeats = results.reduce((sum, r) => sum + r.repeats, 0);
+  lines.push(
+    `Goals: the fast destination ≥ 0.8× its baseline forwards/s beside each troubled neighbour (${troubled.map((r) => f(r.ratio, 2)).join(", ")}): ${goal(troubled.every((r) => r.ratio >= 0.8))}; ` +
+      `the slow one ≥ 0.8× its connections ÷ its latency (${withSlow.map((r) => f(r.slowRatio, 2)).join(", ")}): ${goal(withSlow.every((r) => r.slowRatio >= 0.8))}; ` +
+      `every event once at every destination that answers 200, and kept at the hanging and failing ones (missing ${missing}, repeated ${repeats}, lost ${lost}): ${goal(missing === 0 && repeats === 0 && lost === 0)}.`,
+  );
+  return lines;
+}

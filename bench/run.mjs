@@ -3,7 +3,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
-import { CONNECTIONS, ISOLATION_ROWS, runIsolation, SLOW_MS } from "./isolation.mjs";
+import { f, goal } from "./format.mjs";
+import { ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
 import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
@@ -13,7 +14,6 @@ const out = (line = "") => {
   console.log(line);
   lines.push(line);
 };
-const f = (n, digits = 1) => (n === null || n === undefined ? "–" : Number(n).toFixed(digits));
 
 out(`# edgehook benchmarks, ${new Date().toISOString().slice(0, 10)}`);
 out(`Machine: ${cpus().length} cores (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}. Command: npm run bench${smoke ? " -- --smoke" : quick ? " -- --quick" : ""}`);
@@ -49,7 +49,6 @@ for (const r of throughput) {
   const naive = at(r.connections, "naive gateway");
   out(`| ${r.connections} | ${r.name} | **${f(r.rps / floor.rps, 2)}** | ${f(r.rps / naive.rps, 2)} | ${f(r.p99 / floor.p99, 2)} | ${f(r.rps, 0)} | ${r.p50} / ${r.p99} / ${r.max} | ${f(r.cpuMsPerEvent, 1)} | ${r.errors} |`);
 }
-const goal = (ok) => (ok ? "met" : "**missed**");
 const ours = (c) => at(c, "edgehook");
 out(`Goals: ≥ 0.6× verify only at 8 and 32 connections (${f(ours(8).rps / at(8, "verify only").rps, 2)}, ${f(ours(32).rps / at(32, "verify only").rps, 2)}): ${goal(ours(8).rps >= 0.6 * at(8, "verify only").rps && ours(32).rps >= 0.6 * at(32, "verify only").rps)}; ` +
   `≥ 3× naive (${[1, 8, 32].map((c) => f(ours(c).rps / at(c, "naive gateway").rps, 2)).join(", ")}): ${goal([1, 8, 32].every((c) => ours(c).rps >= 3 * at(c, "naive gateway").rps))}; ` +
@@ -106,32 +105,17 @@ out(`Goal: edgehook ≥ 0.7× the peer's forwards/s with 1, 3 and 10 destination
 out();
 
 const isolationEvents = smoke ? 20 : 300;
-out(`## Isolation: ${isolationEvents} events to one fast destination beside 3 others (4 destinations in every row), each row a fresh gateway at its default configuration`);
-out(`Before each row's run, one warm-up event, and the run starts only once every destination has had its warm-up forward attempted (the hanging one's timed out). The fast destination's forwards/s: from the first send to its last forward. The slow one's: from the first send to its last forward, against what its ${CONNECTIONS} connections at ${SLOW_MS / 1000} s each allow (${CONNECTIONS / (SLOW_MS / 1000)}/s). Every destination that answers 200 must get each event once; the hanging and failing ones must keep each event (its delivery recorded: retried, held by the circuit, or dead).`);
-out("| fast destination | fast forwards/s ÷ baseline | goal ≥ 0.8× | fast forwards/s | all fast forwards in s | slow forwards/s ÷ (6 ÷ 1 s) | goal ≥ 0.8× | slow forwards/s | answering 200: events missing / repeated | hanging, failing: deliveries recorded per status (events lost), attempts |");
-out("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |");
 const isolation = [];
 for (const row of ISOLATION_ROWS) {
   const result = await runIsolation({ events: isolationEvents, neighbours: row.neighbours });
-  const baseline = isolation[0]?.result ?? result;
-  const ratio = result.fastPerSecond / baseline.fastPerSecond;
-  const slowRatio = result.slowPerSecond / (CONNECTIONS / (SLOW_MS / 1000));
-  isolation.push({ row, result, ratio, slowRatio });
+  isolation.push(result);
   produced(`isolation: ${row.name}`, {
-    fast: result.fastPerSecond, ratio, missing: result.missing, repeats: result.repeats,
+    fast: result.fastPerSecond, ratio: result.fastPerSecond / isolation[0].fastPerSecond, missing: result.missing, repeats: result.repeats,
     ...(row.neighbours.includes("slow") && { slow: result.slowPerSecond }),
     ...Object.fromEntries(Object.entries(result.kept).map(([kind, k]) => [`${kind} lost`, k.lost])),
   });
-  const kept = Object.entries(result.kept).map(([kind, k]) => `${kind}: ${Object.entries(k.byStatus).map(([status, n]) => `${status} ${n}`).join(", ")} (${k.lost} lost), ${k.attempts} attempts`).join("; ");
-  const slowCells = row.neighbours.includes("slow") ? [`**${f(slowRatio, 2)}**`, goal(slowRatio >= 0.8), f(result.slowPerSecond, 1)] : ["–", "–", "–"];
-  out(`| ${row.name} | **${f(ratio, 2)}** | ${isolation.length === 1 ? "(baseline)" : goal(ratio >= 0.8)} | ${f(result.fastPerSecond, 0)} | ${f(result.fastSeconds, 2)} | ${slowCells.join(" | ")} | ${result.missing} / ${result.repeats} | ${kept || "–"} |`);
 }
-const troubled = isolation.slice(1);
-const withSlow = isolation.filter((r) => r.row.neighbours.includes("slow"));
-out(`Goals: the fast destination ≥ 0.8× its baseline forwards/s beside each troubled neighbour (${troubled.map((r) => f(r.ratio, 2)).join(", ")}): ${goal(troubled.every((r) => r.ratio >= 0.8))}; ` +
-  `the slow one ≥ 0.8× its connections ÷ its latency (${withSlow.map((r) => f(r.slowRatio, 2)).join(", ")}): ${goal(withSlow.every((r) => r.slowRatio >= 0.8))}; ` +
-  `every event once at every destination that answers 200, and kept at the hanging and failing ones (missing ${isolation.reduce((s, r) => s + r.result.missing, 0)}, repeated ${isolation.reduce((s, r) => s + r.result.repeats, 0)}, lost ${isolation.reduce((s, r) => s + Object.values(r.result.kept).reduce((a, k) => a + k.lost, 0), 0)}): ` +
-  `${goal(isolation.every((r) => r.result.missing === 0 && r.result.repeats === 0 && Object.values(r.result.kept).every((k) => k.lost === 0)))}.`);
+for (const line of isolationTable(isolationEvents, isolation)) out(line);
 out();
 
 const transformCost = await runTransformCost({ samples: smoke ? 2 : quick ? 10 : 50 });

@@ -394,6 +394,7 @@ await scenario(`isolation: a fast destination beside a slow, a hanging and a fai
       isolationSlowRatioToSixPerSecond: slowPerSecond / 6,
       isolationHangingAttempts: at("hanging").requests,
       isolationFailingAttempts: at("failing").requests,
+      isolationKept: Object.fromEntries(await Promise.all(["hanging", "failing"].map(async (name) => [name, Object.fromEntries((await recorded(name)).map((d) => [d.status, d.count]))]))),
       isolationRepeatedForwards: repeated,
       /** Where the scenario's time goes: each phase with its warm-up, the wait for the slow destination, the checks of what was kept. */
       isolationSeconds: [baselineDone - started, besideDone - baselineDone, slowDone - besideDone, Date.now() - slowDone].map((ms) => ms / 1000),
