@@ -13,7 +13,7 @@ const SECRET = "bench-seismic-current";
 const ADMIN = "bench-admin-token-0123456789abcdef";
 const sample = readFileSync(join(root, "test/fixtures/seismic-livesend-session-summary-v3.json"), "utf8");
 const SAMPLE_ID = "e40bbaab-f86e-e62b-d3c9-5104734edb18";
-const GATEWAY_VARS = { SEISMIC_SIGNING_SECRET: SECRET, SEISMIC_SIGNING_SECRET_OLD: "bench-old", ADMIN_TOKEN: ADMIN, DESTINATIONS: [] };
+export const GATEWAY_VARS = { SEISMIC_SIGNING_SECRET: SECRET, SEISMIC_SIGNING_SECRET_OLD: "bench-old", ADMIN_TOKEN: ADMIN, DESTINATIONS: [] };
 
 /** A fresh, correctly signed Seismic event (5 KB livesend summary) per request. */
 function signedEvent(body = sample.replace(SAMPLE_ID, randomUUID())) {
@@ -53,7 +53,7 @@ const summary = (r) => ({
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-async function adminJson(gateway, path) {
+export async function adminJson(gateway, path) {
   const response = await fetch(`${gateway.url}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } });
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
   return response.json();
@@ -222,28 +222,49 @@ export async function runLargeBody({ bytes = 1024 * 1024 - 1024, samples = 5 } =
   }
 }
 
-/** A receiver on 127.0.0.1 for the forwards: counts distinct (path, webhook-id), answers 200 at once, or after `slowMs` on /slow. */
-async function startReceiver({ slowMs = 2_000 } = {}) {
+/**
+ * A receiver on 127.0.0.1 for the forwards, by the path's first word: /slow answers after
+ * `slowMs`, /hang never answers (the gateway's timeout ends the request), /fail answers 500,
+ * anything else 200 at once. Counts the distinct (path, webhook-id) answered 200, the repeats of
+ * one, and every request.
+ */
+export async function startReceiver({ slowMs = 1_000 } = {}) {
   const port = await freePort();
   const received = new Map();
+  const repeats = new Map();
+  const requests = new Map();
   const waiters = [];
+  const changed = () => {
+    for (const waiter of waiters) waiter();
+  };
   const server = createServer((request, response) => {
     request.resume();
     request.on("end", () => {
+      requests.set(request.url, [...(requests.get(request.url) ?? []), Date.now()]);
+      changed();
       const answer = () => {
-        received.set(`${request.url} ${request.headers["webhook-id"]}`, Date.now());
+        const key = `${request.url} ${request.headers["webhook-id"]}`;
+        if (received.has(key)) repeats.set(request.url, (repeats.get(request.url) ?? 0) + 1);
+        else received.set(key, Date.now());
         response.end("ok");
-        for (const waiter of waiters) waiter();
+        changed();
       };
       if (request.url.startsWith("/slow")) setTimeout(answer, slowMs);
-      else answer();
+      else if (request.url.startsWith("/fail")) response.writeHead(500).end();
+      else if (!request.url.startsWith("/hang")) answer();
     });
   }).listen(port, "127.0.0.1");
+  const under = (map, prefix) => [...map].filter(([key]) => key.startsWith(`/${prefix}`));
   return {
     url: (path) => `http://127.0.0.1:${port}/${path}`,
-    /** Forwards received to paths starting with `prefix`, and the time the last arrived. */
-    count: (prefix) => [...received].filter(([id]) => id.startsWith(`/${prefix}`)).length,
-    lastAt: (prefix) => Math.max(0, ...[...received].filter(([id]) => id.startsWith(`/${prefix}`)).map(([, at]) => at)),
+    /** Forwards answered 200 on paths starting with `prefix`, one per (path, webhook-id), and the time the last arrived. */
+    count: (prefix) => under(received, prefix).length,
+    lastAt: (prefix) => Math.max(0, ...under(received, prefix).map(([, at]) => at)),
+    /** Forwards answered 200 again for a (path, webhook-id) that had been answered already. */
+    repeats: (prefix) => under(repeats, prefix).reduce((sum, [, n]) => sum + n, 0),
+    /** Every request on paths starting with `prefix`, answered or not, and the time the first arrived. */
+    requests: (prefix) => under(requests, prefix).reduce((sum, [, times]) => sum + times.length, 0),
+    firstRequestAt: (prefix) => Math.min(Infinity, ...under(requests, prefix).map(([, times]) => times[0])),
     /** Resolves once `check()` holds, or after `timeoutMs` (false). */
     until: (check, timeoutMs) =>
       new Promise((resolve) => {
@@ -263,8 +284,9 @@ async function startReceiver({ slowMs = 2_000 } = {}) {
   };
 }
 
-async function sendEvents(url, events) {
-  await Promise.all(
+/** Sends `events` fresh signed events at once; resolves to how many were answered 200. */
+export async function sendEvents(url, events) {
+  const answers = await Promise.all(
     Array.from({ length: events }, async () => {
       const { body, signature } = signedEvent();
       const response = await fetch(`${url}/webhooks/seismic`, {
@@ -273,23 +295,23 @@ async function sendEvents(url, events) {
         body,
       });
       await response.arrayBuffer();
+      return response.status;
     }),
   );
+  return answers.filter((status) => status === 200).length;
 }
 
 /**
- * `events` events sent at once, forwarded to `destinations` fast destinations on a local receiver
- * (plus one that answers after 2 s when `slow`), by edgehook at its default configuration or by
- * the delivery peer (bench/peers.ts, PEER=deliver): forwards per second to the fast ones, from the
- * first send to the last forward.
+ * `events` events sent at once, forwarded to `destinations` fast destinations on a local receiver,
+ * by edgehook at its default configuration or by the delivery peer (bench/peers.ts, PEER=deliver):
+ * forwards per second, from the first send to the last forward.
  */
-export async function runDelivery({ events = 100, destinations = 3, worker = "edgehook", slow = false } = {}) {
+export async function runDelivery({ events = 100, destinations = 3, worker = "edgehook" } = {}) {
   const receiver = await startReceiver();
   const fast = Array.from({ length: destinations }, (_, i) => ({ name: `fast-${i}`, url: receiver.url(`fast-${i}`) }));
-  const all = slow ? [...fast, { name: "slow", url: receiver.url("slow") }] : fast;
   const target = worker === "edgehook"
-    ? await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: all } })
-    : await startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER: "deliver", SEISMIC_SIGNING_SECRET: SECRET, FORWARD_TO: all.map((d) => d.url) } });
+    ? await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: fast } })
+    : await startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER: "deliver", SEISMIC_SIGNING_SECRET: SECRET, FORWARD_TO: fast.map((d) => d.url) } });
   try {
     // One event first, so the measured run starts warm (isolate, D1 pages, connections).
     await sendEvents(target.url, 1);
@@ -301,7 +323,7 @@ export async function runDelivery({ events = 100, destinations = 3, worker = "ed
     const done = await receiver.until(() => receiver.count("fast") - before >= events * destinations, 120_000);
     const forwards = receiver.count("fast") - before;
     const deliverSeconds = done ? (receiver.lastAt("fast") - firstSent) / 1000 : null;
-    return { worker, events, destinations, slow, forwards, acceptSeconds, deliverSeconds, forwardsPerSecond: deliverSeconds ? forwards / deliverSeconds : null };
+    return { worker, events, destinations, forwards, acceptSeconds, deliverSeconds, forwardsPerSecond: deliverSeconds ? forwards / deliverSeconds : null };
   } finally {
     await target.stop();
     receiver.close();

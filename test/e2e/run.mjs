@@ -15,6 +15,8 @@ import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
 const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? 5000);
+/** `-- --full`: the isolation scenario's larger soak (CI runs the small one; see the README's Reliability). */
+const ISOLATION_EVENTS = process.argv.includes("--full") ? 600 : 150;
 const ADMIN = "e2e-admin-token-0123456789abcdef0123";
 const S1 = "e2e-seismic-one";
 const S2 = "e2e-seismic-two";
@@ -276,6 +278,137 @@ await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow de
     soakAcceptSeconds: sendSeconds,
   });
 }));
+
+/**
+ * Isolation. One gateway, one fast destination and six more: three healthy ones that take only
+ * events from "Baseline", and a slow one (1 s), a hanging one (never answers; timeout_ms 3000)
+ * and a failing one (500 always) that take only events from "Troubled". The same number of
+ * events, sent the same way, goes to the fast one and three neighbours in each phase (every event
+ * routes to 4 destinations and skips 3), first with the healthy neighbours, then with the troubled
+ * ones. So the baseline is measured in this scenario, on the same isolate, state and machine
+ * load, for the price of one small phase (a few seconds) and no second `wrangler dev`; an
+ * absolute floor would have to hold on any CI machine, and this one's speed varies too much for
+ * that. The fast destination's forwards/s from each phase's first send to its last forward there.
+ */
+await scenario(`isolation: a fast destination beside a slow, a hanging and a failing one under a soak of ${ISOLATION_EVENTS} events, against a baseline beside healthy ones; rate kept, nothing lost or repeated`, async () => {
+  const port = await freePort();
+  /** Per receiver path: webhook-ids answered 200 (with how often), requests, when the first request and the last new id arrived. */
+  const paths = new Map();
+  const at = (name) => {
+    if (!paths.has(name)) paths.set(name, { seen: new Map(), requests: 0, firstRequestAt: 0, lastNewAt: 0 });
+    return paths.get(name);
+  };
+  const server = createServer((request, response) => {
+    request.resume();
+    request.on("end", () => {
+      const path = at(request.url.slice(1));
+      path.requests++;
+      path.firstRequestAt ||= Date.now();
+      const answer = () => {
+        const id = request.headers["webhook-id"];
+        if (!path.seen.has(id)) path.lastNewAt = Date.now();
+        path.seen.set(id, (path.seen.get(id) ?? 0) + 1);
+        response.writeHead(200).end("ok");
+      };
+      if (request.url === "/slow") setTimeout(answer, 1_000);
+      else if (request.url === "/failing") response.writeHead(500).end();
+      else if (request.url !== "/hanging") answer();
+    });
+  });
+  await new Promise((resolve) => server.listen(port, "127.0.0.1", resolve));
+  const only = (city) => `$.data..[?(@.City == '${city}')]`;
+  const url = (name) => `http://127.0.0.1:${port}/${name}`;
+  const healthy = ["healthy-1", "healthy-2", "healthy-3"];
+  const troubled = ["slow", "hanging", "failing"];
+  const destinations = [
+    { name: "fast", url: url("fast") },
+    ...healthy.map((name) => ({ name, url: url(name), filter: only("Baseline") })),
+    { name: "slow", url: url("slow"), filter: only("Troubled") },
+    { name: "hanging", url: url("hanging"), filter: only("Troubled"), timeout_ms: 3_000 },
+    { name: "failing", url: url("failing"), filter: only("Troubled") },
+  ];
+  const gateway = await startWorker({ script: "test/e2e/fault-worker.ts", vars: gatewayVars({ destinations }) });
+  const seenCount = (name) => at(name).seen.size;
+  const eventsFrom = (city, count) => Array.from({ length: count }, () => {
+    const id = randomUUID();
+    return { provider: "seismic", id, body: sample.replace("e40bbaab-f86e-e62b-d3c9-5104734edb18", id).replace('"City": "Charlotte"', `"City": "${city}"`) };
+  });
+  /** Sends like a provider under a soak: one in 7 events twice, one in 11 three times at once; returns each event's id. */
+  const send = async (events) => {
+    const ids = new Map();
+    const copies = events.flatMap((event, i) => (i % 7 === 0 ? [[event], [event]] : i % 11 === 0 ? [[event, event, event]] : [[event]]));
+    await pool(copies, 16, async (copy) => {
+      const answers = await Promise.all(copy.map((event) => deliver(gateway, event, signed(event))));
+      for (const answer of answers) {
+        assert.equal(answer.status, 200);
+        assert.equal(ids.get(copy[0].id) ?? answer.body.id, answer.body.id, "every copy of an event gets the same id");
+        ids.set(copy[0].id, answer.body.id);
+      }
+    });
+    return [...ids.values()];
+  };
+  /** A phase: one warm-up event (every forward of it attempted, the hanging one's timed out), then `count` events; the fast one's forwards/s. */
+  const phase = async (city, neighbours, count) => {
+    const fastBefore = seenCount("fast");
+    const [warm] = await send(eventsFrom(city, 1));
+    await until(`the ${city} warm-up at every destination`, () => seenCount("fast") > fastBefore && neighbours.every((name) => at(name).requests > 0), 60_000);
+    if (neighbours.includes("hanging")) await new Promise((resolve) => setTimeout(resolve, at("hanging").firstRequestAt + 3_500 - Date.now()));
+    const firstSent = Date.now();
+    const ids = [warm, ...(await send(eventsFrom(city, count)))];
+    await until(`${city}: every event at the fast destination`, () => ids.every((id) => at("fast").seen.has(id)), 240_000);
+    return { ids, firstSent, fastPerSecond: count / ((at("fast").lastNewAt - firstSent) / 1000) };
+  };
+  try {
+    const started = Date.now();
+    const baseline = await phase("Baseline", healthy, ISOLATION_EVENTS);
+    const baselineDone = Date.now();
+    const beside = await phase("Troubled", troubled, ISOLATION_EVENTS);
+    const besideDone = Date.now();
+    const ratio = beside.fastPerSecond / baseline.fastPerSecond;
+    await until("every event at the slow destination", () => beside.ids.every((id) => at("slow").seen.has(id)), 300_000);
+    const slowPerSecond = ISOLATION_EVENTS / ((at("slow").lastNewAt - beside.firstSent) / 1000);
+    const slowDone = Date.now();
+    // The hanging and failing destinations keep every event: a delivery recorded for each (retried, held or dead), none delivered.
+    const recorded = async (name) => (await admin(gateway, "/admin/stats?since=0")).deliveries.filter((d) => d.destination === name);
+    for (const name of ["hanging", "failing"]) {
+      await until(`a delivery to ${name} recorded for every event`, async () => (await recorded(name)).reduce((sum, d) => sum + d.count, 0) === beside.ids.length, 120_000);
+      assert.deepEqual((await recorded(name)).filter((d) => !["pending", "failed", "held", "dead"].includes(d.status)), [], `${name}: every delivery retried, held or dead`);
+    }
+    for (const id of beside.ids) {
+      const { event } = await admin(gateway, `/admin/events/${id}`);
+      for (const name of ["hanging", "failing"]) assert.ok(event.deliveries.some((d) => d.destination === name), `${name}'s delivery of ${id} is kept`);
+    }
+    // Each event exactly once wherever it routes and is answered 200.
+    const expected = { fast: [...baseline.ids, ...beside.ids], slow: beside.ids, ...Object.fromEntries(healthy.map((name) => [name, baseline.ids])) };
+    for (const [name, ids] of Object.entries(expected)) {
+      const { seen } = at(name);
+      assert.deepEqual({ missing: ids.filter((id) => !seen.has(id)).length, unexpected: seen.size - ids.length }, { missing: 0, unexpected: 0 }, `destination ${name}`);
+    }
+    const repeated = Object.keys(expected).reduce((sum, name) => sum + [...at(name).seen.values()].reduce((a, n) => a + n - 1, 0), 0);
+    Object.assign(figures, {
+      isolationEvents: ISOLATION_EVENTS,
+      isolationFastBaselinePerSecond: baseline.fastPerSecond,
+      isolationFastBesideTroubledPerSecond: beside.fastPerSecond,
+      isolationFastRatio: ratio,
+      isolationSlowPerSecond: slowPerSecond,
+      isolationSlowRatioToSixPerSecond: slowPerSecond / 6,
+      isolationHangingAttempts: at("hanging").requests,
+      isolationFailingAttempts: at("failing").requests,
+      isolationKept: Object.fromEntries(await Promise.all(["hanging", "failing"].map(async (name) => [name, Object.fromEntries((await recorded(name)).map((d) => [d.status, d.count]))]))),
+      isolationRepeatedForwards: repeated,
+      /** Where the scenario's time goes: each phase with its warm-up, the wait for the slow destination, the checks of what was kept. */
+      isolationSeconds: [baselineDone - started, besideDone - baselineDone, slowDone - besideDone, Date.now() - slowDone].map((ms) => ms / 1000),
+    });
+    assert.equal(repeated, 0, "no forward repeated to a destination");
+    assert.ok(ratio >= 0.8, `the fast destination kept ${ratio.toFixed(2)}× its baseline forwards/s (${beside.fastPerSecond.toFixed(1)} vs ${baseline.fastPerSecond.toFixed(1)}); the goal is 0.8×`);
+  } finally {
+    await gateway.stop();
+    await new Promise((resolve) => {
+      server.close(resolve);
+      server.closeAllConnections();
+    });
+  }
+});
 
 await scenario("rotation: secrets switched midway, in both orders, on both providers", () => withGateway(async (deployment) => {
   const { restart } = deployment;
