@@ -11,7 +11,7 @@ import { TimeSpentInSession, ZuddlAction } from "../src/providers/zuddl";
 import enrichedLegacy from "./fixtures/seismic-interaction-session-summary-enriched.json?raw";
 import livesendV3 from "./fixtures/seismic-livesend-session-summary-v3.json?raw";
 import timeSpent from "./fixtures/zuddl-time-spent-in-session.json?raw";
-import { countRows, hmacHex, send, sendWith, seismicBody, streamingRequest, webhookRequest, zuddlBody } from "./helpers";
+import { countRows, hmacHex, send, sendWith, seismicBody, streamingRequest, webhookRequest } from "./helpers";
 
 const utf8 = new TextEncoder();
 

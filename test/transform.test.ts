@@ -8,7 +8,7 @@ import { env } from "cloudflare:workers";
 import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import type { AlertMessage } from "../src/env";
-import { runTransform, transformLimits, transformRunner, type TransformEvent } from "../src/deliver/transform";
+import { runTransform, transformRunner, type TransformEvent } from "../src/deliver/transform";
 import { transformSources } from "./transforms.generated";
 import { recordingQueue, sleep } from "./faults";
 import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, SECRET_A, useDeliveryHarness } from "./delivery-harness";
