@@ -11,7 +11,7 @@ import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
-export { DestinationRateLimiter } from "../src/index";
+export { DestinationLane, DestinationRateLimiter } from "../src/index";
 
 const counts = { accept: 0, consumer: 0, other: 0 };
 /** Milliseconds: consumer invocations in all, and their D1 round trips by kind. */

@@ -9,7 +9,7 @@ import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
-export { DestinationRateLimiter } from "../src/index";
+export { DestinationLane, DestinationRateLimiter } from "../src/index";
 import { eventKey, listEvents, storeEvent } from "../src/store/events";
 import { purgeOlderThan } from "../src/store/retention";
 import { followSearchSetting, matchExpression } from "../src/store/search";

@@ -14,7 +14,7 @@ import { transformSource } from "../src/deliver/transform-source";
 import zuddlSample from "../test/fixtures/zuddl-time-spent-in-session.json";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
-export { DestinationRateLimiter } from "../src/index";
+export { DestinationLane, DestinationRateLimiter } from "../src/index";
 
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
 const TRANSFORM = "crm-contact";

@@ -7,7 +7,7 @@ import type { Env, QueuedEvent } from "../../src/env";
 import worker from "../../src/index";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
-export { DestinationRateLimiter } from "../../src/index";
+export { DestinationLane, DestinationRateLimiter } from "../../src/index";
 import { breakingEventRows, faultyD1, faultyQueue, sleep } from "../faults";
 
 interface Fault {
