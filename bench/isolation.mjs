@@ -104,10 +104,10 @@ export const ISOLATION_ROWS = [
   { name: "beside the slow, the hanging and the failing one", neighbours: ["slow", "hanging", "failing"] },
 ];
 
-/** The isolation table's lines for `results`, one per row of ISOLATION_ROWS (the first is the baseline), and its goals. */
-export function isolationTable(events, results) {
+/** The isolation table's lines for `results`, one per row of `table` (rows of ISOLATION_ROWS, the first the baseline), and its goals. */
+export function isolationTable(events, table, results) {
   const slowGoal = CONNECTIONS / (SLOW_MS / 1000);
-  const rows = ISOLATION_ROWS.map((row, i) => ({ row, result: results[i], ratio: results[i].fastPerSecond / results[0].fastPerSecond, slowRatio: results[i].slowPerSecond / slowGoal }));
+  const rows = table.map((row, i) => ({ row, result: results[i], ratio: results[i].fastPerSecond / results[0].fastPerSecond, slowRatio: results[i].slowPerSecond / slowGoal }));
   const lines = [
     `## Isolation: ${events} events to one fast destination beside 3 others (4 destinations in every row), each row a fresh gateway at its default configuration (a failed forward retried after 10 s, doubling; a circuit that opens after 10 failed attempts in a row and holds that destination's deliveries)`,
     `Before each row's run, one warm-up event, and the run starts only once every destination has had its warm-up forward attempted (the hanging one's timed out). The fast destination's forwards/s: from the first send to its last forward. The slow one's: from the first send to its last forward, against what its ${CONNECTIONS} connections at ${SLOW_MS / 1000} s each allow (${slowGoal}/s). Every destination that answers 200 must get each event once; the hanging and failing ones must keep each event (its delivery recorded: retried, held by the circuit, or dead).`,
