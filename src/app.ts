@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { adminTokenState } from "./admin/auth";
 import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
-import { alertConfig } from "./alerts/send";
+import { alertConfig } from "./alerts/config";
 import { loadDestinations } from "./deliver/destinations";
 import type { AppEnv } from "./env";
 import { errorResponse, HttpError } from "./errors";

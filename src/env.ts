@@ -116,9 +116,11 @@ export interface ReleaseHeld {
   release: string;
 }
 
-/** What the alerts queue carries: which alert key (kind and subject) to send (alerts/). */
+/** What the alerts queue carries: which alert key (kind and subject) to send (alerts/), and the due time it was scheduled for. */
 export interface AlertMessage {
   alert: { kind: string; subject: string };
+  /** Absent on messages sent before it was carried: the consumer takes those for copies when they come early. */
+  due?: number | null;
 }
 
 /** Everything the events queue carries. */

@@ -30,8 +30,10 @@ export default {
   /**
    * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active
    * destination or of a removed one: before the sweep, which then settles those events), every
-   * lane with unfinished deliveries woken (a lost wake-up), the reconciliation sweep, the retention purge, the search index follows SEARCH (after the purge,
-   * so it never indexes events about to go), and alerts whose send was lost are scheduled again.
+   * lane with unfinished deliveries woken (a lost wake-up), the reconciliation sweep, the retention
+   * purge, the search index follows SEARCH (after the purge, so it never indexes events about to
+   * go), and alerts: an invalid DESTINATIONS or SOURCES is noted, and alerts whose send was lost
+   * (or never scheduled) are scheduled again.
    * One failing never stops the others.
    */
   async scheduled(controller, env) {
@@ -47,10 +49,14 @@ export default {
       retention_purge: () => purgeOlderThan(env.DB, cutoff),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
       alerts: async () => {
-        // An invalid SOURCES shows in no batch (its sources answer 503): the cron notes it, once a run.
-        const sourcesInvalid = !loadSources(env).ok;
-        if (sourcesInvalid) await notify(env, [{ kind: "configuration_invalid", subject: "SOURCES", count: 1 }], now);
-        return { ...(await rescheduleLostAlerts(env, now)), sourcesInvalid };
+        // An invalid SOURCES shows in no batch (its sources answer 503), nor does an invalid
+        // DESTINATIONS while no event arrives: the cron notes each, once a run.
+        const invalid = [
+          ...(loadDestinations(env).ok ? [] : ["DESTINATIONS"]),
+          ...(loadSources(env).ok ? [] : ["SOURCES"]),
+        ];
+        await notify(env, invalid.map((subject) => ({ kind: "configuration_invalid", subject, count: 1 })), now);
+        return { ...(await rescheduleLostAlerts(env, now)), invalidConfiguration: invalid };
       },
     };
     let failed = false;

@@ -11,7 +11,7 @@ import { ALERT_KINDS } from "../src/alerts/notify";
 import type { AlertMessage, QueuedEvent } from "../src/env";
 import { accept, admin, bindings, consume, downstream, events, makeDue, runCron, SECRET_A, server, useDeliveryHarness } from "./delivery-harness";
 import { faultyD1, recordingQueue } from "./faults";
-import { countRows, runQueue, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { countRows, expectNoLogLineWith, runQueue, sendWith, seismicBody, seismicRequest } from "./helpers";
 
 useDeliveryHarness();
 
@@ -51,6 +51,8 @@ const uniqueName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0,
 const pendingOf = async (kind: string, subject: string) =>
   (await env.DB.prepare("SELECT pending FROM alerts WHERE kind = ? AND subject = ?").bind(kind, subject).first<{ pending: number }>())?.pending;
 const parsed = (received: { body: string }[]) => received.map((r) => JSON.parse(r.body) as Record<string, unknown>);
+const scheduledFor = (subject: string) => alerts.accepted.filter((m) => m.alert.subject === subject);
+const INVALID_DESTINATIONS = [{ name: "x", url: "ftp://nope" }];
 
 describe("alerts", () => {
   it("sends one alert per kind, each with its count, times and a console link", async () => {
@@ -133,7 +135,7 @@ describe("alerts", () => {
     expect(await countRows("SELECT count(*) AS n FROM deliveries WHERE destination = ? AND status = 'dead'", name)).toBe(500);
 
     const { scheduled } = await sendAlerts();
-    expect(scheduled.filter((m) => m.alert.subject === name)).toEqual([{ alert: { kind: "delivery_dead", subject: name } }]);
+    expect(scheduled.filter((m) => m.alert.subject === name)).toEqual([{ alert: { kind: "delivery_dead", subject: name }, due: expect.any(Number) }]);
     const dead = parsed(received).filter((b) => b.subject === name);
     expect(dead).toEqual([expect.objectContaining({ kind: "delivery_dead", count: 500 })]);
 
@@ -162,7 +164,7 @@ describe("alerts", () => {
     // is noted on the same key, which has its message on the way already.
     await admin("POST", `/admin/destinations/${name}/resume`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
     await admin("POST", `/admin/destinations/${name}/pause`, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
-    expect(alerts.accepted.splice(0)).toEqual([{ alert: { kind: "destination_resumed", subject: name } }]);
+    expect(alerts.accepted.splice(0)).toEqual([{ alert: { kind: "destination_resumed", subject: name }, due: expect.any(Number) }]);
     expect(await pendingOf("destination_paused", name)).toBe(2);
     const down2 = await runAlerts(first.map((body) => ({ id: "late", body, attempts: 2 })));
     expect(down2.retried).toHaveLength(1);
@@ -295,4 +297,97 @@ describe("alerts", () => {
     expect(health.status).toBe(503);
     expect(await health.json()).toMatchObject({ alerts: { configured: true, valid: false, errors: 1 } });
   });
+
+  it("counts the events an invalid DESTINATIONS holds, not the messages: a copy, or an event counted already, adds nothing", async () => {
+    const before = (await pendingOf("configuration_invalid", "DESTINATIONS")) ?? 0;
+    await accept(await seismicRequest(seismicBody()));
+    await accept(await seismicRequest(seismicBody()));
+    const [first, second] = events.accepted.splice(0);
+    // The queue hands over the first event's message twice in one batch.
+    await runQueue("edgehook-events", [{ id: "one", body: first! }, { id: "one-copy", body: first! }, { id: "two", body: second! }], { ...bindings, DESTINATIONS: INVALID_DESTINATIONS });
+    expect((await pendingOf("configuration_invalid", "DESTINATIONS")) ?? 0).toBe(before + 2);
+    // A later message names the first event again (another copy): it waits already, and was counted.
+    await consume([{ eventKey: first!.eventKey }], { DESTINATIONS: INVALID_DESTINATIONS }, { ids: ["again"] });
+    expect((await pendingOf("configuration_invalid", "DESTINATIONS")) ?? 0).toBe(before + 2);
+  });
+
+  it("an invalid DESTINATIONS is alerted by the cron, once a run, with no event to hold", async () => {
+    const received = receiver();
+    // Earlier tests noted this key too: start it afresh.
+    await env.DB.prepare("DELETE FROM alerts WHERE kind = 'configuration_invalid' AND subject = 'DESTINATIONS'").run();
+    await runCron(new Date(), { DESTINATIONS: INVALID_DESTINATIONS });
+    await runCron(new Date(Date.now() + 300_000), { DESTINATIONS: INVALID_DESTINATIONS });
+    expect(await pendingOf("configuration_invalid", "DESTINATIONS")).toBe(2);
+    await runAlerts(scheduledFor("DESTINATIONS").slice(0, 1).map((body) => ({ id: "destinations", body })));
+    const [alert] = parsed(received);
+    expect(alert).toMatchObject({ kind: "configuration_invalid", subject: "DESTINATIONS", link: "https://edgehook.example/console/destinations" });
+    expect(String(alert!.message)).toMatch(/^DESTINATIONS is invalid: nothing is delivered until it is fixed/);
+  });
+
+  it("a duplicate message for an alert in its cooldown is acked, not bounced; the scheduled one carries the alert", async () => {
+    const received = receiver();
+    const name = uniqueName("copied");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    const [first] = alerts.accepted.splice(0);
+    await runAlerts([{ id: "first", body: first! }]);
+    expect(parsed(received)).toHaveLength(1);
+    // Paused again within the cooldown: its send is scheduled for the cooldown's end.
+    await admin("POST", `/admin/destinations/${name}/resume`);
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    const [scheduled] = alerts.accepted.splice(0).filter((m) => m.alert.kind === "destination_paused" && m.alert.subject === name);
+    // The first message again (the queue delivers at least once): a duplicate, in the cooldown.
+    const copy = await runAlerts([{ id: "copy", body: first!, attempts: 2 }]);
+    expect(copy).toMatchObject({ acked: ["copy"], retried: [] });
+    expect(scheduledFor(name)).toEqual([]);
+    // The scheduled message, should it come early, stays on its way (once).
+    const early = await runAlerts([{ id: "scheduled", body: scheduled! }]);
+    const onItsWay = [...early.retried.map(() => scheduled!), ...alerts.accepted.splice(0).filter((m) => m.alert.subject === name)];
+    expect(onItsWay).toHaveLength(1);
+    // The cooldown ends: it sends the alert; the copy, delivered again, still sends nothing.
+    await env.DB.prepare("UPDATE alerts SET last_sent_at = last_sent_at - 900000 WHERE kind = 'destination_paused' AND subject = ?").bind(name).run();
+    await runAlerts([{ id: "scheduled", body: onItsWay[0]!, attempts: 2 }]);
+    await runAlerts([{ id: "copy", body: first!, attempts: 3 }]);
+    expect(parsed(received).map((b) => [b.kind, b.count])).toEqual([["destination_paused", 1], ["destination_paused", 1]]);
+  });
 });
+
+describe("alerts while an ALERT_* setting is invalid", () => {
+  const BAD_SECRET = "whsec_tooshort-leakcheck";
+  const logged = expectNoLogLineWith(BAD_SECRET);
+
+  it.each([
+    ["ALERT_SECRET", { ALERT_SECRET: BAD_SECRET }, "ALERT_SECRET: must be whsec_<base64> (16+ bytes)"],
+    ["ALERT_FORMAT", { ALERT_FORMAT: "xml" }, "ALERT_FORMAT: must be one of slack, json"],
+  ])("an invalid %s is refused visibly: nothing is scheduled or sent, the alert waits in D1 and goes out once it is fixed", async (_, wrong, rule) => {
+    const received = receiver();
+    const name = uniqueName("refused");
+    Object.assign(bindings, { DESTINATIONS: [{ name, url: `https://${name}.test/hook` }] });
+    // Scheduled while the settings were right; then they break.
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    const [onItsWay] = alerts.accepted.splice(0);
+    Object.assign(bindings, wrong);
+    await admin("POST", `/admin/destinations/${name}/resume`);
+    expect(scheduledFor(name)).toEqual([]);
+    expect(await pendingOf("destination_resumed", name)).toBe(1);
+    // The message already on its way sends nothing and is not retried: the alert waits in D1.
+    const consumed = await runAlerts([{ id: "on-its-way", body: onItsWay! }]);
+    expect(consumed).toMatchObject({ acked: ["on-its-way"], retried: [] });
+    expect(received).toEqual([]);
+    expect(await pendingOf("destination_paused", name)).toBe(1);
+    // The cron, long after, schedules nothing again, and says why, by name and rule.
+    await runCron(new Date(Date.now() + 3_600_000));
+    await runCron(new Date(Date.now() + 7_200_000));
+    expect(scheduledFor(name)).toEqual([]);
+    expect(logged().filter((line) => line.includes("alerts_misconfigured") && line.includes(rule)).length).toBeGreaterThanOrEqual(2);
+    const health = await sendWith(new Request("https://edgehook.test/healthz"), bindings);
+    expect(await health.json()).toMatchObject({ alerts: { configured: true, valid: false, errors: 1 } });
+    // Fixed: the next cron run schedules both, and they go out with what was noted meanwhile.
+    Object.assign(bindings, { ALERT_SECRET: SECRET_A, ALERT_FORMAT: "json" });
+    await runCron(new Date());
+    expect(scheduledFor(name).map((m) => m.alert.kind).sort()).toEqual(["destination_paused", "destination_resumed"]);
+    await runAlerts(alerts.accepted.splice(0).filter((m) => m.alert.subject === name).map((body, i) => ({ id: `fixed-${i}`, body })));
+    expect(parsed(received).map((b) => b.kind).sort()).toEqual(["destination_paused", "destination_resumed"]);
+  });
+});
+

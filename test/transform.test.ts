@@ -119,7 +119,7 @@ describe("transforms", () => {
     expect(scraped).toContain(`edgehook_transform_failures_total{destination="${failing!.name}",kind="${kind}"} 2`);
     expect(Number(/^edgehook_transform_failed (\d+)$/m.exec(scraped)![1])).toBeGreaterThanOrEqual(2);
     // One alert for the destination, whatever the count (the rest wait for the cooldown).
-    expect(alerts.accepted.filter((m) => m.alert.subject === failing!.name)).toEqual([{ alert: { kind: "transform_failed", subject: failing!.name } }]);
+    expect(alerts.accepted.filter((m) => m.alert.subject === failing!.name)).toEqual([{ alert: { kind: "transform_failed", subject: failing!.name }, due: expect.any(Number) }]);
     const view = (await (await admin("GET", `/admin/deliveries?destination=${failing!.name}`)).json()) as { deliveries: { status: string; lastError: string }[] };
     expect(view.deliveries.map((d) => d.status)).toEqual(["transform_failed", "transform_failed"]);
     expect(JSON.stringify(view)).not.toContain(PAYLOAD_CANARY);

@@ -6,7 +6,7 @@ import { HttpError } from "../errors";
 import { getControls, heldCounts, pause, PAUSED_BY_OPERATOR, resume, stateOf, type ControlRow } from "../store/controls";
 import { configuredDestinations, iso } from "./operations";
 import type { AlertsView, DestinationConfigView, DestinationControlView, DestinationView } from "./schemas";
-import { ALERT_FORMATS, alertConfig } from "../alerts/send";
+import { ALERT_FORMATS, alertConfig } from "../alerts/config";
 import { alertTiming, notify } from "../alerts/notify";
 import { listAlerts } from "../store/alerts";
 

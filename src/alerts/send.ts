@@ -5,13 +5,13 @@
  * alerts: the message is retried with backoff (its count grows meanwhile), failures are counted
  * in /admin/metrics, and deliveries never wait for any of it (they only note, alerts/notify.ts).
  */
-import { standardWebhooksKey, isAllowedUrl } from "../deliver/destinations";
 import { signStandardWebhook } from "../deliver/forward";
 import type { AlertMessage, Env } from "../env";
-import { MAX_QUEUE_DELAY_SECONDS, retrySecondsOverADay as retrySeconds } from "../queues";
+import { retrySecondsOverADay as retrySeconds } from "../queues";
 import { bytesToHex } from "../crypto";
-import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, type AlertRow } from "../store/alerts";
+import { alertDeferred, alertFailed, alertIdle, alertSent, claimAlert, unscheduleAlerts, type AlertRow } from "../store/alerts";
 import { CounterDeltas } from "../store/metrics";
+import { alertConfig, type AlertConfig } from "./config";
 import { ALERT_KINDS, alertTiming, schedule, type AlertKind } from "./notify";
 
 /** Which queue's batches come to this consumer: recognised by configuration, like the dead-letter queue. */
@@ -20,39 +20,14 @@ export function alertsQueueName(env: Env): string {
 }
 const SEND_TIMEOUT_MS = 5_000;
 
-export const ALERT_FORMATS = ["slack", "json"] as const;
-
-export interface AlertConfig {
-  url: string;
-  format: (typeof ALERT_FORMATS)[number];
-  signingKey: Uint8Array | null;
-  consoleUrl: string | null;
-}
-
-/** ALERT_* read and checked; errors name the setting and the rule, never its value. Null when alerts are off (no ALERT_URL). */
-export function alertConfig(env: Env): { ok: true; config: AlertConfig | null } | { ok: false; errors: string[] } {
-  if (!env.ALERT_URL) return { ok: true, config: null };
-  const errors: string[] = [];
-  if (!isAllowedUrl(env.ALERT_URL)) errors.push("ALERT_URL: must be https (or http to 127.0.0.1/localhost)");
-  const format = env.ALERT_FORMAT ?? "slack";
-  if (!(ALERT_FORMATS as readonly string[]).includes(format)) errors.push(`ALERT_FORMAT: must be one of ${ALERT_FORMATS.join(", ")}`);
-  const signingKey = env.ALERT_SECRET ? standardWebhooksKey(env.ALERT_SECRET) : null;
-  if (env.ALERT_SECRET && !signingKey) errors.push("ALERT_SECRET: must be whsec_<base64> (16+ bytes)");
-  const consoleUrl = env.CONSOLE_URL ? env.CONSOLE_URL.replace(/\/+$/, "") : null;
-  if (consoleUrl && !isAllowedUrl(consoleUrl)) errors.push("CONSOLE_URL: must be https (or http to 127.0.0.1/localhost)");
-  if (!env.ALERTS_QUEUE) errors.push("ALERTS_QUEUE: the alerts queue binding is missing (wrangler.toml)");
-  if (errors.length) return { ok: false, errors };
-  return { ok: true, config: { url: env.ALERT_URL, format: format as AlertConfig["format"], signingKey, consoleUrl } };
-}
-
 export async function consumeAlerts(batch: MessageBatch<AlertMessage>, env: Env): Promise<void> {
   const checked = alertConfig(env);
+  if (!checked.ok) return await refuseWhileMisconfigured(batch, env, checked.errors);
   await Promise.all(
     batch.messages.map(async (message) => {
       const key = message.body?.alert;
       // Alerts turned off, or a message that names no alert: nothing to send, ever.
-      if (!checked.ok || !checked.config || typeof key?.kind !== "string" || typeof key.subject !== "string") {
-        if (!checked.ok) console.error(JSON.stringify({ queue: batch.queue, outcome: "alerts_misconfigured", errors: checked.errors }));
+      if (!checked.config || !namesAnAlert(key)) {
         message.ack();
         return;
       }
@@ -64,6 +39,21 @@ export async function consumeAlerts(batch: MessageBatch<AlertMessage>, env: Env)
       }
     }),
   );
+}
+
+const namesAnAlert = (key: AlertMessage["alert"] | undefined): key is AlertMessage["alert"] => typeof key?.kind === "string" && typeof key.subject === "string";
+
+/**
+ * A wrong ALERT_* setting: nothing is sent, and no message is retried (a retry could only fail the
+ * same way, every backoff, for as long as the setting stays wrong). The alerts stay pending in D1,
+ * unscheduled, so the first cron run after the fix schedules them with everything noted meanwhile.
+ */
+async function refuseWhileMisconfigured(batch: MessageBatch<AlertMessage>, env: Env, errors: string[]): Promise<void> {
+  console.error(JSON.stringify({ queue: batch.queue, outcome: "alerts_misconfigured", errors, messages: batch.messages.length }));
+  const keys = batch.messages.map((message) => message.body?.alert).filter(namesAnAlert);
+  // Should D1 refuse, the alerts keep their past due time, and the cron schedules them once they are long overdue.
+  await unscheduleAlerts(env.DB, keys, Date.now()).catch((err: unknown) => console.error(JSON.stringify({ queue: batch.queue, outcome: "alerts_unschedule_failed", error: String(err) })));
+  for (const message of batch.messages) message.ack();
 }
 
 async function sendOne(env: Env, config: AlertConfig, kind: string, subject: string, message: Message<AlertMessage>): Promise<void> {
@@ -78,9 +68,15 @@ async function sendOne(env: Env, config: AlertConfig, kind: string, subject: str
   const { cooldownMs } = alertTiming(env);
   const cooldownEnds = (row.last_sent_at ?? 0) + cooldownMs;
   if (now < cooldownEnds) {
-    // Early (a duplicate the cron sent): this message waits for the cooldown's end and carries it.
-    await alertDeferred(env.DB, row, cooldownEnds);
-    message.retry({ delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.ceil((cooldownEnds - now) / 1000)) });
+    // Early. Only the key's scheduled message (sent for the due time the key has now) carries the
+    // alert on, to the cooldown's end: it can come early when the cooldown is longer than a queue
+    // delay. Any other is a copy (the queue delivers at least once, or the cron sent one again
+    // for a send it thought lost), and ends here: retried, every copy would come back each cooldown.
+    const scheduled = message.body.due === row.due_at;
+    const dueAt = scheduled ? cooldownEnds : row.due_at;
+    await alertDeferred(env.DB, row, dueAt);
+    if (scheduled) await schedule(env, [{ ...row, due_at: dueAt }], now);
+    message.ack();
     return;
   }
   const counted = new CounterDeltas();
@@ -168,7 +164,7 @@ const SENTENCES: Record<AlertKind, (subject: string, count: number) => string> =
   configuration_invalid: (s, n) =>
     s === "SOURCES"
       ? `SOURCES is invalid: the sources it declares answer 503 until it is fixed (found by ${n} cron run${n === 1 ? "" : "s"}; see /admin/sources)`
-      : `${s} is invalid: ${n} event${n === 1 ? " waits" : "s wait"} for a fix (see /healthz and the console)`,
+      : `${s} is invalid: nothing is delivered until it is fixed (found ${n} time${n === 1 ? "" : "s"}: once per event it holds, and once per cron run; see /healthz and the console)`,
   sweep_requeued: (_, n) => `the reconciliation sweep re-enqueued ${n} stranded event${n === 1 ? "" : "s"}`,
   dead_letters_received: (_, n) => `the dead-letter queue received ${n} message${n === 1 ? "" : "s"}`,
   transform_failed: (s, n) => `the transform of ${s} failed on ${n} event${n === 1 ? "" : "s"}; replay them (status transform_failed) once it is fixed`,

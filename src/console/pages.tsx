@@ -380,7 +380,7 @@ const AlertsSection: FC<{ alerts: AlertsView }> = ({ alerts }) => (
   <section aria-label="Alerts">
     <h2>Alerts</h2>
     {!alerts.configured && <p>Alerts are off: set the <code>ALERT_URL</code> secret to have them POSTed to Slack, Teams, Mattermost or any JSON receiver.</p>}
-    {alerts.configured && !alerts.valid && <p>Nothing is sent until these settings are fixed:</p>}
+    {alerts.configured && !alerts.valid && <p>Nothing is sent until these settings are fixed (what is noted meanwhile waits, and goes out after the fix):</p>}
     {alerts.configured && alerts.valid && (
       <p>
         Sent to <code>ALERT_URL</code> as {alerts.format}{alerts.signed ? ", signed (Standard Webhooks)" : ""}: the first of a burst after {alerts.groupWaitSeconds} s,

@@ -107,12 +107,17 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     // Waiting for a fix must not use up queue retries: store what the messages carry, say why on
     // the events, ack, and let the sweep re-enqueue them (they stay unfinished in D1).
     console.error(JSON.stringify({ queue: batch.queue, outcome: "invalid_destinations", errors: config.errors, events: claims.length }));
+    // The alert counts events: a copy, or a message naming an event that waits already, adds none.
+    const newlyHeld = new Set<string>();
+    const hold = async (some: Message<QueuedEvent>[]) => {
+      for (const key of await holdForConfiguration(env.DB, some.map(claimOf), WAITING_FOR_CONFIGURATION)) newlyHeld.add(key);
+    };
     // In one go, else message by message: one D1 error costs a retry only to what it refused.
-    const unheld = await writeAllOrEach(messages, (some) => holdForConfiguration(env.DB, some.map(claimOf), WAITING_FOR_CONFIGURATION), (message, err) => {
+    const unheld = await writeAllOrEach(messages, hold, (message, err) => {
       console.error(JSON.stringify({ queue: batch.queue, messageId: message?.id, outcome: message ? "hold_failed" : "hold_batch_failed", error: String(err) }));
     });
     for (const message of messages) (unheld.has(message) ? retryLater(message) : message.ack());
-    await notify(env, [{ kind: "configuration_invalid", subject: "DESTINATIONS", count: messages.length - unheld.size }]);
+    await notify(env, [{ kind: "configuration_invalid", subject: "DESTINATIONS", count: newlyHeld.size }]);
     return;
   }
 

@@ -21,12 +21,18 @@ export interface AlertNote {
   count: number;
 }
 
+/** When a noted key's send is due: after the group wait, and never before the cooldown since the last one ended. */
+export interface AlertTiming {
+  groupWaitMs: number;
+  cooldownMs: number;
+}
+
 /**
- * Adds occurrences, and schedules a send for every key that has none on its way: after the group
- * wait (so a burst becomes one alert), and never before the cooldown since the last one ended.
- * Returns the keys it scheduled, with when: the caller sends a queue message for each.
+ * Adds occurrences and, given `timing`, schedules a send for every key that has none on its way
+ * (so a burst becomes one alert). Returns the keys it scheduled, with when: the caller sends a
+ * queue message for each. Without `timing` it only counts: the keys wait, unscheduled.
  */
-export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number, groupWaitMs: number, cooldownMs: number): Promise<AlertRow[]> {
+export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number, timing: AlertTiming | null): Promise<AlertRow[]> {
   const json = JSON.stringify(notes);
   const [, scheduled] = await db.batch([
     db
@@ -37,15 +43,19 @@ export async function noteAlerts(db: D1Database, notes: AlertNote[], now: number
            next_first_at = CASE WHEN sending_until > ?2 THEN COALESCE(next_first_at, excluded.first_at) ELSE next_first_at END`,
       )
       .bind(json, now),
-    db
-      .prepare(
-        `UPDATE alerts SET due_at = max(?2 + ?3, COALESCE(last_sent_at + ?4, 0))
-         WHERE due_at IS NULL AND pending > 0 AND (kind, subject) IN (SELECT value->>'kind', value->>'subject' FROM json_each(?1))
-         RETURNING *`,
-      )
-      .bind(json, now, groupWaitMs, cooldownMs),
+    ...(timing
+      ? [
+          db
+            .prepare(
+              `UPDATE alerts SET due_at = max(?2 + ?3, COALESCE(last_sent_at + ?4, 0))
+               WHERE due_at IS NULL AND pending > 0 AND (kind, subject) IN (SELECT value->>'kind', value->>'subject' FROM json_each(?1))
+               RETURNING *`,
+            )
+            .bind(json, now, timing.groupWaitMs, timing.cooldownMs),
+        ]
+      : []),
   ]);
-  return scheduled!.results as AlertRow[];
+  return (scheduled?.results ?? []) as AlertRow[];
 }
 
 /**
@@ -63,8 +73,8 @@ export async function claimAlert(db: D1Database, kind: string, subject: string, 
     .first<AlertRow>();
 }
 
-/** Gives the right to send back without sending (the cooldown has not ended): due then. */
-export async function alertDeferred(db: D1Database, row: AlertRow, dueAt: number): Promise<void> {
+/** Gives the right to send back without sending (the cooldown has not ended): due at `dueAt` (null: unscheduled). */
+export async function alertDeferred(db: D1Database, row: AlertRow, dueAt: number | null): Promise<void> {
   await db.prepare(`UPDATE alerts SET sending_until = NULL, next_first_at = NULL, due_at = ?3 WHERE kind = ?1 AND subject = ?2`).bind(row.kind, row.subject, dueAt).run();
 }
 
@@ -98,6 +108,21 @@ export async function alertFailed(db: D1Database, row: AlertRow, retryAt: number
 /** Nothing left to send for a key whose message arrived: no send is scheduled any more. */
 export async function alertIdle(db: D1Database, kind: string, subject: string): Promise<void> {
   await db.prepare(`UPDATE alerts SET due_at = NULL WHERE kind = ?1 AND subject = ?2 AND pending <= 0 AND sending_until IS NULL`).bind(kind, subject).run();
+}
+
+/**
+ * These keys' sends are no longer scheduled (their messages were refused while an ALERT_* setting
+ * was wrong): what is pending waits, and the cron schedules it again (due_at NULL) once they are right.
+ */
+export async function unscheduleAlerts(db: D1Database, keys: { kind: string; subject: string }[], now: number): Promise<void> {
+  if (keys.length === 0) return;
+  await db
+    .prepare(
+      `UPDATE alerts SET due_at = NULL
+       WHERE (sending_until IS NULL OR sending_until <= ?2) AND (kind, subject) IN (SELECT value->>'kind', value->>'subject' FROM json_each(?1))`,
+    )
+    .bind(JSON.stringify(keys), now)
+    .run();
 }
 
 /** Keys whose scheduled send is long overdue (its message was lost): due again now, at most `limit` a run (the next run takes the rest). */

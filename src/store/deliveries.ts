@@ -127,14 +127,16 @@ function carried(claims: Claim[]): EventInsert[] {
  * While DESTINATIONS is invalid nothing can be delivered: stores the events the messages carry
  * and says on every event named why it waits, in one batch, without touching its idle clock or
  * taking a lease, so the reconciliation sweep re-enqueues it once the configuration is fixed.
+ * Returns the events that waited for no fix before (a copy's event, or one held already, is not among them).
  */
-export async function holdForConfiguration(db: D1Database, claims: Claim[], reason: string): Promise<void> {
+export async function holdForConfiguration(db: D1Database, claims: Claim[], reason: string): Promise<string[]> {
   const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
   const carrying = carried(claims);
-  await db.batch([
+  const results = await db.batch<{ key: string }>([
     ...(carrying.length ? [countArrivals(db, carrying), ...insertEvents(db, carrying)] : []),
-    db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(keys, reason),
+    db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1)) AND last_error IS NOT ?2 RETURNING key`).bind(keys, reason),
   ]);
+  return results.at(-1)!.results.map((row) => row.key);
 }
 
 /** Who holds each event's delivery lease now (a round's token, or null). */
