@@ -9,7 +9,7 @@ import { Webhook } from "standardwebhooks";
 import { describe, expect, it } from "vitest";
 import type { AlertMessage } from "../src/env";
 import { runTransform, transformRunner, type TransformEvent } from "../src/deliver/transform";
-import { transformSources } from "./transforms.generated";
+import { transformSource } from "../src/deliver/transform-source";
 import { recordingQueue, sleep } from "./faults";
 import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, SECRET_A, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, expectNoLogLineWith, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
@@ -453,7 +453,7 @@ describe("what a transform's attempt records", () => {
     downstream(plain!.url);
     const key = await accept(await seismicRequest(seismicBody()));
     await consume(events.accepted);
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(transformSources["test-echo"]!)));
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(transformSource("test-echo")!)));
     const hash = [...digest.slice(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
     const { event: view } = (await (await admin("GET", `/admin/events/${key}`)).json()) as { event: { deliveries: { destination: string; history: { transformCode: string | null }[] }[] } };
     const history = Object.fromEntries(view.deliveries.map((d) => [d.destination, d.history.map((h) => h.transformCode)]));
