@@ -135,7 +135,7 @@ export interface RateLimiterApi {
 }
 
 /** The vars a lane delivers under, passed by the consumer that wakes it (deliver/lane.ts). */
-export type LaneVars = Partial<Pick<Env, "MAX_DELIVERY_ATTEMPTS" | "RETRY_BASE_SECONDS" | "RETRY_MAX_SECONDS" | "TRANSFORM_CPU_MS" | "TRANSFORM_TIMEOUT_MS" | "LANE_BUDGET_MS">> & { DESTINATIONS?: unknown };
+export type LaneVars = Partial<Pick<Env, "MAX_DELIVERY_ATTEMPTS" | "RETRY_BASE_SECONDS" | "RETRY_MAX_SECONDS" | "TRANSFORM_CPU_MS" | "TRANSFORM_TIMEOUT_MS" | "LANE_BUDGET_MS" | "MAX_FORWARDS_PER_BATCH">> & { DESTINATIONS?: unknown };
 
 /** What a destination's lane answers (deliver/lane.ts). */
 export interface LaneApi {

@@ -4,7 +4,7 @@ import { consumeDeadLetters, deadLetterQueueName } from "./deliver/dead-letters"
 import { alertsQueueName, consumeAlerts } from "./alerts/send";
 import { notify, rescheduleLostAlerts } from "./alerts/notify";
 import { tendDestinations } from "./deliver/controls";
-import { wakeLanes } from "./deliver/lane";
+import { wakeLanes } from "./deliver/lane-wake";
 import { loadDestinations } from "./deliver/destinations";
 import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";

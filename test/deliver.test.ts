@@ -240,6 +240,41 @@ describe("operator API", () => {
     expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 1 });
   });
 
+  it("if the routed write fails, the round's record writes the deliveries left to do, so the event is never called delivered early", async () => {
+    downstream("https://alpha.test/hook");
+    downstream("https://beta.test/hook");
+    const key = await accept(await seismicRequest(seismicBody()));
+    // D1 refuses the batch that writes the routed deliveries (and only that one).
+    const sqlOf = new WeakMap<D1PreparedStatement, string>();
+    const refusing = {
+      prepare: (sql: string) => {
+        const statement = env.DB.prepare(sql);
+        return new Proxy(statement, {
+          get(target, prop) {
+            if (prop !== "bind") return Reflect.get(target, prop, target);
+            return (...values: unknown[]) => {
+              const bound = target.bind(...values);
+              sqlOf.set(bound, sql);
+              return bound;
+            };
+          },
+        });
+      },
+      batch: (statements: D1PreparedStatement[]) =>
+        sqlOf.get(statements[0]!)?.includes("(event_key, destination) DO NOTHING") ? Promise.reject(new Error("D1_ERROR: refused")) : env.DB.batch(statements),
+    } as unknown as D1Database;
+    // One forward this batch: the other destination waits for the message's next delivery.
+    const result = await consume(events.accepted, { DB: refusing, MAX_FORWARDS_PER_BATCH: "1" });
+    expect(result.retried).toHaveLength(1);
+    const rows = await deliveries(key);
+    const statuses = Object.values(rows).map((r) => r.status);
+    expect(statuses.filter((status) => status === "delivered")).toHaveLength(1);
+    expect(statuses.length).toBeGreaterThan(1);
+    expect(statuses.filter((status) => status !== "delivered").every((status) => status === "pending")).toBe(true);
+    const event = await env.DB.prepare("SELECT status FROM events WHERE key = ?").bind(key).first<{ status: string }>();
+    expect(event!.status).toBe("failed");
+  });
+
   it("replays one event to all its destinations or to one, dead or delivered", async () => {
     const alpha = downstream("https://alpha.test/hook");
     const beta = downstream("https://beta.test/hook");

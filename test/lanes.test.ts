@@ -151,12 +151,8 @@ describe("lanes", () => {
     expect((await laneOf(name)).lane).toBe("own");
 
     // The lane cannot be reached: the delivery is handed to it all the same, and the message is done.
-    const unreachable = {
-      idFromName: (id: string) => env.LANES!.idFromName(id),
-      get: () => ({ poke: () => Promise.reject(new Error("lane unreachable")) }),
-    } as unknown as Env["LANES"];
     const [key] = await acceptMany(1);
-    const result = await consume(events.accepted.splice(0), { LANES: unreachable }, { ids: ["unwoken"] });
+    const result = await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["unwoken"] });
     expect(result.acked).toHaveLength(1);
     expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
     expect(receiver.received.has(key!)).toBe(false);
@@ -167,4 +163,50 @@ describe("lanes", () => {
     await until([key!], name, "delivered");
     expect(receiver.received.get(key!)).toBe(1);
   });
+
+  it("leaves what a lane holds to the lane: a paused destination's round does not hold it, the lane does", { timeout: 30_000 }, async () => {
+    const name = uniqueName("owned");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    timedDownstream(`https://${name}.test/hook`, 1_000);
+    await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    const [key] = await acceptMany(1);
+    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+
+    // Paused; a message for the event comes again (a sweep, a copy): its round leaves the lane's delivery alone.
+    await admin("POST", `/admin/destinations/${name}/pause`);
+    await consume([{ eventKey: key! }], { LANES: unreachable() }, { ids: ["again"] });
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+    // The lane, woken by the cron, holds it itself; resuming releases it to the consumer.
+    await runCron(new Date());
+    await until([key!], name, "held");
+  });
+
+  it("cancels what a lane holds for a destination removed from DESTINATIONS, and the event finishes", { timeout: 30_000 }, async () => {
+    const name = uniqueName("removed");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    timedDownstream(`https://${name}.test/hook`, 1_000);
+    await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    const [key] = await acceptMany(1);
+    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+
+    bindings.DESTINATIONS = [];
+    await runCron(new Date());
+    await until([key!], name, "cancelled");
+    const row = await env.DB.prepare("SELECT status FROM events WHERE key = ?").bind(key).first<{ status: string }>();
+    expect(row!.status).toBe("delivered");
+  });
 });
+
+/** A LANES binding whose objects cannot be reached: deliveries are handed over, and no lane runs. */
+function unreachable(): Env["LANES"] {
+  return {
+    idFromName: (id: string) => env.LANES!.idFromName(id),
+    get: () => ({ poke: () => Promise.reject(new Error("lane unreachable")) }),
+  } as unknown as Env["LANES"];
+}

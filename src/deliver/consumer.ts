@@ -30,7 +30,6 @@
  * rate-limited destination's forwards start at times its Durable Object reserves.
  */
 import type { Env, EventsQueueMessage, QueuedEvent, ReleaseHeld } from "../env";
-import { numberVar } from "../env";
 import { isRecord } from "../providers/provider";
 import { getControls, stateOf, type ControlRow } from "../store/controls";
 import {
@@ -43,9 +42,9 @@ import { writeAllOrEach } from "./all-or-each";
 import { currentProbe, releaseChunk } from "./controls";
 import { loadDestinations } from "./destinations";
 import { alertNotes, followCircuits, sendDeadLetters } from "./follow-up";
-import { pokeLanes } from "./lane";
+import { pokeLanes } from "./lane-wake";
 import { limiter } from "./limiter";
-import { draftRound, reserveRates, type Draft, type ForwardBudget } from "./plan";
+import { draftRound, maxForwardsPerInvocation, reserveRates, type Draft, type ForwardBudget } from "./plan";
 import { retryPolicy, backoffSeconds } from "./retry";
 import { failedRound, runRound, type Plan } from "./round";
 import { transformRunner } from "./transform";
@@ -53,11 +52,6 @@ import { transformRunner } from "./transform";
 /** Workers allow 6 simultaneous open connections per invocation; more would queue inside fetch() and time out there. */
 const MAX_OPEN_FORWARDS = 6;
 
-/**
- * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 25
- * events to 40 destinations, with room for the D1 and Queue calls. The free plan's 50 need "40".
- */
-const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
 
 /**
  * How long after a batch starts its forwards may still start. A queue consumer may run 15 minutes;
@@ -126,7 +120,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   const { claimed, controls } = await claimEach(env.DB, claims, now);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
-    remaining: numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH),
+    remaining: maxForwardsPerInvocation(env),
     metrics: env.METRICS,
     startBy: now + START_WINDOW_MS,
     transform: transformRunner(env),
@@ -159,7 +153,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     }
   });
   await reserveRates(env, drafts.filter(isDraft), now);
-  const woken = await handOver(env, drafts.filter(isDraft), now);
+  const { woken, unwritten } = await handOver(env, drafts.filter(isDraft), now);
   const plans = await Promise.all(
     drafts.map(async (draft) => {
       if (!isDraft(draft)) return draft;
@@ -172,7 +166,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     }),
   );
   await sendDeadLetters(env, plans.flatMap((plan) => (plan.round ? [plan.round] : [])));
-  const { unrecorded, changed } = await record(env.DB, plans, now);
+  const { unrecorded, changed } = await record(env.DB, plans, now, unwritten);
   let acked = 0;
   plans.forEach((plan, i) => {
     const message = messages[i]!;
@@ -247,12 +241,14 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
  * unwritable round costs only its own message a retry. Returns the plans not recorded, and the
  * destination states the recorded attempts changed.
  */
-async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
+async function record(db: D1Database, plans: Plan[], now: number, unwritten: Routed[]): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
   const pending = plans.filter((plan) => plan.round);
   const changed: ControlRow[] = [];
+  // Routed deliveries the hand-over could not write are written with their rounds, before the events' status is derived.
+  const routedOf = (some: Plan[]) => unwritten.filter((r) => some.some((plan) => plan.round!.eventKey === r.eventKey));
   const unrecorded = await writeAllOrEach(
     pending,
-    async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now))),
+    async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now, routedOf(some)))),
     (plan, err) => {
       const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
       console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
@@ -269,9 +265,9 @@ async function record(db: D1Database, plans: Plan[], now: number): Promise<{ unr
 /**
  * Before the batch forwards anything: its routed deliveries are written as pending (an event's
  * page shows them from now on) and those of destinations in a lane of their own are handed to
- * their lane, which is woken. If this write fails, the rounds' record hands them over instead.
+ * their lane, which is woken. If this write fails, the rounds' record writes them instead.
  */
-async function handOver(env: Env, drafts: Draft[], now: number): Promise<Set<string>> {
+async function handOver(env: Env, drafts: Draft[], now: number): Promise<{ woken: Set<string>; unwritten: Routed[] }> {
   const routed: Routed[] = drafts.flatMap((draft) => {
     const closed = new Set(draft.closed.map((c) => c.destination));
     return draft.targets
@@ -282,9 +278,9 @@ async function handOver(env: Env, drafts: Draft[], now: number): Promise<Set<str
     await recordRouted(env.DB, routed, now);
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "routed_record_failed", error: String(err) }));
-    return new Set();
+    return { woken: new Set(), unwritten: routed };
   }
-  return pokeLanes(env, drafts.flatMap((draft) => draft.laned));
+  return { woken: await pokeLanes(env, drafts.flatMap((draft) => draft.laned)), unwritten: [] };
 }
 
 /** Release messages: each makes the next chunk of its destination's held deliveries pending, if it is active. */

@@ -19,15 +19,17 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env, LaneApi, LaneVars } from "../env";
 import { getControls, stateOf } from "../store/controls";
-import { recordRounds, type AttemptRecord, type ClosedDelivery, type Round } from "../store/deliveries";
-import { laneDue, laneNextDue, lanesWithWork, leaveLane } from "../store/lanes";
+import { recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type Round } from "../store/deliveries";
+import type { EventRow } from "../store/events";
+import { laneDue, laneNextDue, leaveLane } from "../store/lanes";
 import { notify } from "../alerts/notify";
 import { attempt } from "./attempt";
 import { alertNotes, followCircuits, sendDeadLetters } from "./follow-up";
-import { heldReason } from "./plan";
+import { heldReason, maxForwardsPerInvocation, routeRound } from "./plan";
 import { retryPolicy } from "./retry";
 import { loadDestinations, type Destination } from "./destinations";
 import { limiter } from "./limiter";
+import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { forwardBody, transformRunner } from "./transform";
 
 /** Workers allow 6 open connections per invocation; an alarm is one. */
@@ -40,36 +42,10 @@ const LANE_SLICE_MS = 30_000;
 export const LANE_EXIT_STREAK = 20;
 /** When DESTINATIONS is invalid, or a record failed, the lane looks again this much later. */
 const LANE_RETRY_MS = 30_000;
-/** How far ahead a rate-limited lane takes slots from the destination's rate limiter. */
+/** A rate slot this close starts its forward in this chunk; a later one is booked, and the lane comes back for it. */
 const RATE_HORIZON_MS = 2_000;
-
-/** The vars a lane delivers under: those of the consumer that woke it (the same deploy's). */
-const LANE_VARS = ["DESTINATIONS", "MAX_DELIVERY_ATTEMPTS", "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "TRANSFORM_CPU_MS", "TRANSFORM_TIMEOUT_MS", "LANE_BUDGET_MS"] as const;
-
-/** Wakes each named destination's lane; returns the ones woken. A lane that cannot be reached is left to the cron's safety net. */
-export async function pokeLanes(env: Env, names: string[]): Promise<Set<string>> {
-  const woken = new Set<string>();
-  const namespace = env.LANES;
-  if (!namespace) return woken;
-  const vars = Object.fromEntries(LANE_VARS.flatMap((name) => (env[name] === undefined ? [] : [[name, env[name]]]))) as LaneVars;
-  await Promise.all(
-    [...new Set(names)].map(async (name) => {
-      try {
-        await namespace.get(namespace.idFromName(name)).poke(name, vars);
-        woken.add(name);
-      } catch (err) {
-        console.error(JSON.stringify({ queue: "deliver", destination: name, outcome: "lane_wake_failed", error: String(err) }));
-      }
-    }),
-  );
-  return woken;
-}
-
-/** The cron's safety net: wakes every lane that has unfinished deliveries (a wake-up lost, an alarm that failed for good). */
-export async function wakeLanes(env: Env): Promise<{ lanes: number }> {
-  const names = await lanesWithWork(env.DB);
-  return { lanes: (await pokeLanes(env, names)).size };
-}
+/** How far ahead a lane books rate slots (as far as the consumer does: a queue message's longest delay). */
+const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 
 export class DestinationLane extends DurableObject<Env> implements LaneApi {
   private vars: LaneVars = {};
@@ -88,23 +64,37 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     const name = await this.ctx.storage.get<string>("destination");
     if (!name) return;
     const next = await this.drain({ ...this.env, ...this.vars }, name);
-    if (next !== null) await this.ctx.storage.setAlarm(Math.max(Date.now(), next));
+    if (next === null) return;
+    // A wake-up that came in while this ran set an earlier alarm: keep it.
+    const woken = await this.ctx.storage.getAlarm();
+    await this.ctx.storage.setAlarm(Math.max(Date.now(), Math.min(next, woken ?? Infinity)));
   }
 
-  /** Forwards what is due for one slice; returns when to look again (null: nothing left). */
+  /**
+   * Forwards what is due for one slice, at most MAX_FORWARDS_PER_BATCH forwards (the plan's
+   * subrequests per invocation: the next alarm is a new invocation); returns when to look again
+   * (null: nothing left).
+   */
   private async drain(env: Env, name: string): Promise<number | null> {
     const config = loadDestinations(env);
     if (!config.ok) return Date.now() + LANE_RETRY_MS;
     const destination = config.destinations.find((d) => d.name === name);
-    // Removed from DESTINATIONS: its events' next rounds cancel what the lane held.
-    if (!destination) return null;
     const sliceEnds = Date.now() + LANE_SLICE_MS;
-    while (Date.now() < sliceEnds) {
+    let forwardsLeft = maxForwardsPerInvocation(env);
+    while (Date.now() < sliceEnds && forwardsLeft > 0) {
       const now = Date.now();
-      const [due, controls] = await Promise.all([laneDue(env.DB, name, now, LANE_CHUNK), getControls(env.DB)]);
+      // Removed from DESTINATIONS: everything it holds is cancelled, whenever it was due.
+      const dueBy = destination ? now : Number.MAX_SAFE_INTEGER;
+      const [due, controls] = await Promise.all([laneDue(env.DB, name, dueBy, Math.min(LANE_CHUNK, forwardsLeft)), getControls(env.DB)]);
       if (due.length === 0) return laneNextDue(env.DB, name);
       try {
-        await this.forwardChunk(env, config.destinations, destination, due, controls, now);
+        const chunk = destination
+          ? await this.forwardChunk(env, config.destinations, destination, due, controls, now)
+          : { forwards: 0, waitUntil: null, rounds: due.map(({ event, delivery }) => laneRound(event, delivery, removed(name))) };
+        if (!destination) await recordRounds(env.DB, chunk.rounds, now);
+        forwardsLeft -= chunk.forwards;
+        // Its rate limit has no slot for the rest yet: come back when it has.
+        if (chunk.waitUntil !== null) return chunk.waitUntil;
       } catch (err) {
         // Unrecorded forwards stay pending in the lane and are sent again: at least once, never lost.
         console.error(JSON.stringify({ lane: name, outcome: "lane_round_failed", error: String(err) }));
@@ -114,42 +104,40 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     return Date.now();
   }
 
+  /**
+   * One chunk of the lane's due deliveries: routed again (the configuration may have changed since
+   * they were handed over), held while the destination is paused or open, forwarded in their rate
+   * slots, and recorded as a round records them.
+   */
   private async forwardChunk(
     env: Env, destinations: Destination[], destination: Destination, due: Awaited<ReturnType<typeof laneDue>>,
     controls: Awaited<ReturnType<typeof getControls>>, now: number,
-  ): Promise<void> {
+  ): Promise<{ forwards: number; waitUntil: number | null; rounds: Round[] }> {
     const control = controls.get(destination.name);
     const state = stateOf(control);
     const retry = retryPolicy(env);
-    const slots = await this.rateSlots(env, destination, due.map(({ event }) => event.key));
+    const routed = due.map(({ event, delivery }) => ({ event, delivery, closed: routeRound(event, new Map([[destination.name, delivery]]), destinations).closed }));
+    const sendable = routed.filter((item) => item.closed.length === 0);
+    const slots = state === "active" ? await this.rateSlots(env, destination, sendable.map(({ event }) => event.key)) : new Map<string, RateSlot>();
     const connections = limiter(LANE_CONNECTIONS);
     const run = transformRunner(env);
+    let forwards = 0;
     const rounds = await Promise.all(
-      due.map(async ({ event, delivery }, i): Promise<Round | null> => {
-        let outcome: AttemptRecord | ClosedDelivery;
-        if (state !== "active") {
-          // Paused or its circuit open: held like any round would hold it (resume and probes release it).
-          outcome = { destination: destination.name, status: "held", reason: heldReason(state, control!, destination) };
-        } else {
-          const slot = slots[i];
-          if (slot === null) return null; // no rate slot yet: it waits in the lane
-          if (slot !== undefined) await waitUntilTime(slot);
-          const forwarding = { destination, attempts: delivery.attempts, probe: false, startAt: null };
-          outcome = await connections(destination.name, async () => {
-            const body = await forwardBody(event, destination, run);
-            return "reason" in body ? body : attempt(event, body, forwarding, retry, env.METRICS);
-          });
-        }
-        const record = "reason" in outcome ? null : outcome;
-        return {
-          eventKey: event.key, lease: "", generation: event.generation, gaveUp: false, probe: null, heldOrder: event.received_at,
-          generations: { [destination.name]: delivery.generation },
-          records: record ? [record] : [], closed: record ? [] : [outcome as ClosedDelivery],
-          // Not null: the event's status is derived anew from its delivery rows once this is written.
-          eventStatus: "failed",
-          deadLettered: record?.status === "dead" ? [destination.name] : [],
-          deferred: [], laned: [], error: null,
-        };
+      routed.map(async ({ event, delivery, closed }): Promise<Round | null> => {
+        // No longer routed to it (removed from its providers, types, filter): cancelled or skipped, as a round would.
+        if (closed.length) return laneRound(event, delivery, closed[0]!);
+        // Paused or its circuit open: held like any round would hold it (resume and probes release it).
+        if (state !== "active") return laneRound(event, delivery, { destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
+        const slot = slots.get(event.key);
+        if (slot && !slot.go) return null; // its rate slot is later: it waits in the lane
+        if (slot) await waitUntilTime(slot.at);
+        forwards++;
+        const forwarding = { destination, attempts: delivery.attempts, probe: false, startAt: null };
+        const outcome = await connections(destination.name, async () => {
+          const body = await forwardBody(event, destination, run);
+          return "reason" in body ? body : attempt(event, body, forwarding, retry, env.METRICS);
+        });
+        return laneRound(event, delivery, outcome);
       }),
     );
     const recorded = rounds.filter((round): round is Round => round !== null);
@@ -159,14 +147,20 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     await followCircuits(env, destinations, controls, changed, recorded, now);
     await notify(env, alertNotes(controls, changed, recorded, now));
     await this.followStreak(env, destination, recorded.flatMap((round) => round.records), retry.laneBudgetMs, control?.lane_since ?? null);
+    const later = [...slots.values()].filter((slot) => !slot.go).map((slot) => slot.at);
+    return { forwards, rounds: recorded, waitUntil: later.length ? Math.max(Date.now() + 1000, Math.min(...later) - RATE_HORIZON_MS) : null };
   }
 
-  /** Start times from the destination's rate limiter (shared with the consumer); null: not within the horizon. */
-  private async rateSlots(env: Env, destination: Destination, keys: string[]): Promise<(number | null)[]> {
-    if (destination.ratePerSecond === null || !env.RATE_LIMITER) return [];
+  /** Each event's slot from the destination's rate limiter (shared with the consumer): now-ish (go), or booked for later. */
+  private async rateSlots(env: Env, destination: Destination, keys: string[]): Promise<Map<string, RateSlot>> {
+    if (destination.ratePerSecond === null || !env.RATE_LIMITER || keys.length === 0) return new Map();
     const namespace = env.RATE_LIMITER;
-    const slots = await namespace.get(namespace.idFromName(destination.name)).reserve(keys, destination.ratePerSecond, RATE_HORIZON_MS, RATE_HORIZON_MS);
-    return slots.map((slot) => (slot.at !== null && slot.go ? slot.at : null));
+    const slots = await namespace.get(namespace.idFromName(destination.name)).reserve(keys, destination.ratePerSecond, RATE_HORIZON_MS, RATE_BOOK_AHEAD_MS);
+    // Beyond the booking horizon (no slot at all): looked at again after it.
+    return new Map(keys.map((key, i) => {
+      const slot = slots[i];
+      return [key, slot && slot.at !== null ? { at: slot.at, go: slot.go } : { at: Date.now() + RATE_BOOK_AHEAD_MS, go: false }];
+    }));
   }
 
   /** Counts forwards that succeeded within the budget; after LANE_EXIT_STREAK in a row the destination goes back to the consumer. */
@@ -181,6 +175,30 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     this.streak = 0;
   }
 }
+
+/** A rate slot: start then (go), or booked for then (the lane comes back for it). */
+interface RateSlot {
+  at: number;
+  go: boolean;
+}
+
+/** What one lane delivery came to, as a round: it writes only what the lane holds (Round.lane). */
+function laneRound(event: EventRow, delivery: DeliveryRow, outcome: AttemptRecord | ClosedDelivery): Round {
+  const record = "reason" in outcome ? null : outcome;
+  return {
+    eventKey: event.key, lease: "", generation: event.generation, gaveUp: false, probe: null, heldOrder: event.received_at,
+    generations: { [delivery.destination]: delivery.generation },
+    records: record ? [record] : [], closed: record ? [] : [outcome as ClosedDelivery],
+    // Not null: the event's status is derived anew from its delivery rows once this is written (this
+    // is its status only when no delivery counts: nothing is wanted of it, as a round would say).
+    eventStatus: "delivered",
+    deadLettered: record?.status === "dead" ? [delivery.destination] : [],
+    deferred: [], laned: [], lane: true, error: null,
+  };
+}
+
+/** A destination no longer in DESTINATIONS: what its lane held is cancelled, as a round cancels it. */
+const removed = (destination: string): ClosedDelivery => ({ destination, status: "cancelled", reason: "cancelled: no destination by this name in DESTINATIONS" });
 
 /** The Workers clock stands still between I/O, so a wait computed from it can end early: wait until it says the time has come. */
 async function waitUntilTime(at: number): Promise<void> {

@@ -4,7 +4,7 @@
  * its circuit open), goes to the destination's lane, or waits for the message's next delivery
  * (beyond the batch's forward budget, or beyond what the destination's rate limit grants now).
  */
-import type { Env, Reservation } from "../env";
+import { numberVar, type Env, type Reservation } from "../env";
 import { stateOf, type ControlRow, type Deferral, type DestinationState } from "../store/controls";
 import { FINISHED, NOT_COUNTED, type Claimed, type ClosedDelivery, type DeliveryRow, type DeliveryStatus } from "../store/deliveries";
 import { bodyJson, sourceOf, type EventRow, type EventStatus } from "../store/events";
@@ -27,6 +27,15 @@ const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 
 /** When the rate limiter cannot be reached, its destination's forwards wait this long (never sent unmetered). */
 const RATE_UNAVAILABLE_MS = 5_000;
+
+/**
+ * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 25
+ * events to 40 destinations, with room for the D1 and Queue calls. The free plan's 50 need "40".
+ */
+const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
+
+/** Forwards one invocation may start (a queue batch, or a lane's alarm): the plan's subrequests per invocation. */
+export const maxForwardsPerInvocation = (env: Env): number => numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH);
 
 /** What a batch may spend on forwards: open connections at once, and forwards in all. */
 export interface ForwardBudget {
@@ -76,12 +85,18 @@ export function draftRound(
   budget: ForwardBudget, now: number,
 ): Draft {
   const previous = new Map(deliveries.map((row) => [row.destination, row]));
-  const { targets, closed } = plan(event, previous, destinations);
+  // What a lane holds is the lane's alone: it routes, holds, retries and records it itself.
+  const lanes = (row: DeliveryRow) => budget.lanes && laneOwned(row);
+  const { targets, closed } = routeRound(event, previous, destinations, lanes);
   // Known before routing: a probe whose event no longer routes to the destination still hands the probe on.
   const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: currentProbe(message.body, controls) };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
+    if (row && lanes(row)) {
+      draft.laned.push(destination.name);
+      continue;
+    }
     const control = controls.get(destination.name);
     const state = stateOf(control);
     const probe = draft.probe === destination.name;
@@ -89,8 +104,8 @@ export function draftRound(
       if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
       continue;
     }
-    // Its lane sends it, now or at its retry time: the message does not wait for it.
-    if (budget.lanes && !probe && (row?.lane === 1 || control?.lane_since != null) && row?.status !== "held") {
+    // Its destination is in a lane of its own: the lane sends it, and the message does not wait for it.
+    if (budget.lanes && !probe && control?.lane_since != null && row?.status !== "held") {
       draft.laned.push(destination.name);
       continue;
     }
@@ -154,19 +169,25 @@ export async function reserveRates(env: Env, drafts: Draft[], now: number): Prom
   );
 }
 
+/** A delivery its destination's lane holds: unfinished, and handed over (deliver/lane.ts). */
+export const laneOwned = (row: DeliveryRow): boolean => row.lane === 1 && (row.status === "pending" || row.status === "failed");
+
 /**
  * Where the event goes now: the destinations that route it, plus deliveries an operator pinned
  * by name. Unfinished deliveries to anything else are cancelled (the configuration changed), and
  * destinations whose filter could not decide are skipped; neither counts toward the event's status.
+ * Rows `leave` says belong to someone else (a lane) are left out: neither targets nor closed.
  */
-function plan(event: EventRow, previous: Map<string, DeliveryRow>, destinations: Destination[]): { targets: Destination[]; closed: ClosedDelivery[] } {
+export function routeRound(
+  event: EventRow, previous: Map<string, DeliveryRow>, destinations: Destination[], leave: (row: DeliveryRow) => boolean = () => false,
+): { targets: Destination[]; closed: ClosedDelivery[] } {
   // Route on what the receive path parsed: the stored text without a byte-order mark (it is still forwarded).
   const routing = route(destinations, { provider: event.provider, source: sourceOf(event), type: event.type, envelope: bodyJson(event.body)?.json ?? null });
   const targets = new Map(routing.destinations.map((d) => [d.name, d]));
   const configured = new Map(destinations.map((d) => [d.name, d]));
   const closed: ClosedDelivery[] = [];
   for (const row of previous.values()) {
-    if (FINISHED.has(row.status) || targets.has(row.destination)) continue;
+    if (FINISHED.has(row.status) || targets.has(row.destination) || leave(row)) continue;
     const destination = configured.get(row.destination);
     if (destination && row.pinned) targets.set(row.destination, destination);
     else if (!routing.skipped.some((s) => s.destination === row.destination)) {
@@ -176,7 +197,7 @@ function plan(event: EventRow, previous: Map<string, DeliveryRow>, destinations:
   }
   for (const skip of routing.skipped) {
     const row = previous.get(skip.destination);
-    if (!(row && FINISHED.has(row.status)) && !targets.has(skip.destination)) {
+    if (!(row && (FINISHED.has(row.status) || leave(row))) && !targets.has(skip.destination)) {
       closed.push({ destination: skip.destination, status: "skipped", reason: `skipped: ${skip.reason}` });
     }
   }

@@ -21,7 +21,7 @@ export async function reconcile(env: Env, now: number): Promise<{ requeued: numb
   // send (and alert) the same events once more. The sweeps after the fix take them (idle ones, oldest first).
   if (!loadDestinations(env).ok) return { requeued: 0, skipped: "DESTINATIONS is invalid" };
   const idleMs = numberVar(env.RECONCILE_AFTER_SECONDS, DEFAULT_RECONCILE_AFTER_SECONDS) * 1000;
-  const keys = await findStranded(env.DB, now - idleMs, now, SWEEP_LIMIT);
+  const keys = await findStranded(env.DB, now - idleMs, now, SWEEP_LIMIT, env.LANES !== undefined);
   // Marked before the sends, in one statement: a failed send waits one more window, a sent one is
   // never sent twice by the next sweep. One select, one update and 40 sends stay inside the free
   // plan's 50 subrequests per invocation.

@@ -29,7 +29,8 @@ export function retryPolicy(env: Env): RetryPolicy {
     maxAttempts: numberVar(env.MAX_DELIVERY_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
     baseSeconds: numberVar(env.RETRY_BASE_SECONDS, DEFAULT_RETRY_BASE_SECONDS),
     maxSeconds: numberVar(env.RETRY_MAX_SECONDS, DEFAULT_RETRY_MAX_SECONDS),
-    laneBudgetMs: numberVar(env.LANE_BUDGET_MS, DEFAULT_LANE_BUDGET_MS),
+    // Without the lanes' binding there is nowhere to move a destination to: no forward is over budget.
+    laneBudgetMs: env.LANES ? numberVar(env.LANE_BUDGET_MS, DEFAULT_LANE_BUDGET_MS) : Infinity,
   };
 }
 

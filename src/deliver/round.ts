@@ -7,7 +7,7 @@ import type { QueuedEvent } from "../env";
 import { FINISHED, type AttemptRecord, type Claimed, type ClosedDelivery, type DeliveryStatus, type Round } from "../store/deliveries";
 import { MAX_QUEUE_DELAY_SECONDS } from "../queues";
 import { attempt } from "./attempt";
-import { DEFERRED_DELAY_SECONDS, generationsOf, statusOf, type Draft, type ForwardBudget } from "./plan";
+import { DEFERRED_DELAY_SECONDS, generationsOf, laneOwned, statusOf, type Draft, type ForwardBudget } from "./plan";
 import type { RetryPolicy } from "./retry";
 import { forwardBody } from "./transform";
 
@@ -47,7 +47,7 @@ export function failedRound(
     : `delivery round failed: ${kind}`;
   // Held deliveries stay held: they wait for their destination, not for this event's rounds.
   const unfinished = givenUp
-    ? deliveries.filter((row) => !FINISHED.has(row.status) && row.status !== "held" && row.destination !== probe).map((row) => row.destination)
+    ? deliveries.filter((row) => !FINISHED.has(row.status) && row.status !== "held" && !laneOwned(row) && row.destination !== probe).map((row) => row.destination)
     : [];
   const probed: ClosedDelivery[] = probe ? [{ destination: probe, status: "held", reason: `held: probe round failed (${kind}); the circuit stays open` }] : [];
   const stillHeld = probe !== null || deliveries.some((row) => row.status === "held");
@@ -55,7 +55,7 @@ export function failedRound(
   return {
     decision: givenUp ? { ack: true } : { ack: false, delaySeconds },
     round: {
-      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? (stillHeld ? "held" : "dead") : null, deferred: [], laned: [], error,
+      eventKey: event.key, lease, generation: event.generation, records: [], eventStatus: givenUp ? (stillHeld ? "held" : "dead") : null, deferred: [], laned: [], lane: false, error,
       closed: [...unfinished.map((destination): ClosedDelivery => ({ destination, status: "dead", reason: error })), ...probed],
       deadLettered: unfinished,
       gaveUp: givenUp,
@@ -82,7 +82,7 @@ export async function runRound(draft: Draft, retry: RetryPolicy, budget: Forward
         if (Date.now() > budget.startBy) return null;
         const name = due.destination.name;
         // Another forward to it ran past the lane budget: the lane sends this one (a probe stays here).
-        if (budget.lanes && budget.overBudget.has(name) && !due.probe) return "laned";
+        if (budget.lanes && budget.overBudget.has(name) && !due.probe && draft.previous.get(name)?.status !== "held") return "laned";
         const body = await forwardBody(event, due.destination, budget.transform);
         if ("reason" in body) return body;
         // Noticed while the forward runs (it is never cut off): the rest of the batch's forwards to it go to its lane.
@@ -131,7 +131,7 @@ export async function runRound(draft: Draft, retry: RetryPolicy, budget: Forward
       ? { ack: true }
       : { ack: false, delaySeconds: Math.min(MAX_QUEUE_DELAY_SECONDS, Math.ceil(Math.min(...waitMs) / 1000)) },
     round: {
-      eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred, laned: draft.laned,
+      eventKey: event.key, lease: draft.lease, generation: event.generation, records, closed, eventStatus, deadLettered, deferred: draft.deferred, laned: draft.laned, lane: false,
       gaveUp: false, error: null, probe: draft.probe, heldOrder: event.received_at, generations: generationsOf(previous.values()),
     },
     outcome: "round",

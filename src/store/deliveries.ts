@@ -220,6 +220,8 @@ export interface Round {
   deferred: Deferral[];
   /** Destinations whose delivery the round handed to their lane (deliver/lane.ts) instead of forwarding it. */
   laned: string[];
+  /** A lane's round (deliver/lane.ts): it writes only what its lane holds, and re-derives the event's status whatever its generation. */
+  lane: boolean;
   /** Why the round could not run (an exception while handling the message), shown on the event. */
   error: string | null;
 }
@@ -231,17 +233,20 @@ export interface Round {
  * released, new dead letters marked, and the attempts' effect on each destination's circuit.
  * Returns the destination states the attempts changed, as they now stand.
  */
-export async function recordRounds(db: D1Database, rounds: Round[], now: number): Promise<ControlRow[]> {
+export async function recordRounds(db: D1Database, rounds: Round[], now: number, routed: Routed[] = []): Promise<ControlRow[]> {
   if (rounds.length === 0) return [];
-  // Each delivery as the round claimed it: its writes apply only if no replay or release reset it since.
-  const claimed = (round: Round, destination: string) => ({ eventKey: round.eventKey, destination, generation: round.generations[destination] ?? 0 });
+  // Each delivery as the round claimed it: its writes apply only if no replay or release reset it since,
+  // and only by whoever owns it now (`lane`: its lane while it is handed over, the consumer otherwise).
+  const claimed = (round: Round, destination: string) => ({ eventKey: round.eventKey, destination, generation: round.generations[destination] ?? 0, lane: round.lane ? 1 : 0 });
   const deadLettered = rounds.flatMap((round) => round.deadLettered.map((destination) => claimed(round, destination)));
   const laned = rounds.flatMap((round) => round.laned.map((destination) => claimed(round, destination)));
   // A failed probe moves its delivery to the back of the held order; a delivery newly held takes its event's place.
   const records = rounds.flatMap((round) => round.records.map((r) => ({ ...r, ...claimed(round, r.destination), heldOrder: r.startedAt })));
   const closed = rounds.flatMap((round) => round.closed.map((c) => ({ ...c, ...claimed(round, c.destination), heldOrder: round.heldOrder })));
   const deferred = rounds.flatMap((round) => round.deferred.map((d) => ({ ...d, ...claimed(round, d.destination) })));
-  const events = rounds.map((round) => ({ eventKey: round.eventKey, generation: round.generation, lease: round.lease, status: round.eventStatus, error: round.error }));
+  const events = rounds.map((round) => ({
+    eventKey: round.eventKey, generation: round.generation, lease: round.lease, status: round.eventStatus, error: round.error, lane: round.lane ? 1 : 0,
+  }));
   const controls = controlStatements(db, attemptOutcomes(records), now);
   const results = await db.batch([
     ...(records.length
@@ -249,16 +254,16 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
           db
             .prepare(
               `INSERT INTO deliveries (event_key, destination, status, attempts, last_status_code, last_error, last_attempt_at,
-                                       next_attempt_at, delivered_at, updated_at, generation, held_order)
+                                       next_attempt_at, delivered_at, updated_at, generation, held_order, lane)
                SELECT r->>'eventKey', r->>'destination', r->>'status', r->>'attempt', r->>'statusCode', r->>'error', r->>'startedAt',
                       r->>'nextAttemptAt', CASE WHEN r->>'status' = 'delivered' THEN ?2 END, ?2, r->>'generation',
-                      CASE WHEN r->>'status' = 'held' THEN r->>'heldOrder' END
+                      CASE WHEN r->>'status' = 'held' THEN r->>'heldOrder' END, r->>'lane'
                FROM (SELECT value AS r FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, attempts = excluded.attempts, last_status_code = excluded.last_status_code,
                  last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, next_attempt_at = excluded.next_attempt_at,
                  delivered_at = COALESCE(excluded.delivered_at, delivered_at), held_order = excluded.held_order, updated_at = ?2
-               WHERE deliveries.generation = excluded.generation`,
+               WHERE deliveries.generation = excluded.generation AND ${OWNED_BY_WRITER}`,
             )
             .bind(JSON.stringify(records), now),
           db
@@ -274,31 +279,36 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
       ? [
           db
             .prepare(
-              `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at, generation, held_order)
+              `INSERT INTO deliveries (event_key, destination, status, last_error, updated_at, generation, held_order, lane)
                SELECT c->>'eventKey', c->>'destination', c->>'status', c->>'reason', ?2, c->>'generation',
-                      CASE WHEN c->>'status' = 'held' THEN c->>'heldOrder' END
+                      CASE WHEN c->>'status' = 'held' THEN c->>'heldOrder' END, c->>'lane'
                FROM (SELECT value AS c FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL, held_order = excluded.held_order,
                  pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2
-               WHERE deliveries.generation = excluded.generation`,
+               WHERE deliveries.generation = excluded.generation AND ${OWNED_BY_WRITER}`,
             )
             .bind(JSON.stringify(closed), now),
         ]
       : []),
     ...(laned.length ? [laneStatement(db, laned, now)] : []),
+    // Before the event's status is derived: every delivery with work left has its row by then.
+    ...(routed.length ? routedStatements(db, routed, now) : []),
+    ...deferStatements(db, deferred, now),
     db
       .prepare(
+        // A lane's round re-derives the status whatever the event's generation (it reads the rows as they
+        // are), and leaves the consumer's round count and error alone.
         `UPDATE events SET
-                status = CASE WHEN events.generation = u.generation AND u.status IS NOT NULL THEN ${EVENT_STATUS_SQL} ELSE events.status END,
-                last_error = CASE WHEN events.generation = u.generation THEN u.error ELSE events.last_error END,
-                failed_rounds = CASE WHEN events.generation != u.generation THEN events.failed_rounds
+                status = CASE WHEN (events.generation = u.generation OR u.lane = 1) AND u.status IS NOT NULL THEN ${EVENT_STATUS_SQL} ELSE events.status END,
+                last_error = CASE WHEN u.lane = 1 OR events.generation != u.generation THEN events.last_error ELSE u.error END,
+                failed_rounds = CASE WHEN u.lane = 1 OR events.generation != u.generation THEN events.failed_rounds
                                      WHEN u.error IS NULL THEN 0 ELSE events.failed_rounds + 1 END,
                 progress_at = ?2, enqueued_at = COALESCE(events.enqueued_at, ?2),
                 lease_by = CASE WHEN events.lease_by = u.lease THEN NULL ELSE events.lease_by END,
                 lease_until = CASE WHEN events.lease_by = u.lease THEN NULL ELSE events.lease_until END
          FROM (SELECT value->>'eventKey' AS key, value->>'status' AS status, value->>'error' AS error, value->>'lease' AS lease,
-                      value->>'generation' AS generation
+                      value->>'generation' AS generation, value->>'lane' AS lane
                FROM json_each(?1)) AS u
          WHERE events.key = u.key`,
       )
@@ -314,11 +324,16 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number)
         ]
       : []),
     ...roundCounters(rounds).statements(db),
-    ...deferStatements(db, deferred, now),
     ...controls,
   ]);
   return controls.length ? (results.at(-1)!.results as ControlRow[]) : [];
 }
+
+/**
+ * Who may write a delivery row now: while it is handed to its lane (lane = 1, unfinished) only
+ * the lane (excluded.lane = 1), otherwise only a consumer round; a write by the other is dropped.
+ */
+const OWNED_BY_WRITER = `(excluded.lane = 1) = (deliveries.lane = 1 AND deliveries.status IN ('pending', 'failed'))`;
 
 /**
  * An event's status, in SQL, from its delivery rows as they stand once the round's writes are in:
@@ -364,9 +379,13 @@ export interface Routed {
  */
 export async function recordRouted(db: D1Database, routed: Routed[], now: number): Promise<void> {
   if (routed.length === 0) return;
+  await db.batch(routedStatements(db, routed, now));
+}
+
+/** The INSERT leaves existing rows alone; the lane's statement then marks those handed over. */
+function routedStatements(db: D1Database, routed: Routed[], now: number): D1PreparedStatement[] {
   const laned = routed.filter((r) => r.lane);
-  // The INSERT leaves existing rows alone; the lane's statement then marks those it hands over.
-  await db.batch([
+  return [
     db
       .prepare(
         `INSERT INTO deliveries (event_key, destination, status, updated_at, generation)
@@ -375,7 +394,7 @@ export async function recordRouted(db: D1Database, routed: Routed[], now: number
       )
       .bind(JSON.stringify(routed), now),
     ...(laned.length ? [laneStatement(db, laned, now)] : []),
-  ]);
+  ];
 }
 
 /** What the batch's attempts say about each destination, folded in the order they started. */

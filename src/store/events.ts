@@ -233,10 +233,10 @@ export async function storeEvent(db: D1Database, event: NewEvent): Promise<void>
  * handled by any consumer since `idleBefore`, with no retry scheduled after it (a message
  * waiting out its backoff is not lost), and no message holding its delivery lease now (one is
  * delivering it, or died doing so and its lease has yet to lapse). An event whose only unfinished
- * deliveries are in lanes is not lost either: its lanes send them (and the cron wakes lanes with
- * work). Oldest first, so a backlog drains in order.
+ * deliveries are in lanes is not lost either, while lanes are bound: its lanes send them (and the
+ * cron wakes lanes with work). Oldest first, so a backlog drains in order.
  */
-export async function findStranded(db: D1Database, idleBefore: number, now: number, limit: number): Promise<string[]> {
+export async function findStranded(db: D1Database, idleBefore: number, now: number, limit: number, lanes: boolean): Promise<string[]> {
   const { results } = await db
     .prepare(
       `SELECT key FROM events e
@@ -244,11 +244,11 @@ export async function findStranded(db: D1Database, idleBefore: number, now: numb
          AND (lease_until IS NULL OR lease_until <= ?2)
          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key
                          AND d.status IN ('pending', 'failed') AND d.next_attempt_at > ?1)
-         AND NOT (EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key AND d.status IN ('pending', 'failed') AND d.lane = 1)
+         AND NOT (?4 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key AND d.status IN ('pending', 'failed') AND d.lane = 1)
                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_key = e.key AND d.status IN ('pending', 'failed') AND d.lane = 0))
        ORDER BY received_at LIMIT ?3`,
     )
-    .bind(idleBefore, now, limit)
+    .bind(idleBefore, now, limit, lanes ? 1 : 0)
     .all<{ key: string }>();
   return results.map((row) => row.key);
 }
