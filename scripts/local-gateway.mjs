@@ -2,7 +2,7 @@
 // loopback port, a fresh persistence folder with migrations applied, and bindings from an
 // env file we write, so nothing depends on (or changes) a developer's .dev.vars or state.
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,7 +36,10 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   const envLine = ([k, v]) => `${k}=${(typeof v === "string" ? v : JSON.stringify(v)).replaceAll("$", "\\$")}`;
   writeFileSync(envFile, Object.entries(vars).map(envLine).join("\n") + "\n");
   if (migrate) {
-    execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
+    // A fresh state starts as a copy of one migrated once per config (each `wrangler d1 migrations
+    // apply` is a process of its own, seconds each); a state given back (a restart) is brought up to date.
+    if (persistTo) applyMigrations(dir, config);
+    else cpSync(migratedState(config), dir, { recursive: true });
   }
   // A start that fails before it answers (a port taken between choosing it and binding it, say) is
   // tried again on new ports, up to 3 times; the last failure says what wrangler printed.
@@ -75,6 +78,21 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
     cpuMs: () => groupPids(child.pid).reduce((sum, pid) => sum + cpuOf(pid), 0),
     stop: () => stopGroup(child),
   };
+}
+
+function applyMigrations(dir, config) {
+  execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
+}
+
+/** Per config: a local state with every migration applied, made once per process. */
+const migrated = new Map();
+function migratedState(config) {
+  if (!migrated.has(config)) {
+    const dir = mkdtempSync(join(tmpdir(), "edgehook-migrated-"));
+    applyMigrations(dir, config);
+    migrated.set(config, dir);
+  }
+  return migrated.get(config);
 }
 
 /** Resolves "ready" once the Worker answers /healthz, "exited" if wrangler ends first, "timeout" after 60 s. */

@@ -137,9 +137,15 @@ export interface RateLimiterApi {
 /** The vars a lane delivers under, passed by the consumer that wakes it (deliver/lane.ts). */
 export type LaneVars = Partial<Pick<Env, "MAX_DELIVERY_ATTEMPTS" | "RETRY_BASE_SECONDS" | "RETRY_MAX_SECONDS" | "TRANSFORM_CPU_MS" | "TRANSFORM_TIMEOUT_MS" | "LANE_BUDGET_MS" | "MAX_FORWARDS_PER_BATCH">> & { DESTINATIONS?: unknown };
 
+/** An open circuit's current probe, handed to the destination's lane (the probe message's event, and its id). */
+export interface LaneProbe {
+  eventKey: string;
+  probeId: string;
+}
+
 /** What a destination's lane answers (deliver/lane.ts). */
 export interface LaneApi {
-  poke(destination: string, vars: LaneVars): Promise<void>;
+  poke(destination: string, vars: LaneVars, probe?: LaneProbe): Promise<void>;
 }
 
 /** Fields of the one structured log line written per request. Never a secret or a body. */

@@ -203,6 +203,40 @@ describe("lanes", () => {
   });
 });
 
+describe("lanes and the circuit", () => {
+  it("makes an open circuit's probe in the destination's lane: the batch that carried the probe message does not forward it", { timeout: 30_000 }, async () => {
+    const name = uniqueName("probed");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook`, circuit_failures: 1, circuit_probe_seconds: 1 }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+    receiver.status = 500;
+    // One slow failure: the destination moves to its lane and its circuit opens, with a probe on its way.
+    const [key] = await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    expect((await laneOf(name)).lane).toBe("own");
+    const probe = events.accepted.splice(0).find((m) => m.probe === name)!;
+    expect(probe).toMatchObject({ eventKey: key, probe: name });
+
+    // The receiver is fine again. The probe message's batch hands the probe to the lane and forwards nothing to it.
+    receiver.delayMs = 0;
+    receiver.status = 200;
+    const before = receiver.received.get(key!) ?? 0;
+    const result = await consume([probe], {}, { ids: ["probe"] });
+    expect(result.acked).toHaveLength(1);
+    expect(receiver.received.get(key!) ?? 0).toBe(before);
+    // The lane probes once the batch has let go of the event: the delivery goes through and the circuit closes.
+    await until([key!], name, "delivered");
+    expect(receiver.received.get(key!)).toBe(before + 1);
+    for (let i = 0; i < 40 && (await stateOf(name)) !== "active"; i++) await sleep(50);
+    expect(await stateOf(name)).toBe("active");
+  });
+});
+
+async function stateOf(name: string): Promise<string> {
+  const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: { name: string; state: string }[] };
+  return body.destinations.find((d) => d.name === name)!.state;
+}
+
 /** A LANES binding whose objects cannot be reached: deliveries are handed over, and no lane runs. */
 function unreachable(): Env["LANES"] {
   return {

@@ -280,7 +280,8 @@ async function handOver(env: Env, drafts: Draft[], now: number): Promise<{ woken
     console.error(JSON.stringify({ queue: "deliver", outcome: "routed_record_failed", error: String(err) }));
     return { woken: new Set(), unwritten: routed };
   }
-  return { woken: await pokeLanes(env, drafts.flatMap((draft) => draft.laned)), unwritten: [] };
+  const probes = new Map(drafts.flatMap((draft) => (draft.lanedProbe ? [[draft.lanedProbe.destination, draft.lanedProbe.probe] as const] : [])));
+  return { woken: await pokeLanes(env, drafts.flatMap((draft) => draft.laned), probes), unwritten: [] };
 }
 
 /** Release messages: each makes the next chunk of its destination's held deliveries pending, if it is active. */

@@ -17,15 +17,17 @@
  * what it holds. Being single-threaded per destination, a lane never sends one delivery twice at once.
  */
 import { DurableObject } from "cloudflare:workers";
-import type { Env, LaneApi, LaneVars } from "../env";
+import type { Env, LaneApi, LaneProbe, LaneVars } from "../env";
+import { bytesToHex } from "../crypto";
 import { getControls, stateOf } from "../store/controls";
-import { recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type Round } from "../store/deliveries";
-import type { EventRow } from "../store/events";
-import { laneDue, laneNextDue, leaveLane } from "../store/lanes";
+import { FINISHED, recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type Round } from "../store/deliveries";
+import { LEASE_NONCE_CHARS, type EventRow } from "../store/events";
+import { laneDue, laneNextDue, leaseForProbe, leaveLane, releaseLease } from "../store/lanes";
 import { notify } from "../alerts/notify";
 import { attempt } from "./attempt";
 import { alertNotes, followCircuits, sendDeadLetters } from "./follow-up";
-import { heldReason, maxForwardsPerInvocation, routeRound } from "./plan";
+import { scheduleProbe } from "./controls";
+import { heldReason, laneOwned, maxForwardsPerInvocation, routeRound } from "./plan";
 import { retryPolicy } from "./retry";
 import { loadDestinations, type Destination } from "./destinations";
 import { limiter } from "./limiter";
@@ -52,9 +54,10 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
   /** Forwards in a row that succeeded within the budget. */
   private streak = 0;
 
-  async poke(destination: string, vars: LaneVars): Promise<void> {
+  async poke(destination: string, vars: LaneVars, probe?: LaneProbe): Promise<void> {
     this.vars = vars;
     await this.ctx.storage.put("destination", destination);
+    if (probe) await this.ctx.storage.put("probe", probe);
     const alarm = await this.ctx.storage.getAlarm();
     // An alarm running now sets the next one itself, and one set during it fires after it.
     if (alarm === null || alarm > Date.now()) await this.ctx.storage.setAlarm(Date.now());
@@ -79,6 +82,12 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     const config = loadDestinations(env);
     if (!config.ok) return Date.now() + LANE_RETRY_MS;
     const destination = config.destinations.find((d) => d.name === name);
+    const probe = await this.ctx.storage.get<LaneProbe>("probe");
+    if (probe && destination) {
+      // Taken first, and once: a probe that cannot go now (its event busy) waits a second.
+      if (!(await this.probeOnce(env, config.destinations, destination, probe))) return Date.now() + 1000;
+      await this.ctx.storage.delete("probe");
+    }
     const sliceEnds = Date.now() + LANE_SLICE_MS;
     let forwardsLeft = maxForwardsPerInvocation(env);
     while (Date.now() < sliceEnds && forwardsLeft > 0) {
@@ -151,6 +160,42 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     return { forwards, rounds: recorded, waitUntil: later.length ? Math.max(Date.now() + 1000, Math.min(...later) - RATE_HORIZON_MS) : null };
   }
 
+  /**
+   * The open circuit's probe, handed over by the batch that got its message: one forward of its
+   * delivery under the event's lease, recorded as the consumer records a probe (a failure moves it
+   * to the back of the held order and schedules the next probe; a success closes the circuit and
+   * releases what it held). A probe no longer current is dropped; one whose delivery is finished
+   * hands the probe on at once. False when the event is busy (another holds its lease).
+   */
+  private async probeOnce(env: Env, destinations: Destination[], destination: Destination, probe: LaneProbe): Promise<boolean> {
+    const now = Date.now();
+    const controls = await getControls(env.DB);
+    const control = controls.get(destination.name);
+    if (stateOf(control) !== "open" || control?.probe_id !== probe.probeId) return true;
+    const lease = `lane-probe-${destination.name}|0|${bytesToHex(crypto.getRandomValues(new Uint8Array(LEASE_NONCE_CHARS / 2)))}`;
+    const leased = await leaseForProbe(env.DB, probe.eventKey, destination.name, lease, now + PROBE_LEASE_MS, now);
+    if (!leased) return false;
+    const { event, delivery } = leased;
+    if (!delivery || FINISHED.has(delivery.status)) {
+      await releaseLease(env.DB, event.key, lease);
+      await scheduleProbe(env, destination, 0);
+      return true;
+    }
+    const forwarding = { destination, attempts: delivery.attempts, probe: true, startAt: null };
+    const body = await forwardBody(event, destination, transformRunner(env));
+    const outcome = "reason" in body ? body : await attempt(event, body, forwarding, retryPolicy(env), env.METRICS);
+    const round: Round = {
+      ...laneRound(event, delivery, outcome), lease, probe: destination.name,
+      // Written as its owner would: the lane while it holds the delivery, else as the consumer writes a held one.
+      lane: laneOwned(delivery),
+    };
+    await sendDeadLetters(env, [round]);
+    const changed = await recordRounds(env.DB, [round], now);
+    await followCircuits(env, destinations, controls, changed, [round], now);
+    await notify(env, alertNotes(controls, changed, [round], now));
+    return true;
+  }
+
   /** Each event's slot from the destination's rate limiter (shared with the consumer): now-ish (go), or booked for later. */
   private async rateSlots(env: Env, destination: Destination, keys: string[]): Promise<Map<string, RateSlot>> {
     if (destination.ratePerSecond === null || !env.RATE_LIMITER || keys.length === 0) return new Map();
@@ -175,6 +220,9 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     this.streak = 0;
   }
 }
+
+/** How long a lane's probe holds its event's lease: its one forward's timeout and its record, with room (a lost lease lapses then). */
+const PROBE_LEASE_MS = 60_000;
 
 /** A rate slot: start then (go), or booked for then (the lane comes back for it). */
 interface RateSlot {

@@ -4,7 +4,7 @@
  * its circuit open), goes to the destination's lane, or waits for the message's next delivery
  * (beyond the batch's forward budget, or beyond what the destination's rate limit grants now).
  */
-import { numberVar, type Env, type Reservation } from "../env";
+import { numberVar, type Env, type LaneProbe, type Reservation } from "../env";
 import { stateOf, type ControlRow, type Deferral, type DestinationState } from "../store/controls";
 import { FINISHED, NOT_COUNTED, type Claimed, type ClosedDelivery, type DeliveryRow, type DeliveryStatus } from "../store/deliveries";
 import { bodyJson, sourceOf, type EventRow, type EventStatus } from "../store/events";
@@ -67,8 +67,10 @@ export interface Draft {
   deferred: Deferral[];
   /** Destinations whose delivery goes to their lane (deliver/lane.ts) instead of being forwarded here. */
   laned: string[];
-  /** The destination this message is the current probe of, if any. */
+  /** The destination this message is the current probe of, if any (and the round probes it). */
   probe: string | null;
+  /** The probe handed to its destination's lane instead (the destination is in a lane of its own). */
+  lanedProbe: { destination: string; probe: LaneProbe } | null;
 }
 
 /** Each delivery's generation as the round claimed it (a delivery it creates: 0). */
@@ -89,7 +91,7 @@ export function draftRound(
   const lanes = (row: DeliveryRow) => budget.lanes && laneOwned(row);
   const { targets, closed } = routeRound(event, previous, destinations, lanes);
   // Known before routing: a probe whose event no longer routes to the destination still hands the probe on.
-  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: currentProbe(message.body, controls) };
+  const draft: Draft = { message, lease, event, previous, targets, closed, due: [], waitMs: [], deferred: [], laned: [], probe: currentProbe(message.body, controls), lanedProbe: null };
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
@@ -100,6 +102,12 @@ export function draftRound(
     const control = controls.get(destination.name);
     const state = stateOf(control);
     const probe = draft.probe === destination.name;
+    // A probe to a destination in its own lane is the lane's to make: a batch never waits on it.
+    if (probe && budget.lanes && control?.lane_since != null) {
+      draft.lanedProbe = { destination: destination.name, probe: { eventKey: event.key, probeId: control.probe_id! } };
+      draft.probe = null;
+      continue;
+    }
     if (state !== "active" && !probe) {
       if (row?.status !== "held") closed.push({ destination: destination.name, status: "held", reason: heldReason(state, control!, destination) });
       continue;

@@ -3,7 +3,7 @@
  * destination's way back to the consumer. All SQL for `deliveries.lane` reads lives here.
  */
 import type { DeliveryRow } from "./deliveries";
-import type { EventRow } from "./events";
+import { leaseFree, type EventRow } from "./events";
 
 /** Unfinished deliveries of a lane: pending or failed, handed to it (migrations/0016). */
 const IN_LANE = `destination = ?1 AND lane = 1 AND status IN ('pending', 'failed')`;
@@ -53,4 +53,26 @@ export async function leaveLane(db: D1Database, destination: string, since: numb
     .bind(destination, since, now)
     .run();
   return result.meta.changes > 0;
+}
+
+/**
+ * A lane's probe takes the event's delivery lease, as a round does (so a release or another round
+ * never touches the event meanwhile), and reads the event and its delivery to `destination`.
+ * Null when another holds the lease or the event is gone.
+ */
+export async function leaseForProbe(
+  db: D1Database, eventKey: string, destination: string, lease: string, until: number, now: number,
+): Promise<{ event: EventRow; delivery: DeliveryRow | null } | null> {
+  const [, events, deliveries] = await db.batch([
+    db.prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND ${leaseFree("?2", "?4")}`).bind(eventKey, lease, until, now),
+    db.prepare(`SELECT * FROM events WHERE key = ?1 AND lease_by = ?2`).bind(eventKey, lease),
+    db.prepare(`SELECT * FROM deliveries WHERE event_key = ?1 AND destination = ?2`).bind(eventKey, destination),
+  ]);
+  const event = events!.results[0] as EventRow | undefined;
+  return event ? { event, delivery: (deliveries!.results[0] as DeliveryRow | undefined) ?? null } : null;
+}
+
+/** Gives back a lease taken for a probe that found nothing to try. */
+export async function releaseLease(db: D1Database, eventKey: string, lease: string): Promise<void> {
+  await db.prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND lease_by = ?2`).bind(eventKey, lease).run();
 }
