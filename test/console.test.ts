@@ -5,7 +5,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
-import { DESTINATION_HEALTH_SQL } from "../src/store/deliveries";
+import { DESTINATION_HEALTH_SQL } from "../src/store/charts";
 import { recordingQueue } from "./faults";
 import { consumeAll, countRows, errorOf, send, sendAndConsume, sendWith, seismicBody, seismicRequest } from "./helpers";
 import { select } from "./html";

@@ -4,7 +4,7 @@
  * a CDN, so the console works offline. Times are UTC, as everywhere in the console.
  */
 import type { Child, FC } from "hono/jsx";
-import type { DestinationHealth, TimelineBucket } from "../store/deliveries";
+import type { DestinationHealth, TimelineBucket } from "../store/charts";
 
 interface Series {
   label: string;
