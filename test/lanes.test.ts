@@ -203,6 +203,46 @@ describe("lanes", () => {
   });
 });
 
+describe("lanes and the rest of the configuration", () => {
+  it("sends what it holds when another destination's filter runs out of budget on the same event (that skip is not the lane's)", { timeout: 30_000 }, async () => {
+    const name = uniqueName("beside-skip");
+    const picky = uniqueName("picky");
+    // Work that grows with the cube of the payload's depth: this filter gives up (skipped) on a 150-deep payload.
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }, { name: picky, url: `https://${picky}.test/hook`, filter: "$..*..*..*" }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+    timedDownstream(`https://${picky}.test/hook`, 0);
+    await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    expect((await laneOf(name)).lane).toBe("own");
+    let deep: Record<string, unknown> = { end: 1 };
+    for (let i = 0; i < 150; i++) deep = { a: deep };
+    const key = await accept(await seismicRequest(seismicBody({ data: { contentId: "deep", teamSiteId: "1", deep } })));
+    await consume(events.accepted.splice(0), {}, { ids: ["deep"] });
+    expect((await deliveries(key))[picky]).toMatchObject({ status: "skipped" });
+    await until([key], name, "delivered");
+    expect(receiver.received.get(key)).toBe(1);
+  });
+
+  it("without the LANES binding, the consumer takes back what a lane held and its outcome sticks", { timeout: 30_000 }, async () => {
+    const name = uniqueName("unbound");
+    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+    await acceptMany(1);
+    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+    const [key] = await acceptMany(1);
+    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+
+    // The binding is gone (a rollback): the next round for the event forwards it itself, and records it.
+    receiver.delayMs = 0;
+    const result = await consume([{ eventKey: key! }], { LANES: undefined }, { ids: ["unbound"] });
+    expect(result.acked).toHaveLength(1);
+    expect((await deliveries(key!))[name]).toMatchObject({ status: "delivered", lane: 0, attempts: 1 });
+  });
+});
+
 describe("lanes and the circuit", () => {
   it("makes an open circuit's probe in the destination's lane: the batch that carried the probe message does not forward it", { timeout: 30_000 }, async () => {
     const name = uniqueName("probed");

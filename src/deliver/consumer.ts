@@ -166,7 +166,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     }),
   );
   await sendDeadLetters(env, plans.flatMap((plan) => (plan.round ? [plan.round] : [])));
-  const { unrecorded, changed } = await record(env.DB, plans, now, unwritten);
+  const { unrecorded, changed } = await record(env.DB, plans, now, unwritten, budget.lanes);
   let acked = 0;
   plans.forEach((plan, i) => {
     const message = messages[i]!;
@@ -241,14 +241,14 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
  * unwritable round costs only its own message a retry. Returns the plans not recorded, and the
  * destination states the recorded attempts changed.
  */
-async function record(db: D1Database, plans: Plan[], now: number, unwritten: Routed[]): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
+async function record(db: D1Database, plans: Plan[], now: number, unwritten: Routed[], lanes: boolean): Promise<{ unrecorded: Set<Plan>; changed: ControlRow[] }> {
   const pending = plans.filter((plan) => plan.round);
   const changed: ControlRow[] = [];
   // Routed deliveries the hand-over could not write are written with their rounds, before the events' status is derived.
   const routedOf = (some: Plan[]) => unwritten.filter((r) => some.some((plan) => plan.round!.eventKey === r.eventKey));
   const unrecorded = await writeAllOrEach(
     pending,
-    async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now, routedOf(some)))),
+    async (some) => changed.push(...(await recordRounds(db, some.map((plan) => plan.round!), now, { routed: routedOf(some), lanes }))),
     (plan, err) => {
       const outcome = plan ? { eventKey: plan.round!.eventKey, outcome: "record_failed" } : { outcome: "record_batch_failed" };
       console.error(JSON.stringify({ queue: "deliver", ...outcome, error: String(err) }));
@@ -274,14 +274,21 @@ async function handOver(env: Env, drafts: Draft[], now: number): Promise<{ woken
       .filter((d) => !closed.has(d.name) && !FINISHED.has(draft.previous.get(d.name)?.status ?? "pending"))
       .map((d) => ({ eventKey: draft.event.key, destination: d.name, generation: draft.previous.get(d.name)?.generation ?? 0, lane: draft.laned.includes(d.name) }));
   });
+  let unwritten: Routed[] = [];
   try {
     await recordRouted(env.DB, routed, now);
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "routed_record_failed", error: String(err) }));
-    return { woken: new Set(), unwritten: routed };
+    unwritten = routed;
   }
+  // Deliveries are handed over only once written; a probe needs nothing written to go.
   const probes = new Map(drafts.flatMap((draft) => (draft.lanedProbe ? [[draft.lanedProbe.destination, draft.lanedProbe.probe] as const] : [])));
-  return { woken: await pokeLanes(env, drafts.flatMap((draft) => draft.laned), probes), unwritten: [] };
+  const woken = await pokeLanes(env, unwritten.length ? [] : drafts.flatMap((draft) => draft.laned), probes);
+  for (const draft of drafts) {
+    // A probe its lane did not get stays this round's: recorded as its probe, the next one is scheduled as usual.
+    if (draft.lanedProbe && !woken.has(draft.lanedProbe.destination)) draft.probe = draft.lanedProbe.destination;
+  }
+  return { woken: unwritten.length ? new Set() : woken, unwritten };
 }
 
 /** Release messages: each makes the next chunk of its destination's held deliveries pending, if it is active. */

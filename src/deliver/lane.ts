@@ -44,8 +44,13 @@ const LANE_SLICE_MS = 30_000;
 export const LANE_EXIT_STREAK = 20;
 /** When DESTINATIONS is invalid, or a record failed, the lane looks again this much later. */
 const LANE_RETRY_MS = 30_000;
-/** A rate slot this close starts its forward in this chunk; a later one is booked, and the lane comes back for it. */
-const RATE_HORIZON_MS = 2_000;
+/**
+ * A rate slot this close starts its forward in this chunk (each waits for its own slot, within the
+ * chunk's connections, so a chunk keeps the rate); a later one is booked, and the lane comes back for it.
+ */
+const RATE_HORIZON_MS = 30_000;
+/** The D1 and Durable Object calls one chunk makes besides its forwards (read, controls, rate, record, follow-ups), counted toward the subrequest limit. */
+const CHUNK_CALLS = 6;
 /** How far ahead a lane books rate slots (as far as the consumer does: a queue message's longest delay). */
 const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 
@@ -74,43 +79,47 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
   }
 
   /**
-   * Forwards what is due for one slice, at most MAX_FORWARDS_PER_BATCH forwards (the plan's
-   * subrequests per invocation: the next alarm is a new invocation); returns when to look again
-   * (null: nothing left).
+   * Forwards what is due for one slice, within MAX_FORWARDS_PER_BATCH subrequests (the plan's
+   * limit per invocation, counting each chunk's D1 and Durable Object calls too: the next alarm is
+   * a new invocation); returns when to look again (null: nothing left). A failure (D1 refusing)
+   * leaves everything in the lane and looks again LANE_RETRY_MS later.
    */
   private async drain(env: Env, name: string): Promise<number | null> {
-    const config = loadDestinations(env);
-    if (!config.ok) return Date.now() + LANE_RETRY_MS;
-    const destination = config.destinations.find((d) => d.name === name);
-    const probe = await this.ctx.storage.get<LaneProbe>("probe");
-    if (probe && destination) {
-      // Taken first, and once: a probe that cannot go now (its event busy) waits a second.
-      if (!(await this.probeOnce(env, config.destinations, destination, probe))) return Date.now() + 1000;
-      await this.ctx.storage.delete("probe");
-    }
-    const sliceEnds = Date.now() + LANE_SLICE_MS;
-    let forwardsLeft = maxForwardsPerInvocation(env);
-    while (Date.now() < sliceEnds && forwardsLeft > 0) {
-      const now = Date.now();
-      // Removed from DESTINATIONS: everything it holds is cancelled, whenever it was due.
-      const dueBy = destination ? now : Number.MAX_SAFE_INTEGER;
-      const [due, controls] = await Promise.all([laneDue(env.DB, name, dueBy, Math.min(LANE_CHUNK, forwardsLeft)), getControls(env.DB)]);
-      if (due.length === 0) return laneNextDue(env.DB, name);
-      try {
+    try {
+      const config = loadDestinations(env);
+      if (!config.ok) return Date.now() + LANE_RETRY_MS;
+      const destination = config.destinations.find((d) => d.name === name);
+      let subrequestsLeft = maxForwardsPerInvocation(env);
+      const probe = await this.ctx.storage.get<LaneProbe>("probe");
+      if (probe && destination) {
+        // Taken first, and once: a probe that cannot go now (its event busy) waits a second.
+        if (!(await this.probeOnce(env, config.destinations, destination, probe))) return Date.now() + 1000;
+        // A newer probe handed over meanwhile is kept.
+        if ((await this.ctx.storage.get<LaneProbe>("probe"))?.probeId === probe.probeId) await this.ctx.storage.delete("probe");
+        subrequestsLeft -= 1 + CHUNK_CALLS;
+      }
+      const sliceEnds = Date.now() + LANE_SLICE_MS;
+      while (Date.now() < sliceEnds && subrequestsLeft > CHUNK_CALLS) {
+        const now = Date.now();
+        // Removed from DESTINATIONS: everything it holds is cancelled, whenever it was due.
+        const dueBy = destination ? now : Number.MAX_SAFE_INTEGER;
+        const limit = Math.min(LANE_CHUNK, subrequestsLeft - CHUNK_CALLS);
+        const [due, controls] = await Promise.all([laneDue(env.DB, name, dueBy, limit), getControls(env.DB)]);
+        if (due.length === 0) return laneNextDue(env.DB, name);
         const chunk = destination
           ? await this.forwardChunk(env, config.destinations, destination, due, controls, now)
           : { forwards: 0, waitUntil: null, rounds: due.map(({ event, delivery }) => laneRound(event, delivery, removed(name))) };
         if (!destination) await recordRounds(env.DB, chunk.rounds, now);
-        forwardsLeft -= chunk.forwards;
+        subrequestsLeft -= chunk.forwards + CHUNK_CALLS;
         // Its rate limit has no slot for the rest yet: come back when it has.
         if (chunk.waitUntil !== null) return chunk.waitUntil;
-      } catch (err) {
-        // Unrecorded forwards stay pending in the lane and are sent again: at least once, never lost.
-        console.error(JSON.stringify({ lane: name, outcome: "lane_round_failed", error: String(err) }));
-        return Date.now() + LANE_RETRY_MS;
       }
+      return Date.now();
+    } catch (err) {
+      // Unrecorded forwards stay pending in the lane and are sent again: at least once, never lost.
+      console.error(JSON.stringify({ lane: name, outcome: "lane_round_failed", error: String(err) }));
+      return Date.now() + LANE_RETRY_MS;
     }
-    return Date.now();
   }
 
   /**
@@ -125,7 +134,10 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     const control = controls.get(destination.name);
     const state = stateOf(control);
     const retry = retryPolicy(env);
-    const routed = due.map(({ event, delivery }) => ({ event, delivery, closed: routeRound(event, new Map([[destination.name, delivery]]), destinations).closed }));
+    // Only this destination's verdict: routing also reports other destinations' skips, which are not the lane's to write.
+    const routed = due.map(({ event, delivery }) => ({
+      event, delivery, closed: routeRound(event, new Map([[destination.name, delivery]]), destinations).closed.filter((c) => c.destination === destination.name),
+    }));
     const sendable = routed.filter((item) => item.closed.length === 0);
     const slots = state === "active" ? await this.rateSlots(env, destination, sendable.map(({ event }) => event.key)) : new Map<string, RateSlot>();
     const connections = limiter(LANE_CONNECTIONS);
@@ -157,7 +169,7 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     await notify(env, alertNotes(controls, changed, recorded, now));
     await this.followStreak(env, destination, recorded.flatMap((round) => round.records), retry.laneBudgetMs, control?.lane_since ?? null);
     const later = [...slots.values()].filter((slot) => !slot.go).map((slot) => slot.at);
-    return { forwards, rounds: recorded, waitUntil: later.length ? Math.max(Date.now() + 1000, Math.min(...later) - RATE_HORIZON_MS) : null };
+    return { forwards, rounds: recorded, waitUntil: later.length ? Math.max(Date.now(), Math.min(...later) - RATE_HORIZON_MS) : null };
   }
 
   /**

@@ -95,17 +95,17 @@ export function draftRound(
   for (const destination of targets) {
     const row = previous.get(destination.name);
     if (row && FINISHED.has(row.status)) continue;
-    if (row && lanes(row)) {
-      draft.laned.push(destination.name);
-      continue;
-    }
     const control = controls.get(destination.name);
     const state = stateOf(control);
     const probe = draft.probe === destination.name;
-    // A probe to a destination in its own lane is the lane's to make: a batch never waits on it.
-    if (probe && budget.lanes && control?.lane_since != null) {
-      draft.lanedProbe = { destination: destination.name, probe: { eventKey: event.key, probeId: control.probe_id! } };
+    // A probe to a destination in its own lane, or of a delivery its lane holds, is the lane's to make: a batch never waits on it.
+    if (probe && budget.lanes && (control?.lane_since != null || (row !== undefined && lanes(row)))) {
+      draft.lanedProbe = { destination: destination.name, probe: { eventKey: event.key, probeId: control!.probe_id! } };
       draft.probe = null;
+      continue;
+    }
+    if (row && lanes(row)) {
+      draft.laned.push(destination.name);
       continue;
     }
     if (state !== "active" && !probe) {

@@ -233,7 +233,9 @@ export interface Round {
  * released, new dead letters marked, and the attempts' effect on each destination's circuit.
  * Returns the destination states the attempts changed, as they now stand.
  */
-export async function recordRounds(db: D1Database, rounds: Round[], now: number, routed: Routed[] = []): Promise<ControlRow[]> {
+export async function recordRounds(
+  db: D1Database, rounds: Round[], now: number, { routed = [], lanes = true }: { routed?: Routed[]; lanes?: boolean } = {},
+): Promise<ControlRow[]> {
   if (rounds.length === 0) return [];
   // Each delivery as the round claimed it: its writes apply only if no replay or release reset it since,
   // and only by whoever owns it now (`lane`: its lane while it is handed over, the consumer otherwise).
@@ -262,10 +264,11 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number,
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, attempts = excluded.attempts, last_status_code = excluded.last_status_code,
                  last_error = excluded.last_error, last_attempt_at = excluded.last_attempt_at, next_attempt_at = excluded.next_attempt_at,
-                 delivered_at = COALESCE(excluded.delivered_at, delivered_at), held_order = excluded.held_order, updated_at = ?2
-               WHERE deliveries.generation = excluded.generation AND ${OWNED_BY_WRITER}`,
+                 delivered_at = COALESCE(excluded.delivered_at, delivered_at), held_order = excluded.held_order, updated_at = ?2,
+                 lane = CASE WHEN ?3 THEN deliveries.lane ELSE 0 END
+               WHERE deliveries.generation = excluded.generation AND (${OWNED_BY_WRITER} OR NOT ?3)`,
             )
-            .bind(JSON.stringify(records), now),
+            .bind(JSON.stringify(records), now, lanes ? 1 : 0),
           db
             .prepare(
               `INSERT OR IGNORE INTO delivery_attempts (event_key, destination, attempt, started_at, duration_ms, status_code, error, transform_code)
@@ -285,10 +288,11 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number,
                FROM (SELECT value AS c FROM json_each(?1)) WHERE true
                ON CONFLICT (event_key, destination) DO UPDATE SET
                  status = excluded.status, last_error = excluded.last_error, next_attempt_at = NULL, held_order = excluded.held_order,
-                 pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2
-               WHERE deliveries.generation = excluded.generation AND ${OWNED_BY_WRITER}`,
+                 pinned = CASE WHEN excluded.status = 'held' THEN pinned ELSE 0 END, updated_at = ?2,
+                 lane = CASE WHEN ?3 THEN deliveries.lane ELSE 0 END
+               WHERE deliveries.generation = excluded.generation AND (${OWNED_BY_WRITER} OR NOT ?3)`,
             )
-            .bind(JSON.stringify(closed), now),
+            .bind(JSON.stringify(closed), now, lanes ? 1 : 0),
         ]
       : []),
     ...(laned.length ? [laneStatement(db, laned, now)] : []),
@@ -332,6 +336,7 @@ export async function recordRounds(db: D1Database, rounds: Round[], now: number,
 /**
  * Who may write a delivery row now: while it is handed to its lane (lane = 1, unfinished) only
  * the lane (excluded.lane = 1), otherwise only a consumer round; a write by the other is dropped.
+ * Without the lanes' binding the consumer owns every row, and takes back what a lane held.
  */
 const OWNED_BY_WRITER = `(excluded.lane = 1) = (deliveries.lane = 1 AND deliveries.status IN ('pending', 'failed'))`;
 

@@ -8,9 +8,12 @@ import { leaseFree, type EventRow } from "./events";
 /** Unfinished deliveries of a lane: pending or failed, handed to it (migrations/0016). */
 const IN_LANE = `destination = ?1 AND lane = 1 AND status IN ('pending', 'failed')`;
 
-/** Up to `limit` of a lane's deliveries that are due now, the longest-waiting first, each with its event. */
+/**
+ * Up to `limit` of a lane's deliveries that are due now, in the order they fell due (a retry by its
+ * retry time, a new one by when it was handed over), each with its event.
+ */
 export async function laneDue(db: D1Database, destination: string, now: number, limit: number): Promise<{ event: EventRow; delivery: DeliveryRow }[]> {
-  const due = `SELECT * FROM deliveries WHERE ${IN_LANE} AND COALESCE(next_attempt_at, 0) <= ?2 ORDER BY COALESCE(next_attempt_at, 0), updated_at LIMIT ?3`;
+  const due = `SELECT * FROM deliveries WHERE ${IN_LANE} AND COALESCE(next_attempt_at, 0) <= ?2 ORDER BY COALESCE(next_attempt_at, updated_at) LIMIT ?3`;
   // One transaction: the events are those of exactly these deliveries.
   const [deliveries, events] = await db.batch([
     db.prepare(due).bind(destination, now, limit),
