@@ -104,13 +104,32 @@ export const ISOLATION_ROWS = [
   { name: "beside the slow, the hanging and the failing one", neighbours: ["slow", "hanging", "failing"] },
 ];
 
-/** The isolation table's lines for `results`, one per row of `table` (rows of ISOLATION_ROWS, the first the baseline), and its goals. */
-export function isolationTable(events, table, results) {
+/**
+ * One row's runs as one result: rates are the mean of the runs' rates, events missing or repeated
+ * add up, and what became of the hanging and failing ones' events is the last run's (each run is a
+ * fresh gateway), with the events lost in any run added up.
+ */
+export function combineIsolation(runs) {
+  const mean = (pick) => (runs.every((r) => pick(r) !== null) ? runs.reduce((sum, r) => sum + pick(r), 0) / runs.length : null);
+  const last = runs.at(-1);
+  return {
+    ...last,
+    fastPerSecond: mean((r) => r.fastPerSecond),
+    fastSeconds: mean((r) => r.fastSeconds),
+    slowPerSecond: mean((r) => r.slowPerSecond),
+    missing: runs.reduce((sum, r) => sum + r.missing, 0),
+    repeats: runs.reduce((sum, r) => sum + r.repeats, 0),
+    kept: Object.fromEntries(Object.entries(last.kept).map(([kind, k]) => [kind, { ...k, lost: runs.reduce((sum, r) => sum + (r.kept[kind]?.lost ?? 0), 0) }])),
+  };
+}
+
+/** The isolation table's lines for `results`, one per row of `table` (rows of ISOLATION_ROWS, the first the baseline), each the mean of `passes` runs, and its goals. */
+export function isolationTable(events, table, results, passes = 1) {
   const slowGoal = CONNECTIONS / (SLOW_MS / 1000);
   const rows = table.map((row, i) => ({ row, result: results[i], ratio: results[i].fastPerSecond / results[0].fastPerSecond, slowRatio: results[i].slowPerSecond / slowGoal }));
   const lines = [
     `## Isolation: ${events} events to one fast destination beside 3 others (4 destinations in every row), each row a fresh gateway at its default configuration (a failed forward retried after 10 s, doubling; a circuit that opens after 10 failed attempts in a row and holds that destination's deliveries)`,
-    `Before each row's run, one warm-up event, and the run starts only once every destination has had its warm-up forward attempted (the hanging one's timed out). The fast destination's forwards/s: from the first send to its last forward. The slow one's: from the first send to its last forward, against what its ${CONNECTIONS} connections at ${SLOW_MS / 1000} s each allow (${slowGoal}/s). Every destination that answers 200 must get each event once; the hanging and failing ones must keep each event (its delivery recorded: retried, held by the circuit, or dead).`,
+    `${passes > 1 ? `Every row run ${passes} times (all rows in turn, then in reverse order), each figure the mean of its runs. ` : ""}Before each row's run, one warm-up event, and the run starts only once every destination has had its warm-up forward attempted (the hanging one's timed out). The fast destination's forwards/s: from the first send to its last forward. The slow one's: from the first send to its last forward, against what its ${CONNECTIONS} connections at ${SLOW_MS / 1000} s each allow (${slowGoal}/s). Every destination that answers 200 must get each event once; the hanging and failing ones must keep each event (its delivery recorded: retried, held by the circuit, or dead).`,
     `| fast destination | fast forwards/s ÷ baseline | goal ≥ 0.8× | fast forwards/s | all fast forwards in s | slow forwards/s ÷ (${CONNECTIONS} ÷ ${SLOW_MS / 1000} s) | goal ≥ 0.8× | slow forwards/s | answering 200: events missing / repeated | hanging, failing: deliveries recorded per status (events lost), attempts |`,
     "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | --- |",
   ];

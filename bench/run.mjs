@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
 import { f, goal } from "./format.mjs";
-import { ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
+import { combineIsolation, ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
 import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
 
@@ -109,17 +109,23 @@ out();
 const isolationEvents = smoke ? 20 : 300;
 // Smoke: the baseline and the row with every troubled kind at once (each row is a wrangler dev start).
 const isolationRows = smoke ? [ISOLATION_ROWS[0], ISOLATION_ROWS.at(-1)] : ISOLATION_ROWS;
-const isolation = [];
-for (const row of isolationRows) {
-  const result = await runIsolation({ events: isolationEvents, neighbours: row.neighbours });
-  isolation.push(result);
+// The full run takes every row twice, in turn and then in reverse, so a change in the machine's load falls on all rows alike.
+const isolationPasses = smoke || quick ? 1 : 2;
+const isolationRuns = isolationRows.map(() => []);
+for (let pass = 0; pass < isolationPasses; pass++) {
+  const order = isolationRows.map((_, i) => i);
+  for (const i of pass % 2 ? order.reverse() : order) isolationRuns[i].push(await runIsolation({ events: isolationEvents, neighbours: isolationRows[i].neighbours }));
+}
+const isolation = isolationRuns.map(combineIsolation);
+for (const [i, row] of isolationRows.entries()) {
+  const result = isolation[i];
   produced(`isolation: ${row.name}`, {
     fast: result.fastPerSecond, ratio: result.fastPerSecond / isolation[0].fastPerSecond, missing: result.missing, repeats: result.repeats,
     ...(row.neighbours.includes("slow") && { slow: result.slowPerSecond }),
     ...Object.fromEntries(Object.entries(result.kept).map(([kind, k]) => [`${kind} lost`, k.lost])),
   });
 }
-for (const line of isolationTable(isolationEvents, isolationRows, isolation)) out(line);
+for (const line of isolationTable(isolationEvents, isolationRows, isolation, isolationPasses)) out(line);
 out();
 
 const transformCost = await runTransformCost({ samples: smoke ? 2 : quick ? 10 : 50 });
