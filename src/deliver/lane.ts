@@ -5,16 +5,18 @@
  * A queue batch lasts as long as its slowest forward. A destination whose forward runs past the
  * lane budget (LANE_BUDGET_MS) is moved to its lane (store/controls.ts records when and why):
  * the rest of that batch's forwards to it, and from then on every new delivery to it, are written
- * `lane = 1` and the lane is woken; the message does not wait for them. A forward already running
- * is never cut off: it finishes in the batch that started it.
+ * `lane = 1` and the lane is woken (lane-wake.ts); the message does not wait for them. A forward
+ * already running is never cut off: it finishes in the batch that started it.
  *
- * The lane (an alarm loop) reads its due deliveries from D1, forwards them with its own 6
- * connections and the destination's rate limit, transform and circuit, and records each result
- * in D1 exactly as a consumer round does (store/deliveries.ts recordRounds), retries included:
- * a failed delivery stays in the lane and its alarm is set for the retry. An open circuit or a
- * pause holds what the lane has, as a round would. After LANE_EXIT_STREAK forwards in a row that
+ * The lane (an alarm loop) reads its due deliveries from D1, routes each again, forwards them
+ * with its own 6 connections and the destination's rate limit and transform, and records each
+ * result in D1 exactly as a consumer round does (store/deliveries.ts recordRounds), retries
+ * included: a failed delivery stays in the lane and its alarm is set for the retry. An open
+ * circuit or a pause holds each delivery as it comes due, as a round would, and the circuit's
+ * probe is made here when its destination is in the lane. While a delivery is the lane's, only the
+ * lane writes it (the guard in recordRounds). After LANE_EXIT_STREAK forwards in a row that
  * succeed within the budget, the destination goes back to the consumer; the lane still finishes
- * what it holds. Being single-threaded per destination, a lane never sends one delivery twice at once.
+ * what it holds.
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Env, LaneApi, LaneProbe, LaneVars } from "../env";
