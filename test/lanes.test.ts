@@ -142,62 +142,33 @@ describe("lanes", () => {
   });
 
   it("wakes a lane whose wake-up was lost from the cron, and the sweep leaves events waiting in a lane alone", { timeout: 30_000 }, async () => {
-    const name = uniqueName("unwoken");
-    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
-    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
-    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
-    await acceptMany(1);
-    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
-    expect((await laneOf(name)).lane).toBe("own");
-
-    // The lane cannot be reached: the delivery is handed to it all the same, and the message is done.
-    const [key] = await acceptMany(1);
-    const result = await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["unwoken"] });
-    expect(result.acked).toHaveLength(1);
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
-    expect(receiver.received.has(key!)).toBe(false);
+    const { name, key, receiver } = await handedToUnwokenLane("unwoken");
 
     // An hour later: the sweep does not re-enqueue it (its lane has it), and the cron wakes the lane.
     await runCron(new Date(Date.now() + 3_600_000));
     expect(events.accepted.filter((m) => m.eventKey === key)).toHaveLength(0);
-    await until([key!], name, "delivered");
-    expect(receiver.received.get(key!)).toBe(1);
+    await until([key], name, "delivered");
+    expect(receiver.received.get(key)).toBe(1);
   });
 
   it("leaves what a lane holds to the lane: a paused destination's round does not hold it, the lane does", { timeout: 30_000 }, async () => {
-    const name = uniqueName("owned");
-    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
-    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
-    timedDownstream(`https://${name}.test/hook`, 1_000);
-    await acceptMany(1);
-    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
-    const [key] = await acceptMany(1);
-    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+    const { name, key } = await handedToUnwokenLane("owned");
 
     // Paused; a message for the event comes again (a sweep, a copy): its round leaves the lane's delivery alone.
     await admin("POST", `/admin/destinations/${name}/pause`);
-    await consume([{ eventKey: key! }], { LANES: unreachable() }, { ids: ["again"] });
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
-    // The lane, woken by the cron, holds it itself; resuming releases it to the consumer.
+    await consume([{ eventKey: key }], { LANES: unreachable() }, { ids: ["again"] });
+    expect((await deliveries(key))[name]).toMatchObject({ status: "pending", lane: 1 });
+    // The lane, woken by the cron, holds it itself.
     await runCron(new Date());
-    await until([key!], name, "held");
+    await until([key], name, "held");
   });
 
   it("cancels what a lane holds for a destination removed from DESTINATIONS, and the event finishes", { timeout: 30_000 }, async () => {
-    const name = uniqueName("removed");
-    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
-    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
-    timedDownstream(`https://${name}.test/hook`, 1_000);
-    await acceptMany(1);
-    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
-    const [key] = await acceptMany(1);
-    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+    const { name, key } = await handedToUnwokenLane("removed");
 
     bindings.DESTINATIONS = [];
     await runCron(new Date());
-    await until([key!], name, "cancelled");
+    await until([key], name, "cancelled");
     const row = await env.DB.prepare("SELECT status FROM events WHERE key = ?").bind(key).first<{ status: string }>();
     expect(row!.status).toBe("delivered");
   });
@@ -225,21 +196,13 @@ describe("lanes and the rest of the configuration", () => {
   });
 
   it("without the LANES binding, the consumer takes back what a lane held and its outcome sticks", { timeout: 30_000 }, async () => {
-    const name = uniqueName("unbound");
-    bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
-    bindings.LANE_BUDGET_MS = String(BUDGET_MS);
-    const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
-    await acceptMany(1);
-    await consume(events.accepted.splice(0), {}, { ids: ["first"] });
-    const [key] = await acceptMany(1);
-    await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+    const { name, key, receiver } = await handedToUnwokenLane("unbound");
 
     // The binding is gone (a rollback): the next round for the event forwards it itself, and records it.
     receiver.delayMs = 0;
-    const result = await consume([{ eventKey: key! }], { LANES: undefined }, { ids: ["unbound"] });
+    const result = await consume([{ eventKey: key }], { LANES: undefined }, { ids: ["unbound"] });
     expect(result.acked).toHaveLength(1);
-    expect((await deliveries(key!))[name]).toMatchObject({ status: "delivered", lane: 0, attempts: 1 });
+    expect((await deliveries(key))[name]).toMatchObject({ status: "delivered", lane: 0, attempts: 1 });
   });
 });
 
@@ -275,6 +238,26 @@ describe("lanes and the circuit", () => {
 async function stateOf(name: string): Promise<string> {
   const body = (await (await admin("GET", "/admin/destinations")).json()) as { destinations: { name: string; state: string }[] };
   return body.destinations.find((d) => d.name === name)!.state;
+}
+
+/**
+ * A destination moved to its lane by one slow forward, and one more event whose delivery is handed
+ * to that lane while the lane cannot be reached: the delivery waits there, pending, unsent.
+ */
+async function handedToUnwokenLane(prefix: string) {
+  const name = uniqueName(prefix);
+  bindings.DESTINATIONS = [{ name, url: `https://${name}.test/hook` }];
+  bindings.LANE_BUDGET_MS = String(BUDGET_MS);
+  const receiver = timedDownstream(`https://${name}.test/hook`, 1_000);
+  await acceptMany(1);
+  await consume(events.accepted.splice(0), {}, { ids: ["first"] });
+  expect((await laneOf(name)).lane).toBe("own");
+  const [key] = await acceptMany(1);
+  const result = await consume(events.accepted.splice(0), { LANES: unreachable() }, { ids: ["handed"] });
+  expect(result.acked).toHaveLength(1);
+  expect((await deliveries(key!))[name]).toMatchObject({ status: "pending", lane: 1 });
+  expect(receiver.received.has(key!)).toBe(false);
+  return { name, key: key!, receiver };
 }
 
 /** A LANES binding whose objects cannot be reached: deliveries are handed over, and no lane runs. */
