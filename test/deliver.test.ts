@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import {
   accept, admin, consume, deadLetters, deliveries, downstream, events, heldDownstream, makeDue, runCron, SECRET_A, server, useDeliveryHarness,
 } from "./delivery-harness";
+import { faultyD1 } from "./faults";
 import { countRows, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -244,25 +245,14 @@ describe("operator API", () => {
     downstream("https://alpha.test/hook");
     downstream("https://beta.test/hook");
     const key = await accept(await seismicRequest(seismicBody()));
-    // D1 refuses the batch that writes the routed deliveries (and only that one).
-    const sqlOf = new WeakMap<D1PreparedStatement, string>();
-    const refusing = {
-      prepare: (sql: string) => {
-        const statement = env.DB.prepare(sql);
-        return new Proxy(statement, {
-          get(target, prop) {
-            if (prop !== "bind") return Reflect.get(target, prop, target);
-            return (...values: unknown[]) => {
-              const bound = target.bind(...values);
-              sqlOf.set(bound, sql);
-              return bound;
-            };
-          },
-        });
-      },
-      batch: (statements: D1PreparedStatement[]) =>
-        sqlOf.get(statements[0]!)?.includes("(event_key, destination) DO NOTHING") ? Promise.reject(new Error("D1_ERROR: refused")) : env.DB.batch(statements),
-    } as unknown as D1Database;
+    // D1 refuses the batch that writes the routed deliveries (the first that holds that statement, and only that one).
+    let refused = false;
+    const refusing = faultyD1(env.DB, (sql) => {
+      if (!refused && sql.includes("(event_key, destination) DO NOTHING")) {
+        refused = true;
+        throw new Error("D1_ERROR: refused");
+      }
+    });
     // One forward this batch: the other destination waits for the message's next delivery.
     const result = await consume(events.accepted, { DB: refusing, MAX_FORWARDS_PER_BATCH: "1" });
     expect(result.retried).toHaveLength(1);
