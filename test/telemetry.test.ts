@@ -5,7 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
-import { accept, consume, deliveries, downstream, events, useDeliveryHarness } from "./delivery-harness";
+import { accept, admin, consume, deliveries, downstream, events, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, hmacHex, send, sendWith, seismicBody, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -121,5 +121,20 @@ describe("the request log line", () => {
     expect([succeeded, refused].sort()).toEqual([first, second].sort());
     expect(text).toContain(`"eventKey":"${refused}"`);
     expect(text).not.toContain(`"eventKey":"${succeeded}"`);
+  });
+
+  it("a delivery held for its paused destination gets no line of its own: the batch's line counts it under its destination", async () => {
+    const both = [...ONLY_ALPHA, { name: "beta", url: "https://beta.test/hook" }];
+    const alpha = downstream("https://alpha.test/hook");
+    expect((await admin("POST", "/admin/destinations/beta/pause", { DESTINATIONS: both })).status).toBe(200);
+    const keys = [await accept(await signedSeismic(seismicBody())), await accept(await signedSeismic(seismicBody()))];
+    const logged = vi.spyOn(console, "log");
+    await consume(events.accepted, { DESTINATIONS: both });
+    const lines = logged.mock.calls.map(([line]) => JSON.parse(String(line)) as { outcome?: string; eventKey?: string; held?: Record<string, number> });
+    logged.mockRestore();
+    expect(alpha).toHaveLength(2);
+    for (const key of keys) expect((await deliveries(key)).beta?.status).toBe("held");
+    expect(lines.filter((line) => line.eventKey !== undefined)).toEqual([]);
+    expect(lines.filter((line) => line.outcome === "batch").map((line) => line.held)).toEqual([{ beta: 2 }]);
   });
 });

@@ -182,10 +182,16 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   await followCircuits(env, config.destinations, controls, changed, recorded, now);
   // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
   await notify(env, alertNotes(controls, changed, recorded, now));
-  // One line per batch; a line per event only where a forward failed or a delivery was held, cancelled or skipped.
+  // One line per batch; a line per event only where a forward failed or a delivery was cancelled or skipped.
+  // Deliveries held (their destination paused or open) are counted here per destination: a line per event
+  // for each would cost the consumer as much CPU as the forwards it still makes to everyone else.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
-  console.log(JSON.stringify({ queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size }));
+  const held: Record<string, number> = {};
+  for (const change of recorded.flatMap((round) => round.closed)) if (change.status === "held") held[change.destination] = (held[change.destination] ?? 0) + 1;
+  console.log(JSON.stringify({
+    queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size, ...(Object.keys(held).length && { held }),
+  }));
 }
 
 /** A message the consumers can act on: names an event, and if it carries one, it has a body. */

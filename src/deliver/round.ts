@@ -117,8 +117,9 @@ export async function runRound(draft: Draft, retry: RetryPolicy, budget: Forward
   const deadLettered = [...statusNow].filter(([name, s]) => s === "dead" && !previous.get(name)?.dead_lettered_at).map(([name]) => name);
 
   // A line per event only when something did not simply succeed: every attempt is recorded in D1
-  // (GET /admin/events/:id), and a line per forward cost the consumer CPU under load.
-  if (closed.length || records.some((r) => r.status !== "delivered")) {
+  // (GET /admin/events/:id), and a line per forward cost the consumer CPU under load. A delivery
+  // held for its destination is counted in the batch's line instead (consumer.ts).
+  if (closed.some((c) => c.status !== "held") || records.some((r) => r.status !== "delivered")) {
     console.log(JSON.stringify({
       queue: "deliver", eventKey: event.key, provider: event.provider, type: event.type, status: eventStatus,
       attempts: records.map((r) => ({ destination: r.destination, status: r.status, code: r.statusCode })),
