@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-[[ -f .dev.vars ]] || { cp .dev.vars.example .dev.vars; echo "created .dev.vars from .dev.vars.example"; }
+[[ -f .dev.vars ]] || { cp scripts/local.dev.vars .dev.vars; echo "created .dev.vars from scripts/local.dev.vars"; }
 # The gateway refuses an ADMIN_TOKEN under 32 characters (503 admin_token_too_short); say so before it starts.
 token=$(sed -n 's/^ADMIN_TOKEN=//p' .dev.vars | tail -n 1)
 if [[ -n "$token" && ${#token} -lt 32 ]]; then

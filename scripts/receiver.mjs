@@ -10,7 +10,7 @@ import { Webhook } from "standardwebhooks";
 const port = Number(process.env.RECEIVER_PORT ?? 8788);
 
 function secretFromDevVars() {
-  for (const file of [".dev.vars", ".dev.vars.example"]) {
+  for (const file of [".dev.vars", "scripts/local.dev.vars"]) {
     try {
       const match = /^LOCAL_RECEIVER_SECRET=(.+)$/m.exec(readFileSync(new URL(`../${file}`, import.meta.url), "utf8"));
       if (match) return match[1].trim();

@@ -25,7 +25,7 @@ let vars;
 try {
   vars = readVars(".dev.vars");
 } catch {
-  vars = readVars(".dev.vars.example");
+  vars = readVars("scripts/local.dev.vars");
 }
 
 // [provider, fixture, the event id it carries (appears once in the file)]
