@@ -18,6 +18,10 @@ export const testBindings = {
   ADMIN_TOKEN: "test-admin-token-0123456789abcdef0123",
   // On, so every test's writes go through the search index's triggers; search.test.ts turns it off too.
   SEARCH: "on",
+  // The request path answers 503 storage_timeout once D1 and the Queue have taken this long. On a
+  // busy 2-core CI machine wrangler.toml's 1500 ms can elapse in a test that expects a 2xx or 4xx;
+  // a minute no machine reaches. A test about the budget sets a small one with a stalled binding.
+  STORAGE_BUDGET_MS: "60000",
 };
 
 /**

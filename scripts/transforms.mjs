@@ -7,9 +7,11 @@
  *   node scripts/transforms.mjs test/fixtures/transforms   # plus those directories' *.js
  *   node scripts/transforms.mjs --out FILE [DIR…]          # another output file (the tests')
  *
- * wrangler.toml's `[build] command` runs it before every `wrangler dev` and `wrangler deploy`
- * (and again under `wrangler dev` when transforms/ changes), vitest.config.ts before the tests,
- * and `npm run typecheck` before tsc. The file is rewritten only when its content changes, so a
+ * npm runs it as the `prepare` script when `npm ci` or `npm install` has installed the
+ * dependencies (esbuild among them), so tsc, an editor and the benchmarks' own bundling find the
+ * module on a fresh clone; wrangler.toml's `[build] command` runs it before every `wrangler dev`
+ * and `wrangler deploy` (and again under `wrangler dev` when transforms/ changes), and
+ * vitest.config.ts before the tests. The file is rewritten only when its content changes, so a
  * running `wrangler dev` (whose bundler watches it) does not reload for nothing. Paths are
  * relative to the project, whatever the current directory. A transform that could never run (a
  * syntax error, a static import, no default export) stops it with exit code 1, naming the file

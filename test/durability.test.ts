@@ -226,6 +226,19 @@ describe("faults at each step, then the retry", () => {
     expect(downstreamHits).toHaveLength(1);
   }, 15_000);
 
+  it("the tests' storage budget outlasts a busy machine: a Queue send slower than the deployed budget is still accepted", async () => {
+    // On a loaded CI machine a real send can take longer than the deployed budget; only a test
+    // about the budget (the one above) may see storage_timeout.
+    const { default: config } = await import("../wrangler.toml?raw");
+    const deployedBudgetMs = Number(/^STORAGE_BUDGET_MS = "(\d+)"/m.exec(config)![1]);
+    const slow = faultyQueue(events.queue, async () => {
+      await sleep(deployedBudgetMs + 100);
+    });
+    const response = await sendWith(await seismicRequest(seismicBody()), { EVENTS_QUEUE: slow.queue });
+    expect(response.status).toBe(200);
+    expect(slow.accepted).toHaveLength(1);
+  });
+
   it("D1 fails in the consumer's store step → the message is retried with its body; nothing is lost", async () => {
     const alpha = downstream("https://alpha.test/hook");
     const body = zuddlBody();
