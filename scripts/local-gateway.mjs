@@ -80,7 +80,8 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   };
 }
 
-function applyMigrations(dir, config) {
+/** Applies the migrations not yet applied to the local state in `dir` (also while a Worker serves it). */
+export function applyMigrations(dir, config = join(root, "wrangler.toml")) {
   execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
 }
 

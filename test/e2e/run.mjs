@@ -11,7 +11,7 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Webhook } from "standardwebhooks";
-import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
+import { applyMigrations, freePort, startWorker } from "../../scripts/local-gateway.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
 /** `-- --full`: the larger soaks (CI runs the small ones, to stay within its time limit; see the README's Reliability). */
@@ -562,6 +562,36 @@ await scenario("bad deploy: events accepted under an invalid DESTINATIONS are de
   }
   Object.assign(figures, { badDeployEvents: events.length, badDeployRecoverySeconds: (Date.now() - started) / 1000, badDeployCronRuns: cronRuns });
 }, { DESTINATIONS: [{ name: "bad", url: "ftp://nowhere.test/hook" }] }));
+
+await scenario("deploy before migrations: events accepted while the tables do not exist wait in the queue, and are stored and delivered once when the migrations are applied to the running gateway", async () => {
+  const receivers = await startReceivers();
+  const gateway = await startWorker({ vars: gatewayVars(receivers), migrate: false });
+  try {
+    const events = Array.from({ length: 60 }, (_, i) => makeEvent(i));
+    const ids = new Map();
+    await pool(events, 8, async (event) => {
+      const answer = await deliver(gateway, event, signed(event));
+      assert.equal(answer.status, 200, "accepted: the answer needs the queue, not the tables");
+      ids.set(event.id, answer.body.id);
+    });
+    // The consumer cannot store them yet: each message comes back after its backoff, nothing is forwarded.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(Object.values(receivers.seen).reduce((sum, seen) => sum + seen.size, 0), 0, "nothing forwarded before the schema exists");
+    const started = Date.now();
+    applyMigrations(gateway.persistTo);
+    await until("every event stored and delivered after the migrations", async () => {
+      const stats = await admin(gateway, "/admin/stats?since=0");
+      return stats.events.reduce((sum, row) => sum + row.count, 0) === events.length && stats.events.every((e) => e.status === "delivered");
+    }, 120_000);
+    for (const event of events) {
+      for (const name of event.routes) assert.equal(receivers.seen[name].get(ids.get(event.id)), 1, `${name} got ${event.id} once`);
+    }
+    Object.assign(figures, { beforeMigrationsEvents: events.length, beforeMigrationsStoredSeconds: (Date.now() - started) / 1000 });
+  } finally {
+    await gateway.stop();
+    await receivers.close();
+  }
+});
 
 await scenario("operate: a paused destination across a restart, a circuit that opens and closes, a rate limit of 10/s measured, outbound header secrets, alerts; held work never swept, dead or repeated", async () => {
   // One receiver with three paths and an alert sink; `breaker` answers 503 until it is switched back to 200.
