@@ -6,9 +6,10 @@
 // against the gateway itself under `wrangler dev` (EDGEHOOK_URL), as they would against workers.dev.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startWorker } from "../../scripts/local-gateway.mjs";
+import { BUILT_IN_OPTIONAL, BUILT_IN_REQUIRED } from "../../scripts/deploy/secrets.mjs";
 import { ACCOUNT_ID, API_TOKEN, startCloudflareApi } from "./cloudflare-api.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
@@ -69,6 +70,16 @@ function assertToldPlainly(run, pattern) {
   assert.match(run.stderr, /\n {2}→ /, "says what to do");
   assert.doesNotMatch(run.output, /^\s+at .+:\d+:\d+\)?$/m, "no stack trace");
 }
+
+await scenario("the deploy expects every built-in source's secret bindings (src/providers/*.ts), the signing secrets as required", async () => {
+  const declared = readdirSync(join(root, "src/providers")).flatMap((file) => {
+    const match = /bindings: \{([^}]*)\}/.exec(readFileSync(join(root, "src/providers", file), "utf8"));
+    return match ? [...match[1].matchAll(/(\w+): "([A-Z0-9_]+)"/g)].map(([, role, name]) => ({ role, name })) : [];
+  });
+  assert.ok(declared.length >= 5, "found the providers' bindings");
+  assert.deepEqual(declared.filter((b) => b.role === "secret").map((b) => b.name).sort(), [...BUILT_IN_REQUIRED].sort());
+  for (const { role, name } of declared.filter((b) => b.role !== "secret")) assert.ok(BUILT_IN_OPTIONAL.includes(name), `${role} ${name}`);
+});
 
 const gateway = await startWorker({ migrate: false, vars: { ADMIN_TOKEN: "deploy-test-admin-token-0123456789abcdef" } });
 try {
