@@ -11,20 +11,40 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { unstable_readConfig } from "wrangler";
 import { checkLive } from "./deploy/check.mjs";
-import { ADMIN_TOKEN, askHidden, expectedSecrets, newAdminToken, withoutSecrets, withSecretsFile } from "./deploy/secrets.mjs";
-import { DeployError, root, wrangler } from "./deploy/wrangler.mjs";
+import { ADMIN_TOKEN, askHidden, expectedSecrets, newAdminToken, tables, withoutSecrets, withSecretsFile } from "./deploy/secrets.mjs";
+import { DeployError, failure, root, wrangler } from "./deploy/wrangler.mjs";
 
-const args = process.argv.slice(2);
-const dryRun = args.includes("--dry-run");
-const replace = new Set(args.flatMap((arg, i) => (arg === "--replace-secret" && args[i + 1] ? [args[i + 1]] : [])));
-const interactive = !process.env.CI && process.stdin.isTTY === true;
 const say = (line = "") => process.stdout.write(`${line}\n`);
+const interactive = !process.env.CI && process.stdin.isTTY === true;
+
+/** `--dry-run` and `--replace-secret NAME…`; anything else is refused, so a typo never deploys for real. */
+function readArgs(argv) {
+  // `npm run deploy --dry-run` (no `--`) hands the flag to npm, which sets npm_config_dry_run instead.
+  const options = { dryRun: process.env.npm_config_dry_run === "true", replace: new Set() };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--dry-run") options.dryRun = true;
+    else if (argv[i] === "--replace-secret" && /^[A-Z][A-Z0-9_]*$/.test(argv[i + 1] ?? "")) options.replace.add(argv[++i]);
+    else throw new DeployError(`unknown argument ${JSON.stringify(argv[i])}`, "the options are --dry-run and --replace-secret NAME (after `--`: npm run deploy -- --dry-run)");
+  }
+  return options;
+}
+
+let dryRun = false;
+let replace = new Set();
+/** Every wrangler step runs with the secrets' names taken out of its environment (only the secrets file carries values). */
+let run = wrangler;
 
 async function main() {
+  ({ dryRun, replace } = readArgs(process.argv.slice(2)));
   const config = unstable_readConfig({ config: join(root, "wrangler.toml") }, { hideWarnings: true });
   const database = config.d1_databases.find((d) => d.binding === "DB");
   const queues = [...new Set([...config.queues.producers.map((q) => q.queue), ...config.queues.consumers.map((q) => q.queue)])];
   const secrets = expectedSecrets(config.vars);
+  const known = new Set([...secrets.required, ...secrets.optional]);
+  const unknown = [...replace].filter((name) => !known.has(name));
+  if (unknown.length) throw new DeployError(`--replace-secret ${unknown.join(", ")}: not a secret this configuration reads`, `the secrets it reads: ${[...known].join(", ")}`);
+  const wranglerEnv = withoutSecrets(process.env, [...known]);
+  run = (args, options) => wrangler(args, { env: wranglerEnv, ...options });
 
   say(`edgehook: deploying Worker "${config.name}"${dryRun ? " (dry run: nothing is changed)" : ""}`);
   const account = await signedIn();
@@ -39,26 +59,28 @@ async function main() {
   if (dryRun) return 0;
 
   if (!state.database) {
-    await wrangler(["d1", "create", database.database_name], { step: `creating D1 database ${database.database_name}` });
+    await run(["d1", "create", database.database_name], { step: `creating D1 database ${database.database_name}` });
     say(`✓ created D1 database ${database.database_name}`);
   }
   // Before the code: the new Worker never serves against an older schema. (Events a Worker accepts
   // before its tables exist wait in the queue and are stored once they do: README "Deploying".)
-  const applied = await wrangler(["d1", "migrations", "apply", "DB", "--remote"], { step: "applying the D1 migrations" });
+  const applied = await run(["d1", "migrations", "apply", "DB", "--remote"], { step: "applying the D1 migrations" });
   say(/No migrations to apply/i.test(applied.stdout) ? "✓ migrations: none to apply" : `✓ migrations applied: ${migrationNames(applied.stdout).join(", ") || "(see above)"}`);
 
   const values = await gatherSecrets(missing);
   const deployArgs = ["deploy"];
   const deployed = await withSecretsFile(values, async (file) => {
     if (Object.keys(values).length) deployArgs.push("--secrets-file", file);
-    const env = withoutSecrets(process.env, [...secrets.required, ...secrets.optional]);
-    return wrangler(deployArgs, { step: "wrangler deploy", env, show: true });
+    return run(deployArgs, { step: "wrangler deploy", show: true });
   });
   const set = Object.keys(values);
   say(`✓ deployed${set.length ? `; secrets set: ${set.join(", ")}` : "; no secret changed"}`);
+  // Shown only once it is set: a run that failed before never showed a token that does not work.
+  if (values[ADMIN_TOKEN] && !process.env[ADMIN_TOKEN]) say(`ADMIN_TOKEN generated (shown once; keep it in your password manager): ${values[ADMIN_TOKEN]}`);
 
   const url = (process.env.EDGEHOOK_URL ?? workersDevUrl(deployed.stdout) ?? "").replace(/\/$/, "");
-  const stillMissing = missing.required.filter((name) => !(name in values));
+  // A secret asked to be replaced but given no value keeps the one it has.
+  const stillMissing = missing.required.filter((name) => !(name in values) && !state.secrets.has(name));
   printNextSteps(url, config.vars, stillMissing);
   if (!url) {
     say("! no workers.dev URL was printed (workers_dev off?): set EDGEHOOK_URL to the gateway's origin and run again for the live checks");
@@ -71,9 +93,10 @@ async function main() {
   return checks.every((check) => check.ok) ? 0 : 1;
 }
 
-/** `wrangler whoami --json` exits non-zero when nobody is signed in. */
+/** `wrangler whoami --json` exits non-zero when nobody is signed in (or when the API cannot be reached). */
 async function signedIn() {
-  const who = await wrangler(["whoami", "--json"], { step: "checking the Cloudflare sign-in", allowFailure: true });
+  const who = await run(["whoami", "--json"], { step: "checking the Cloudflare sign-in", allowFailure: true });
+  if (who.code !== 0 && /fetch failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EAI_AGAIN/.test(`${who.stdout}${who.stderr}`)) throw failure("checking the Cloudflare sign-in", who);
   if (who.code !== 0) {
     throw new DeployError(
       "not signed in to Cloudflare",
@@ -95,18 +118,27 @@ async function signedIn() {
  */
 async function readState(databaseName, queues) {
   const [databases, listed, secretList] = await Promise.all([
-    wrangler(["d1", "list", "--json"], { step: "listing D1 databases" }),
-    wrangler(["queues", "list"], { step: "listing queues" }),
-    // No Worker yet: no secrets either.
-    wrangler(["secret", "list", "--format", "json"], { step: "listing the Worker's secrets", allowFailure: true }),
+    run(["d1", "list", "--json"], { step: "listing D1 databases" }),
+    run(["queues", "list"], { step: "listing queues" }),
+    run(["secret", "list", "--format", "json"], { step: "listing the Worker's secrets", allowFailure: true }),
   ]);
+  // No Worker yet: no secrets either. Any other failure stops the run: taken for "none set", it would overwrite them all.
+  const noWorker = secretList.code !== 0 && /code: 10007\]|does not exist on your account|not found/i.test(`${secretList.stdout}${secretList.stderr}`);
+  if (secretList.code !== 0 && !noWorker) throw failure("listing the Worker's secrets", secretList);
   const database = JSON.parse(databases.stdout).find((d) => d.name === databaseName) ?? null;
   const existingQueues = new Set(queues.filter((name) => new RegExp(`(^|[\\s│|])${name}([\\s│|]|$)`, "m").test(listed.stdout)));
-  const secrets = new Set(secretList.code === 0 ? JSON.parse(secretList.stdout.slice(secretList.stdout.indexOf("["))).map((s) => s.name) : []);
+  const secrets = new Set(noWorker ? [] : JSON.parse(secretList.stdout.slice(secretList.stdout.indexOf("["))).map((s) => s.name));
+  const files = readdirSync(join(root, "migrations")).filter((f) => f.endsWith(".sql")).sort();
   let pending = null;
-  if (!database) pending = readdirSync(join(root, "migrations")).filter((f) => f.endsWith(".sql")).sort();
-  else if (dryRun) pending = migrationNames((await wrangler(["d1", "migrations", "list", "DB", "--remote"], { step: "listing the migrations to apply" })).stdout);
-  return { database, queues: existingQueues, secrets, workerExists: secretList.code === 0, pending };
+  if (!database) pending = files;
+  else if (dryRun) {
+    // Read, not `d1 migrations list`, which creates wrangler's d1_migrations table when it is missing.
+    const applied = await run(["d1", "execute", "DB", "--remote", "--json", "--command", "SELECT name FROM d1_migrations"], { step: "reading the applied migrations", allowFailure: true });
+    if (applied.code !== 0 && !/no such table/i.test(`${applied.stdout}${applied.stderr}`)) throw failure("reading the applied migrations", applied);
+    const names = new Set(applied.code === 0 ? JSON.parse(applied.stdout.slice(applied.stdout.indexOf("["))).flatMap((r) => r.results.map((row) => row.name)) : []);
+    pending = files.filter((f) => !names.has(f));
+  }
+  return { database, queues: existingQueues, secrets, workerExists: !noWorker, pending };
 }
 
 const migrationNames = (text) => [...new Set(text.match(/\b\d{4}_[\w-]+\.sql\b/g) ?? [])];
@@ -143,10 +175,7 @@ async function gatherSecrets(missing) {
   }
   if (missing.required.includes(ADMIN_TOKEN) && !(ADMIN_TOKEN in values)) {
     if (process.env.CI) say("! ADMIN_TOKEN is not set: not generated under CI, where logs are kept. Set it with `npx wrangler secret put ADMIN_TOKEN`.");
-    else {
-      values[ADMIN_TOKEN] = newAdminToken();
-      say(`ADMIN_TOKEN generated (shown once; keep it in your password manager): ${values[ADMIN_TOKEN]}`);
-    }
+    else values[ADMIN_TOKEN] = newAdminToken();
   }
   return values;
 }
@@ -162,7 +191,7 @@ function printNextSteps(url, vars, stillMissing) {
   say(`- Worker: ${base}`);
   say(`- Seismic request URL (event subscription): ${base}/webhooks/seismic`);
   say(`- Zuddl webhook URL: ${base}/webhooks/zuddl`);
-  for (const source of Array.isArray(vars.SOURCES) ? vars.SOURCES : []) say(`- source ${source.name} (${source.provider}): ${base}/webhooks/${source.name}`);
+  for (const source of tables(vars.SOURCES)) say(`- source ${source.name} (${source.provider}): ${base}/webhooks/${source.name}`);
   say(`- Console: ${base}/console (sign in with ADMIN_TOKEN)`);
   if (stillMissing.length) {
     for (const name of stillMissing) say(`! secret ${name} is not set: npx wrangler secret put ${name} (or ${name}=… npm run deploy)`);

@@ -5,7 +5,7 @@
  * resume and the cron's probes. Through the Worker's real fetch, queue and scheduled handlers.
  */
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { accept, admin, bindings, consume, deliveries, downstream, events, heldDownstream, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
 import { acceptMany, destinationState, switchable, take, uniqueName } from "./controls-harness";
 import { breakingEventRows, faultyD1, faultyQueue, recordingQueue } from "./faults";
@@ -26,11 +26,18 @@ describe("probes", () => {
     const [probe] = take();
     expect(probe).toMatchObject({ eventKey: first, probe: name });
     const [second] = await acceptMany(1);
+    const logged = vi.spyOn(console, "log");
+    const batchLines = () => logged.mock.calls.map(([line]) => JSON.parse(String(line)) as { outcome?: string; held?: Record<string, number> }).filter((l) => l.outcome === "batch");
     await consume(take(), {}, { ids: ["second"] });
     expect((await deliveries(second!))[name]).toMatchObject({ status: "held" });
+    expect(batchLines().map((line) => line.held)).toEqual([{ [name]: 1 }]);
+    logged.mockClear();
 
-    // The probe's round throws before it forwards anything.
+    // The probe's round throws before it forwards anything. Its delivery was held already: the
+    // batch's line does not count it as newly held (the round's error has a line of its own).
     await consume([probe!], { DB: breakingEventRows(env.DB, (key) => key === first) }, { ids: ["probe-1"] });
+    expect(batchLines().map((line) => line.held)).toEqual([undefined]);
+    logged.mockRestore();
     expect(target.received).toHaveLength(1);
     const [next] = take();
     expect(next).toMatchObject({ eventKey: second, probe: name });

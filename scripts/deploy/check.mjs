@@ -30,12 +30,12 @@ export async function checkLive(baseUrl, { waitMs = 60_000 } = {}) {
   if (health.error) checks.push({ name: "GET /healthz", ok: false, detail: `not reachable (${health.error})` });
   else {
     const body = await health.response.json().catch(() => null);
-    const degraded = body && body.status !== "ok" ? `: ${degradedReasons(body).join("; ")}` : "";
+    const notes = body ? reasons(body) : [];
     checks.push({
       name: "GET /healthz",
-      // 503 "degraded" is an answer from the gateway: it says what is missing (a secret not yet set).
-      ok: body !== null && (health.response.status === 200 || body.status === "degraded"),
-      detail: body ? `${health.response.status} ${body.status}${degraded}` : `${health.response.status}, not edgehook's JSON`,
+      // 503 "degraded" means a configuration error (DESTINATIONS, SOURCES, alerts, a short ADMIN_TOKEN): events wait until it is fixed.
+      ok: body !== null && health.response.status === 200,
+      detail: body ? `${health.response.status} ${body.status}${notes.length ? `: ${notes.join("; ")}` : ""}` : `${health.response.status}, not edgehook's JSON`,
     });
   }
   const challenge = randomBytes(24).toString("base64url");
@@ -61,8 +61,8 @@ export async function checkLive(baseUrl, { waitMs = 60_000 } = {}) {
   return checks;
 }
 
-/** What /healthz says is wrong, in words. */
-function degradedReasons(body) {
+/** What /healthz says is wrong or missing, in words. */
+function reasons(body) {
   const reasons = [];
   for (const [name, provider] of Object.entries(body.providers ?? {})) if (!provider.configured) reasons.push(`${name} has no signing secret`);
   if (body.admin?.configured === false) reasons.push("ADMIN_TOKEN is not set");
@@ -70,5 +70,5 @@ function degradedReasons(body) {
   if (body.destinations?.valid === false) reasons.push(`DESTINATIONS has ${body.destinations.errors} error(s)`);
   if (body.sources?.valid === false) reasons.push(`SOURCES has ${body.sources.errors} error(s)`);
   if (body.alerts?.valid === false) reasons.push(`ALERT_* has ${body.alerts.errors} error(s)`);
-  return reasons.length ? reasons : ["see GET /healthz"];
+  return reasons.length || body.status === "ok" ? reasons : ["see GET /healthz"];
 }

@@ -13,21 +13,35 @@ export const ADMIN_TOKEN = "ADMIN_TOKEN";
 
 const placeholders = (text) => [...String(text).matchAll(/\$\{([A-Z][A-Z0-9_]*)\}/g)].map((m) => m[1]);
 
+/** A [vars] array of tables, given as an array or as JSON text (as src/config.ts reads it); anything else: none. */
+export function tables(value) {
+  let parsed = value;
+  if (typeof value === "string") {
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      return [];
+    }
+  }
+  return Array.isArray(parsed) ? parsed.filter((entry) => entry !== null && typeof entry === "object") : [];
+}
+
 /**
  * Every secret binding the configuration names: required (the gateway cannot verify, sign or
- * admit without it) or optional (a rotation's old secret, a token, alerts). SOURCES and
- * DESTINATIONS come from wrangler.toml's [vars], where they name their bindings.
+ * admit without it) or optional (a rotation's old secret, alerts). SOURCES and DESTINATIONS come
+ * from wrangler.toml's [vars], where they name their bindings. A declared source's `token` is
+ * required: until it is set, that source refuses every request (src/sources.ts).
  */
 export function expectedSecrets(vars) {
   const required = new Set([ADMIN_TOKEN, ...BUILT_IN_REQUIRED]);
   const optional = new Set(BUILT_IN_OPTIONAL);
-  for (const source of Array.isArray(vars.SOURCES) ? vars.SOURCES : []) {
-    if (typeof source?.secret === "string") required.add(source.secret);
-    for (const name of [source?.secret_old, source?.token]) if (typeof name === "string") optional.add(name);
+  for (const source of tables(vars.SOURCES)) {
+    for (const name of [source.secret, source.token]) if (typeof name === "string") required.add(name);
+    if (typeof source.secret_old === "string") optional.add(source.secret_old);
   }
-  for (const destination of Array.isArray(vars.DESTINATIONS) ? vars.DESTINATIONS : []) {
-    if (typeof destination?.secret === "string") required.add(destination.secret);
-    for (const value of Object.values(destination?.headers ?? {})) for (const name of placeholders(value)) required.add(name);
+  for (const destination of tables(vars.DESTINATIONS)) {
+    if (typeof destination.secret === "string") required.add(destination.secret);
+    for (const value of Object.values(destination.headers ?? {})) for (const name of placeholders(value)) required.add(name);
   }
   for (const name of required) optional.delete(name);
   return { required: [...required], optional: [...optional] };
@@ -68,6 +82,9 @@ export function askHidden(question) {
   });
 }
 
+/** Ctrl-C, a kill, a closed terminal: the file goes with the process. */
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /**
  * Calls `use(path)` with a JSON file of `values` that only this user can read, in a directory of
  * its own, and removes both afterwards, even when `use` throws or the process is interrupted.
@@ -80,15 +97,13 @@ export async function withSecretsFile(values, use) {
     remove();
     process.exit(130);
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  for (const signal of SIGNALS) process.once(signal, onSignal);
   try {
     writeFileSync(path, JSON.stringify(values), { mode: 0o600 });
     return await use(path);
   } finally {
     remove();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    for (const signal of SIGNALS) process.off(signal, onSignal);
   }
 }
 

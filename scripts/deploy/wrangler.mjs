@@ -26,7 +26,8 @@ export function wrangler(args, { step, show = false, env = process.env, allowFai
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, {
       cwd: root,
-      env: { ...env, CI: "true", WRANGLER_SEND_METRICS: "false", FORCE_COLOR: "0", NO_COLOR: "1" },
+      // WRANGLER_LOG_SANITIZE: wrangler's debug log on disk never holds a request body (the secrets file's values).
+      env: { ...env, CI: "true", WRANGLER_SEND_METRICS: "false", WRANGLER_LOG_SANITIZE: "true", FORCE_COLOR: "0", NO_COLOR: "1" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -65,7 +66,7 @@ const HINTS = [
   [/fetch failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT/i, "the Cloudflare API could not be reached: check the network (or CLOUDFLARE_API_BASE_URL), then run `npm run deploy` again"],
 ];
 
-function failure(step, result) {
+export function failure(step, result) {
   const lines = errorLines(result);
   const text = lines.join("\n");
   const hint = HINTS.find(([pattern]) => pattern.test(`${result.stderr}\n${result.stdout}`))?.[1]

@@ -183,12 +183,15 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
   // Noted at the time of noting: a batch's forwards can take minutes, and the group wait runs from now.
   await notify(env, alertNotes(controls, changed, recorded, now));
   // One line per batch; a line per event only where a forward failed or a delivery was cancelled or skipped.
-  // Deliveries held (their destination paused or open) are counted here per destination: a line per event
+  // Deliveries newly held (their destination paused or open) are counted here per destination: a line per event
   // for each would cost the consumer as much CPU as the forwards it still makes to everyone else.
   const outcomes: Record<string, number> = {};
   for (const plan of plans) outcomes[plan.outcome] = (outcomes[plan.outcome] ?? 0) + 1;
   const held: Record<string, number> = {};
-  for (const change of recorded.flatMap((round) => round.closed)) if (change.status === "held") held[change.destination] = (held[change.destination] ?? 0) + 1;
+  // Newly held: a failed probe round's delivery was held already (and that round logs its error).
+  for (const round of recorded) {
+    for (const change of round.closed) if (change.status === "held" && change.destination !== round.probe) held[change.destination] = (held[change.destination] ?? 0) + 1;
+  }
   console.log(JSON.stringify({
     queue: batch.queue, outcome: "batch", messages: batch.messages.length, ...outcomes, acked, unrecorded: unrecorded.size, ...(Object.keys(held).length && { held }),
   }));

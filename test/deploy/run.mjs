@@ -6,10 +6,11 @@
 // against the gateway itself under `wrangler dev` (EDGEHOOK_URL), as they would against workers.dev.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startWorker } from "../../scripts/local-gateway.mjs";
-import { BUILT_IN_OPTIONAL, BUILT_IN_REQUIRED } from "../../scripts/deploy/secrets.mjs";
+import { BUILT_IN_OPTIONAL, BUILT_IN_REQUIRED, expectedSecrets } from "../../scripts/deploy/secrets.mjs";
 import { ACCOUNT_ID, API_TOKEN, startCloudflareApi } from "./cloudflare-api.mjs";
 
 const root = new URL("../..", import.meta.url).pathname;
@@ -18,6 +19,8 @@ const QUEUES = ["edgehook-events", "edgehook-dead-letters", "edgehook-alerts"];
 /** Provider secrets as an operator's environment gives them: none may appear in any output. */
 const PROVIDER_SECRETS = { SEISMIC_SIGNING_SECRET: "seismic-standin-secret-3f9a1c", ZUDDL_SIGNING_SECRET: "zuddl-standin-secret-7be204" };
 const results = [];
+/** The deploy's temporary files go here, so the test can see that the secrets file is gone after every run. */
+const scratch = mkdtempSync(join(tmpdir(), "edgehook-deploy-test-"));
 
 /** `npm run deploy -- args…` as an operator runs it (no terminal: nothing is asked), with the API pointed at the stand-in. */
 function deploy(api, gateway, args = [], extraEnv = {}) {
@@ -28,9 +31,11 @@ function deploy(api, gateway, args = [], extraEnv = {}) {
     CLOUDFLARE_ACCOUNT_ID: ACCOUNT_ID,
     EDGEHOOK_URL: gateway.url,
     EDGEHOOK_CHECK_WAIT_MS: "0",
+    TMPDIR: scratch,
     ...PROVIDER_SECRETS,
     ...extraEnv,
   };
+  if (extraEnv.EDGEHOOK_URL === undefined && "EDGEHOOK_URL" in extraEnv) delete env.EDGEHOOK_URL;
   // An operator's shell, not CI: ADMIN_TOKEN is generated and shown once. (CI's own run is below.)
   if (!("CI" in extraEnv)) delete env.CI;
   return new Promise((resolve) => {
@@ -39,7 +44,11 @@ function deploy(api, gateway, args = [], extraEnv = {}) {
     let stderr = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
     child.stderr.on("data", (chunk) => (stderr += chunk));
-    child.on("close", (code) => resolve({ code, stdout, stderr, output: `${stdout}\n${stderr}` }));
+    child.on("close", (code) => {
+      const left = readdirSync(scratch).filter((name) => name.startsWith("edgehook-secrets-"));
+      assert.deepEqual(left, [], "the secrets file is removed whatever the run's outcome");
+      resolve({ code, stdout, stderr, output: `${stdout}\n${stderr}` });
+    });
   });
 }
 
@@ -79,6 +88,13 @@ await scenario("the deploy expects every built-in source's secret bindings (src/
   assert.ok(declared.length >= 5, "found the providers' bindings");
   assert.deepEqual(declared.filter((b) => b.role === "secret").map((b) => b.name).sort(), [...BUILT_IN_REQUIRED].sort());
   for (const { role, name } of declared.filter((b) => b.role !== "secret")) assert.ok(BUILT_IN_OPTIONAL.includes(name), `${role} ${name}`);
+  // Declared sources and destinations, as arrays or as JSON text: a source's token is required (it refuses every request without it).
+  const expected = expectedSecrets({
+    SOURCES: JSON.stringify([{ name: "summit", provider: "zuddl", secret: "SUMMIT_SECRET", secret_old: "SUMMIT_OLD", token: "SUMMIT_TOKEN" }]),
+    DESTINATIONS: [{ name: "crm", url: "https://crm.test", secret: "CRM_SECRET", headers: { authorization: "Bearer ${CRM_TOKEN}" } }],
+  });
+  for (const name of ["SUMMIT_SECRET", "SUMMIT_TOKEN", "CRM_SECRET", "CRM_TOKEN"]) assert.ok(expected.required.includes(name), name);
+  assert.ok(expected.optional.includes("SUMMIT_OLD"));
 });
 
 const gateway = await startWorker({ migrate: false, vars: { ADMIN_TOKEN: "deploy-test-admin-token-0123456789abcdef" } });
@@ -155,9 +171,26 @@ try {
       assertNoSecretIn(run.output);
     });
 
-    await scenario("--replace-secret NAME sets that secret again, and only that one", async () => {
-      const run = await deploy(api, gateway, ["--replace-secret", "ZUDDL_SIGNING_SECRET"], { ZUDDL_SIGNING_SECRET: "zuddl-standin-rotated-51c0" });
+    await scenario("a dry run on a deployed gateway only reads: the migrations applied are read, not listed (listing creates wrangler's table)", async () => {
+      await api.resetLog();
+      const run = await deploy(api, gateway, ["--dry-run"]);
       assert.equal(run.code, 0, run.output);
+      assert.match(run.stdout, /D1 database edgehook: exists/);
+      assert.match(run.stdout, /migrations to apply: none/);
+      assert.match(run.stdout, /secrets to set: none missing/);
+      const state = await api.state();
+      const writes = state.requests.filter((r) => !r.startsWith("GET ") && !/\/query$/.test(r));
+      assert.deepEqual(writes, [], "only reads");
+      const unknown = await deploy(api, gateway, ["--dryrun"]);
+      assertToldPlainly(unknown, /unknown argument "--dryrun"/);
+    });
+
+    await scenario("--replace-secret NAME sets that secret again, and only that one; without EDGEHOOK_URL the URLs are the workers.dev one wrangler printed", async () => {
+      const run = await deploy(api, gateway, ["--replace-secret", "ZUDDL_SIGNING_SECRET"], { ZUDDL_SIGNING_SECRET: "zuddl-standin-rotated-51c0", EDGEHOOK_URL: undefined });
+      // The stand-in's workers.dev name resolves nowhere: the live checks fail, and say so.
+      assert.equal(run.code, 1, run.output);
+      assert.match(run.stdout, /Seismic request URL \(event subscription\): https:\/\/edgehook\.standin\.workers\.dev\/webhooks\/seismic/);
+      assert.match(run.stdout, /✘ GET \/healthz: not reachable/);
       assert.equal(await api.secret("edgehook", "ZUDDL_SIGNING_SECRET"), "zuddl-standin-rotated-51c0");
       assert.equal(await api.secret("edgehook", "ADMIN_TOKEN"), adminToken);
       assert.ok(!run.output.includes("zuddl-standin-rotated-51c0"));
@@ -207,6 +240,12 @@ try {
       assert.doesNotMatch(refused.output, /\u001b\[/, "no colour codes in what the operator reads");
       const state = await api.state();
       assert.deepEqual([state.databases, state.scripts], [[], []], "nothing done after the refusal");
+      // A secret listing that fails for another reason than "no such Worker" is not "no secrets": it stops the run.
+      await api.clearFaults();
+      await api.fault({ method: "GET", path: "/secrets$", status: 403, code: 10000, message: "Forbidden: the token may not read Workers Scripts", times: 100 });
+      const forbidden = await deploy(api, gateway);
+      assertToldPlainly(forbidden, /listing the Worker's secrets failed:[\s\S]*may not read Workers Scripts/);
+      assert.deepEqual((await api.state()).scripts, [], "nothing deployed, no secret overwritten");
     } finally {
       await api.close();
     }
@@ -215,6 +254,7 @@ try {
   await gateway.stop();
 }
 
+rmSync(scratch, { recursive: true, force: true });
 mkdirSync(join(root, "test-artifacts"), { recursive: true });
 writeFileSync(join(root, "test-artifacts/deploy.json"), JSON.stringify({ results }, null, 2));
 const failed = results.filter((r) => !r.ok).length;

@@ -574,9 +574,12 @@ await scenario("deploy before migrations: events accepted while the tables do no
       assert.equal(answer.status, 200, "accepted: the answer needs the queue, not the tables");
       ids.set(event.id, answer.body.id);
     });
-    // The consumer cannot store them yet: each message comes back after its backoff, nothing is forwarded.
+    // The consumer cannot store them yet (its batches of up to 1 s have come and failed meanwhile):
+    // each message comes back after its backoff, nothing is forwarded, and D1 has no tables to read.
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     assert.equal(Object.values(receivers.seen).reduce((sum, seen) => sum + seen.size, 0), 0, "nothing forwarded before the schema exists");
+    const beforeSchema = await fetch(`${gateway.url}/admin/stats?since=0`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(beforeSchema.status, 500, "no tables yet");
     const started = Date.now();
     applyMigrations(gateway.persistTo);
     await until("every event stored and delivered after the migrations", async () => {
