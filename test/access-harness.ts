@@ -30,17 +30,23 @@ export interface TokenOptions {
 }
 
 export async function accessTeam(server: ReturnType<typeof setupServer>, origin = `https://team-${crypto.randomUUID().slice(0, 8)}.cloudflareaccess.com`) {
-  const keys = await generateKeyPair("RS256", { extractable: true });
-  const kid = crypto.randomUUID().replaceAll("-", "");
-  const jwk = { ...(await exportJWK(keys.publicKey)), kid, alg: "RS256", use: "sig" };
+  const signing = { keys: await generateKeyPair("RS256", { extractable: true }), kid: "" };
+  const published: Awaited<ReturnType<typeof exportJWK>>[] = [];
+  /** A new signing key, published beside the previous ones, as Access does when it rotates. */
+  async function rotate() {
+    signing.keys = await generateKeyPair("RS256", { extractable: true });
+    signing.kid = crypto.randomUUID().replaceAll("-", "");
+    published.push({ ...(await exportJWK(signing.keys.publicKey)), kid: signing.kid, alg: "RS256", use: "sig" });
+  }
+  await rotate();
   const certsUrl = `${origin}/cdn-cgi/access/certs`;
   let fetches = 0;
   server.use(
     http.get(certsUrl, () => {
       fetches++;
       // Access publishes the same keys as PEM certificates too; the Worker reads only `keys`.
-      const cert = { kid, cert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" };
-      return HttpResponse.json({ keys: [jwk], public_cert: cert, public_certs: [cert] });
+      const certs = published.map(({ kid }) => ({ kid, cert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }));
+      return HttpResponse.json({ keys: published, public_cert: certs.at(-1), public_certs: certs });
     }),
   );
   const bindings: Partial<Env> = { ACCESS_TEAM_DOMAIN: origin, ACCESS_AUD: AUDIENCE, OPERATORS: `${OPERATOR}, ${SERVICE_TOKEN}`, VIEWERS: "*@viewers.example" };
@@ -49,17 +55,17 @@ export async function accessTeam(server: ReturnType<typeof setupServer>, origin 
   async function token(email: string | null, options: TokenOptions = {}): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     const jwt = new SignJWT({ ...(email === null ? {} : { email }), type: "app", identity_nonce: "6ei69kawdKzMIAPF", ...options.claims })
-      .setProtectedHeader({ alg: "RS256", kid: options.kid ?? kid, typ: "JWT" })
+      .setProtectedHeader({ alg: "RS256", kid: options.kid ?? signing.kid, typ: "JWT" })
       .setIssuer(options.issuer ?? origin)
       .setAudience(options.audience ?? AUDIENCE)
       .setIssuedAt(now - 60)
       .setNotBefore(now - 60)
       .setSubject(crypto.randomUUID());
     if (options.expiresIn !== null) jwt.setExpirationTime(now + (options.expiresIn ?? 3600));
-    return jwt.sign((options.keys ?? keys).privateKey);
+    return jwt.sign((options.keys ?? signing.keys).privateKey);
   }
 
-  return { origin, certsUrl, bindings, token, fetches: () => fetches, otherKeys: () => generateKeyPair("RS256", { extractable: true }) };
+  return { origin, certsUrl, bindings, token, rotate, fetches: () => fetches, otherKeys: () => generateKeyPair("RS256", { extractable: true }) };
 }
 
 /** The header Access adds to every request it lets through. */

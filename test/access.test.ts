@@ -6,7 +6,7 @@
 import { env } from "cloudflare:workers";
 import { http, HttpResponse } from "msw";
 import { SignJWT } from "jose";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Env } from "../src/env";
 import { accessTeam, assertion, AUDIENCE, OPERATOR, SERVICE_TOKEN, STRANGER, VIEWER } from "./access-harness";
 import { accept, bindings, consume, events, server, useDeliveryHarness } from "./delivery-harness";
@@ -135,6 +135,23 @@ describe("Access sign-in on the admin API", () => {
       expect(response.headers.get("retry-after")).toBeTruthy();
       expect((await errorOf(response)).code).toBe("access_keys_unavailable");
     }
+  });
+
+  it("follows a key rotation: a token under a new key fetches the keys again, at most once per 30 s cooldown", async () => {
+    const team = await accessTeam(server);
+    expect((await call("/admin/events", assertion(await team.token(OPERATOR)), team.bindings)).status).toBe(200);
+    await team.rotate();
+    const rotated = assertion(await team.token(OPERATOR));
+    // Within the cooldown the cached keys stand: an unknown key id cannot make the Worker refetch on every request.
+    expect(await refusal(await call("/admin/events", rotated, team.bindings))).toMatchObject({ status: 401, error: { code: "access_key_unknown" } });
+    expect(team.fetches()).toBe(1);
+    vi.useFakeTimers({ now: Date.now() + 31_000, toFake: ["Date"] });
+    try {
+      expect((await call("/admin/events", rotated, team.bindings)).status).toBe(200);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(team.fetches()).toBe(2);
   });
 
   it("accepts a loopback http team origin, so the whole flow runs locally", async () => {
