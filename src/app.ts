@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { adminTokenState } from "./admin/auth";
+import { accessState, adminTokenState } from "./admin/auth";
 import { adminRoutes } from "./admin/routes";
 import { consoleRoutes } from "./console/routes";
 import { alertConfig } from "./alerts/config";
@@ -23,8 +23,9 @@ app.use("*", requestLog({ skip: (fields) => fields.status === 200 && fields.outc
 
 /**
  * Liveness plus whether DESTINATIONS and SOURCES are valid (503 when not: events wait, or senders
- * retry, until they are fixed), whether the ALERT_* settings are, and whether ADMIN_TOKEN is set
- * and long enough (503 when it is too short: the admin API is closed). Unauthenticated, so it
+ * retry, until they are fixed), whether the ALERT_* settings are, whether ADMIN_TOKEN is set
+ * and long enough (503 when it is too short and Access is off: the admin API is closed), and
+ * whether Cloudflare Access is configured and its settings (ACCESS_*, OPERATORS, VIEWERS) valid. Unauthenticated, so it
  * counts errors and names no destination and no declared source (a source's name is the path
  * that takes its webhooks); the errors themselves are on /admin/destinations, /admin/sources and
  * /admin/alerts. `providers` says whether each built-in source has its secret, which is no news:
@@ -35,7 +36,9 @@ app.get("/healthz", (c) => {
   const sources = loadSources(c.env);
   const alerts = alertConfig(c.env);
   const admin = adminTokenState(c.env);
-  const ok = destinations.ok && sources.ok && alerts.ok && admin.valid;
+  const access = accessState(c.env);
+  // With Access configured the token signs nobody in, so its length no longer matters.
+  const ok = destinations.ok && sources.ok && alerts.ok && access.valid && (access.configured || admin.valid);
   const unconfigured = sources.ok ? sources.sources.filter((s) => !s.builtIn && !sourceSecrets(s, c.env)).length : 0;
   return c.json(
     {
@@ -45,6 +48,7 @@ app.get("/healthz", (c) => {
       sources: { valid: sources.ok, errors: sources.ok ? 0 : sources.errors.length, unconfigured },
       alerts: { configured: Boolean(c.env.ALERT_URL), valid: alerts.ok, errors: alerts.ok ? 0 : alerts.errors.length },
       admin,
+      access,
     },
     ok ? 200 : 503,
   );

@@ -35,6 +35,16 @@ export interface Env {
   ZUDDL_AUTH_TOKEN?: string;
   /** At least 32 characters (admin/auth.ts); a shorter one closes the admin API and the console. */
   ADMIN_TOKEN?: string;
+  /**
+   * Cloudflare Access (admin/access.ts): the team's origin (https://<team>.cloudflareaccess.com,
+   * or a loopback http origin to try it locally) and the application's AUD tag. Both set: the
+   * admin API and the console take only Access JWTs; neither: the admin token.
+   */
+  ACCESS_TEAM_DOMAIN?: string;
+  ACCESS_AUD?: string;
+  /** Who holds which role (admin/roles.ts): comma-separated addresses, service tokens' client ids or *@domain. */
+  OPERATORS?: string;
+  VIEWERS?: string;
   /** One Durable Object per destination with `rate_per_second`: the schedule its forwards share (deliver/rate-limiter.ts). */
   RATE_LIMITER?: DurableObjectNamespace<RateLimiterApi & Rpc.DurableObjectBranded>;
   /** One Durable Object per destination in a lane of its own: forwards its deliveries at its pace (deliver/lane.ts). */
@@ -164,10 +174,24 @@ export interface LogFields {
   error?: string;
 }
 
-/** Hono's environment for every router and middleware: the bindings and the request's log line. */
+/** viewer: reads everything the admin API and the console show; operator: also changes state (admin/roles.ts). */
+export type Role = "viewer" | "operator";
+
+/** Who is calling the admin API or using the console, once signed in (admin/auth.ts). */
+export interface Identity {
+  /** The Access JWT's email or service token's common_name, or "admin-token". */
+  name: string;
+  role: Role;
+  via: "access" | "admin-token";
+}
+
+/**
+ * Hono's environment for every router and middleware: the bindings, the request's log line and,
+ * behind the admin API's and the console's sign-in, who is calling (absent on webhook requests).
+ */
 export interface AppEnv {
   Bindings: Env;
-  Variables: { log: LogFields };
+  Variables: { log: LogFields; identity?: Identity };
 }
 
 /** Payload search is opt-in: indexing adds 25-50% to the cost of storing an event (bench/search.mjs). */

@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { HTTPException } from "hono/http-exception";
-import type { AppEnv } from "./env";
+import type { AppEnv, Role } from "./env";
 
 /**
  * The one error type for answers that are not a success: a client fault (4xx) or a
@@ -13,7 +13,8 @@ export class HttpError extends Error {
     readonly status: ContentfulStatusCode,
     readonly code: string,
     message: string,
-    readonly detail: { path?: string; retryAfterSeconds?: number } = {},
+    /** role: the role a 403 needed, so a client can tell "ask for operator" from "ask for access at all". */
+    readonly detail: { path?: string; retryAfterSeconds?: number; role?: Role } = {},
   ) {
     super(message);
     this.name = "HttpError";
@@ -30,6 +31,7 @@ export function errorResponse(err: Error, c: Context<AppEnv>): Response {
     if (err.detail.retryAfterSeconds) c.header("Retry-After", String(err.detail.retryAfterSeconds));
     const body: Record<string, string> = { code: err.code, message: err.message };
     if (err.detail.path !== undefined) body.path = err.detail.path;
+    if (err.detail.role !== undefined) body.role = err.detail.role;
     return c.json({ error: body }, err.status);
   }
   if (err instanceof HTTPException) {

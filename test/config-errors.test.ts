@@ -71,6 +71,7 @@ describe("configuration errors", () => {
       sources: { valid: true, errors: 0, unconfigured: 0 },
       alerts: { configured: false, valid: true, errors: 0 },
       admin: { configured: true, valid: true },
+      access: { configured: false, valid: true },
     });
     expect(text).not.toContain("leaky");
   });

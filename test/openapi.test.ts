@@ -12,7 +12,8 @@ import { describe, expect, it } from "vitest";
 import { adminRoutes } from "../src/admin/routes";
 import { checkedAnswers, checkRecorded, servedDocument, type OpenApiDocument } from "./api-contract";
 import { faultyQueue } from "./faults";
-import { accept, admin, bindings, consume, DESTINATIONS, downstream, events, useDeliveryHarness } from "./delivery-harness";
+import { accessTeam, assertion, STRANGER } from "./access-harness";
+import { accept, admin, bindings, consume, DESTINATIONS, downstream, events, server, useDeliveryHarness } from "./delivery-harness";
 import { ADMIN, hmacHex, send, sendWith, seismicBody, seismicRequest, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
@@ -136,7 +137,9 @@ describe("GET /admin/openapi.json", () => {
       expect((await sendWith(request, { ...bindings, ...transforming, ...extra })).status, `preview ${name} ${JSON.stringify(body)}`).toBe(status);
     }
     // Every route refuses a request without the token, answers 503 while ADMIN_TOKEN is not set,
-    // and 429 to an address that has sent too many wrong tokens.
+    // 429 to an address that has sent too many wrong tokens, and 403 to an Access identity with no role.
+    const team = await accessTeam(server);
+    const stranger = assertion(await team.token(STRANGER));
     const guesser = { authorization: "Bearer wrong-token", "cf-connecting-ip": "198.51.100.201" };
     for (let i = 0; i < 6; i++) await sendWith(new Request(`${BASE}/admin/stats`, { headers: guesser }), {});
     for (const operation of operations(await servedDocument())) {
@@ -145,6 +148,7 @@ describe("GET /admin/openapi.json", () => {
       expect((await send(new Request(`${BASE}${path}`, { method }))).status, operation).toBe(401);
       expect((await sendWith(new Request(`${BASE}${path}`, { method, headers: ADMIN }), { ADMIN_TOKEN: "" })).status, operation).toBe(503);
       expect((await sendWith(new Request(`${BASE}${path}`, { method, headers: guesser }), {})).status, operation).toBe(429);
+      expect((await sendWith(new Request(`${BASE}${path}`, { method, headers: stranger }), team.bindings)).status, operation).toBe(403);
     }
 
     expect(await checkRecorded()).toEqual([]);

@@ -8,6 +8,9 @@
  * schemas.ts when a view builds it), and a test that calls it.
  */
 import * as T from "@sinclair/typebox";
+import type { Context } from "hono";
+import { routePath } from "hono/route";
+import type { AppEnv, Role } from "../env";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
   AlertsView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
@@ -26,6 +29,8 @@ type ErrorStatus = 400 | 404 | 413 | 422 | 503;
 
 interface Operation {
   operationId: string;
+  /** The role a caller needs (admin/roles.ts): viewers read, operators also change state. The router enforces this very value. */
+  role: Role;
   summary: string;
   description?: string;
   path?: Record<string, Param>;
@@ -36,7 +41,7 @@ interface Operation {
   response: T.TSchema;
   /** The success answer's media type, when it is not JSON. */
   mediaType?: string;
-  /** Error codes beyond those of the parameters and the bearer guard (every route answers those). */
+  /** Error codes beyond those of the parameters and the sign-in (every route answers those). */
   errors?: Partial<Record<ErrorStatus, string[]>>;
 }
 
@@ -70,6 +75,7 @@ const STORAGE_CODES = ["storage_unavailable", "storage_timeout", "queue_unavaila
 export const ADMIN_API: Record<string, Operation> = {
   "GET /admin/events": {
     operationId: "listEvents",
+    role: "viewer",
     summary: "Events, newest first",
     query: {
       q: {
@@ -94,6 +100,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/events/{id}": {
     operationId: "getEvent",
+    role: "viewer",
     summary: "An event with its payload, its deliveries and every attempt",
     path: { id: eventId },
     status: 200,
@@ -102,6 +109,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/events/{id}/replay": {
     operationId: "replayEvent",
+    role: "operator",
     summary: "Deliver an event again",
     description: "To the destinations that route it now, or to the one named (pinned: sent even where routing no longer selects it).",
     path: { id: eventId },
@@ -121,6 +129,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/deliveries": {
     operationId: "listDeliveries",
+    role: "viewer",
     summary: "Deliveries, newest first by last update",
     query: {
       status: { schema: StringEnum(DELIVERY_STATUSES), description: "only deliveries in this status", invalid: "invalid_status" },
@@ -134,6 +143,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/replay": {
     operationId: "replayDeliveries",
+    role: "operator",
     summary: "Deliver again, one page at a time, the finished deliveries a filter selects",
     description:
       "The set is fixed by the first call; repeat the call with the same parameters and `cursor` while `more` is true. Each delivery is pinned to its destination. Destinations no longer configured are left out.",
@@ -158,6 +168,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/quarantine": {
     operationId: "listQuarantine",
+    role: "viewer",
     summary: "Quarantined payloads, newest first by last receipt",
     query: {
       provider: text("only this provider"),
@@ -170,6 +181,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/quarantine/{id}": {
     operationId: "getQuarantined",
+    role: "viewer",
     summary: "A quarantined payload with its body",
     path: { id: quarantineId },
     status: 200,
@@ -178,6 +190,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/quarantine/{id}/release": {
     operationId: "releaseQuarantined",
+    role: "operator",
     summary: "Validate a quarantined payload again and, if it passes, accept it as an event",
     description: "With `force=true` a payload that still fails is accepted as it is, marked `forced`. A second release answers `already_released` with the same event.",
     path: { id: quarantineId },
@@ -192,6 +205,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/stats": {
     operationId: "getStats",
+    role: "viewer",
     summary: "Counts of events and deliveries in a time window (default: the last 24 hours)",
     query: { since: time("from (default: 24 hours before `until`)"), until: time("to (default: now)") },
     status: 200,
@@ -199,6 +213,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/destinations": {
     operationId: "getDestinations",
+    role: "viewer",
     summary: "DESTINATIONS as configured, each with its state (active, paused, open), held deliveries and last success and failure; or its errors",
     description: "Errors name the entry, the field and the rule, never the rejected value (it may be a secret pasted into the wrong field).",
     status: 200,
@@ -209,6 +224,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/destinations/{name}/pause": {
     operationId: "pauseDestination",
+    role: "operator",
     summary: "Pause a destination: its deliveries are held (no attempts, no queue retries) until it is resumed",
     description: "Pausing again keeps the first pause's time. A replay to a paused destination is held too.",
     path: { name: destinationName },
@@ -218,6 +234,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/destinations/{name}/resume": {
     operationId: "resumeDestination",
+    role: "operator",
     summary: "Resume a destination and deliver what it held, oldest first",
     description:
       "The first chunk of held deliveries is enqueued by this call (`released`), the rest through the queue. While the circuit is open, held deliveries wait for its probe instead. Resuming an active destination does nothing.",
@@ -228,6 +245,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "POST /admin/destinations/{name}/preview": {
     operationId: "previewTransform",
+    role: "operator",
     summary: "Run the destination's transform on a stored event or a pasted payload, and answer what it would forward (or why not); nothing is forwarded",
     description:
       "The same isolate, limits and failure kinds as a forward. A pasted payload is validated by its provider's schema first (422 schema_mismatch with the path), which names its type, id, tenant and time.",
@@ -245,12 +263,14 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/alerts": {
     operationId: "getAlerts",
+    role: "viewer",
     summary: "Alerts: whether ALERT_URL is set and valid, and each kind and subject's pending count, schedule and history",
     status: 200,
     response: AlertsView,
   },
   "GET /admin/sources": {
     operationId: "getSources",
+    role: "viewer",
     summary: "Every source served (built-in and from SOURCES), or SOURCES's errors",
     description:
       "Binding names and whether each is set, never a value. While SOURCES is invalid only the built-in sources are served, and other paths answer 503 invalid_sources; errors name the entry, the field and the rule, never the rejected value.",
@@ -265,6 +285,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/dead-letters": {
     operationId: "listDeadLetters",
+    role: "viewer",
     summary: "Everything the dead-letter queue delivered, newest first",
     query: { limit: limit(), cursor },
     status: 200,
@@ -272,6 +293,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/metrics": {
     operationId: "getMetrics",
+    role: "viewer",
     summary: "Counters and gauges in Prometheus text format",
     description: "Counters never go down (retention included): events, deliveries and attempts, and a forward-duration histogram per destination; gauges of pending, held, dead and quarantined.",
     status: 200,
@@ -280,6 +302,7 @@ export const ADMIN_API: Record<string, Operation> = {
   },
   "GET /admin/openapi.json": {
     operationId: "getOpenApi",
+    role: "viewer",
     summary: "This document",
     status: 200,
     response: T.Object({ openapi: T.String({ pattern: "^3\\.1\\.\\d+$" }), info: T.Object({ title: T.String(), version: T.String() }), paths: T.Record(T.String(), T.Unknown()) }),
@@ -314,6 +337,18 @@ function toJson(node: unknown, root = node): unknown {
 
 const json = (schema: unknown) => ({ "application/json": { schema: toJson(schema) } });
 
+/** Why an Access JWT was refused (admin/access.ts). */
+const ACCESS_REFUSALS = [
+  "access_token_missing", "access_token_invalid", "access_token_expired", "access_token_wrong_audience", "access_token_wrong_issuer", "access_key_unknown", "access_token_no_identity",
+];
+
+/** The role the request's route needs, as documented; a path no operation describes is left to the router's 404. */
+export function documentedRole(c: Context<AppEnv>): Role {
+  // The last route matched is the handler's (the sign-in and this guard are "/admin/*" middleware).
+  const template = routePath(c, -1).replace(/:(\w+)/g, "{$1}");
+  return ADMIN_API[`${c.req.method} ${template}`]?.role ?? "viewer";
+}
+
 function errorResponse(codes: string[], headers?: Record<string, unknown>) {
   return {
     description: `error: ${codes.join(", ")}`,
@@ -326,6 +361,7 @@ function errorResponse(codes: string[], headers?: Record<string, unknown>) {
               code: StringEnum(codes),
               message: T.String({ description: "for people; may change" }),
               path: T.Optional(T.String({ description: "JSONPath of the failing field (schema_mismatch)" })),
+              role: T.Optional(StringEnum(["viewer", "operator"], { description: "the role needed (forbidden)" })),
             },
             { additionalProperties: false },
           ),
@@ -344,23 +380,26 @@ function operationObject(op: Operation) {
     ...Object.entries(op.query ?? {}).map(([name, p]) => ({ name, in: "query", ...p, required: p.required ?? false })),
   ].map(({ name, in: where, schema, description, required }) => ({ name, in: where, description, required, schema: toJson(schema) }));
   const invalid = Object.values(op.query ?? {}).flatMap((p) => (p.invalid ? [p.invalid] : []));
-  const errors: Partial<Record<ErrorStatus | 401 | 429 | 500, string[]>> = {
+  const errors: Partial<Record<ErrorStatus | 401 | 403 | 429 | 500, string[]>> = {
     ...op.errors,
     400: [...new Set([...invalid, ...(op.errors?.[400] ?? [])])],
-    401: ["unauthorized"],
+    401: ["unauthorized", ...ACCESS_REFUSALS],
+    403: ["forbidden"],
     429: ["too_many_attempts"],
     500: ["internal_error"],
-    503: [...(op.errors?.[503] ?? []), "admin_not_configured", "admin_token_too_short"],
+    503: [...(op.errors?.[503] ?? []), "admin_not_configured", "admin_token_too_short", "access_misconfigured", "access_keys_unavailable"],
   };
   const headers = {
-    401: { "WWW-Authenticate": { description: "Bearer", required: true, schema: { type: "string" } } },
+    401: { "WWW-Authenticate": { description: "Bearer (the admin token) or Cf-Access-Jwt-Assertion (Cloudflare Access)", required: true, schema: { type: "string" } } },
     429: RETRY_AFTER,
     503: RETRY_AFTER,
   };
+  const needs = `Needs the ${op.role} role${op.role === "operator" ? "" : " (an operator has it too)"}.`;
   return {
     operationId: op.operationId,
     summary: op.summary,
-    ...(op.description && { description: op.description }),
+    description: op.description ? `${op.description}\n\n${needs}` : needs,
+    "x-required-role": op.role,
     ...(parameters.length && { parameters }),
     ...(op.requestBody && { requestBody: { required: true, content: json(op.requestBody) } }),
     responses: {
@@ -385,12 +424,16 @@ export function openApiDocument() {
     info: {
       title: "edgehook operator API",
       version: "1",
-      description: "Events, deliveries, replays, quarantine, dead letters and stats. Every error body is `{\"error\":{\"code\",\"message\"[,\"path\"]}}`.",
+      description:
+        "Events, deliveries, replays, quarantine, dead letters and stats. Every error body is `{\"error\":{\"code\",\"message\"[,\"path\"][,\"role\"]}}`. With Cloudflare Access configured, only an Access JWT signs in; otherwise the admin token. Each operation names the role it needs (`x-required-role`): viewers read, operators also change state; the admin token is an operator.",
     },
-    security: [{ adminToken: [] }],
+    security: [{ adminToken: [] }, { cloudflareAccess: [] }],
     paths,
     components: {
-      securitySchemes: { adminToken: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN, in the Authorization header only" } },
+      securitySchemes: {
+        adminToken: { type: "http", scheme: "bearer", description: "ADMIN_TOKEN, in the Authorization header only; refused while Cloudflare Access is configured" },
+        cloudflareAccess: { type: "apiKey", in: "header", name: "Cf-Access-Jwt-Assertion", description: "the JWT Cloudflare Access adds to each request it lets through (ACCESS_TEAM_DOMAIN, ACCESS_AUD)" },
+      },
       schemas: Object.fromEntries(Object.entries(COMPONENTS).map(([name, schema]) => [name, toJson(schema)])),
     },
   };

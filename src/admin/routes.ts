@@ -8,20 +8,25 @@ import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { builtInSources, loadSources } from "../sources";
 import { adminAuth } from "./auth";
+import { requireRole } from "./roles";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "./destinations";
 import { prometheusText, PROMETHEUS_CONTENT_TYPE } from "./metrics";
 import {
   bulkReplayQuery, deliveryFilter, deliveryView, eventDetailView, eventFilter, eventView, iso, limitParam, replayDeliveries, replayEvent, requireEvent, sourceView, timeParam,
 } from "./operations";
-import { openApiDocument } from "./openapi";
+import { documentedRole, openApiDocument } from "./openapi";
 import { previewRequest, previewTransform } from "./preview";
 import { flagParam, quarantineDetailView, quarantineFilter, quarantineView, releaseQuarantined, requireQuarantined } from "./quarantine";
 
 const DAY_MS = 86_400_000;
 
-/** The operator API: events, deliveries, replays and stats, behind the admin bearer token. */
+/**
+ * The operator API: events, deliveries, replays and stats, behind Cloudflare Access or the admin
+ * bearer token. Every route needs the viewer role; those that change state, the operator role.
+ */
 export const adminRoutes = new Hono<AppEnv>();
-adminRoutes.use("*", adminAuth());
+// The role each route needs is the one its description states (ADMIN_API), so the two cannot differ.
+adminRoutes.use("*", adminAuth(), requireRole(documentedRole));
 
 adminRoutes.get("/events", async (c) => {
   const query = c.req.query();

@@ -196,8 +196,8 @@ const PreviewResult: FC<{ preview: PreviewView }> = ({ preview }) => (
 );
 
 export const EventPage: FC<{
-  event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; transformed: string[]; preview?: PreviewView; notice?: string;
-}> = ({ event, deliveries, attempts, destinations, transformed, preview, notice }) => {
+  event: EventRow; deliveries: DeliveryRow[]; attempts: AttemptRow[]; destinations: string[]; transformed: string[]; preview?: PreviewView; notice?: string; canOperate: boolean;
+}> = ({ event, deliveries, attempts, destinations, transformed, preview, notice, canOperate }) => {
   let pretty = event.body;
   try {
     pretty = JSON.stringify(JSON.parse(event.body), null, 2);
@@ -223,15 +223,17 @@ export const EventPage: FC<{
         </tbody>
       </table>
       <h2>Deliveries</h2>
-      <form method="post" action={`/console/events/${event.key}/replay`}>
-        <label for="replay-destination">Replay to</label>{" "}
-        <select id="replay-destination" name="destination">
-          <option value="">all routed destinations</option>
-          {destinations.map((d) => <option value={d}>{d}</option>)}
-        </select>{" "}
-        <button type="submit">Replay</button>
-      </form>
-      {transformed.length > 0 && (
+      {canOperate && (
+        <form method="post" action={`/console/events/${event.key}/replay`}>
+          <label for="replay-destination">Replay to</label>{" "}
+          <select id="replay-destination" name="destination">
+            <option value="">all routed destinations</option>
+            {destinations.map((d) => <option value={d}>{d}</option>)}
+          </select>{" "}
+          <button type="submit">Replay</button>
+        </form>
+      )}
+      {canOperate && transformed.length > 0 && (
         <section aria-label="Transforms">
           <h3>Transforms</h3>
           {transformed.map((d) => (
@@ -265,19 +267,21 @@ export const EventPage: FC<{
 };
 
 /** Deliveries an operator replays: a status's rows, with a bulk Replay of that status. */
-const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: string; noun: string; intro?: string; rows: DeliveryRow[] }> = ({ status, title, noun, intro, rows }) => (
+const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: string; noun: string; intro?: string; rows: DeliveryRow[]; canOperate: boolean }> = ({ status, title, noun, intro, rows, canOperate }) => (
   <>
     <h2>{title}</h2>
     {intro && <p>{intro}</p>}
-    <form method="post" action="/console/replay">
-      <input type="hidden" name="status" value={status} />
-      <label for={`bulk-${status}`}>Replay {noun} to</label>{" "}
-      <select id={`bulk-${status}`} name="destination">
-        <option value="">every destination</option>
-        {[...new Set(rows.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
-      </select>{" "}
-      <button type="submit">Replay {noun} (up to 100)</button>
-    </form>
+    {canOperate && (
+      <form method="post" action="/console/replay">
+        <input type="hidden" name="status" value={status} />
+        <label for={`bulk-${status}`}>Replay {noun} to</label>{" "}
+        <select id={`bulk-${status}`} name="destination">
+          <option value="">every destination</option>
+          {[...new Set(rows.map((d) => d.destination))].map((d) => <option value={d}>{d}</option>)}
+        </select>{" "}
+        <button type="submit">Replay {noun} (up to 100)</button>
+      </form>
+    )}
     <table>
       <thead><tr><th scope="col">Event</th><th scope="col">Destination</th><th scope="col">Attempts</th><th scope="col">Last error</th><th scope="col">Updated</th></tr></thead>
       <tbody>
@@ -290,11 +294,12 @@ const ReplayableDeliveries: FC<{ status: "dead" | "transform_failed"; title: str
   </>
 );
 
-export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string }> = ({ dead, transformFailed, quarantined, olderQuarantined, notice }) => (
+export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[]; quarantined: QuarantineSummary[]; olderQuarantined: string | null; notice?: string; canOperate: boolean }> = ({ dead, transformFailed, quarantined, olderQuarantined, notice, canOperate }) => (
   <Layout title="Dead letters & quarantine">
     {notice && <p class="note" role="status">{notice}</p>}
-    <ReplayableDeliveries status="dead" title="Dead deliveries" noun="dead deliveries" rows={dead} />
+    <ReplayableDeliveries status="dead" title="Dead deliveries" noun="dead deliveries" rows={dead} canOperate={canOperate} />
     <ReplayableDeliveries
+      canOperate={canOperate}
       status="transform_failed"
       title="Failed transforms"
       noun="failed transforms"
@@ -313,7 +318,7 @@ export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[];
           <tr>
             <td>{time(q.last_received_at)}</td><td>{q.provider}</td><td>{q.reason}</td><td><code>{q.path ?? "–"}</code></td><td>{q.error}</td><td>{q.bytes}</td><td>{q.attempts}</td>
             <td><a href={`/console/quarantine/${q.id}`}>View #{q.id}</a></td>
-            <td><Released item={q} /></td>
+            <td><Released item={q} canOperate={canOperate} /></td>
           </tr>
         ))}
       </tbody>
@@ -326,12 +331,13 @@ export const DeadPage: FC<{ dead: DeliveryRow[]; transformFailed: DeliveryRow[];
 /** Bytes that are not UTF-8 cannot become an event: events are stored and forwarded as text. */
 const releasable = (item: QuarantineSummary) => item.released_at === null && item.reason !== "invalid_utf8";
 
-/** Where a released payload went, or the button that validates and releases it. */
-const Released: FC<{ item: QuarantineSummary }> = ({ item }) => {
+/** Where a released payload went, or the button that validates and releases it (for an operator). */
+const Released: FC<{ item: QuarantineSummary; canOperate: boolean }> = ({ item, canOperate }) => {
   if (item.released_at !== null) {
     return <>released {time(item.released_at)}{item.forced ? " (forced)" : ""} as <a href={`/console/events/${item.event_key}`}>{item.event_key}</a></>;
   }
   if (!releasable(item)) return <>not releasable: not UTF-8</>;
+  if (!canOperate) return <>not released</>;
   return (
     <form method="post" action={`/console/quarantine/${item.id}/release`}>
       <button type="submit" aria-label={`Release quarantined payload #${item.id}`}>Release</button>
@@ -339,7 +345,7 @@ const Released: FC<{ item: QuarantineSummary }> = ({ item }) => {
   );
 };
 
-export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; error?: { message: string; path?: string } }> = ({ item, payload, error }) => (
+export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; canOperate: boolean; error?: { message: string; path?: string } }> = ({ item, payload, canOperate, error }) => (
   <Layout title={`Quarantined payload #${item.id}`}>
     {error && (
       <div class="error" role="alert">
@@ -359,10 +365,10 @@ export const QuarantinePage: FC<{ item: QuarantineRow; payload: PayloadView; err
         <tr><th scope="row">Size</th><td>{item.bytes} bytes, {item.content_type}</td></tr>
         <tr><th scope="row">Verified with</th><td>{item.verified_with === "old" ? "the old (previous) secret" : "the current secret"}</td></tr>
         <tr><th scope="row">SHA-256</th><td><code>{item.body_sha256}</code></td></tr>
-        <tr><th scope="row">Released</th><td><Released item={item} /></td></tr>
+        <tr><th scope="row">Released</th><td><Released item={item} canOperate={canOperate} /></td></tr>
       </tbody>
     </table>
-    {releasable(item) && (
+    {canOperate && releasable(item) && (
       <form method="post" action={`/console/quarantine/${item.id}/release`}>
         <p>
           <button type="submit">Release (validate again)</button>{" "}
@@ -402,7 +408,9 @@ const AlertsSection: FC<{ alerts: AlertsView }> = ({ alerts }) => (
   </section>
 );
 
-export const DestinationsPage: FC<{ destinations: DestinationView[] | null; errors: string[]; health: DestinationHealth[]; alerts: AlertsView; notice?: string }> = ({ destinations, errors, health, alerts, notice }) => {
+export const DestinationsPage: FC<{ destinations: DestinationView[] | null; errors: string[]; health: DestinationHealth[]; alerts: AlertsView; notice?: string; canOperate: boolean }> = ({
+  destinations, errors, health, alerts, notice, canOperate,
+}) => {
   const byName = new Map(health.map((h) => [h.destination, h]));
   return (
     <Layout title="Destinations">
@@ -411,7 +419,7 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
         <div role="alert" class="error"><p>DESTINATIONS is invalid; nothing is delivered until it is fixed:</p><ul>{errors.map((e) => <li>{e}</li>)}</ul></div>
       )}
       <table>
-        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Lane</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed, headers</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th><th scope="col">Control</th></tr></thead>
+        <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Lane</th><th scope="col">Held</th><th scope="col">Last success / failure</th><th scope="col">URL</th><th scope="col">Routes</th><th scope="col">Signed, headers</th><th scope="col">Limits</th><th scope="col">Forwards answered 2xx, last 24 h</th><th scope="col">p95 forward time</th>{canOperate && <th scope="col">Control</th>}</tr></thead>
         <tbody>
           {(destinations ?? []).map((d) => {
             const h = byName.get(d.name);
@@ -445,11 +453,13 @@ export const DestinationsPage: FC<{ destinations: DestinationView[] | null; erro
                 </td>
                 <td>{h ? `${successRate(h)}% of ${h.forwards}` : "no forwards"}</td>
                 <td>{h ? `${h.p95Ms} ms` : "–"}</td>
-                <td>
-                  <form method="post" action={`/console/destinations/${encodeURIComponent(d.name)}/${d.state === "paused" ? "resume" : "pause"}`}>
-                    <button type="submit" aria-label={`${d.state === "paused" ? "Resume" : "Pause"} ${d.name}`}>{d.state === "paused" ? "Resume" : "Pause"}</button>
-                  </form>
-                </td>
+                {canOperate && (
+                  <td>
+                    <form method="post" action={`/console/destinations/${encodeURIComponent(d.name)}/${d.state === "paused" ? "resume" : "pause"}`}>
+                      <button type="submit" aria-label={`${d.state === "paused" ? "Resume" : "Pause"} ${d.name}`}>{d.state === "paused" ? "Resume" : "Pause"}</button>
+                    </form>
+                  </td>
+                )}
               </tr>
             );
           })}

@@ -1,5 +1,5 @@
 /** The operator console at /console: the same operations as the admin API, as pages. */
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { searchEnabled, type AppEnv, type Env } from "../env";
 import { bulkReplayQuery, eventFilter, limitParam, payloadView, replayDeliveries, replayEvent, requireEvent, sourceView } from "../admin/operations";
 import { releaseQuarantined, requireQuarantined } from "../admin/quarantine";
@@ -19,7 +19,8 @@ import { boundedForms, sameOriginForms } from "./forms";
 import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, SourcesPage, type EventFilterValues } from "./pages";
 import { consoleAuth, endSession, startSession } from "./session";
 import { clientOf, countFailure, refuseIfLocked, WINDOW_SECONDS } from "../throttle";
-import { adminToken } from "../admin/auth";
+import { accessSettings, adminToken } from "../admin/auth";
+import { requireRole } from "../admin/roles";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -41,9 +42,11 @@ consoleRoutes.use("*", async (c, next) => {
 // Every form post, signed in or not (sign-in and sign-out included), before anything reads it.
 consoleRoutes.use("*", sameOriginForms(), boundedForms());
 
-consoleRoutes.get("/login", (c) => c.html(<LoginPage />));
+/** With Cloudflare Access configured, Access signs people in at the edge: the token form is not served. */
+consoleRoutes.get("/login", (c) => (accessSettings(c.env) ? c.redirect("/console", 303) : c.html(<LoginPage />)));
 
 consoleRoutes.post("/login", async (c) => {
+  if (accessSettings(c.env)) return c.redirect("/console", 303);
   const expected = adminToken(c.env);
   const client = clientOf(c.req.header("cf-connecting-ip"));
   try {
@@ -66,10 +69,15 @@ consoleRoutes.post("/login", async (c) => {
 
 consoleRoutes.post("/logout", (c) => {
   endSession(c);
-  return c.redirect("/console/login", 303);
+  // Access's own sign-out, served on this hostname by Cloudflare, ends its session for the application.
+  return c.redirect(accessSettings(c.env) ? "/cdn-cgi/access/logout" : "/console/login", 303);
 });
 
 consoleRoutes.use("*", consoleAuth());
+
+/** Whether the signed-in identity may change state: the pages hide what a viewer may not do. */
+const canOperate = (c: Context<AppEnv>) => c.get("identity")?.role === "operator";
+const operator = requireRole("operator");
 
 consoleRoutes.get("/", async (c) => {
   const query = c.req.query();
@@ -121,20 +129,21 @@ consoleRoutes.get("/events/:id", async (c) => {
   const released = RELEASE_NOTICES.get(c.req.query("released") ?? "");
   return c.html(
     await eventPage(c.env, c.req.param("id"), {
+      canOperate: canOperate(c),
       notice: released ?? (replayed === undefined ? undefined : replayed ? `Replay queued to ${replayed}.` : "No destination routes this event; nothing to replay."),
     }),
   );
 });
 
 /** The Preview action: the destination's transform on this event, shown on its page; nothing is forwarded. */
-consoleRoutes.post("/events/:id/preview", async (c) => {
+consoleRoutes.post("/events/:id/preview", operator, async (c) => {
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" ? form.destination : "";
   const preview = await previewTransform(c.env, destination, { eventId: c.req.param("id") });
-  return c.html(await eventPage(c.env, c.req.param("id"), { preview }));
+  return c.html(await eventPage(c.env, c.req.param("id"), { preview, canOperate: true }));
 });
 
-async function eventPage(env: Env, id: string, extra: { notice?: string; preview?: PreviewView }) {
+async function eventPage(env: Env, id: string, extra: { notice?: string; preview?: PreviewView; canOperate: boolean }) {
   const event = await requireEvent(env, id);
   const [deliveries, attempts] = await Promise.all([getDeliveries(env.DB, event.key), getAttempts(env.DB, event.key)]);
   const config = loadDestinations(env);
@@ -153,7 +162,7 @@ async function eventPage(env: Env, id: string, extra: { notice?: string; preview
   );
 }
 
-consoleRoutes.post("/events/:id/replay", async (c) => {
+consoleRoutes.post("/events/:id/replay", operator, async (c) => {
   const event = await requireEvent(c.env, c.req.param("id"));
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" && form.destination ? form.destination : undefined;
@@ -170,6 +179,7 @@ consoleRoutes.get("/dead", async (c) => {
   const replayed = c.req.query("replayed");
   return c.html(
     <DeadPage
+      canOperate={canOperate(c)}
       dead={dead}
       transformFailed={transformFailed}
       quarantined={quarantined.items}
@@ -179,15 +189,15 @@ consoleRoutes.get("/dead", async (c) => {
   );
 });
 
-const quarantinePage = (item: QuarantineRow, error?: HttpError) => (
-  <QuarantinePage item={item} payload={payloadView(new Uint8Array(item.body))} error={error && { message: error.message, path: error.detail.path }} />
+const quarantinePage = (item: QuarantineRow, canOperate: boolean, error?: HttpError) => (
+  <QuarantinePage item={item} payload={payloadView(new Uint8Array(item.body))} canOperate={canOperate} error={error && { message: error.message, path: error.detail.path }} />
 );
 
 consoleRoutes.get("/quarantine/:id", async (c) => {
-  return c.html(quarantinePage(await requireQuarantined(c.env, c.req.param("id"))));
+  return c.html(quarantinePage(await requireQuarantined(c.env, c.req.param("id")), canOperate(c)));
 });
 
-consoleRoutes.post("/quarantine/:id/release", async (c) => {
+consoleRoutes.post("/quarantine/:id/release", operator, async (c) => {
   const item = await requireQuarantined(c.env, c.req.param("id"));
   const form = await c.req.parseBody();
   let release: ReleaseView;
@@ -195,14 +205,14 @@ consoleRoutes.post("/quarantine/:id/release", async (c) => {
     release = await releaseQuarantined(c.env, item, form.force === "true");
   } catch (err) {
     // Still invalid, or not releasable: back to its page saying why, where it can be forced.
-    if (err instanceof HttpError && err.status === 422) return c.html(quarantinePage(item, err), 422);
+    if (err instanceof HttpError && err.status === 422) return c.html(quarantinePage(item, true, err), 422);
     throw err;
   }
   Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
   return c.redirect(`/console/events/${release.id}?released=${release.status}`, 303);
 });
 
-consoleRoutes.post("/replay", async (c) => {
+consoleRoutes.post("/replay", operator, async (c) => {
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" ? form.destination : undefined;
   // The Dead page's two lists: dead deliveries, and failed transforms (bulkReplayQuery refuses any other status).
@@ -216,7 +226,7 @@ consoleRoutes.get("/destinations", async (c) => {
   const health = view.valid ? await destinationHealth(c.env.DB, view.destinations.map((d) => d.name), Date.now() - DAY) : [];
   const notice = DESTINATION_NOTICES.get(c.req.query("done") ?? "");
   return c.html(
-    <DestinationsPage destinations={view.valid ? view.destinations : null} errors={view.valid ? [] : view.errors} health={health} alerts={alerts} notice={notice && `${c.req.query("name") ?? ""} ${notice}`} />,
+    <DestinationsPage canOperate={canOperate(c)} destinations={view.valid ? view.destinations : null} errors={view.valid ? [] : view.errors} health={health} alerts={alerts} notice={notice && `${c.req.query("name") ?? ""} ${notice}`} />,
   );
 });
 
@@ -226,12 +236,12 @@ const DESTINATION_NOTICES = new Map([
   ["resumed", "is resumed: what it held is being delivered, oldest first."],
 ]);
 
-consoleRoutes.post("/destinations/:name/pause", async (c) => {
+consoleRoutes.post("/destinations/:name/pause", operator, async (c) => {
   const { destination } = await pauseDestination(c.env, c.req.param("name"));
   return c.redirect(`/console/destinations?done=paused&name=${encodeURIComponent(destination.name)}`, 303);
 });
 
-consoleRoutes.post("/destinations/:name/resume", async (c) => {
+consoleRoutes.post("/destinations/:name/resume", operator, async (c) => {
   const { destination } = await resumeDestination(c.env, c.req.param("name"));
   return c.redirect(`/console/destinations?done=resumed&name=${encodeURIComponent(destination.name)}`, 303);
 });

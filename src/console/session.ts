@@ -2,7 +2,7 @@ import type { MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Context } from "hono";
 import type { AppEnv } from "../env";
-import { adminToken } from "../admin/auth";
+import { accessSettings, accessSignIn, ADMIN_TOKEN_IDENTITY, adminToken } from "../admin/auth";
 import { hmacSha256, tokensEqual } from "../crypto";
 
 /**
@@ -38,10 +38,17 @@ async function validSession(c: Context<AppEnv>): Promise<boolean> {
   return tokensEqual(mac, await sign(token, Number(expires)));
 }
 
-/** Pages behind the session; anything else goes to the login form. */
+/**
+ * Pages behind the sign-in. With Cloudflare Access configured: its JWT (the header Access adds,
+ * or in a browser its CF_Authorization cookie), and a role for the identity; a session made
+ * with the admin token counts for nothing then. Otherwise the session; without one, the login form.
+ */
 export function consoleAuth(): MiddlewareHandler<AppEnv> {
   return async function consoleAuth(c, next) {
-    if (!(await validSession(c))) return c.redirect("/console/login", 303);
+    const access = accessSettings(c.env);
+    if (access) c.set("identity", await accessSignIn(c, access, { cookie: true }));
+    else if (await validSession(c)) c.set("identity", ADMIN_TOKEN_IDENTITY);
+    else return c.redirect("/console/login", 303);
     await next();
   };
 }
