@@ -192,7 +192,7 @@ function printNextSteps(url, vars, stillMissing) {
   say(`- Seismic request URL (event subscription): ${base}/webhooks/seismic`);
   say(`- Zuddl webhook URL: ${base}/webhooks/zuddl`);
   for (const source of tables(vars.SOURCES)) say(`- source ${source.name} (${source.provider}): ${base}/webhooks/${source.name}`);
-  say(`- Console: ${base}/console (sign in with ADMIN_TOKEN)`);
+  say(`- Console: ${base}/console (sign in with ADMIN_TOKEN, or through Cloudflare Access once ACCESS_TEAM_DOMAIN and ACCESS_AUD are set)`);
   if (stillMissing.length) {
     for (const name of stillMissing) say(`! secret ${name} is not set: npx wrangler secret put ${name} (or ${name}=… npm run deploy)`);
   } else say("- every required secret is set");
