@@ -80,9 +80,22 @@ export async function startWorker({ vars = {}, config = join(root, "wrangler.tom
   };
 }
 
-/** Applies the migrations not yet applied to the local state in `dir` (also while a Worker serves it). */
+/**
+ * Applies the migrations not yet applied to the local state in `dir`. While a Worker serves that
+ * state its D1 may hold the SQLite file's lock for a moment: tried up to 5 times (each migration
+ * is applied whole or not at all, and those applied are recorded), then the last error is thrown
+ * with what wrangler printed.
+ */
 export function applyMigrations(dir, config = join(root, "wrangler.toml")) {
-  execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: "ignore" });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      execFileSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir, "-c", config], { cwd: root, env: quietEnv, stdio: ["ignore", "pipe", "pipe"] });
+      return;
+    } catch (err) {
+      if (attempt >= 5) throw new Error(`wrangler d1 migrations apply failed ${attempt} times: ${String(err.stderr ?? "").slice(-1000)}${String(err.stdout ?? "").slice(-1000)}`);
+      execFileSync("sleep", ["1"]);
+    }
+  }
 }
 
 /** Per config: a local state with every migration applied, made once per process. */
