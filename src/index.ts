@@ -10,10 +10,11 @@ import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueueMessage } from "./env";
 import { loadSources } from "./sources";
-import { purgeOlderThan } from "./store/retention";
+import { purgeAuditLog, purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
 
 const DEFAULT_RETENTION_DAYS = 30;
+const DAY_MS = 86_400_000;
 
 export { DestinationRateLimiter } from "./deliver/rate-limiter";
 export { DestinationLane } from "./deliver/lane";
@@ -38,7 +39,9 @@ export default {
    */
   async scheduled(controller, env) {
     const now = controller.scheduledTime;
-    const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
+    const retentionDays = numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS);
+    const cutoff = now - retentionDays * DAY_MS;
+    const auditCutoff = now - numberVar(env.AUDIT_RETENTION_DAYS, retentionDays) * DAY_MS;
     const steps = {
       destinations: async () => {
         const config = loadDestinations(env);
@@ -46,7 +49,7 @@ export default {
       },
       lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
-      retention_purge: () => purgeOlderThan(env.DB, cutoff),
+      retention_purge: async () => ({ ...(await purgeOlderThan(env.DB, cutoff)), auditRecords: await purgeAuditLog(env.DB, auditCutoff) }),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
       alerts: async () => {
         // An invalid SOURCES shows in no batch (its sources answer 503), nor does an invalid
