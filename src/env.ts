@@ -12,6 +12,8 @@ export interface Env {
   STORAGE_BUDGET_MS?: string;
   BODY_TIMEOUT_MS?: string;
   RETENTION_DAYS?: string;
+  /** Days the audit log is kept; unset: RETENTION_DAYS. */
+  AUDIT_RETENTION_DAYS?: string;
   MAX_DELIVERY_ATTEMPTS?: string;
   RETRY_BASE_SECONDS?: string;
   RETRY_MAX_SECONDS?: string;
@@ -185,13 +187,19 @@ export interface Identity {
   via: "access" | "admin-token";
 }
 
+/** What an audited action's handler adds to its record (admin/audit.ts): a count, the event a release became, a result answered without throwing. */
+export interface AuditNote {
+  detail: Record<string, unknown>;
+  result?: string;
+}
+
 /**
  * Hono's environment for every router and middleware: the bindings, the request's log line and,
  * behind the admin API's and the console's sign-in, who is calling (absent on webhook requests).
  */
 export interface AppEnv {
   Bindings: Env;
-  Variables: { log: LogFields; identity?: Identity };
+  Variables: { log: LogFields; identity?: Identity; audit?: AuditNote };
 }
 
 /** Payload search is opt-in: indexing adds 25-50% to the cost of storing an event (bench/search.mjs). */

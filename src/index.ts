@@ -10,10 +10,11 @@ import { reconcile } from "./deliver/reconcile";
 import { flushWhenDue } from "./receive/outcomes";
 import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueueMessage } from "./env";
 import { loadSources } from "./sources";
-import { purgeOlderThan } from "./store/retention";
+import { purgeAuditLog, purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
 
 const DEFAULT_RETENTION_DAYS = 30;
+const DAY_MS = 86_400_000;
 
 export { DestinationRateLimiter } from "./deliver/rate-limiter";
 export { DestinationLane } from "./deliver/lane";
@@ -31,14 +32,16 @@ export default {
    * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active
    * destination or of a removed one: before the sweep, which then settles those events), every
    * lane with unfinished deliveries woken (a lost wake-up), the reconciliation sweep, the retention
-   * purge, the search index follows SEARCH (after the purge, so it never indexes events about to
+   * purge (the audit log on its own clock), the search index follows SEARCH (after the purge, so it never indexes events about to
    * go), and alerts: an invalid DESTINATIONS or SOURCES is noted, and alerts whose send was lost
    * (or never scheduled) are scheduled again.
    * One failing never stops the others.
    */
   async scheduled(controller, env) {
     const now = controller.scheduledTime;
-    const cutoff = now - numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS) * 86_400_000;
+    const retentionDays = numberVar(env.RETENTION_DAYS, DEFAULT_RETENTION_DAYS);
+    const cutoff = now - retentionDays * DAY_MS;
+    const auditCutoff = now - numberVar(env.AUDIT_RETENTION_DAYS, retentionDays) * DAY_MS;
     const steps = {
       destinations: async () => {
         const config = loadDestinations(env);
@@ -46,7 +49,7 @@ export default {
       },
       lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
-      retention_purge: () => purgeOlderThan(env.DB, cutoff),
+      retention_purge: async () => ({ ...(await purgeOlderThan(env.DB, cutoff)), auditRecords: await purgeAuditLog(env.DB, auditCutoff) }),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
       alerts: async () => {
         // An invalid SOURCES shows in no batch (its sources answer 503), nor does an invalid

@@ -115,6 +115,9 @@ describe("GET /admin/openapi.json", () => {
       ["GET", "/admin/dead-letters?cursor=nonsense", 400],
       ["GET", "/admin/openapi.json", 200],
       ["GET", "/admin/metrics", 200],
+      ["GET", "/admin/audit?action=pause&limit=2", 200],
+      ["GET", "/admin/audit?since=yesterday", 400],
+      ["GET", "/admin/audit?cursor=nonsense", 400],
     ];
     for (const [method, path, status, extra] of answers) {
       expect((await admin(method, path, extra)).status, `${method} ${path}`).toBe(status);

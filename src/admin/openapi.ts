@@ -11,9 +11,10 @@ import * as T from "@sinclair/typebox";
 import type { Context } from "hono";
 import { routePath } from "hono/route";
 import type { AppEnv, Role } from "../env";
+import { AUDIT_ACTIONS } from "../store/audit";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import {
-  AlertsView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
+  AlertsView, AuditRecordView, BULK_REPLAY_LIMIT, DEFAULT_PAGE, DeadLetterView, DeliveryView, DestinationConfigView, DestinationControlView, DestinationView, EVENT_STATUSES, EventDetailView, EventView, MAX_PAGE,
   Nullable, PreviewRequest, PreviewView, QuarantinedDetailView, QuarantinedView, REPLAYABLE_STATUSES, ReleaseView, SourceView, StatsView, StringEnum,
 } from "./schemas";
 
@@ -300,6 +301,23 @@ export const ADMIN_API: Record<string, Operation> = {
     mediaType: "text/plain; version=0.0.4",
     response: T.String(),
   },
+  "GET /admin/audit": {
+    operationId: "listAudit",
+    role: "viewer",
+    summary: "The audit log: every operator action, refused ones included, newest first",
+    description: "Who (actor, via, role, address), what (action, target, detail) and the result. Kept AUDIT_RETENTION_DAYS (default RETENTION_DAYS).",
+    query: {
+      actor: text("only this actor (exactly as recorded: an email, a client id, or admin-token)"),
+      action: { schema: StringEnum(AUDIT_ACTIONS), description: "only this action" },
+      target: text("only this target (a destination, an event id, a quarantined payload's id)"),
+      since: time("at or after"),
+      until: time("before"),
+      limit: limit(),
+      cursor,
+    },
+    status: 200,
+    response: page("records", AuditRecordView),
+  },
   "GET /admin/openapi.json": {
     operationId: "getOpenApi",
     role: "viewer",
@@ -323,6 +341,7 @@ const COMPONENTS: Record<string, T.TSchema> = {
   Source: SourceView,
   Stats: StatsView,
   Preview: PreviewView,
+  AuditRecord: AuditRecordView,
 };
 const COMPONENT_NAMES = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [schema as object, name]));
 
@@ -387,7 +406,8 @@ function operationObject(op: Operation) {
     403: ["forbidden"],
     429: ["too_many_attempts"],
     500: ["internal_error"],
-    503: [...(op.errors?.[503] ?? []), "admin_not_configured", "admin_token_too_short", "access_misconfigured", "access_keys_unavailable"],
+    // Every operator action is audited: refused when its record cannot be written (admin/audit.ts).
+    503: [...(op.errors?.[503] ?? []), ...(op.role === "operator" ? ["audit_unavailable"] : []), "admin_not_configured", "admin_token_too_short", "access_misconfigured", "access_keys_unavailable"],
   };
   const headers = {
     401: { "WWW-Authenticate": { description: "Bearer (the admin token) or Cf-Access-Jwt-Assertion (Cloudflare Access)", required: true, schema: { type: "string" } } },

@@ -7,6 +7,8 @@ import { getAttempts, getDeliveries, listDeliveries, type DeliveryCursor } from 
 import { listEvents } from "../store/events";
 import { listQuarantine } from "../store/quarantine";
 import { builtInSources, loadSources } from "../sources";
+import { listAudit } from "../store/audit";
+import { auditActions, auditFilter, auditView, noteAudit } from "./audit";
 import { adminAuth } from "./auth";
 import { requireRole } from "./roles";
 import { alertsView, destinationsView, pauseDestination, resumeDestination } from "./destinations";
@@ -26,7 +28,8 @@ const DAY_MS = 86_400_000;
  */
 export const adminRoutes = new Hono<AppEnv>();
 // The role each route needs is the one its description states (ADMIN_API), so the two cannot differ.
-adminRoutes.use("*", adminAuth(), requireRole(documentedRole));
+// The audit log records each operator action between the two: a viewer's refused one included.
+adminRoutes.use("*", adminAuth(), auditActions("admin"), requireRole(documentedRole));
 
 adminRoutes.get("/events", async (c) => {
   const query = c.req.query();
@@ -44,6 +47,7 @@ adminRoutes.post("/events/:id/replay", async (c) => {
   const row = await requireEvent(c.env, c.req.param("id"));
   const roundInFlight = row.lease_until !== null && row.lease_until > Date.now();
   const replayed = await replayEvent(c.env, row, c.req.query("destination"));
+  noteAudit(c, { destinations: replayed });
   return c.json({ id: row.key, replayed, roundInFlight }, 202);
 });
 
@@ -60,7 +64,9 @@ adminRoutes.get("/deliveries", async (c) => {
 });
 
 adminRoutes.post("/replay", async (c) => {
-  return c.json(await replayDeliveries(c.env, bulkReplayQuery(c.req.query())), 202);
+  const result = await replayDeliveries(c.env, bulkReplayQuery(c.req.query()));
+  noteAudit(c, { count: result.replayed, events: result.events, more: result.more });
+  return c.json(result, 202);
 });
 
 adminRoutes.get("/quarantine", async (c) => {
@@ -77,6 +83,7 @@ adminRoutes.post("/quarantine/:id/release", async (c) => {
   const force = flagParam(c.req.query("force"), "force") ?? false;
   const row = await requireQuarantined(c.env, c.req.param("id"));
   const release = await releaseQuarantined(c.env, row, force);
+  noteAudit(c, { eventId: release.id, released: release.status });
   Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
   return c.json(release);
 });
@@ -103,6 +110,8 @@ adminRoutes.post("/destinations/:name/resume", async (c) => {
 
 adminRoutes.post("/destinations/:name/preview", async (c) => {
   const request = await previewRequest(c.req.raw, c.env);
+  // Which event, or which provider's pasted payload: never the payload itself.
+  noteAudit(c, "eventId" in request ? { eventId: request.eventId } : { provider: request.provider });
   return c.json(await previewTransform(c.env, c.req.param("name"), request));
 });
 
@@ -132,6 +141,12 @@ adminRoutes.get("/dead-letters", async (c) => {
     })),
     nextCursor: rows.length > limit && last ? btoa(JSON.stringify([last.received_at, last.message_id])) : null,
   });
+});
+
+adminRoutes.get("/audit", async (c) => {
+  const query = c.req.query();
+  const page = await listAudit(c.env.DB, auditFilter(query), limitParam(query.limit), query.cursor || null);
+  return c.json({ records: page.records.map(auditView), nextCursor: page.nextCursor });
 });
 
 adminRoutes.get("/openapi.json", (c) => c.json(openApiDocument()));

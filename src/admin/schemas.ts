@@ -7,6 +7,7 @@
  */
 import * as T from "@sinclair/typebox";
 import { TRANSFORM_FAILURES } from "../deliver/transform";
+import { AUDIT_ACTIONS } from "../store/audit";
 import { DELIVERY_STATUSES } from "../store/deliveries";
 import type { EventStatus } from "../store/events";
 
@@ -140,6 +141,21 @@ export const DeadLetterView = Strict({
   receivedAt: Time(),
 });
 
+/** One record of the audit log (admin/audit.ts): who did what, from where, with what result. */
+export const AuditRecordView = Strict({
+  id: T.Integer({ minimum: 1 }),
+  at: Time("when the action was asked for"),
+  actor: T.String({ description: "the Access identity (email, or a service token's client id), or admin-token" }),
+  via: StringEnum(["access", "token", "session"], { description: "how the actor signed in: Cloudflare Access, the admin API's bearer token, or the console's token session" }),
+  role: StringEnum(["viewer", "operator"]),
+  address: Nullable(T.String(), { description: "CF-Connecting-IP" }),
+  action: StringEnum(AUDIT_ACTIONS),
+  target: Nullable(T.String(), { description: "the destination, the event or the quarantined payload; a bulk replay's destination filter (null: every destination)" }),
+  detail: Nullable(T.Record(T.String(), T.Unknown()), { description: "the action's parameters and counts (a bulk replay's filter and count, force…); never a payload or a secret" }),
+  result: T.String({ description: "ok, the refusal's or the error's code (forbidden, unknown_destination…), or pending: begun and its end not written" }),
+  status: Nullable(T.Integer(), { description: "the HTTP status answered; null while pending" }),
+});
+
 /** A destination as declared in DESTINATIONS (the rules are in deliver/destinations.ts and the README). */
 export const DestinationConfigView = Strict({
   name: T.String(),
@@ -266,6 +282,7 @@ export type AlertsView = T.Static<typeof AlertsView>;
 export type SourceView = T.Static<typeof SourceView>;
 export type EventDetailView = T.Static<typeof EventDetailView>;
 export type DeliveryView = T.Static<typeof DeliveryView>;
+export type AuditRecordView = T.Static<typeof AuditRecordView>;
 export type AttemptView = T.Static<typeof AttemptView>;
 export type QuarantinedView = T.Static<typeof QuarantinedView>;
 export type QuarantinedDetailView = T.Static<typeof QuarantinedDetailView>;

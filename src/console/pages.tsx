@@ -2,7 +2,8 @@
 import type { Child, FC } from "hono/jsx";
 import { raw } from "hono/html";
 import { DEFAULT_CIRCUIT_FAILURES, DEFAULT_CIRCUIT_PROBE_SECONDS } from "../deliver/destinations";
-import type { AlertsView, DestinationView, PreviewView, SourceView } from "../admin/schemas";
+import type { AlertsView, AuditRecordView, DestinationView, PreviewView, SourceView } from "../admin/schemas";
+import { AUDIT_ACTIONS } from "../store/audit";
 import type { DestinationHealth } from "../store/charts";
 import type { AttemptRow, DeliveryRow } from "../store/deliveries";
 import type { PayloadView } from "../admin/schemas";
@@ -48,6 +49,7 @@ export const Layout: FC<{ title: string; children?: Child }> = ({ title, childre
           <a href="/console/dead">Dead letters &amp; quarantine</a>
           <a href="/console/destinations">Destinations</a>
           <a href="/console/sources">Sources</a>
+          <a href="/console/audit">Audit log</a>
         </nav>
         <form method="post" action="/console/logout">
           <button type="submit">Sign out</button>
@@ -494,6 +496,48 @@ export const SourcesPage: FC<{ sources: SourceView[]; errors: string[] }> = ({ s
           ))}
         </tbody>
       </table>
+    </Layout>
+  );
+};
+
+export interface AuditFilterValues {
+  actor?: string;
+  action?: string;
+  target?: string;
+  since?: string;
+  until?: string;
+}
+
+/** Who did what: the audit log, newest first, filterable by who, what and time. */
+export const AuditPage: FC<{ filters: AuditFilterValues; records: AuditRecordView[]; nextCursor: string | null; error?: string }> = ({ filters, records, nextCursor, error }) => {
+  const query = new URLSearchParams(Object.entries(filters).filter(([, v]) => v) as [string, string][]);
+  return (
+    <Layout title="Audit log">
+      <form class="filters" method="get" action="/console/audit" role="search">
+        <label for="a-actor">Who<input id="a-actor" name="actor" value={filters.actor ?? ""} /></label>
+        <label for="a-action">Action<select id="a-action" name="action">
+          {["", ...AUDIT_ACTIONS].map((a) => <option value={a} selected={filters.action === a}>{a || "any"}</option>)}
+        </select></label>
+        <label for="a-target">Target<input id="a-target" name="target" value={filters.target ?? ""} /></label>
+        <label for="a-since">Since<input id="a-since" name="since" type="datetime-local" value={filters.since ?? ""} /></label>
+        <label for="a-until">Until<input id="a-until" name="until" type="datetime-local" value={filters.until ?? ""} /></label>
+        <button type="submit">Filter</button>
+      </form>
+      {error && <p role="alert" class="error">{error}</p>}
+      <table>
+        <thead><tr><th scope="col">At</th><th scope="col">Who</th><th scope="col">Via</th><th scope="col">Role</th><th scope="col">Address</th><th scope="col">Action</th><th scope="col">Target</th><th scope="col">Detail</th><th scope="col">Result</th></tr></thead>
+        <tbody>
+          {records.map((r) => (
+            <tr>
+              <td>{r.at}</td><td>{r.actor}</td><td>{r.via}</td><td>{r.role}</td><td>{r.address ?? "–"}</td><td>{r.action}</td><td>{r.target ?? "–"}</td>
+              <td>{r.detail ? <code>{JSON.stringify(r.detail)}</code> : "–"}</td>
+              <td class={r.result === "ok" ? undefined : "error"}>{r.result}{r.status !== null && ` (${r.status})`}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {records.length === 0 && <p>No records.</p>}
+      {nextCursor && <p><a href={`/console/audit?${query}${query.size ? "&" : ""}cursor=${encodeURIComponent(nextCursor)}`}>Older records →</a></p>}
     </Layout>
   );
 };

@@ -16,11 +16,13 @@ import { bodyJson, listEvents, sourceOf, type EventPage as EventListPage } from 
 import { listQuarantine, type QuarantineRow } from "../store/quarantine";
 import type { Timeline } from "./charts";
 import { boundedForms, sameOriginForms } from "./forms";
-import { DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, SourcesPage, type EventFilterValues } from "./pages";
-import { consoleAuth, endSession, startSession } from "./session";
+import { AuditPage, DeadPage, DestinationsPage, EventLog, EventPage, LoginPage, QuarantinePage, SourcesPage, type AuditFilterValues, type EventFilterValues } from "./pages";
+import { consoleAuth, endSession, signedIn, startSession } from "./session";
 import { clientOf, countFailure, refuseIfLocked, WINDOW_SECONDS } from "../throttle";
-import { accessSettings, adminToken } from "../admin/auth";
+import { accessSettings, ADMIN_TOKEN_IDENTITY, adminToken } from "../admin/auth";
 import { requireRole } from "../admin/roles";
+import { auditActions, auditFilter, auditView, noteAudit, recordSignIn, recordSignOut } from "../admin/audit";
+import { listAudit } from "../store/audit";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -63,17 +65,22 @@ consoleRoutes.post("/login", async (c) => {
     c.header("Retry-After", String(seconds));
     return c.html(<LoginPage error={`Too many failed sign-ins from your address. Try again in ${seconds} second${seconds === 1 ? "" : "s"}.`} />, 429);
   }
+  // The sign-in is an action like the others: refused (503) when it cannot be recorded.
+  await recordSignIn(c, ADMIN_TOKEN_IDENTITY, 303);
   await startSession(c, expected);
   return c.redirect("/console", 303);
 });
 
-consoleRoutes.post("/logout", (c) => {
+consoleRoutes.post("/logout", async (c) => {
+  await recordSignOut(c, await signedIn(c), 303);
   endSession(c);
   // Access's own sign-out, served on this hostname by Cloudflare, ends its session for the application.
   return c.redirect(accessSettings(c.env) ? "/cdn-cgi/access/logout" : "/console/login", 303);
 });
 
 consoleRoutes.use("*", consoleAuth());
+// Each operator action is recorded, refused ones (a viewer's) included: before the routes' role checks.
+consoleRoutes.use("*", auditActions("console"));
 
 /** Whether the signed-in identity may change state: the pages hide what a viewer may not do. */
 const canOperate = (c: Context<AppEnv>) => c.get("identity")?.role === "operator";
@@ -167,6 +174,7 @@ consoleRoutes.post("/events/:id/replay", operator, async (c) => {
   const form = await c.req.parseBody();
   const destination = typeof form.destination === "string" && form.destination ? form.destination : undefined;
   const replayed = await replayEvent(c.env, event, destination);
+  noteAudit(c, { destinations: replayed });
   return c.redirect(`/console/events/${event.key}?replayed=${encodeURIComponent(replayed.join(", "))}`, 303);
 });
 
@@ -205,9 +213,13 @@ consoleRoutes.post("/quarantine/:id/release", operator, async (c) => {
     release = await releaseQuarantined(c.env, item, form.force === "true");
   } catch (err) {
     // Still invalid, or not releasable: back to its page saying why, where it can be forced.
-    if (err instanceof HttpError && err.status === 422) return c.html(quarantinePage(item, true, err), 422);
+    if (err instanceof HttpError && err.status === 422) {
+      noteAudit(c, {}, err.code);
+      return c.html(quarantinePage(item, true, err), 422);
+    }
     throw err;
   }
+  noteAudit(c, { eventId: release.id, released: release.status });
   Object.assign(c.get("log"), { eventKey: release.id, outcome: `release:${release.status}` });
   return c.redirect(`/console/events/${release.id}?released=${release.status}`, 303);
 });
@@ -218,6 +230,7 @@ consoleRoutes.post("/replay", operator, async (c) => {
   // The Dead page's two lists: dead deliveries, and failed transforms (bulkReplayQuery refuses any other status).
   const status = form.status === "transform_failed" ? "transform_failed" : "dead";
   const result = await replayDeliveries(c.env, bulkReplayQuery({ status, destination }));
+  noteAudit(c, { count: result.replayed, events: result.events, more: result.more });
   return c.redirect(`/console/dead?replayed=${result.replayed}&status=${status}`, 303);
 });
 
@@ -250,4 +263,17 @@ consoleRoutes.get("/sources", (c) => {
   const config = loadSources(c.env);
   const sources = (config.ok ? config.sources : builtInSources).map((source) => sourceView(source, c.env));
   return c.html(<SourcesPage sources={sources} errors={config.ok ? [] : config.errors} />);
+});
+
+consoleRoutes.get("/audit", async (c) => {
+  const query = c.req.query();
+  const filters: AuditFilterValues = { actor: query.actor, action: query.action, target: query.target, since: query.since, until: query.until };
+  try {
+    const page = await listAudit(c.env.DB, auditFilter(query), limitParam(query.limit), query.cursor || null);
+    return c.html(<AuditPage filters={filters} records={page.records.map(auditView)} nextCursor={page.nextCursor} />);
+  } catch (err) {
+    // A bad time or cursor: said on the page, beside the filters to correct.
+    if (err instanceof HttpError) return c.html(<AuditPage filters={filters} records={[]} nextCursor={null} error={err.message} />, err.status);
+    throw err;
+  }
 });

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { Context } from "hono";
-import type { AppEnv } from "../env";
+import type { AppEnv, Identity } from "../env";
 import { accessSettings, accessSignIn, ADMIN_TOKEN_IDENTITY, adminToken } from "../admin/auth";
 import { hmacSha256, tokensEqual } from "../crypto";
 
@@ -36,6 +36,17 @@ async function validSession(c: Context<AppEnv>): Promise<boolean> {
   const [expires, mac] = (getCookie(c, COOKIE) ?? "").split(".");
   if (!expires || !mac || Number(expires) < Date.now() / 1000) return false;
   return tokensEqual(mac, await sign(token, Number(expires)));
+}
+
+/** Who holds this request's sign-in, if anyone does (the sign-out records who left); never throws. */
+export async function signedIn(c: Context<AppEnv>): Promise<Identity | null> {
+  try {
+    const access = accessSettings(c.env);
+    if (access) return await accessSignIn(c, access, { cookie: true });
+    return (await validSession(c)) ? ADMIN_TOKEN_IDENTITY : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

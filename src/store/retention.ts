@@ -1,4 +1,4 @@
-/** Retention purge: old events, their deliveries and attempts, and old quarantined payloads. */
+/** Retention purge: old events, their deliveries and attempts, old quarantined payloads and dead letters; the audit log on its own clock. */
 
 export interface PurgeResult {
   events: number;
@@ -39,6 +39,11 @@ export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize =
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
   );
   return purged;
+}
+
+/** Deletes audit records older than `cutoff` (AUDIT_RETENTION_DAYS), in bounded batches like the rest. */
+export async function purgeAuditLog(db: D1Database, cutoff: number, batchSize = 200, maxBatches = 20): Promise<number> {
+  return deleteInBatches(db, `DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches);
 }
 
 async function deleteInBatches(db: D1Database, sql: string, cutoff: number, batchSize: number, maxBatches: number): Promise<number> {
