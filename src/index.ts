@@ -49,7 +49,9 @@ export default {
       },
       lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
-      retention_purge: async () => ({ ...(await purgeOlderThan(env.DB, cutoff)), auditRecords: await purgeAuditLog(env.DB, auditCutoff) }),
+      retention_purge: () => purgeOlderThan(env.DB, cutoff),
+      // A step of its own: one failing never stops the other.
+      audit_purge: async () => ({ auditRecords: await purgeAuditLog(env.DB, auditCutoff) }),
       search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
       alerts: async () => {
         // An invalid SOURCES shows in no batch (its sources answer 503), nor does an invalid

@@ -39,6 +39,14 @@ describe("Access sign-in on the admin API", () => {
     expect(team.fetches()).toBe(1);
   });
 
+  it("compares identities by ASCII case only: an address with the Kelvin sign (U+212A) is not the operator whose address has a k", async () => {
+    const team = await accessTeam(server);
+    const bindings = { ...team.bindings, OPERATORS: "kate@example.com", VIEWERS: "" };
+    const impostor = await call("/admin/events", assertion(await team.token("\u212Aate@example.com")), bindings);
+    expect(impostor.status).toBe(403);
+    expect((await call("/admin/events", assertion(await team.token("KATE@example.com")), bindings)).status).toBe(200);
+  });
+
   it("lets a service token in by its common_name, with the role its client id is given", async () => {
     const team = await accessTeam(server);
     const jwt = await team.token(null, { claims: { common_name: SERVICE_TOKEN } });

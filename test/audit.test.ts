@@ -88,6 +88,17 @@ describe("the audit log records every operator action", () => {
     ]);
   });
 
+  it("cuts what a request sent to 200 characters before it is noted: text pasted into a preview's eventId never lands whole", async () => {
+    const address = "203.0.113.77";
+    const pasted = `evt_${"s3cr3t-or-payload-".repeat(200)}`;
+    const response = await call("POST", "/admin/destinations/alpha/preview", { ...ADMIN, "cf-connecting-ip": address }, { DESTINATIONS: [{ name: "alpha", url: "https://alpha.test/hook" }] }, JSON.stringify({ eventId: pasted }));
+    expect(response.status).toBeGreaterThanOrEqual(400);
+    const [record] = await recordsFrom(address);
+    const noted = (record!.detail as { eventId: string }).eventId;
+    expect(noted.length).toBe(200);
+    expect(pasted.startsWith(noted)).toBe(true);
+  });
+
   it("records a viewer's refused pause with 403, and pauses nothing; a request without identity (401) is not recorded", async () => {
     const team = await accessTeam(server);
     const address = newAddress();

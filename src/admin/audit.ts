@@ -67,7 +67,9 @@ export const auditUnavailable = () => unavailable("audit_unavailable", "the audi
 export function noteAudit(c: Context<AppEnv>, detail: Record<string, unknown>, result?: string): void {
   const note = c.get("audit");
   if (!note) return;
-  Object.assign(note.detail, detail);
+  // A handler's note can carry what a request sent (an id, a provider's name): cut like every parameter, so
+  // text pasted into the wrong field never lands in the log whole.
+  for (const [key, value] of Object.entries(detail)) note.detail[key] = typeof value === "string" ? short(value) : value;
   if (result) note.result = result;
 }
 

@@ -12,7 +12,7 @@ type Rules = { ok: true; operators: string[]; viewers: string[] } | { ok: false;
 const WILDCARD = /^\*@[^@*\s]+$/;
 
 function parseList(name: "OPERATORS" | "VIEWERS", value: string | undefined): string[] | string {
-  const entries = (value ?? "").split(",").map((entry) => entry.trim().toLowerCase()).filter(Boolean);
+  const entries = (value ?? "").split(",").map((entry) => asciiLower(entry.trim())).filter(Boolean);
   const bad = entries.findIndex((entry) => (entry.includes("*") ? !WILDCARD.test(entry) : /\s/.test(entry)));
   // The entry's position, never its text: a list pasted into the wrong variable may hold a secret.
   if (bad >= 0) return `${name}: entry ${bad + 1} is not an email address, a service token's client id or *@domain`;
@@ -28,6 +28,9 @@ export function roleRules(env: Env): Rules {
   return { ok: true, operators, viewers };
 }
 
+/** A-Z only: Unicode case rules fold other letters into ASCII ones (the Kelvin sign K into k), which would let one address match another. */
+const asciiLower = (text: string) => text.replace(/[A-Z]/g, (letter) => letter.toLowerCase());
+
 function matches(identity: string, pattern: string): boolean {
   if (!pattern.startsWith("*@")) return identity === pattern;
   const at = identity.lastIndexOf("@");
@@ -36,7 +39,7 @@ function matches(identity: string, pattern: string): boolean {
 
 /** The identity's role (an operator is also a viewer), or null: assigned nothing, it gets nothing. Case-insensitive, as addresses are. */
 export function roleOf(rules: { operators: string[]; viewers: string[] }, identity: string): Role | null {
-  const name = identity.toLowerCase();
+  const name = asciiLower(identity);
   if (rules.operators.some((pattern) => matches(name, pattern))) return "operator";
   if (rules.viewers.some((pattern) => matches(name, pattern))) return "viewer";
   return null;

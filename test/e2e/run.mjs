@@ -16,7 +16,7 @@ import { applyMigrations, freePort, startWorker } from "../../scripts/local-gate
 const root = new URL("../..", import.meta.url).pathname;
 /** `-- --full`: the larger soaks (CI runs the small ones, to stay within its time limit; see the README's Reliability). */
 const FULL = process.argv.includes("--full");
-const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? (FULL ? 5000 : 1000));
+const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? (FULL ? 5000 : 600));
 const ISOLATION_EVENTS = FULL ? 600 : 100;
 const ADMIN = "e2e-admin-token-0123456789abcdef0123";
 const S1 = "e2e-seismic-one";
@@ -544,9 +544,9 @@ await scenario("bad deploy: events accepted under an invalid DESTINATIONS are de
   assert.equal(Object.values(deployment.receivers.seen).reduce((s, m) => s + m.size, 0), 0, "nothing forwarded while invalid");
 
   // The fix is deployed (a restart on the same local state); the cron's sweep re-enqueues what waits.
-  // The sweep's idle window is 15 s here (900 s by default): longer than any retry delay in this run,
+  // The sweep's idle window is 8 s here (900 s by default): longer than any retry delay in this run (4 s at most),
   // so it only ever re-enqueues events no message is carrying.
-  await deployment.restart(undefined, { RECONCILE_AFTER_SECONDS: "15" });
+  await deployment.restart(undefined, { RECONCILE_AFTER_SECONDS: "8" });
   const { gateway, receivers } = deployment;
   const started = Date.now();
   let cronRuns = 0;
