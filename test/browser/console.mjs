@@ -7,6 +7,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { chromium } from "playwright-core";
 import { freePort, startWorker } from "../../scripts/local-gateway.mjs";
 
@@ -16,6 +17,10 @@ mkdirSync(shots, { recursive: true });
 const ADMIN = "browser-admin-token-0123456789abcdef";
 const SECRET = "browser-seismic-secret";
 const results = [];
+// The Access application's AUD tag and the two identities the Access part signs in as.
+const ACCESS_AUD = "browser-test-access-application-aud";
+const OPERATOR = "operator@example.com";
+const VIEWER = "viewer@example.com";
 
 // A downstream that records what it receives.
 const receiverPort = await freePort();
@@ -73,6 +78,62 @@ async function checkChart(page, id, { xTicks, yTicks, legend, hovers }) {
   for (const pattern of hovers) assert.ok(titles.some((t) => pattern.test(t)), `${id}: a hover title like ${pattern} among ${JSON.stringify(titles)}`);
 }
 
+/** Sends `text` to a gateway's Seismic endpoint, signed as Seismic signs it. */
+function sendSigned(gatewayUrl, text) {
+  return fetch(`${gatewayUrl}/webhooks/seismic`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-seismic-signature": createHmac("sha256", SECRET).update(text).digest("hex") },
+    body: text,
+  });
+}
+
+/** Reloads the page until `locator` shows (the queue consumer stores and delivers a second or so after the acknowledgement). */
+async function reloadUntilShown(page, locator) {
+  for (let i = 0; i < 40 && !(await locator.count()); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await page.reload();
+  }
+  await locator.first().waitFor();
+}
+
+/**
+ * A Cloudflare Access team on loopback: an RS256 key pair made here, its public key set served at
+ * /cdn-cgi/access/certs as Access serves it, and JWTs signed with it as Access issues them.
+ */
+async function startAccessTeam(audience) {
+  const { publicKey, privateKey } = await generateKeyPair("RS256");
+  const kid = randomUUID();
+  const keySet = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" }] });
+  const port = await freePort();
+  const server = createServer((request, response) => {
+    if (request.url !== "/cdn-cgi/access/certs") return response.writeHead(404).end();
+    response.writeHead(200, { "content-type": "application/json" }).end(keySet);
+  }).listen(port, "127.0.0.1");
+  const origin = `http://127.0.0.1:${port}`;
+  return {
+    origin,
+    token: (email) =>
+      new SignJWT({ email, type: "app" })
+        .setProtectedHeader({ alg: "RS256", kid, typ: "JWT" })
+        .setIssuer(origin)
+        .setAudience(audience)
+        .setIssuedAt()
+        .setExpirationTime("10m")
+        .sign(privateKey),
+    stop: () => {
+      server.close();
+      server.closeAllConnections();
+    },
+  };
+}
+
+/** A browser context signed in as `email`: Access's CF_Authorization cookie, as Access sets it after its sign-in. */
+async function signedInAs(team, email) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await context.addCookies([{ name: "CF_Authorization", value: await team.token(email), domain: "127.0.0.1", path: "/" }]);
+  return context.newPage();
+}
+
 async function step(name, run) {
   try {
     await run();
@@ -114,18 +175,8 @@ try {
   });
 
   await step("a sent event appears in the log", async () => {
-    const response = await fetch(`${gateway.url}/webhooks/seismic`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-seismic-signature": createHmac("sha256", SECRET).update(body).digest("hex") },
-      body,
-    });
-    assert.equal(response.status, 200);
-    // Queue-first: the consumer stores the event about a second after the acknowledgement.
-    for (let i = 0; i < 40 && !(await page.getByRole("link", { name: eventId }).count()); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      await page.reload();
-    }
-    await page.getByRole("link", { name: eventId }).waitFor();
+    assert.equal((await sendSigned(gateway.url, body)).status, 200);
+    await reloadUntilShown(page, page.getByRole("link", { name: eventId }));
     await page.screenshot({ path: join(shots, "events.png"), fullPage: true });
   });
 
@@ -157,11 +208,7 @@ try {
     await page.getByText("the current secret").waitFor();
     await page.getByText("livesend-session-summary-v3").first().waitFor();
     // The consumer forwards within a couple of seconds; the page shows the attempt.
-    for (let i = 0; i < 20 && !(await page.getByText(/local: delivered/).count()); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      await page.reload();
-    }
-    await page.getByText(/local: delivered after 1 attempt/).waitFor();
+    await reloadUntilShown(page, page.getByText(/local: delivered after 1 attempt/));
     await page.screenshot({ path: join(shots, "event.png"), fullPage: true });
   });
 
@@ -180,22 +227,13 @@ try {
   });
 
   await step("dead letters with bulk replay, and quarantine with the failing path", async () => {
-    const post = (text) =>
-      fetch(`${gateway.url}/webhooks/seismic`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-seismic-signature": createHmac("sha256", SECRET).update(text).digest("hex") },
-        body: text,
-      });
+    const post = (text) => sendSigned(gateway.url, text);
     const deadEvent = JSON.stringify({ id: randomUUID(), version: "BrokenTypeV1", occurredAt: "x", tenantId: "t", data: {} });
     assert.equal((await post(deadEvent)).status, 200);
     const quarantined = JSON.stringify({ id: randomUUID(), version: "livesend-session-summary-v3", occurredAt: "x", tenantId: "t", data: { InteractionId: 42 } });
     assert.equal((await post(quarantined)).status, 422);
     await page.getByRole("link", { name: "Dead letters & quarantine" }).click();
-    for (let i = 0; i < 20 && !(await page.getByRole("cell", { name: "broken" }).count()); i++) {
-      await new Promise((resolve) => setTimeout(resolve, 500));
-      await page.reload();
-    }
-    await page.getByRole("cell", { name: "broken" }).first().waitFor();
+    await reloadUntilShown(page, page.getByRole("cell", { name: "broken" }));
     await page.getByRole("cell", { name: "$.data.InteractionId", exact: true }).waitFor();
     await page.screenshot({ path: join(shots, "dead.png"), fullPage: true });
     await page.getByLabel("Replay dead deliveries to").selectOption("broken");
@@ -225,6 +263,95 @@ try {
       assert.deepEqual(unlabelled, [], `${path} has unlabelled controls`);
     }
   });
+
+  // Cloudflare Access, on a gateway of its own (with Access configured the admin token above is
+  // not accepted): a viewer and an operator, each in a browser context of their own.
+  const team = await startAccessTeam(ACCESS_AUD);
+  let accessGateway;
+  try {
+    accessGateway = await startWorker({
+      vars: {
+        SEISMIC_SIGNING_SECRET: SECRET,
+        ACCESS_TEAM_DOMAIN: team.origin,
+        ACCESS_AUD,
+        OPERATORS: OPERATOR,
+        VIEWERS: VIEWER,
+        // A transform, so the event page has a Preview control to show or hide.
+        DESTINATIONS: [{ name: "local", url: `http://127.0.0.1:${receiverPort}/access-hook`, transform: "chat-line" }],
+      },
+    });
+    const consoleUrl = (path) => `${accessGateway.url}/console${path}`;
+    const accessEventId = randomUUID();
+    assert.equal((await sendSigned(accessGateway.url, body.replace(eventId, accessEventId))).status, 200);
+    const quarantined = JSON.stringify({ id: randomUUID(), version: "livesend-session-summary-v3", occurredAt: "x", tenantId: "t", data: { InteractionId: 42 } });
+    assert.equal((await sendSigned(accessGateway.url, quarantined)).status, 422);
+    const viewer = await signedInAs(team, VIEWER);
+    const operator = await signedInAs(team, OPERATOR);
+    // The operators' controls, found as the steps above find them (by role and accessible name).
+    const controls = (page) => ({
+      replay: page.getByRole("button", { name: "Replay", exact: true }),
+      preview: page.getByRole("button", { name: /^Preview the transform of / }),
+      bulkReplay: page.getByRole("button", { name: /^Replay (dead deliveries|failed transforms)/ }),
+      release: page.getByRole("button", { name: /^Release/ }),
+      pauseOrResume: page.getByRole("button", { name: /^(Pause|Resume) local$/ }),
+    });
+
+    await step("Access viewer: sees the events and an event, and none of the operators' controls", async () => {
+      await viewer.goto(consoleUrl(""));
+      await reloadUntilShown(viewer, viewer.getByRole("link", { name: accessEventId }));
+      await viewer.getByRole("link", { name: accessEventId }).click();
+      await viewer.getByText("the current secret").waitFor();
+      const hidden = controls(viewer);
+      assert.equal(await hidden.replay.count(), 0, "no Replay on the event page");
+      assert.equal(await viewer.getByLabel("Replay to").count(), 0, "no Replay destination picker");
+      assert.equal(await hidden.preview.count(), 0, "no Preview");
+      await viewer.screenshot({ path: join(shots, "viewer-event.png"), fullPage: true });
+      await viewer.goto(consoleUrl("/dead"));
+      await reloadUntilShown(viewer, viewer.getByRole("cell", { name: "$.data.InteractionId", exact: true }));
+      assert.equal(await hidden.bulkReplay.count(), 0, "no bulk Replay");
+      assert.equal(await hidden.release.count(), 0, "no Release of the quarantined payload");
+      await viewer.goto(consoleUrl("/destinations"));
+      await viewer.getByRole("cell", { name: "local", exact: true }).waitFor();
+      assert.equal(await hidden.pauseOrResume.count(), 0, "no Pause or Resume");
+      await viewer.screenshot({ path: join(shots, "viewer-destinations.png"), fullPage: true });
+    });
+
+    await step("Access viewer: a pause posted without the button is refused (403), and the audit log shows it", async () => {
+      // A form post from the console's own page (Origin and cookie as a form sends them): only the role refuses it.
+      const status = await viewer.evaluate(async () => (await fetch("/console/destinations/local/pause", { method: "POST", body: new URLSearchParams() })).status);
+      assert.equal(status, 403);
+      await viewer.goto(consoleUrl("/audit"));
+      const refused = viewer.getByRole("row").filter({ hasText: VIEWER }).filter({ hasText: "pause" });
+      assert.match(await refused.innerText(), /viewer\s+.*forbidden \(403\)/s);
+      await viewer.screenshot({ path: join(shots, "viewer-audit.png"), fullPage: true });
+    });
+
+    await step("Access operator: sees the controls, pauses and resumes a destination, and the audit log names them", async () => {
+      const shown = controls(operator);
+      await operator.goto(consoleUrl(""));
+      await operator.getByRole("link", { name: accessEventId }).click();
+      await shown.replay.waitFor();
+      await shown.preview.waitFor();
+      await operator.goto(consoleUrl("/dead"));
+      assert.equal(await shown.bulkReplay.count(), 2, "bulk Replay of dead deliveries and of failed transforms");
+      await shown.release.first().waitFor();
+      await operator.goto(consoleUrl("/destinations"));
+      await operator.getByRole("button", { name: "Pause local" }).click();
+      // Each button posts a form and lands on the page again, which says what was done.
+      await operator.getByRole("status").filter({ hasText: "local is paused" }).waitFor();
+      await operator.screenshot({ path: join(shots, "operator-destinations.png"), fullPage: true });
+      await operator.getByRole("button", { name: "Resume local" }).click();
+      await operator.getByRole("status").filter({ hasText: "local is resumed" }).waitFor();
+      await operator.goto(consoleUrl("/audit"));
+      for (const action of ["pause", "resume"]) {
+        const row = operator.getByRole("row").filter({ hasText: OPERATOR }).filter({ has: operator.getByRole("cell", { name: action, exact: true }) });
+        assert.match(await row.innerText(), /operator\s+.*\bok\b/s, `the operator's ${action}`);
+      }
+    });
+  } finally {
+    await accessGateway?.stop();
+    team.stop();
+  }
 } finally {
   await browser.close();
   await gateway.stop();
