@@ -544,9 +544,9 @@ await scenario("bad deploy: events accepted under an invalid DESTINATIONS are de
   assert.equal(Object.values(deployment.receivers.seen).reduce((s, m) => s + m.size, 0), 0, "nothing forwarded while invalid");
 
   // The fix is deployed (a restart on the same local state); the cron's sweep re-enqueues what waits.
-  // The sweep's idle window is 8 s here (900 s by default): longer than any retry delay in this run (4 s at most),
+  // The sweep's idle window is 15 s here (900 s by default): longer than any retry delay in this run,
   // so it only ever re-enqueues events no message is carrying.
-  await deployment.restart(undefined, { RECONCILE_AFTER_SECONDS: "8" });
+  await deployment.restart(undefined, { RECONCILE_AFTER_SECONDS: "15" });
   const { gateway, receivers } = deployment;
   const started = Date.now();
   let cronRuns = 0;
