@@ -158,6 +158,7 @@ describe("GET /admin/audit", () => {
     expect((await read(`since=${between}&action=resume&target=beta`)).records.map((r) => r.actor)).toEqual([other]);
     expect((await read(`until=${between}&actor=${other}`)).records).toEqual([]);
     expect(await errorOf(await call("GET", "/admin/audit?cursor=nonsense", viewer, access))).toMatchObject({ code: "invalid_cursor" });
+    expect(await errorOf(await call("GET", "/admin/audit?action=bogus", viewer, access))).toMatchObject({ code: "invalid_action" });
   });
 });
 

@@ -118,6 +118,7 @@ describe("GET /admin/openapi.json", () => {
       ["GET", "/admin/audit?action=pause&limit=2", 200],
       ["GET", "/admin/audit?since=yesterday", 400],
       ["GET", "/admin/audit?cursor=nonsense", 400],
+      ["GET", "/admin/audit?action=bogus", 400],
     ];
     for (const [method, path, status, extra] of answers) {
       expect((await admin(method, path, extra)).status, `${method} ${path}`).toBe(status);

@@ -10,7 +10,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { AppEnv, AuditNote, Identity } from "../env";
 import { HttpError, unavailable } from "../errors";
-import { finishAudit, recordAudit, type AuditAction, type AuditFilter, type AuditIntent, type AuditRow, type AuditVia } from "../store/audit";
+import { AUDIT_ACTIONS, finishAudit, recordAudit, type AuditAction, type AuditFilter, type AuditIntent, type AuditRow, type AuditVia } from "../store/audit";
 import { iso, timeParam } from "./operations";
 import type { AuditRecordView } from "./schemas";
 
@@ -158,6 +158,10 @@ export function auditActions(channel: AuditChannel): MiddlewareHandler<AppEnv> {
 
 /** The audit log's filters, as the operator API and the console take them. */
 export function auditFilter(query: Record<string, string | undefined>): AuditFilter {
+  // The OpenAPI description lists the actions: anything else is a mistake to say, not a filter that matches nothing.
+  if (query.action && !(AUDIT_ACTIONS as readonly string[]).includes(query.action)) {
+    throw new HttpError(400, "invalid_action", `action must be one of ${AUDIT_ACTIONS.join(", ")}`);
+  }
   return {
     actor: query.actor || undefined, action: query.action || undefined, target: query.target || undefined,
     since: timeParam(query.since, "since"), until: timeParam(query.until, "until"),

@@ -308,7 +308,7 @@ export const ADMIN_API: Record<string, Operation> = {
     description: "Who (actor, via, role, address), what (action, target, detail) and the result. Kept AUDIT_RETENTION_DAYS (default RETENTION_DAYS).",
     query: {
       actor: text("only this actor (exactly as recorded: an email, a client id, or admin-token)"),
-      action: { schema: StringEnum(AUDIT_ACTIONS), description: "only this action" },
+      action: { schema: StringEnum(AUDIT_ACTIONS), description: "only this action", invalid: "invalid_action" },
       target: text("only this target (a destination, an event id, a quarantined payload's id)"),
       since: time("at or after"),
       until: time("before"),
