@@ -23,15 +23,9 @@ export interface AuditIntent {
   detail: Record<string, unknown>;
 }
 
-export interface AuditRow {
+/** A record as stored: the intent, its detail as JSON text, and what came of it. */
+export interface AuditRow extends Omit<AuditIntent, "detail"> {
   id: number;
-  at: number;
-  actor: string;
-  via: AuditVia;
-  role: Role;
-  address: string | null;
-  action: AuditAction;
-  target: string | null;
   detail: string | null;
   result: string;
   status: number | null;
