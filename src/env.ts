@@ -5,6 +5,8 @@
  */
 export interface Env {
   DB: D1Database;
+  /** Event bodies, byte for byte, keyed by event id (store/bodies.ts); D1 is their index. */
+  BODIES: R2Bucket;
   EVENTS_QUEUE: Queue<EventsQueueMessage>;
   DEAD_LETTER_QUEUE: Queue<QueuedEvent>;
 

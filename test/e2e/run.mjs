@@ -139,12 +139,13 @@ async function admin(gateway, path, init = {}) {
   return response.json();
 }
 
-async function until(what, check, timeoutMs) {
+/** Polls `check` until it is truthy; past the deadline throws, with what `explain` says about the state (for the log). */
+async function until(what, check, timeoutMs, explain = async () => "") {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${await explain().catch(String)}`);
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
 }
@@ -248,7 +249,11 @@ await scenario(`soak: ${SOAK_EVENTS} events, redeliveries, a flaky and a slow de
     const open = stats.deliveries.filter((d) => d.status === "pending" || d.status === "failed").reduce((s, d) => s + d.count, 0);
     const queued = stats.events.filter((e) => e.status !== "delivered").reduce((s, e) => s + e.count, 0);
     return open === 0 && queued === 0;
-  }, 240_000);
+  }, 240_000, async () => {
+    const unfinished = await Promise.all(["pending", "failed"].map((status) => admin(gateway, `/admin/deliveries?status=${status}&limit=20`)));
+    const destinations = await admin(gateway, "/admin/destinations");
+    return JSON.stringify({ unfinished: unfinished.flatMap((page) => page.deliveries), destinations });
+  });
   for (const event of [...events, last]) {
     for (const name of event.routes) expected[name].add(event === last ? lastAnswer.body.id : ids.get(event.id));
   }
