@@ -12,6 +12,7 @@ import worker from "../src/index";
 export { DestinationLane, DestinationRateLimiter } from "../src/index";
 import { eventKey, listEvents, storeEvent } from "../src/store/events";
 import { purgeOlderThan } from "../src/store/retention";
+import { bodyWriter } from "../src/store/bodies";
 import { followSearchSetting, matchExpression } from "../src/store/search";
 
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
@@ -57,14 +58,14 @@ async function seed(db: D1Database, templates: Templates, from: number, to: numb
 }
 
 /** `count` new events stored one by one exactly as the request path stores them (step 1 of the write order): ms each. */
-async function writes(db: D1Database, template: string, count: number): Promise<number[]> {
+async function writes(env: Env, template: string, count: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < count; i++) {
     const eventId = crypto.randomUUID();
     const body = template.replaceAll("__EVENT_ID__", eventId);
     const key = await eventKey("seismic", "livesend-session-summary-v3", eventId);
     const started = performance.now();
-    await storeEvent(db, {
+    await storeEvent(env.DB, bodyWriter(env), {
       key, provider: "seismic", source: "seismic", eventId, type: "livesend-session-summary-v3", knownType: true, tenant: "tenant-bench", occurredAt: null,
       receivedAt: Date.now(), verifiedWith: "current", contentType: "application/json", body, forced: false,
     });
@@ -113,10 +114,10 @@ export default {
       }
       case "POST /__bench/writes": {
         const template = await request.text();
-        return Response.json(await timed(() => writes(db, template, number("count"))));
+        return Response.json(await timed(() => writes(env, template, number("count"))));
       }
       case "POST /__bench/purge":
-        return Response.json(await timed(() => purgeOlderThan(db, number("cutoff"), number("batch"), 1)));
+        return Response.json(await timed(() => purgeOlderThan(db, env.BODIES, number("cutoff"), number("batch"), 1)));
       case "POST /__bench/triggers/drop":
         return Response.json(await dropTriggers(db));
       case "POST /__bench/triggers/create":
@@ -130,9 +131,9 @@ export default {
         // The cron with SEARCH turned off, then on, run after run until the index is complete.
         return Response.json(
           await timed(async () => {
-            await followSearchSetting(db, false);
+            await followSearchSetting(db, env.BODIES, false);
             let runs = 1;
-            while ((await followSearchSetting(db, true)).search !== "ready") runs++;
+            while ((await followSearchSetting(db, env.BODIES, true)).search !== "ready") runs++;
             return runs;
           }),
         );

@@ -12,6 +12,7 @@ import { numberVar, searchEnabled, type AlertMessage, type Env, type EventsQueue
 import { loadSources } from "./sources";
 import { purgeAuditLog, purgeOlderThan } from "./store/retention";
 import { followSearchSetting } from "./store/search";
+import { moveBodiesToR2 } from "./store/bodies";
 
 const DEFAULT_RETENTION_DAYS = 30;
 const DAY_MS = 86_400_000;
@@ -49,10 +50,12 @@ export default {
       },
       lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
-      retention_purge: () => purgeOlderThan(env.DB, cutoff),
+      retention_purge: () => purgeOlderThan(env.DB, env.BODIES, cutoff),
+      // Bodies stored in D1 before they moved to R2, a bounded batch a run.
+      body_move: () => moveBodiesToR2(env.DB, env.BODIES),
       // A step of its own: one failing never stops the other.
       audit_purge: async () => ({ auditRecords: await purgeAuditLog(env.DB, auditCutoff) }),
-      search_index: () => followSearchSetting(env.DB, searchEnabled(env)),
+      search_index: () => followSearchSetting(env.DB, env.BODIES, searchEnabled(env)),
       alerts: async () => {
         // An invalid SOURCES shows in no batch (its sources answer 503), nor does an invalid
         // DESTINATIONS while no event arrives: the cron notes each, once a run.

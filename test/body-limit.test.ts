@@ -1,16 +1,28 @@
 /**
- * MAX_BODY_BYTES cannot be raised past what one D1 value holds (2,000,000 bytes): a body above
- * it could be accepted but never stored, so the limit is capped there whatever the var says.
+ * MAX_BODY_BYTES: bodies are kept in R2, so the limit is no longer D1's 2,000,000 bytes a value;
+ * it is capped at MAX_BODY_BYTES_CEILING (8 MiB: an isolate's memory) whatever the var says.
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { MAX_BODY_BYTES_CEILING } from "../src/receive/body";
 import { errorOf, hmacHex, sendWith, seismicBody, webhookRequest } from "./helpers";
 
+const signedRequest = async (body: string) => webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) });
+
 describe("MAX_BODY_BYTES", () => {
-  it("is capped at D1's largest value: a 2,100,000-byte body is refused with 413 even when the var allows 5 MB", async () => {
-    const body = seismicBody({ data: { contentId: "x".repeat(2_100_000), teamSiteId: "1" } });
-    const request = webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) });
-    const response = await sendWith(request, { MAX_BODY_BYTES: "5000000" });
+  it("may pass D1's 2,000,000 bytes: a 3,000,000-byte body is accepted, its bytes kept in R2 and none in D1", async () => {
+    const body = seismicBody({ data: { contentId: "x".repeat(3_000_000), teamSiteId: "1" } });
+    const response = await sendWith(await signedRequest(body), { MAX_BODY_BYTES: "5000000" });
+    expect(response.status).toBe(200);
+    const { id } = await response.json<{ id: string }>();
+    const row = await env.DB.prepare("SELECT length(body) AS inD1, body_in_r2 FROM events WHERE key = ?1").bind(id).first<{ inD1: number; body_in_r2: number }>();
+    expect(row).toEqual({ inD1: 0, body_in_r2: 1 });
+    expect(await (await env.BODIES.get(`events/${id}`))!.text()).toBe(body);
+  });
+
+  it(`is capped at ${MAX_BODY_BYTES_CEILING} bytes: a body past it is refused with 413 even when the var allows 20 MB`, async () => {
+    const body = seismicBody({ data: { contentId: "x".repeat(MAX_BODY_BYTES_CEILING), teamSiteId: "1" } });
+    const response = await sendWith(await signedRequest(body), { MAX_BODY_BYTES: "20000000" });
     expect(response.status).toBe(413);
     expect(await errorOf(response)).toMatchObject({ code: "body_too_large" });
   });

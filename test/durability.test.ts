@@ -12,7 +12,7 @@ import worker from "../src/index";
 import { MAX_QUEUE_MESSAGE_BYTES } from "../src/receive/webhook";
 import { consume, deadLetters, downstream, events, runCron, useDeliveryHarness } from "./delivery-harness";
 import { crashingAfterCommit, faultyD1, faultyQueue, sleep } from "./faults";
-import { countRows, errorOf, send, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
+import { countRows, errorOf, send, storedEvent, sendWith, seismicBody, seismicRequest, zuddlBody, zuddlRequest } from "./helpers";
 
 useDeliveryHarness();
 
@@ -27,7 +27,8 @@ interface Ack {
 const ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
 const eventIdOf = (body: string) => (JSON.parse(body) as { id: string }).id;
 const storedCount = (eventId: string) => countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", eventId);
-const eventRow = (key: string) => env.DB.prepare("SELECT * FROM events WHERE key = ?").bind(key).first<Record<string, unknown>>();
+/** An event's row, with its body from R2 where it is kept (as the Worker reads it). */
+const eventRow = (key: string) => storedEvent(key);
 
 /** Posts through the real fetch handler with the harness's queues; the answer's JSON. */
 async function post(request: Request, extra: Partial<Env> = {}): Promise<Ack> {

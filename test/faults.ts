@@ -105,3 +105,31 @@ export function crashingAfterCommit(db: D1Database): D1Database {
     },
   } as unknown as D1Database;
 }
+
+/** What an R2 call is about to do, for a gate to refuse (throw) or stall (wait). */
+export type R2Operation = "put" | "get" | "delete";
+
+/** An R2 bucket whose puts, gets and deletes pass through `gate` (which may throw or wait) first; it counts each call. */
+export function faultyR2(bucket: R2Bucket, gate: (operation: R2Operation, key: string) => Promise<void> | void = () => undefined) {
+  const calls: Record<R2Operation, number> = { put: 0, get: 0, delete: 0 };
+  const wrapped = {
+    async put(key: string, value: Parameters<R2Bucket["put"]>[1], options?: R2PutOptions) {
+      calls.put++;
+      await gate("put", key);
+      return bucket.put(key, value, options);
+    },
+    async get(key: string, options?: R2GetOptions) {
+      calls.get++;
+      await gate("get", key);
+      return bucket.get(key, options);
+    },
+    async delete(keys: string | string[]) {
+      calls.delete++;
+      for (const key of [keys].flat()) await gate("delete", key);
+      return bucket.delete(keys);
+    },
+    head: (key: string) => bucket.head(key),
+    list: (options?: R2ListOptions) => bucket.list(options),
+  } as unknown as R2Bucket;
+  return { bucket: wrapped, calls };
+}

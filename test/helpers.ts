@@ -137,6 +137,16 @@ export async function adminGet<T>(path: string): Promise<T> {
   return (await response.json()) as T;
 }
 
+/**
+ * An event's row as D1 has it, with its body read from R2 where it is kept there (as the Worker
+ * reads it): a test of what was stored sees the bytes that were signed, wherever they are.
+ */
+export async function storedEvent(key: string): Promise<Record<string, unknown> | null> {
+  const row = await env.DB.prepare("SELECT * FROM events WHERE key = ?").bind(key).first<Record<string, unknown>>();
+  if (row?.body_in_r2) row.body = await (await env.BODIES.get(`events/${key}`))?.text();
+  return row;
+}
+
 export async function countRows(sql: string, ...params: unknown[]): Promise<number> {
   const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>();
   return row?.n ?? 0;

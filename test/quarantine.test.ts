@@ -9,7 +9,7 @@ import type { QueuedEvent } from "../src/env";
 import { schemaMismatch } from "../src/providers/provider";
 import { seismic } from "../src/providers/seismic";
 import { faultyQueue, recordingQueue } from "./faults";
-import { ADMIN, adminGet, consumeAll, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, uniqueId, webhookRequest } from "./helpers";
+import { ADMIN, adminGet, consumeAll, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, storedEvent, uniqueId, webhookRequest } from "./helpers";
 
 const BASE = "https://edgehook.test";
 
@@ -73,7 +73,10 @@ async function release(id: number | string, query = "") {
   return { response, queued: events.accepted.map((message) => message.eventKey) };
 }
 
-const eventRow = (key: string) => env.DB.prepare("SELECT status, forced, body FROM events WHERE key = ?").bind(key).first<{ status: string; forced: number; body: string }>();
+const eventRow = async (key: string) => {
+  const row = await storedEvent(key);
+  return row && { status: row.status, forced: row.forced, body: row.body };
+};
 
 afterEach(() => {
   vi.restoreAllMocks();

@@ -6,7 +6,7 @@ import livesendV3 from "./fixtures/seismic-livesend-session-summary-v3.json?raw"
 import timeSpent from "./fixtures/zuddl-time-spent-in-session.json?raw";
 import {
   ADMIN, adminGet, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest,
-  streamingRequest, uniqueId, webhookRequest, zuddlBody, zuddlRequest,
+  storedEvent, streamingRequest, uniqueId, webhookRequest, zuddlBody, zuddlRequest,
 } from "./helpers";
 
 interface Accepted {
@@ -45,8 +45,9 @@ describe("provider samples from the docs", () => {
       expect(accepted).toMatchObject({ status: "accepted", type, knownType });
       expect(accepted.id).toMatch(/^evt_[0-9a-f]{24}$/);
 
-      const row = await env.DB.prepare("SELECT body, provider, verified_with FROM events WHERE key = ?").bind(accepted.id).first();
-      expect(row).toEqual({ body, provider, verified_with: "current" });
+      // Verbatim in R2, byte for byte; D1 keeps the index.
+      expect(await storedEvent(accepted.id)).toMatchObject({ body, provider, verified_with: "current", body_in_r2: 1 });
+      expect(new Uint8Array(await (await env.BODIES.get(`events/${accepted.id}`))!.arrayBuffer())).toEqual(new TextEncoder().encode(body));
     });
   }
 

@@ -8,7 +8,7 @@ import { checkRecorded } from "./api-contract";
 // Setup files may run more than once; applyD1Migrations only applies what is missing.
 await applyD1Migrations(env.DB, env.TEST_MIGRATIONS);
 // What the cron does with SEARCH on (the test bindings): every write from here on is indexed.
-await followSearchSetting(env.DB, searchEnabled(env));
+await followSearchSetting(env.DB, env.BODIES, searchEnabled(env));
 
 // Every admin answer a test produced must be one /admin/openapi.json describes (#12).
 afterEach(async () => {

@@ -12,7 +12,7 @@ import { runTransform, transformRunner, type TransformEvent } from "../src/deliv
 import { transformSource } from "../src/deliver/transform-source";
 import { recordingQueue, sleep } from "./faults";
 import { accept, admin, bindings, consume, deliveries, downstream, events, makeDue, SECRET_A, useDeliveryHarness } from "./delivery-harness";
-import { ADMIN, expectNoLogLineWith, seismicBody, seismicRequest, sendWith, zuddlBody, zuddlRequest } from "./helpers";
+import { ADMIN, expectNoLogLineWith, seismicBody, seismicRequest, sendWith, storedEvent, zuddlBody, zuddlRequest } from "./helpers";
 import zuddlSample from "./fixtures/zuddl-time-spent-in-session.json";
 import livesendSample from "./fixtures/seismic-livesend-session-summary-v3.json";
 
@@ -59,8 +59,7 @@ describe("transforms", () => {
     expect(forwarded.headers.get("webhook-id")).toBe(key);
     // The signature covers the transformed body, not the original.
     expect(() => new Webhook(SECRET_A).verify(body, Object.fromEntries(forwarded.headers))).toThrow();
-    const stored = await env.DB.prepare("SELECT body FROM events WHERE key = ?").bind(key).first<{ body: string }>();
-    expect(stored?.body).toBe(body);
+    expect((await storedEvent(key))?.body).toBe(body);
     expect(await deliveries(key)).toMatchObject({ [echo!.name]: { status: "delivered" }, [plain!.name]: { status: "delivered" } });
   });
 

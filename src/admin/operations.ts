@@ -13,7 +13,7 @@ import {
 const DEFAULT_RECONCILE_AFTER_SECONDS = 900;
 
 export async function requireEvent(env: Env, key: string): Promise<EventRow> {
-  const row = await getEvent(env.DB, key);
+  const row = await getEvent(env.DB, env.BODIES, key);
   if (!row) throw new HttpError(404, "event_not_found", "no event with that id");
   return row;
 }

@@ -36,6 +36,7 @@ import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, recordRounds, recordRouted, type Claim, type ClaimResult, type Routed,
 } from "../store/deliveries";
 import { LEASE_NONCE_CHARS } from "../store/events";
+import { bodyWriter, readBodies, type BodyWriter } from "../store/bodies";
 import { bytesToHex } from "../crypto";
 import { notify } from "../alerts/notify";
 import { writeAllOrEach } from "./all-or-each";
@@ -61,6 +62,13 @@ const MAX_OPEN_FORWARDS = 6;
  * (and a transform's turn and run, bounded by TRANSFORM_TIMEOUT_MS each).
  */
 const START_WINDOW_MS = 5 * 60_000;
+
+/**
+ * The bodies one batch reads from R2 at most (the first is always read): an isolate has 128 MB,
+ * and 25 stored events' bodies could be up to MAX_BODY_BYTES each. A message past it comes back
+ * a second later, with no attempt used.
+ */
+const BATCH_BODY_BYTES = 32 * 1024 * 1024;
 
 /** A release that failed (D1) tries again this much later. */
 const RELEASE_RETRY_SECONDS = 5;
@@ -104,7 +112,7 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     // The alert counts events: a copy, or a message naming an event that waits already, adds none.
     const newlyHeld = new Set<string>();
     const hold = async (some: Message<QueuedEvent>[]) => {
-      for (const key of await holdForConfiguration(env.DB, some.map(claimOf), WAITING_FOR_CONFIGURATION)) newlyHeld.add(key);
+      for (const key of await holdForConfiguration(env.DB, bodyWriter(env), some.map(claimOf), WAITING_FOR_CONFIGURATION)) newlyHeld.add(key);
     };
     // In one go, else message by message: one D1 error costs a retry only to what it refused.
     const unheld = await writeAllOrEach(messages, hold, (message, err) => {
@@ -117,7 +125,13 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
 
   const now = Date.now();
   // Per message id: its event and lease, null (a copy, or gone), or absent (could not be stored).
-  const { claimed, controls } = await claimEach(env.DB, claims, now);
+  const { claimed, controls } = await claimEach(env.DB, bodyWriter(env), claims, now);
+  // A message that names a stored event (sweep, replay, large body) gets its body from R2, if this round holds its lease.
+  const named = messages.flatMap((message) => {
+    const stored = message.body.event ? null : claimed.get(message.id);
+    return stored && stored.event.lease_by === leases.get(message.id) ? [stored.event] : [];
+  });
+  const bodies = await readBodies(env.BODIES, named, BATCH_BODY_BYTES);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: maxForwardsPerInvocation(env),
@@ -146,7 +160,11 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       const leftSeconds = Math.ceil(((event.lease_until ?? now) - now) / 1000);
       return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
+    // Its body past what this batch reads: the message comes back for it (the lease is its own retry's).
+    if (bodies.deferred.has(event.key)) return { decision: { ack: false, delaySeconds: 1 }, round: null, outcome: "body_deferred" };
     try {
+      const unreadable = bodies.failed.get(event.key);
+      if (unreadable) throw unreadable;
       return draftRound(message, lease, stored, config.destinations, controls, budget, now);
     } catch (err) {
       return failedRound(stored, lease, message, err, backoff, currentProbe(message.body, controls), now);
@@ -221,13 +239,14 @@ function claimOf(message: Message<QueuedEvent>): Claim {
 }
 
 /**
- * Stores and leases the whole batch in one D1 batch; if that fails, message by message, so one
- * message that cannot be stored costs only itself a retry (with its body: nothing is lost).
+ * Stores and leases the whole batch in one D1 batch (the bodies written to R2 first); if that
+ * fails, message by message, so one message that cannot be stored costs only itself a retry
+ * (with its body: nothing is lost).
  * A message missing from the result was not stored.
  */
-async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<ClaimResult> {
+async function claimEach(db: D1Database, bodies: BodyWriter, claims: Claim[], now: number): Promise<ClaimResult> {
   try {
-    return await claimForDelivery(db, claims, now, now + LEASE_MS);
+    return await claimForDelivery(db, bodies, claims, now, now + LEASE_MS);
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "claim_batch_failed", error: String(err) }));
   }
@@ -235,7 +254,7 @@ async function claimEach(db: D1Database, claims: Claim[], now: number): Promise<
   const result: ClaimResult = { claimed: new Map(), controls: new Map() };
   for (const claim of claims) {
     try {
-      const one = await claimForDelivery(db, [claim], now, now + LEASE_MS);
+      const one = await claimForDelivery(db, bodies, [claim], now, now + LEASE_MS);
       for (const [messageId, value] of one.claimed) result.claimed.set(messageId, value);
       result.controls = one.controls;
     } catch (err) {

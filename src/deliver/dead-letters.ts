@@ -9,6 +9,7 @@ import type { Env, EventsQueueMessage } from "../env";
 import { retrySecondsOverADay } from "../queues";
 import { notify } from "../alerts/notify";
 import { recordDeadLetters, type DeadLetter } from "../store/dead-letters";
+import { bodyWriter } from "../store/bodies";
 import { writeAllOrEach } from "./all-or-each";
 import { readableMessage } from "./consumer";
 
@@ -53,7 +54,7 @@ export async function consumeDeadLetters(batch: MessageBatch<EventsQueueMessage>
   // One letter D1 refuses must not hold up the rest: they are then recorded one by one.
   const fresh = new Set<string>();
   const unrecorded = await writeAllOrEach(letters, async (some) => {
-    for (const id of await recordDeadLetters(env.DB, some.map(({ letter }) => letter))) fresh.add(id);
+    for (const id of await recordDeadLetters(env.DB, bodyWriter(env), some.map(({ letter }) => letter))) fresh.add(id);
   }, (item, err) => {
     const outcome = item ? { eventKey: item.letter.eventKey, outcome: "dead_letter_record_failed" } : { outcome: "dead_letter_batch_failed" };
     console.error(JSON.stringify({ queue: batch.queue, ...outcome, error: String(err) }));

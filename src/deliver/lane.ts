@@ -25,6 +25,7 @@ import { getControls, stateOf } from "../store/controls";
 import { FINISHED, recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type Round } from "../store/deliveries";
 import { LEASE_NONCE_CHARS, type EventRow } from "../store/events";
 import { laneDue, laneNextDue, leaseForProbe, leaveLane, releaseLease } from "../store/lanes";
+import { readBodies, withBody } from "../store/bodies";
 import { notify } from "../alerts/notify";
 import { attempt } from "./attempt";
 import { alertNotes, followCircuits, sendDeadLetters } from "./follow-up";
@@ -44,7 +45,9 @@ const LANE_CHUNK = 24;
 const LANE_SLICE_MS = 30_000;
 /** Forwards in a row that succeed within the budget before the destination goes back to the consumer. */
 export const LANE_EXIT_STREAK = 20;
-/** When DESTINATIONS is invalid, or a record failed, the lane looks again this much later. */
+/** The bodies one chunk reads from R2 at most (the first is always read): a lane is one isolate's 128 MB too. */
+const LANE_CHUNK_BODY_BYTES = 32 * 1024 * 1024;
+/** When DESTINATIONS is invalid, a record failed, or R2 did not give a body back, the lane looks again this much later. */
 const LANE_RETRY_MS = 30_000;
 /**
  * A rate slot this close starts its forward in this chunk (each waits for its own slot, within the
@@ -101,20 +104,26 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
         subrequestsLeft -= 1 + CHUNK_CALLS;
       }
       const sliceEnds = Date.now() + LANE_SLICE_MS;
-      while (Date.now() < sliceEnds && subrequestsLeft > CHUNK_CALLS) {
+      while (Date.now() < sliceEnds && subrequestsLeft > CHUNK_CALLS + 1) {
         const now = Date.now();
         // Removed from DESTINATIONS: everything it holds is cancelled, whenever it was due.
         const dueBy = destination ? now : Number.MAX_SAFE_INTEGER;
-        const limit = Math.min(LANE_CHUNK, subrequestsLeft - CHUNK_CALLS);
-        const [due, controls] = await Promise.all([laneDue(env.DB, name, dueBy, limit), getControls(env.DB)]);
-        if (due.length === 0) return laneNextDue(env.DB, name);
+        // Each delivery may cost a body read and a forward.
+        const limit = Math.min(LANE_CHUNK, Math.floor((subrequestsLeft - CHUNK_CALLS) / 2));
+        const [allDue, controls] = await Promise.all([laneDue(env.DB, name, dueBy, limit), getControls(env.DB)]);
+        if (allDue.length === 0) return laneNextDue(env.DB, name);
+        // Bodies R2 did not give back (or past what a chunk reads) stay due in the lane: it looks again later. A cancellation needs none.
+        const bodies = await readBodies(env.BODIES, destination ? allDue.map(({ event }) => event) : [], LANE_CHUNK_BODY_BYTES);
+        const due = allDue.filter(({ event }) => !bodies.failed.has(event.key) && !bodies.deferred.has(event.key));
+        for (const [key, error] of bodies.failed) console.error(JSON.stringify({ lane: name, eventKey: key, outcome: "body_unavailable", error: error.reason }));
         const chunk = destination
           ? await this.forwardChunk(env, config.destinations, destination, due, controls, now)
           : { forwards: 0, waitUntil: null, rounds: due.map(({ event, delivery }) => laneRound(event, delivery, removed(name))) };
         if (!destination) await recordRounds(env.DB, chunk.rounds, now);
-        subrequestsLeft -= chunk.forwards + CHUNK_CALLS;
+        subrequestsLeft -= chunk.forwards + CHUNK_CALLS + (destination ? allDue.length : 0);
         // Its rate limit has no slot for the rest yet: come back when it has.
         if (chunk.waitUntil !== null) return chunk.waitUntil;
+        if (bodies.failed.size) return Date.now() + LANE_RETRY_MS;
       }
       return Date.now();
     } catch (err) {
@@ -189,7 +198,9 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
     const lease = `lane-probe-${destination.name}|0|${bytesToHex(crypto.getRandomValues(new Uint8Array(LEASE_NONCE_CHARS / 2)))}`;
     const leased = await leaseForProbe(env.DB, probe.eventKey, destination.name, lease, now + PROBE_LEASE_MS, now);
     if (!leased) return false;
-    const { event, delivery } = leased;
+    const { delivery } = leased;
+    // Unreadable: thrown, and the lane looks again later (the lease lapses meanwhile).
+    const event = await withBody(env.BODIES, leased.event);
     if (!delivery || FINISHED.has(delivery.status)) {
       await releaseLease(env.DB, event.key, lease);
       await scheduleProbe(env, destination, 0);

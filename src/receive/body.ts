@@ -3,14 +3,16 @@ import { HttpError } from "../errors";
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /**
- * D1's largest string or BLOB: a body above it could be accepted but never stored, so
- * MAX_BODY_BYTES is capped here whatever the var says (the plan does not change it).
+ * The ceiling on MAX_BODY_BYTES, whatever the var says. Bodies are in R2 (which takes 5 GB in one
+ * write), so memory sets it: an isolate has 128 MB, the request path holds a body about three
+ * times (bytes, text, parsed JSON) and a forward once more, and a queue batch reads at most 32 MiB
+ * of bodies from R2 (deliver/consumer.ts): 8 MiB keeps one body's request within a quarter of it.
  */
-const MAX_STORABLE_BODY_BYTES = 2_000_000;
+export const MAX_BODY_BYTES_CEILING = 8 * 1024 * 1024;
 
-/** The largest body edgehook takes, and so the largest a forward carries: MAX_BODY_BYTES, within what D1 stores. */
+/** The largest body edgehook takes, and so the largest a forward carries: MAX_BODY_BYTES, within the ceiling. */
 export function maxBodyBytes(env: Pick<Env, "MAX_BODY_BYTES">): number {
-  return Math.min(MAX_STORABLE_BODY_BYTES, numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES));
+  return Math.min(MAX_BODY_BYTES_CEILING, numberVar(env.MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES));
 }
 
 /**

@@ -14,6 +14,7 @@ import { notify } from "../alerts/notify";
 import type { ParsedEvent, Provider } from "../providers/provider";
 import { requireSource, sourceSecrets, type Source, type SourceSecrets } from "../sources";
 import { eventKey, storeEvent } from "../store/events";
+import { bodyWriter } from "../store/bodies";
 import { quarantine } from "../store/quarantine";
 import { bounded } from "../telemetry";
 import { isJsonContentType, maxBodyBytes, parseJsonBody, readBoundedBody } from "./body";
@@ -155,7 +156,7 @@ export async function acceptEvent(env: Env, arrival: Arrival): Promise<Accepted>
   const message = { eventKey: key, event: arrival };
   const path = fitsInMessage(message) ? "queued" : "stored";
   if (path === "stored") {
-    await storeEvent(env.DB, { ...arrival, key }).catch(() => {
+    await storeEvent(env.DB, bodyWriter(env), { ...arrival, key }).catch(() => {
       throw unavailable("storage_unavailable", "could not store the event; retry later");
     });
   }

@@ -1,5 +1,6 @@
 /** D1 access for the record of what reached the dead-letter queue. All SQL for this table lives here. */
-import { insertEvent, type NewEvent } from "./events";
+import { insertEvent, storeWithBodies, type NewEvent } from "./events";
+import type { BodyWriter } from "./bodies";
 
 export interface DeadLetter {
   messageId: string;
@@ -26,9 +27,10 @@ export interface DeadLetterRow {
  * that died is released, so the sweep's message need not wait for it to lapse. Returns the ids of
  * the messages recorded for the first time.
  */
-export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): Promise<Set<string>> {
+export async function recordDeadLetters(db: D1Database, bodies: BodyWriter, letters: DeadLetter[]): Promise<Set<string>> {
   if (letters.length === 0) return new Set();
-  const results = await db.batch<{ message_id: string; fresh: number }>(
+  const carried = letters.flatMap((letter) => (letter.carried ? [letter.carried.event] : []));
+  const results = await storeWithBodies(db, bodies, carried,
     letters.flatMap((letter) => [
       ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt })] : []),
       db
@@ -45,7 +47,8 @@ export async function recordDeadLetters(db: D1Database, letters: DeadLetter[]): 
     ]),
   );
   // The letters recorded for the first time (a redelivered message only updates its row).
-  return new Set(results.flatMap((result) => result.results.filter((row) => row?.fresh === 1 && "message_id" in row).map((row) => row.message_id)));
+  const recorded = results.flatMap((result) => result.results as Partial<{ message_id: string; fresh: number }>[]);
+  return new Set(recorded.flatMap((row) => (row?.fresh === 1 && row.message_id ? [row.message_id] : [])));
 }
 
 /** Newest first; `before` (a received_at|message_id pair) continues a page. */

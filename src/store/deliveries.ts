@@ -1,5 +1,6 @@
 /** D1 access for delivery state and attempts. All SQL for these tables lives here. */
-import { countArrivals, insertEvents, leaseFree, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
+import { countArrivals, insertEvents, leaseFree, storeWithBodies, type EventInsert, type EventRow, type EventStatus, type NewEvent } from "./events";
+import type { BodyWriter } from "./bodies";
 import { controlStatements, deferStatements, foldAttempts, readControls, type AttemptKind, type ControlRow, type Deferral } from "./controls";
 import { CounterDeltas } from "./metrics";
 
@@ -84,12 +85,11 @@ export interface ClaimResult {
  * `lease_by` with its lease token), or null: a copy (its event is another message's), or an
  * event that is gone.
  */
-export async function claimForDelivery(db: D1Database, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
+export async function claimForDelivery(db: D1Database, bodies: BodyWriter, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
   const carrying = carried(claims);
   const named = claims.filter((claim) => !claim.arrival);
-  const inserts = carrying.length ? insertEvents(db, carrying, { until: leaseUntil, now }) : [];
-  const results = await db.batch([
-    ...(carrying.length ? [countArrivals(db, carrying), ...inserts] : []),
+  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), [
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, { until: leaseUntil, now })] : []),
     ...named.map((claim) =>
       db
         .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND ${leaseFree("?2", "?4")}`)
@@ -99,13 +99,14 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
     db.prepare(`SELECT * FROM deliveries WHERE event_key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(claims.map((claim) => claim.eventKey))),
     readControls(db),
   ]);
-  // The owning inserts return their owners' rows without bodies (their messages have them).
-  // results[0] is the arrivals count, then the inserts.
-  const insertedRows = results.slice(1, 1 + inserts.length).flatMap((result) => result.results as Omit<EventRow, "body">[]);
+  // results: the arrivals count and the insert (if any message carries its event), the leases taken, then the three reads.
+  const reads = (carrying.length ? 2 : 0) + named.length;
+  // The owning insert returns its owners' rows without bodies (their messages have them).
+  const insertedRows = carrying.length ? (results[1]!.results as Omit<EventRow, "body">[]) : [];
   const owned = new Map(insertedRows.map((row) => [row.owner, row]));
-  const stored = new Map((results.at(-3)!.results as EventRow[]).map((event) => [event.key, event]));
+  const stored = new Map((results[reads]!.results as EventRow[]).map((event) => [event.key, event]));
   const deliveries = new Map<string, DeliveryRow[]>();
-  for (const row of results.at(-2)!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
+  for (const row of results[reads + 1]!.results as DeliveryRow[]) deliveries.set(row.event_key, [...(deliveries.get(row.event_key) ?? []), row]);
   const claimed = new Map(
     claims.map((claim) => {
       const row = claim.arrival ? owned.get(claim.messageId) : stored.get(claim.eventKey);
@@ -113,7 +114,7 @@ export async function claimForDelivery(db: D1Database, claims: Claim[], now: num
       return [claim.messageId, event ? { event, deliveries: deliveries.get(event.key) ?? [] } : null];
     }),
   );
-  return { claimed, controls: new Map((results.at(-1)!.results as ControlRow[]).map((row) => [row.destination, row])) };
+  return { claimed, controls: new Map((results[reads + 2]!.results as ControlRow[]).map((row) => [row.destination, row])) };
 }
 
 /** The events the messages carry, as the consumer inserts them: each message the owner of its own. */
@@ -129,14 +130,14 @@ function carried(claims: Claim[]): EventInsert[] {
  * taking a lease, so the reconciliation sweep re-enqueues it once the configuration is fixed.
  * Returns the events that waited for no fix before (a copy's event, or one held already, is not among them).
  */
-export async function holdForConfiguration(db: D1Database, claims: Claim[], reason: string): Promise<string[]> {
+export async function holdForConfiguration(db: D1Database, bodies: BodyWriter, claims: Claim[], reason: string): Promise<string[]> {
   const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
   const carrying = carried(claims);
-  const results = await db.batch<{ key: string }>([
-    ...(carrying.length ? [countArrivals(db, carrying), ...insertEvents(db, carrying)] : []),
+  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), [
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying)] : []),
     db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1)) AND last_error IS NOT ?2 RETURNING key`).bind(keys, reason),
   ]);
-  return results.at(-1)!.results.map((row) => row.key);
+  return (results[carrying.length ? 2 : 0]!.results as { key: string }[]).map((row) => row.key);
 }
 
 /** Who holds each event's delivery lease now (a round's token, or null). */

@@ -12,7 +12,8 @@
 import { HttpError } from "../errors";
 import type { Arrival, SecretSlot } from "../env";
 import { bytesToHex } from "../crypto";
-import { countMatches, FEW_MATCHES, matchExpression } from "./search";
+import { countMatches, FEW_MATCHES, indexBodies, matchExpression } from "./search";
+import { putBodies, withBody, type BodyWriter } from "./bodies";
 
 /** held: nothing left to do for it but deliveries held by a paused destination or an open circuit. */
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead" | "held";
@@ -38,7 +39,10 @@ export interface EventRow {
   received_at: number;
   verified_with: SecretSlot;
   content_type: string;
+  /** The body as received; '' in D1 when it is kept in R2 (body_in_r2), filled in from there by store/bodies.ts. */
   body: string;
+  /** 1: the body is in R2 (store/bodies.ts); 0: in `body` (stored before bodies moved to R2, and not moved yet). */
+  body_in_r2: number;
   status: EventStatus;
   enqueued_at: number | null;
   forced: number;
@@ -91,27 +95,33 @@ export const OTHER_TYPE = "other";
 
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
 const COLUMNS_WITHOUT_BODY = `key, provider, source, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
-  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation`;
-const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occurred_at, received_at, verified_with, content_type, body,
+  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation, body_in_r2`;
+/** Every insert writes the body to R2 first (store/bodies.ts): the row keeps '' and says so. */
+const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occurred_at, received_at, verified_with, content_type, body, body_in_r2,
   forced, status, owner, enqueued_at, lease_by, lease_until, source`;
 
 /**
- * Inserts one event, skipping it if its key or (provider, type, provider id) exists. Its body is
- * bound as it is: a body up to MAX_BODY_BYTES is never JSON-encoded again (for 1 MiB of quoted
- * text that alone takes milliseconds of the request's CPU).
+ * Writes events' bodies to R2, then runs `statements` (which insert their rows) in one D1 batch,
+ * with the statements that index their text when SEARCH is on: a row never points at a body that
+ * is not there. A body R2 refuses throws here, before anything is written to D1.
  */
+export async function storeWithBodies(db: D1Database, bodies: BodyWriter, events: { key: string; body: string }[], statements: D1PreparedStatement[]): Promise<D1Result[]> {
+  await putBodies(bodies.bucket, events);
+  return db.batch([...statements, ...(bodies.indexText ? indexBodies(db, events) : [])]);
+}
+
+/** Inserts one event (its body in R2 already: see storeWithBodies), skipping it if its key or (provider, type, provider id) exists. */
 export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }: EventInsert): D1PreparedStatement {
   return db
-    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, NULL, ?16) ON CONFLICT DO NOTHING`)
+    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '', 1, ?11, ?12, ?13, ?14, NULL, NULL, ?15) ON CONFLICT DO NOTHING`)
     .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant, event.occurredAt, event.receivedAt,
-      event.verifiedWith, event.contentType, event.body, event.forced ? 1 : 0, status, owner, enqueuedAt, sourceOf(event));
+      event.verifiedWith, event.contentType, event.forced ? 1 : 0, status, owner, enqueuedAt, sourceOf(event));
 }
 
 /**
- * Inserts a queue batch's events in one statement (D1 pays per statement) from one JSON
- * parameter (D1 allows 100 parameters), or in several when the bodies together could pass D1's
- * 2,000,000-byte limit on one string (see chunkByBytes), skipping any whose
- * key or (provider, type, provider id) exists, copies within the same call included.
+ * Inserts a queue batch's events (their bodies in R2 already: see storeWithBodies) in one
+ * statement (D1 pays per statement) from one JSON parameter (D1 allows 100 parameters),
+ * skipping any whose key or (provider, type, provider id) exists, copies within the same call included.
  *
  * With a lease, this is the consumer's owning insert: each owner takes the event's delivery
  * lease with its insert (its row's `lease` token), or, on its own retry, takes it back if no
@@ -121,7 +131,7 @@ export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }
  * differ only in their random part, so the second finds the lease held. It returns (without
  * bodies) the rows of the events whose owner is among `rows`; a copy gets none.
  */
-export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement[] {
+export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
   const onConflict = lease
     ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
          lease_by = CASE WHEN ${leaseFree("excluded.lease_by", "?3")} THEN excluded.lease_by ELSE lease_by END,
@@ -130,42 +140,18 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
        ON CONFLICT DO NOTHING
        RETURNING ${COLUMNS_WITHOUT_BODY}`
     : "ON CONFLICT DO NOTHING";
-  const values = rows.map(({ event, status, owner, enqueuedAt, lease: token }) => ({ ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null }));
-  const statement = db.prepare(
+  // Everything but the body, which is in R2.
+  const values = rows.map(({ event: { body: _inR2, ...event }, status, owner, enqueuedAt, lease: token }) => ({ ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null }));
+  return db
+    .prepare(
       `INSERT INTO events (${INSERTED_COLUMNS})
        SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
-              e->>'verifiedWith', e->>'contentType', e->>'body', e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
+              e->>'verifiedWith', e->>'contentType', '', 1, e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
               CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2, e->>'source'
        FROM (SELECT value AS e FROM json_each(?1)) WHERE true
        ${onConflict}`,
-  );
-  return chunkByBytes(values, (value) => value.body.length).map((chunk) =>
-    statement.bind(JSON.stringify(chunk), lease?.until ?? null, ...(lease ? [lease.now] : [])),
-  );
-}
-
-/**
- * D1 takes at most 2,000,000 bytes in one string: rows whose JSON could be more are split into
- * statements of their own (a JS string's UTF-8 is at most 3 bytes a unit; JSON escapes are
- * rarer than that allows for in a queue message's body, which is at most 127 KB whole).
- */
-const BOUND_STRING_BUDGET = 1_900_000;
-function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
-  const chunks: T[][] = [];
-  let chunk: T[] = [];
-  let size = 0;
-  for (const item of items) {
-    const bytes = units(item) * 3 + 1_024;
-    if (chunk.length && size + bytes > BOUND_STRING_BUDGET) {
-      chunks.push(chunk);
-      chunk = [];
-      size = 0;
-    }
-    chunk.push(item);
-    size += bytes;
-  }
-  if (chunk.length) chunks.push(chunk);
-  return chunks;
+    )
+    .bind(JSON.stringify(values), lease?.until ?? null, ...(lease ? [lease.now] : []));
 }
 
 /** The random part's length at the end of a lease token. */
@@ -223,9 +209,9 @@ export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedSt
  * Stores an event before any message of it exists (status `received`, no owner): whatever
  * message then names its key delivers it, and until one does, the reconciliation sweep finds it.
  */
-export async function storeEvent(db: D1Database, event: NewEvent): Promise<void> {
+export async function storeEvent(db: D1Database, bodies: BodyWriter, event: NewEvent): Promise<void> {
   const row: EventInsert = { event, status: "received", owner: null, enqueuedAt: null };
-  await db.batch([countArrivals(db, [row]), insertEvent(db, row)]);
+  await storeWithBodies(db, bodies, [event], [countArrivals(db, [row]), insertEvent(db, row)]);
 }
 
 /**
@@ -258,8 +244,10 @@ export async function markProgress(db: D1Database, keys: string[], now: number):
   await db.prepare(`UPDATE events SET progress_at = ?2 WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys), now).run();
 }
 
-export async function getEvent(db: D1Database, key: string): Promise<EventRow | null> {
-  return db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(key).first<EventRow>();
+/** One event with its body (from R2 when it is kept there: BodyUnavailable, 503, if R2 does not give it back). */
+export async function getEvent(db: D1Database, bucket: R2Bucket, key: string): Promise<EventRow | null> {
+  const row = await db.prepare(`SELECT * FROM events WHERE key = ?1`).bind(key).first<EventRow>();
+  return row && withBody(bucket, row);
 }
 
 export interface EventFilter {

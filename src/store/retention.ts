@@ -1,7 +1,14 @@
-/** Retention purge: old events, their deliveries and attempts, old quarantined payloads and dead letters; the audit log on its own clock. */
+/**
+ * Retention purge: old events, their deliveries and attempts, old quarantined payloads and dead
+ * letters; the audit log on its own clock. An event's body in R2 goes after its row: the purge
+ * notes it in `body_deletions` in the row's own transaction, then deletes what is noted.
+ */
+import { deleteBodies } from "./bodies";
 
 export interface PurgeResult {
   events: number;
+  /** Bodies deleted from R2 (this run's events', and any an earlier run noted but could not delete). */
+  bodies: number;
   quarantined: number;
   deadLetters: number;
 }
@@ -18,15 +25,16 @@ const PURGEABLE = `received_at < ?1 AND status IN ('delivered', 'dead')
  * Deletes in bounded batches (a cron run must stay short), and never an event that still
  * has a delivery pending, being retried or held, nor one that has not reached the queue yet.
  */
-export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
-  const purged: PurgeResult = { events: 0, quarantined: 0, deadLetters: 0 };
+export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
+  const purged: PurgeResult = { events: 0, bodies: 0, quarantined: 0, deadLetters: 0 };
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db.prepare(`SELECT key FROM events WHERE ${PURGEABLE} LIMIT ?2`).bind(cutoff, batchSize).all<{ key: string }>();
     if (results.length === 0) break;
     const keys = JSON.stringify(results.map((r) => r.key));
     // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
     const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
-    const [, , deleted] = await db.batch([
+    const [, , , deleted] = await db.batch([
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (key) SELECT key FROM events WHERE body_in_r2 = 1 AND key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
@@ -34,11 +42,34 @@ export async function purgeOlderThan(db: D1Database, cutoff: number, batchSize =
     purged.events += deleted!.meta.changes;
     if (results.length < batchSize) break;
   }
+  purged.bodies = await deleteNotedBodies(db, bucket, maxBatches);
   purged.quarantined = await deleteInBatches(db, `DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches);
   purged.deadLetters = await deleteInBatches(
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
   );
   return purged;
+}
+
+/**
+ * Deletes the bodies noted in `body_deletions` from R2, then their notes. One whose event is
+ * stored again meanwhile (a provider sent it after it was purged) is the new event's body now: it
+ * is kept and its note dropped (that event's own purge notes it again).
+ */
+async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: number): Promise<number> {
+  let deleted = 0;
+  for (let i = 0; i < maxBatches; i++) {
+    const { results } = await db
+      .prepare(`SELECT key FROM body_deletions WHERE key NOT IN (SELECT key FROM events) LIMIT 1000`)
+      .all<{ key: string }>();
+    if (results.length === 0) break;
+    const keys = results.map((row) => row.key);
+    await deleteBodies(bucket, keys);
+    await db.prepare(`DELETE FROM body_deletions WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys)).run();
+    deleted += keys.length;
+    if (keys.length < 1000) break;
+  }
+  await db.prepare(`DELETE FROM body_deletions WHERE key IN (SELECT key FROM events)`).run();
+  return deleted;
 }
 
 /** Deletes audit records older than `cutoff` (AUDIT_RETENTION_DAYS), in bounded batches like the rest. */

@@ -4,6 +4,7 @@
  * all of these words"; the cron makes the index follow the SEARCH var.
  */
 import { HttpError, unavailable } from "../errors";
+import { readBodies } from "./bodies";
 
 /** Longer queries are refused: every word is one more index lookup. */
 export const MAX_QUERY_CHARS = 256;
@@ -55,10 +56,80 @@ export async function countMatches(db: D1Database, match: string): Promise<numbe
   return (count!.results[0] as { n: number }).n;
 }
 
+/**
+ * The longest text indexed for one body: its JSON parameter stays within D1's 2,000,000 bytes on
+ * one string (3 bytes a UTF-16 unit at most), and the words past it are in no realistic payload.
+ */
+const MAX_INDEXED_CHARS = 500_000;
+
+/**
+ * What is indexed for a body kept in R2, as events_search_text (migrations/0008) says for one
+ * kept in D1: the payload's string and number values, not its keys; a body that is not JSON
+ * (a leading byte-order mark makes any body so) is indexed as it is.
+ */
+export function searchText(body: string): string {
+  let json: unknown;
+  try {
+    json = JSON.parse(body);
+  } catch {
+    return body.slice(0, MAX_INDEXED_CHARS);
+  }
+  const values: string[] = [];
+  // A stack, not recursion: a signed payload may nest deeper than the call stack goes.
+  const stack = [json];
+  while (stack.length) {
+    const value = stack.pop();
+    if (typeof value === "string" || typeof value === "number") values.push(String(value));
+    else if (value !== null && typeof value === "object") stack.push(...Object.values(value).reverse());
+  }
+  return values.join(" ").slice(0, MAX_INDEXED_CHARS);
+}
+
+/**
+ * Statements that index the text of events whose bodies are in R2 (the trigger indexes only
+ * bodies kept in D1), run in the same D1 batch as their insert; a no-op while the index is off.
+ * `whileBuildBelow`: only if the build still stands there (see followSearchSetting).
+ */
+export function indexBodies(db: D1Database, events: { key: string; body: string }[], whileBuildBelow: number | null = null): D1PreparedStatement[] {
+  const texts = events.map((event) => ({ key: event.key, text: searchText(event.body) }));
+  const statement = db.prepare(
+    `INSERT OR REPLACE INTO events_search (rowid, text)
+     SELECT events.rowid, t.value->>'text' FROM json_each(?1) AS t JOIN events ON events.key = t.value->>'key'
+     WHERE (SELECT enabled FROM search_index) AND (?2 IS NULL OR (SELECT build_below FROM search_index) = ?2)`,
+  );
+  return chunkByBytes(texts, (text) => text.text.length).map((chunk) => statement.bind(JSON.stringify(chunk), whileBuildBelow));
+}
+
+/**
+ * D1 takes at most 2,000,000 bytes in one string: items whose JSON could be more are split into
+ * statements of their own (a JS string's UTF-8 is at most 3 bytes a unit).
+ */
+const BOUND_STRING_BUDGET = 1_900_000;
+function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    const bytes = units(item) * 3 + 1_024;
+    if (chunk.length && size + bytes > BOUND_STRING_BUDGET) {
+      chunks.push(chunk);
+      chunk = [];
+      size = 0;
+    }
+    chunk.push(item);
+    size += bytes;
+  }
+  if (chunk.length) chunks.push(chunk);
+  return chunks;
+}
+
 /** Rowids one statement of the build indexes: short enough not to hold up the request path's writes for long. */
 const BUILD_CHUNK = 2_000;
 /** Statements one cron run spends on the build; the next run continues. */
 const BUILD_CHUNKS_PER_RUN = 50;
+/** Bodies kept in R2 one statement of the build reads (it then covers fewer rowids), and one cron run (each read is a subrequest). */
+const BUILD_BODIES_PER_CHUNK = 100;
+const BUILD_BODIES_PER_RUN = 1_000;
 
 /**
  * The cron's step: the index follows SEARCH. Off: stop indexing and empty the index, in one
@@ -66,7 +137,7 @@ const BUILD_CHUNKS_PER_RUN = 50;
  * indexed by the triggers, every one before it has a rowid below build_below), then index the
  * older events, newest first, BUILD_CHUNK rowids a statement, and say whether it is complete.
  */
-export async function followSearchSetting(db: D1Database, on: boolean): Promise<{ search: "off" | "building" | "ready" }> {
+export async function followSearchSetting(db: D1Database, bucket: R2Bucket, on: boolean): Promise<{ search: "off" | "building" | "ready" }> {
   if (!on) {
     const { enabled } = (await db.prepare("SELECT enabled FROM search_index").first<IndexState>())!;
     if (enabled) {
@@ -79,19 +150,31 @@ export async function followSearchSetting(db: D1Database, on: boolean): Promise<
   }
   await db.prepare("UPDATE search_index SET enabled = 1, build_below = (SELECT coalesce(max(rowid), 0) + 1 FROM events) WHERE enabled = 0").run();
   let index = (await db.prepare("SELECT enabled, build_below FROM search_index").first<IndexState>())!;
-  for (let chunk = 0; index.enabled && index.build_below !== null && chunk < BUILD_CHUNKS_PER_RUN; chunk++) {
+  let bodiesRead = 0;
+  for (let chunk = 0; index.enabled && index.build_below !== null && chunk < BUILD_CHUNKS_PER_RUN && bodiesRead < BUILD_BODIES_PER_RUN; chunk++) {
     const below = index.build_below;
-    const from = below - BUILD_CHUNK;
-    const [, , state] = await db.batch([
+    // The chunk's bodies in R2, newest first: if there are more than a statement reads, it ends at the last one read.
+    const { results: inR2 } = await db
+      .prepare("SELECT rowid, key, body, body_in_r2 FROM events WHERE rowid >= ?1 AND rowid < ?2 AND body_in_r2 = 1 ORDER BY rowid DESC LIMIT ?3")
+      .bind(below - BUILD_CHUNK, below, BUILD_BODIES_PER_CHUNK)
+      .all<{ rowid: number; key: string; body: string; body_in_r2: number }>();
+    const from = inR2.length === BUILD_BODIES_PER_CHUNK ? inR2.at(-1)!.rowid : below - BUILD_CHUNK;
+    const { failed } = await readBodies(bucket, inR2);
+    bodiesRead += inR2.length;
+    // The build stays where it is: the next run reads them again.
+    for (const error of failed.values()) throw error;
+    const statements = await db.batch([
       // Only if the build still stands where this run read it (another run, or SEARCH turned off, may have moved it).
+      // Bodies in R2 read '' here, and are indexed by the statements after it.
       db.prepare(
         `INSERT OR REPLACE INTO events_search (rowid, text)
          SELECT rowid, text FROM events_search_text WHERE rowid >= ?1 AND rowid < ?2 AND (SELECT build_below FROM search_index) = ?2`,
       ).bind(from, below),
+      ...indexBodies(db, inR2, below),
       db.prepare("UPDATE search_index SET build_below = CASE WHEN ?1 > (SELECT coalesce(min(rowid), 0) FROM events) THEN ?1 END WHERE build_below = ?2").bind(from, below),
       db.prepare("SELECT enabled, build_below FROM search_index"),
     ]);
-    index = state!.results[0] as IndexState;
+    index = statements.at(-1)!.results[0] as IndexState;
   }
   return { search: !index.enabled ? "off" : index.build_below === null ? "ready" : "building" };
 }
