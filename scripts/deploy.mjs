@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run deploy`: from a fresh clone to a live gateway, and safe to run again.
-//   npm run deploy                          # sign-in check, D1 + migrations, secrets, deploy, live checks
+//   npm run deploy                          # sign-in check, D1 + migrations, secrets, deploy (+ queues, R2 bucket), live checks
 //   npm run deploy -- --dry-run             # the plan only: what would be created, which secrets are missing
 //   npm run deploy -- --replace-secret NAME # set NAME again (repeatable); otherwise a set secret is kept
 // Provider secrets come from environment variables of the same name, or a hidden prompt; with CI
@@ -39,6 +39,7 @@ async function main() {
   const config = unstable_readConfig({ config: join(root, "wrangler.toml") }, { hideWarnings: true });
   const database = config.d1_databases.find((d) => d.binding === "DB");
   const queues = [...new Set([...config.queues.producers.map((q) => q.queue), ...config.queues.consumers.map((q) => q.queue)])];
+  const buckets = config.r2_buckets.map((b) => b.bucket_name);
   const secrets = expectedSecrets(config.vars);
   const known = new Set([...secrets.required, ...secrets.optional]);
   const unknown = [...replace].filter((name) => !known.has(name));
@@ -50,12 +51,12 @@ async function main() {
   const account = await signedIn();
   say(`✓ signed in${account ? ` (account ${account})` : ""}`);
 
-  const state = await readState(database.database_name, queues);
+  const state = await readState(database.database_name, queues, buckets);
   const missing = {
     required: secrets.required.filter((name) => !state.secrets.has(name) || replace.has(name)),
     optional: secrets.optional.filter((name) => !state.secrets.has(name) || replace.has(name)),
   };
-  printPlan(database.database_name, queues, state, missing);
+  printPlan(database.database_name, queues, buckets, state, missing);
   if (dryRun) return 0;
 
   if (!state.database) {
@@ -100,7 +101,7 @@ async function signedIn() {
   if (who.code !== 0) {
     throw new DeployError(
       "not signed in to Cloudflare",
-      "run `npx wrangler login` (a browser opens), or set CLOUDFLARE_API_TOKEN (and CLOUDFLARE_ACCOUNT_ID) for a token with Workers Scripts, D1 and Queues edit rights; then `npm run deploy` again",
+      "run `npx wrangler login` (a browser opens), or set CLOUDFLARE_API_TOKEN (and CLOUDFLARE_ACCOUNT_ID) for a token with Workers Scripts, D1, Queues and Workers R2 Storage edit rights; then `npm run deploy` again",
     );
   }
   const info = JSON.parse(who.stdout.slice(who.stdout.indexOf("{")));
@@ -112,14 +113,17 @@ async function signedIn() {
 }
 
 /**
- * What exists already: the database, the queues, the Worker's secret names (read at once: each is
- * a wrangler process of its own), and for the plan of a dry run, the migrations not yet applied
- * (a real run's next step applies them and says which).
+ * What exists already: the database, the queues, the R2 buckets, the Worker's secret names (read at
+ * once: each is a wrangler process of its own), and for the plan of a dry run, the migrations not
+ * yet applied (a real run's next step applies them and says which).
  */
-async function readState(databaseName, queues) {
-  const [databases, listed, secretList] = await Promise.all([
+async function readState(databaseName, queues, buckets) {
+  const [databases, listed, bucketInfos, secretList] = await Promise.all([
     run(["d1", "list", "--json"], { step: "listing D1 databases" }),
     run(["queues", "list"], { step: "listing queues" }),
+    // Looked up by name, as wrangler deploy does before it creates one: `r2 bucket list` shows only
+    // the first page of an account's buckets.
+    Promise.all(buckets.map((name) => run(["r2", "bucket", "info", name, "--json"], { step: `reading R2 bucket ${name}`, allowFailure: true }))),
     run(["secret", "list", "--format", "json"], { step: "listing the Worker's secrets", allowFailure: true }),
   ]);
   // No Worker yet: no secrets either. Any other failure stops the run: taken for "none set", it would overwrite them all.
@@ -127,6 +131,12 @@ async function readState(databaseName, queues) {
   if (secretList.code !== 0 && !noWorker) throw failure("listing the Worker's secrets", secretList);
   const database = JSON.parse(databases.stdout).find((d) => d.name === databaseName) ?? null;
   const existingQueues = new Set(queues.filter((name) => new RegExp(`(^|[\\s│|])${name}([\\s│|]|$)`, "m").test(listed.stdout)));
+  // 10006: no such bucket. Any other failure stops the run, as a failed listing does.
+  const bucketMissing = (info) => info.code !== 0 && /code: 10006\]/.test(`${info.stdout}${info.stderr}`);
+  bucketInfos.forEach((info, i) => {
+    if (info.code !== 0 && !bucketMissing(info)) throw failure(`reading R2 bucket ${buckets[i]}`, info);
+  });
+  const existingBuckets = new Set(buckets.filter((name, i) => bucketInfos[i].code === 0));
   const secrets = new Set(noWorker ? [] : JSON.parse(secretList.stdout.slice(secretList.stdout.indexOf("["))).map((s) => s.name));
   const files = readdirSync(join(root, "migrations")).filter((f) => f.endsWith(".sql")).sort();
   let pending = null;
@@ -138,16 +148,17 @@ async function readState(databaseName, queues) {
     const names = new Set(applied.code === 0 ? JSON.parse(applied.stdout.slice(applied.stdout.indexOf("["))).flatMap((r) => r.results.map((row) => row.name)) : []);
     pending = files.filter((f) => !names.has(f));
   }
-  return { database, queues: existingQueues, secrets, workerExists: !noWorker, pending };
+  return { database, queues: existingQueues, buckets: existingBuckets, secrets, workerExists: !noWorker, pending };
 }
 
 const migrationNames = (text) => [...new Set(text.match(/\b\d{4}_[\w-]+\.sql\b/g) ?? [])];
 
-function printPlan(databaseName, queues, state, missing) {
+function printPlan(databaseName, queues, buckets, state, missing) {
   say();
   say("Plan:");
   say(`- D1 database ${databaseName}: ${state.database ? "exists" : "create"}`);
   for (const name of queues) say(`- queue ${name}: ${state.queues.has(name) ? "exists" : "create (wrangler deploy provisions it)"}`);
+  for (const name of buckets) say(`- R2 bucket ${name}: ${state.buckets.has(name) ? "exists" : "create (wrangler deploy provisions it)"}`);
   say(`- migrations to apply: ${state.pending === null ? "those not yet applied (listed by the next step)" : state.pending.length ? state.pending.join(", ") : "none"}`);
   say(`- secrets to set: ${missing.required.length ? missing.required.join(", ") : "none missing"}${replace.size ? ` (replacing ${[...replace].join(", ")})` : ""}`);
   if (missing.optional.length) say(`- optional secrets not set (set them from the environment or later with wrangler secret put): ${missing.optional.join(", ")}`);

@@ -60,7 +60,9 @@ export function errorLines({ stdout, stderr }) {
 
 /** The API's codes that an operator can act on, and what to do. */
 const HINTS = [
-  [/code: (10000|9109)\]|Authentication error|Invalid access token/i, "the API token is not valid for this account, or lacks a permission: it needs Workers Scripts Edit, D1 Edit, Queues Edit and Account Settings Read (or run `npx wrangler login`)"],
+  [/code: (10000|9109)\]|Authentication error|Invalid access token/i, "the API token is not valid for this account, or lacks a permission: it needs Workers Scripts Edit, D1 Edit, Queues Edit, Workers R2 Storage Edit and Account Settings Read (or run `npx wrangler login`)"],
+  // A new account cannot create a bucket until R2 is turned on, once, in the dashboard.
+  [/code: 10042\]/, "R2 is not enabled on this account: enable it once in the Cloudflare dashboard (R2 Object Storage), then run `npm run deploy` again"],
   [/More than one account available|multiple accounts/i, "set CLOUDFLARE_ACCOUNT_ID to the account to deploy to"],
   [/code: 7500|code: 10021/i, "the Worker's code or configuration was refused: read the message above, fix it, and run `npm run deploy` again"],
   [/fetch failed|ECONNREFUSED|ENOTFOUND|ETIMEDOUT/i, "the Cloudflare API could not be reached: check the network (or CLOUDFLARE_API_BASE_URL), then run `npm run deploy` again"],

@@ -1,5 +1,5 @@
 // A local stand-in for the Cloudflare API: only the endpoints that `npm run deploy` makes wrangler
-// call (sign-in, D1, Queues, Workers scripts and their settings), with the shapes wrangler expects
+// call (sign-in, D1, Queues, R2 buckets, Workers scripts and their settings), with the shapes wrangler expects
 // (as workers-sdk's own test mocks answer them). D1 databases are real SQLite (node:sqlite), so a
 // migration that does not run fails here as it would there. Everything it was asked is recorded
 // for the test to read (GET /__standin/state), and faults can be injected (POST /__standin/fault).
@@ -22,6 +22,7 @@ export function startCloudflareApi() {
     unknown: [],
     databases: new Map(),
     queues: new Map(),
+    buckets: new Map(),
     scripts: new Map(),
     faults: [],
   };
@@ -41,6 +42,7 @@ export function startCloudflareApi() {
 
   const databaseInfo = (db) => ({ uuid: db.uuid, name: db.name, created_at: db.createdAt, version: "production", num_tables: 0, file_size: 0, running_in_region: "WEUR" });
   const queueInfo = (q) => ({ queue_id: q.id, queue_name: q.name, created_on: q.createdAt, modified_on: q.createdAt, producers: [], producers_total_count: 0, consumers: q.consumers, consumers_total_count: q.consumers.length, settings: {} });
+  const bucketInfo = (b) => ({ name: b.name, creation_date: b.createdAt, location: "WEUR", storage_class: "Standard" });
   const findDatabase = (idOrName) => [...state.databases.values()].find((d) => d.uuid === idOrName || d.name === idOrName);
   const findQueue = (idOrName) => [...state.queues.values()].find((q) => q.id === idOrName || q.name === idOrName);
 
@@ -114,6 +116,24 @@ export function startCloudflareApi() {
       return ok(queue.consumers[index]);
     }],
 
+    // R2: buckets are named, not numbered; the list is cursor-paged (one page here).
+    ["GET", /^\/accounts\/[^/]+\/r2\/buckets$/, () => ok({ buckets: [...state.buckets.values()].map(bucketInfo) }, { result_info: { cursor: "", per_page: 20 } })],
+    ["GET", /^\/accounts\/[^/]+\/r2\/buckets\/([^/]+)$/, ([, name]) => {
+      const bucket = state.buckets.get(decodeURIComponent(name));
+      return bucket ? ok(bucketInfo(bucket)) : fail(404, 10006, "The specified bucket does not exist.");
+    }],
+    ["POST", /^\/accounts\/[^/]+\/r2\/buckets$/, (m, req) => {
+      const name = req.json.name;
+      if (typeof name !== "string" || !/^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(name)) return fail(400, 10005, "The specified bucket name is not valid.");
+      if (state.buckets.has(name)) return fail(409, 10004, "The bucket you tried to create already exists, and you own it.");
+      const bucket = { name, createdAt: new Date().toISOString() };
+      state.buckets.set(name, bucket);
+      return ok(bucketInfo(bucket));
+    }],
+
+    // `r2 bucket info` asks the analytics API for the bucket's size: none recorded here.
+    ["POST", /^\/graphql$/, () => ({ status: 200, body: { data: { viewer: { accounts: [{ r2StorageAdaptiveGroups: [] }] } }, errors: null } })],
+
     // Workers
     ["GET", /^\/accounts\/[^/]+\/workers\/subdomain$/, () => ok({ subdomain: SUBDOMAIN })],
     ["GET", /^\/accounts\/[^/]+\/workers\/scripts$/, () => ok([...state.scripts.values()].map((s) => ({ id: s.name, migration_tag: s.migrationTag, created_on: s.createdAt, modified_on: s.modifiedAt })))],
@@ -177,6 +197,9 @@ export function startCloudflareApi() {
     const form = await new Request("http://standin/", { method: "PUT", headers: { "content-type": req.headers["content-type"] }, body: req.raw }).formData();
     const part = form.get("metadata");
     const metadata = JSON.parse(typeof part === "string" ? part : await part.text());
+    // As Cloudflare refuses it: a Worker bound to a bucket the account does not have.
+    const unknownBucket = (metadata.bindings ?? []).find((b) => b.type === "r2_bucket" && !state.buckets.has(b.bucket_name));
+    if (unknownBucket) return fail(400, 10085, `R2 bucket '${unknownBucket.bucket_name}' not found. Please use a different name and try again.`);
     const now = new Date().toISOString();
     const script = state.scripts.get(name) ?? { name, createdAt: now, secrets: new Map(), migrationTag: null, schedules: [], workersDev: false, uploads: 0 };
     if (metadata.migrations) {
@@ -225,6 +248,7 @@ export function startCloudflareApi() {
         })(),
       })),
       queues: [...state.queues.values()].map(queueInfo),
+      buckets: [...state.buckets.values()].map(bucketInfo),
       scripts: [...state.scripts.values()].map(({ secrets, ...s }) => ({ ...s, secretNames: [...secrets.keys()] })),
     };
   }

@@ -16,6 +16,7 @@ import { ACCOUNT_ID, API_TOKEN, startCloudflareApi } from "./cloudflare-api.mjs"
 const root = new URL("../..", import.meta.url).pathname;
 const MIGRATIONS = readdirSync(join(root, "migrations")).filter((f) => f.endsWith(".sql")).sort();
 const QUEUES = ["edgehook-events", "edgehook-dead-letters", "edgehook-alerts"];
+const BUCKET = "edgehook-bodies";
 /** Provider secrets as an operator's environment gives them: none may appear in any output. */
 const PROVIDER_SECRETS = { SEISMIC_SIGNING_SECRET: "seismic-standin-secret-3f9a1c", ZUDDL_SIGNING_SECRET: "zuddl-standin-secret-7be204" };
 const results = [];
@@ -52,7 +53,7 @@ function deploy(api, gateway, args = [], extraEnv = {}) {
   });
 }
 
-const creations = (state) => state.requests.filter((r) => /^POST .*\/(d1\/database|queues)$/.test(r));
+const creations = (state) => state.requests.filter((r) => /^POST .*\/(d1\/database|queues|r2\/buckets)$/.test(r));
 
 async function scenario(name, run) {
   const started = Date.now();
@@ -107,15 +108,16 @@ try {
       assert.equal(run.code, 0, run.output);
       assert.match(run.stdout, /D1 database edgehook: create/);
       for (const queue of QUEUES) assert.match(run.stdout, new RegExp(`queue ${queue}: create`));
+      assert.match(run.stdout, new RegExp(`R2 bucket ${BUCKET}: create`));
       assert.match(run.stdout, new RegExp(`migrations to apply: ${MIGRATIONS.join(", ")}`));
       assert.match(run.stdout, /secrets to set: ADMIN_TOKEN, SEISMIC_SIGNING_SECRET, ZUDDL_SIGNING_SECRET/);
       const state = await api.state();
       assert.deepEqual(state.requests.filter((r) => !r.startsWith("GET ")), [], "only reads");
-      assert.deepEqual([state.databases, state.queues, state.scripts], [[], [], []]);
+      assert.deepEqual([state.databases, state.queues, state.buckets, state.scripts], [[], [], [], []]);
       assertNoSecretIn(run.output);
     });
 
-    await scenario("first run: D1, three queues, consumers, Durable Object migrations, cron, secrets and migrations; the live checks pass", async () => {
+    await scenario("first run: D1, three queues, the R2 bucket, consumers, Durable Object migrations, cron, secrets and migrations; the live checks pass", async () => {
       await api.resetLog();
       const run = await deploy(api, gateway);
       assert.equal(run.code, 0, run.output);
@@ -126,6 +128,8 @@ try {
       assert.deepEqual(database.migrations, MIGRATIONS, "every migration recorded in d1_migrations");
       for (const table of ["events", "deliveries", "delivery_attempts", "destination_state", "quarantine", "alerts"]) assert.ok(database.tables.includes(table), table);
       assert.deepEqual(state.queues.map((q) => q.queue_name).sort(), [...QUEUES].sort());
+      assert.deepEqual(state.buckets.map((b) => b.name), [BUCKET]);
+      assert.equal(creations(state).filter((r) => r.endsWith("/r2/buckets")).length, 1, "the bucket created once");
       const consumer = (queue) => state.queues.find((q) => q.queue_name === queue).consumers;
       assert.deepEqual(consumer("edgehook-events").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms, c.dead_letter_queue]), [["edgehook", 25, 100, 1000, "edgehook-dead-letters"]]);
       assert.deepEqual(consumer("edgehook-dead-letters").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 100, 100, 5000]]);
@@ -140,6 +144,7 @@ try {
       assert.deepEqual(bound("d1"), ["DB"]);
       assert.deepEqual(bound("queue"), ["ALERTS_QUEUE", "DEAD_LETTER_QUEUE", "EVENTS_QUEUE"]);
       assert.deepEqual(bound("durable_object_namespace"), ["LANES", "RATE_LIMITER"]);
+      assert.deepEqual(script.bindings.filter((b) => b.type === "r2_bucket").map((b) => [b.name, b.bucket_name]), [["BODIES", BUCKET]]);
       assert.deepEqual(script.secretNames.sort(), ["ADMIN_TOKEN", "SEISMIC_SIGNING_SECRET", "ZUDDL_SIGNING_SECRET"]);
       for (const [name, value] of Object.entries(PROVIDER_SECRETS)) assert.equal(await api.secret("edgehook", name), value, `${name} set from the environment`);
       adminToken = await api.secret("edgehook", "ADMIN_TOKEN");
@@ -176,10 +181,12 @@ try {
       const run = await deploy(api, gateway, ["--dry-run"]);
       assert.equal(run.code, 0, run.output);
       assert.match(run.stdout, /D1 database edgehook: exists/);
+      assert.match(run.stdout, new RegExp(`R2 bucket ${BUCKET}: exists`));
       assert.match(run.stdout, /migrations to apply: none/);
       assert.match(run.stdout, /secrets to set: none missing/);
       const state = await api.state();
-      const writes = state.requests.filter((r) => !r.startsWith("GET ") && !/\/query$/.test(r));
+      // A D1 SELECT and the analytics query `r2 bucket info` makes are POSTs that read.
+      const writes = state.requests.filter((r) => !r.startsWith("GET ") && !/\/query$|^POST \/graphql$/.test(r));
       assert.deepEqual(writes, [], "only reads");
       const unknown = await deploy(api, gateway, ["--dryrun"]);
       assertToldPlainly(unknown, /unknown argument "--dryrun"/);
@@ -217,7 +224,8 @@ try {
       const state = await api.state();
       assert.equal(state.databases.length, 1);
       assert.deepEqual(state.queues.map((q) => q.queue_name).sort(), [...QUEUES].sort());
-      assert.equal(creations(state).length, 4, "one database and three queues, each created once over both runs");
+      assert.deepEqual(state.buckets.map((b) => b.name), [BUCKET]);
+      assert.equal(creations(state).length, 5, "one database, three queues and one bucket, each created once over both runs");
       assert.equal(state.scripts.length, 1);
       assert.deepEqual(state.scripts[0].secretNames, ["SEISMIC_SIGNING_SECRET"]);
       assert.match(resumed.stdout, /migrations: none to apply/);
@@ -246,6 +254,13 @@ try {
       const forbidden = await deploy(api, gateway);
       assertToldPlainly(forbidden, /listing the Worker's secrets failed:[\s\S]*may not read Workers Scripts/);
       assert.deepEqual((await api.state()).scripts, [], "nothing deployed, no secret overwritten");
+      // A new account's R2 answers 10042 until it is enabled in the dashboard: said before anything is created.
+      await api.clearFaults();
+      await api.fault({ method: "GET", path: "/r2/buckets/", status: 403, code: 10042, message: "Please enable R2 through the Cloudflare Dashboard.", times: 100 });
+      const noR2 = await deploy(api, gateway);
+      assertToldPlainly(noR2, /reading R2 bucket edgehook-bodies failed:[\s\S]*enable R2[\s\S]*→ R2 is not enabled on this account: enable it once in the Cloudflare dashboard/);
+      const untouched = await api.state();
+      assert.deepEqual([untouched.databases, untouched.buckets, untouched.scripts], [[], [], []], "nothing created");
     } finally {
       await api.close();
     }
