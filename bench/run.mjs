@@ -82,7 +82,7 @@ out();
 
 const large = await runLargeBody({ samples: smoke ? 1 : quick ? 2 : 5 });
 produced("large body", { medianMs: large.medianMs, maxMs: large.maxMs });
-out("## A body at the 1 MiB limit (too large for a queue message: stored in D1 before the answer)");
+out("## A body at the 1 MiB limit (too large for a queue message: stored in R2 and D1 before the answer)");
 out("| answer time ÷ 3 s deadline | median ms | max ms | bytes | answered 200 |");
 out("| ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(large.maxMs / 3000, 2)}** | ${f(large.medianMs, 0)} | ${f(large.maxMs, 0)} | ${large.bytes} | ${large.samples - large.errors}/${large.samples} |`);

@@ -6,10 +6,15 @@ ALTER TABLE events ADD COLUMN body_in_r2 INTEGER NOT NULL DEFAULT 0;  -- 1: the 
 -- The events whose bodies the cron still has to move: empty once it has.
 CREATE INDEX events_body_in_d1 ON events (key) WHERE body_in_r2 = 0;
 
--- Bodies whose events the retention purge deleted, to delete from R2: written in the purge's own
+-- Quarantined payloads too, under quarantine/<provider>/<body_sha256> (one object per row, as the
+-- row is one per provider and bytes). A row kept before this keeps its body here.
+ALTER TABLE quarantine ADD COLUMN body_in_r2 INTEGER NOT NULL DEFAULT 0;  -- 1: the body is in R2, and `body` is empty
+ALTER TABLE quarantine ADD COLUMN body_bytes INTEGER;                     -- the body's length (NULL: length(body))
+
+-- Objects whose rows the retention purge deleted, to delete from R2: written in the purge's own
 -- transaction, so a body is never forgotten when its R2 delete fails or the cron is cut short.
 CREATE TABLE body_deletions (
-  key TEXT PRIMARY KEY  -- the event's key (its object: events/<key>)
+  object TEXT PRIMARY KEY  -- events/<key> or quarantine/<provider>/<body_sha256>
 );
 
 -- The search index: a body in R2 is indexed by the code that writes it (store/search.ts,

@@ -33,7 +33,8 @@ export default {
    * The cron: the destinations' safety net (an overdue circuit probe, held deliveries of an active
    * destination or of a removed one: before the sweep, which then settles those events), every
    * lane with unfinished deliveries woken (a lost wake-up), the reconciliation sweep, the retention
-   * purge (the audit log on its own clock), the search index follows SEARCH (after the purge, so it never indexes events about to
+   * purge (rows, then their R2 bodies; the audit log on its own clock), bodies stored in D1 before
+   * bodies moved to R2 moved there, the search index follows SEARCH (after the purge, so it never indexes events about to
    * go), and alerts: an invalid DESTINATIONS or SOURCES is noted, and alerts whose send was lost
    * (or never scheduled) are scheduled again.
    * One failing never stops the others.

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import type { QueuedEvent } from "../src/env";
 import { DESTINATION_HEALTH_SQL } from "../src/store/charts";
 import { recordingQueue } from "./faults";
-import { consumeAll, countRows, errorOf, send, sendAndConsume, sendWith, seismicBody, seismicRequest } from "./helpers";
+import { consumeAll, countRows, errorOf, quarantinedRow, send, sendAndConsume, sendWith, seismicBody, seismicRequest } from "./helpers";
 import { select } from "./html";
 
 const BASE = "https://edgehook.test";
@@ -246,7 +246,7 @@ describe("console", () => {
     const cookie = await session();
     const body = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 9 } });
     expect((await send(await seismicRequest(body))).status).toBe(422);
-    const { id } = (await env.DB.prepare("SELECT id FROM quarantine WHERE CAST(body AS TEXT) = ?").bind(body).first<{ id: number }>())!;
+    const { id } = (await quarantinedRow(body))!;
 
     const dead = await (await page("/console/dead", cookie)).text();
     expect(dead).toContain(`<a href="/console/quarantine/${id}">View #${id}</a>`);

@@ -147,6 +147,16 @@ export async function storedEvent(key: string): Promise<Record<string, unknown> 
   return row;
 }
 
+/** The quarantine row kept for these bytes (found by their SHA-256, as the Worker keys it), with the bytes from R2 where they are kept. */
+export async function quarantinedRow(body: string | Uint8Array): Promise<{ id: number; reason: string; provider: string; body: Uint8Array; body_in_r2: number } | null> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", typeof body === "string" ? new TextEncoder().encode(body) : body));
+  const sha = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const row = await env.DB.prepare("SELECT id, reason, provider, body, body_in_r2 FROM quarantine WHERE body_sha256 = ?").bind(sha).first<{ id: number; reason: string; provider: string; body: ArrayBuffer; body_in_r2: number }>();
+  if (!row) return null;
+  const bytes = row.body_in_r2 ? await (await env.BODIES.get(`quarantine/${row.provider}/${sha}`))!.arrayBuffer() : row.body;
+  return { ...row, body: new Uint8Array(bytes) };
+}
+
 export async function countRows(sql: string, ...params: unknown[]): Promise<number> {
   const row = await env.DB.prepare(sql).bind(...params).first<{ n: number }>();
   return row?.n ?? 0;

@@ -14,7 +14,7 @@ import { checkedAnswers, checkRecorded, servedDocument, type OpenApiDocument } f
 import { faultyQueue } from "./faults";
 import { accessTeam, assertion, STRANGER } from "./access-harness";
 import { accept, admin, bindings, consume, DESTINATIONS, downstream, events, server, useDeliveryHarness } from "./delivery-harness";
-import { ADMIN, hmacHex, send, sendWith, seismicBody, seismicRequest, webhookRequest } from "./helpers";
+import { ADMIN, hmacHex, quarantinedRow, send, sendWith, seismicBody, seismicRequest, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
 
@@ -28,7 +28,7 @@ const operations = (document: OpenApiDocument) =>
 async function quarantined(): Promise<number> {
   const body = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 7 } });
   expect((await send(webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) }))).status).toBe(422);
-  return (await env.DB.prepare("SELECT id FROM quarantine WHERE CAST(body AS TEXT) = ?").bind(body).first<{ id: number }>())!.id;
+  return (await quarantinedRow(body))!.id;
 }
 
 describe("GET /admin/openapi.json", () => {

@@ -9,7 +9,7 @@ import type { QueuedEvent } from "../src/env";
 import { schemaMismatch } from "../src/providers/provider";
 import { seismic } from "../src/providers/seismic";
 import { faultyQueue, recordingQueue } from "./faults";
-import { ADMIN, adminGet, consumeAll, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, storedEvent, uniqueId, webhookRequest } from "./helpers";
+import { ADMIN, adminGet, consumeAll, countRows, errorOf, hmacHex, send, sendAndConsume, sendWith, seismicBody, seismicRequest, quarantinedRow, storedEvent, uniqueId, webhookRequest } from "./helpers";
 
 const BASE = "https://edgehook.test";
 
@@ -53,10 +53,7 @@ const invalidBody = (id = uniqueId("seismic")) => seismicBody({ id, version: "li
 async function quarantined(body: string | Uint8Array, expectedStatus = 422): Promise<number> {
   const request = webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) });
   expect((await send(request)).status).toBe(expectedStatus);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", typeof body === "string" ? new TextEncoder().encode(body) : body));
-  const sha = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
-  const row = await env.DB.prepare("SELECT id FROM quarantine WHERE body_sha256 = ?").bind(sha).first<{ id: number }>();
-  return row!.id;
+  return (await quarantinedRow(body))!.id;
 }
 
 /** Our id for an event, computed here independently of src/store/events.ts. */
@@ -148,7 +145,7 @@ describe("release", () => {
     const body = seismicBody();
     const { id: eventId, version } = JSON.parse(body) as { id: string; version: string };
     expect((await sendWith(await seismicRequest(body), {})).status).toBe(422);
-    const id = (await env.DB.prepare("SELECT id FROM quarantine WHERE CAST(body AS TEXT) = ?").bind(body).first<{ id: number }>())!.id;
+    const id = (await quarantinedRow(body))!.id;
 
     const { response, queued } = await release(id);
     expect(response.status).toBe(200);

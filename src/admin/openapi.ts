@@ -106,7 +106,7 @@ export const ADMIN_API: Record<string, Operation> = {
     path: { id: eventId },
     status: 200,
     response: T.Object({ event: EventDetailView }, { additionalProperties: false }),
-    errors: { 404: ["event_not_found"] },
+    errors: { 404: ["event_not_found"], 503: ["body_unavailable"] },
   },
   "POST /admin/events/{id}/replay": {
     operationId: "replayEvent",
@@ -126,7 +126,7 @@ export const ADMIN_API: Record<string, Operation> = {
       },
       { additionalProperties: false },
     ),
-    errors: { 404: ["event_not_found", "unknown_destination"], 503: ["invalid_destinations", "queue_unavailable"] },
+    errors: { 404: ["event_not_found", "unknown_destination"], 503: ["body_unavailable", "invalid_destinations", "queue_unavailable"] },
   },
   "GET /admin/deliveries": {
     operationId: "listDeliveries",
@@ -187,7 +187,7 @@ export const ADMIN_API: Record<string, Operation> = {
     path: { id: quarantineId },
     status: 200,
     response: T.Object({ quarantined: QuarantinedDetailView }, { additionalProperties: false }),
-    errors: { 404: ["quarantine_not_found"] },
+    errors: { 404: ["quarantine_not_found"], 503: ["body_unavailable"] },
   },
   "POST /admin/quarantine/{id}/release": {
     operationId: "releaseQuarantined",
@@ -201,7 +201,7 @@ export const ADMIN_API: Record<string, Operation> = {
     errors: {
       404: ["quarantine_not_found"],
       422: ["schema_mismatch", "malformed_json", "invalid_utf8", "empty_body", "not_releasable"],
-      503: STORAGE_CODES,
+      503: [...STORAGE_CODES, "body_unavailable"],
     },
   },
   "GET /admin/stats": {
@@ -259,7 +259,7 @@ export const ADMIN_API: Record<string, Operation> = {
       404: ["unknown_destination", "event_not_found"],
       413: ["body_too_large"],
       422: ["schema_mismatch"],
-      503: ["invalid_destinations"],
+      503: ["body_unavailable", "invalid_destinations"],
     },
   },
   "GET /admin/alerts": {

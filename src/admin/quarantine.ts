@@ -29,7 +29,7 @@ export function quarantineFilter(query: Record<string, string | undefined>): Qua
 
 export async function requireQuarantined(env: Env, id: string): Promise<QuarantineRow> {
   // Ids are positive integers; anything else cannot name a row.
-  const row = /^[1-9]\d{0,14}$/.test(id) ? await getQuarantined(env.DB, Number(id)) : null;
+  const row = /^[1-9]\d{0,14}$/.test(id) ? await getQuarantined(env.DB, env.BODIES, Number(id)) : null;
   if (!row) throw new HttpError(404, "quarantine_not_found", "no quarantined payload with that id");
   return row;
 }
@@ -81,7 +81,7 @@ export async function releaseQuarantined(env: Env, row: QuarantineRow, force: bo
     throw unavailable("storage_unavailable", "could not record the release; release it again");
   });
   if (!recorded) {
-    const current = await getQuarantined(env.DB, row.id);
+    const current = await getQuarantined(env.DB, env.BODIES, row.id);
     const concurrent = current && earlierRelease(current);
     if (concurrent) return concurrent;
   }

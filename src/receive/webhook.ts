@@ -70,7 +70,7 @@ export function receiveWebhook(): Handler<AppEnv, "/webhooks/:source"> {
       signed = readSigned(provider, body);
     } catch (err) {
       if (err instanceof HttpError) {
-        const kept = quarantine(c.env.DB, {
+        const kept = quarantine(c.env.DB, c.env.BODIES, {
           provider: provider.name, source: source.name, reason: err.code, error: err.message, path: err.detail.path ?? null,
           contentType: contentType ?? "application/json", verifiedWith, body, receivedAt,
         }).catch(() => {
@@ -140,14 +140,14 @@ function unverifiedChallenge(provider: Provider, body: Uint8Array): Response | n
 interface Accepted {
   /** The event's id: derived from (provider, type, provider id), so every copy gets the same. */
   key: string;
-  /** queued: the message carries the event; stored: too large for one, so D1 first, then its key. */
+  /** queued: the message carries the event; stored: too large for one, so R2 and D1 first, then its key. */
   path: "queued" | "stored";
 }
 
 /**
  * Sends the event to the queue, body and all: the one way an event gets in, for the request path
  * and a release from quarantine alike. Copies are not detected here (that needs D1); the consumer
- * stores one row and forwards once. A body too large for a queue message is stored in D1 first
+ * stores one row and forwards once. A body too large for a queue message is stored (R2, then D1) first
  * and its key sent. Throws 503 to make the caller retry; nothing is stored when the send fails
  * (except such a large body, which the retry, or else the reconciliation sweep, then delivers).
  */

@@ -26,6 +26,8 @@ export const bodyWriter = (env: Env): BodyWriter => ({ bucket: env.BODIES, index
 
 /** The object that holds an event's body. */
 export const bodyObjectKey = (eventKey: string): string => `events/${eventKey}`;
+/** The object that holds a quarantined payload: one per provider and bytes, as its row is. */
+export const quarantineObjectKey = (provider: string, sha256: string): string => `quarantine/${provider}/${sha256}`;
 
 const utf8 = new TextEncoder();
 /** Bodies were decoded this way when they arrived (receive/body.ts): encoding them again gives the bytes that were signed. */
@@ -85,9 +87,18 @@ export async function withBody<T extends BodyHolder>(bucket: R2Bucket, row: T): 
   return row;
 }
 
-/** Deletes the bodies of these events (R2 takes up to 1,000 keys in one call). */
-export async function deleteBodies(bucket: R2Bucket, keys: string[]): Promise<void> {
-  for (let i = 0; i < keys.length; i += 1000) await bucket.delete(keys.slice(i, i + 1000).map(bodyObjectKey));
+/** A quarantined payload's bytes from R2; BodyUnavailable (503) if R2 does not give them back. */
+export async function readQuarantinedBody(bucket: R2Bucket, provider: string, sha256: string): Promise<ArrayBuffer> {
+  const object = await bucket.get(quarantineObjectKey(provider, sha256)).catch((err: unknown) => {
+    throw new BodyUnavailable(`quarantined payload ${sha256}`, String(err));
+  });
+  if (!object) throw new BodyUnavailable(`quarantined payload ${sha256}`, "no such object");
+  return object.arrayBuffer();
+}
+
+/** Deletes these objects (R2 takes up to 1,000 keys in one call). */
+export async function deleteObjects(bucket: R2Bucket, objects: string[]): Promise<void> {
+  for (let i = 0; i < objects.length; i += 1000) await bucket.delete(objects.slice(i, i + 1000));
 }
 
 /**

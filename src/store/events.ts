@@ -7,7 +7,8 @@
  * before any message exists, with `storeEvent`: the request path, for a body too large for a
  * queue message, and the dead-letter consumer, for an event whose message used up its retries
  * before the consumer could store it. Every writer inserts with ON CONFLICT DO NOTHING on
- * (provider, type, provider id), so copies of one provider event make one row.
+ * (provider, type, provider id), so copies of one provider event make one row, and every writer
+ * puts the body in R2 before its row (storeWithBodies; the body column stays empty).
  */
 import { HttpError } from "../errors";
 import type { Arrival, SecretSlot } from "../env";

@@ -8,6 +8,7 @@ import { CounterDeltas } from "./metrics";
 import { bytesToHex } from "../crypto";
 import type { SecretSlot } from "../env";
 import { decodeCursor, keysetPage } from "./events";
+import { quarantineObjectKey, readQuarantinedBody } from "./bodies";
 
 export interface QuarantinedPayload {
   provider: string;
@@ -22,20 +23,24 @@ export interface QuarantinedPayload {
   receivedAt: number;
 }
 
-/** Keeps a signed body that could not be accepted; a redelivery of the same bytes bumps `attempts`. */
-export async function quarantine(db: D1Database, item: QuarantinedPayload): Promise<void> {
+/**
+ * Keeps a signed body that could not be accepted: its bytes in R2 first, then its row (a row kept
+ * before bodies moved to R2 moves there now); a redelivery of the same bytes bumps `attempts`.
+ */
+export async function quarantine(db: D1Database, bucket: R2Bucket, item: QuarantinedPayload): Promise<void> {
   const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
+  await bucket.put(quarantineObjectKey(item.provider, digest), item.body);
   const counted = new CounterDeltas();
   counted.event(item.source, item.provider, "", "quarantined");
   await db.batch([
     db
       .prepare(
-        `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_sha256,
+        `INSERT INTO quarantine (provider, reason, error, path, content_type, verified_with, body, body_in_r2, body_bytes, body_sha256,
                                  first_received_at, last_received_at, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
-         ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9`,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, x'', 1, ?7, ?8, ?9, ?9, ?10)
+         ON CONFLICT (provider, body_sha256) DO UPDATE SET attempts = attempts + 1, last_received_at = ?9, body = x'', body_in_r2 = 1, body_bytes = ?7`,
       )
-      .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body, digest, item.receivedAt, item.source),
+      .bind(item.provider, item.reason, item.error, item.path, item.contentType, item.verifiedWith, item.body.byteLength, digest, item.receivedAt, item.source),
     ...counted.statements(db),
   ]);
 }
@@ -76,7 +81,7 @@ export interface QuarantinePage {
   nextCursor: string | null;
 }
 
-const SUMMARY = `id, provider, source, reason, error, path, length(body) AS bytes, attempts, first_received_at, last_received_at,
+const SUMMARY = `id, provider, source, reason, error, path, coalesce(body_bytes, length(body)) AS bytes, attempts, first_received_at, last_received_at,
                  released_at, event_key, forced`;
 
 /**
@@ -110,11 +115,14 @@ export async function listQuarantine(db: D1Database, filter: QuarantineFilter, l
   return { items: rows, nextCursor };
 }
 
-export async function getQuarantined(db: D1Database, id: number): Promise<QuarantineRow | null> {
-  return db
-    .prepare(`SELECT ${SUMMARY}, content_type, verified_with, body, body_sha256 FROM quarantine WHERE id = ?1`)
+/** One quarantined payload with its bytes (from R2 where they are kept: BodyUnavailable, 503, if R2 does not give them back). */
+export async function getQuarantined(db: D1Database, bucket: R2Bucket, id: number): Promise<QuarantineRow | null> {
+  const row = await db
+    .prepare(`SELECT ${SUMMARY}, content_type, verified_with, body, body_in_r2, body_sha256 FROM quarantine WHERE id = ?1`)
     .bind(id)
-    .first<QuarantineRow>();
+    .first<QuarantineRow & { body_in_r2: number }>();
+  if (row?.body_in_r2) row.body = await readQuarantinedBody(bucket, row.provider, row.body_sha256);
+  return row;
 }
 
 /** Takes a release back (its event could not be enqueued), so the payload can be released again. */

@@ -3,7 +3,7 @@
  * letters; the audit log on its own clock. An event's body in R2 goes after its row: the purge
  * notes it in `body_deletions` in the row's own transaction, then deletes what is noted.
  */
-import { deleteBodies } from "./bodies";
+import { deleteObjects } from "./bodies";
 
 export interface PurgeResult {
   events: number;
@@ -34,7 +34,7 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
     // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
     const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
     const [, , , deleted] = await db.batch([
-      db.prepare(`INSERT OR IGNORE INTO body_deletions (key) SELECT key FROM events WHERE body_in_r2 = 1 AND key IN (${stillPurgeable})`).bind(cutoff, keys),
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE body_in_r2 = 1 AND key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
@@ -42,33 +42,51 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
     purged.events += deleted!.meta.changes;
     if (results.length < batchSize) break;
   }
+  purged.quarantined = await purgeQuarantine(db, cutoff, batchSize, maxBatches);
   purged.bodies = await deleteNotedBodies(db, bucket, maxBatches);
-  purged.quarantined = await deleteInBatches(db, `DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches);
   purged.deadLetters = await deleteInBatches(
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
   );
   return purged;
 }
 
+/** Old quarantined payloads, their objects in R2 noted for deletion in the same transaction. */
+async function purgeQuarantine(db: D1Database, cutoff: number, batchSize: number, maxBatches: number): Promise<number> {
+  const old = `SELECT id FROM quarantine WHERE last_received_at < ?1 LIMIT ?2`;
+  let deleted = 0;
+  for (let i = 0; i < maxBatches; i++) {
+    const [, result] = await db.batch([
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object)
+                  SELECT 'quarantine/' || provider || '/' || body_sha256 FROM quarantine WHERE body_in_r2 = 1 AND id IN (${old})`).bind(cutoff, batchSize),
+      db.prepare(`DELETE FROM quarantine WHERE id IN (${old})`).bind(cutoff, batchSize),
+    ]);
+    deleted += result!.meta.changes;
+    if (result!.meta.changes < batchSize) break;
+  }
+  return deleted;
+}
+
+/** SQL: whether the noted object `d.object` is some row's body now. */
+const IN_USE = `(EXISTS (SELECT 1 FROM events e WHERE e.key = substr(d.object, 8) AND d.object = 'events/' || e.key)
+  OR EXISTS (SELECT 1 FROM quarantine q WHERE d.object = 'quarantine/' || q.provider || '/' || q.body_sha256))`;
+
 /**
- * Deletes the bodies noted in `body_deletions` from R2, then their notes. One whose event is
- * stored again meanwhile (a provider sent it after it was purged) is the new event's body now: it
- * is kept and its note dropped (that event's own purge notes it again).
+ * Deletes the objects noted in `body_deletions` from R2, then their notes. One that is some row's
+ * body again meanwhile (a provider sent the same event, or the same bytes, after its purge) is
+ * kept and its note dropped: that row's own purge notes it again.
  */
 async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: number): Promise<number> {
   let deleted = 0;
   for (let i = 0; i < maxBatches; i++) {
-    const { results } = await db
-      .prepare(`SELECT key FROM body_deletions WHERE key NOT IN (SELECT key FROM events) LIMIT 1000`)
-      .all<{ key: string }>();
+    const { results } = await db.prepare(`SELECT object FROM body_deletions d WHERE NOT ${IN_USE} LIMIT 1000`).all<{ object: string }>();
     if (results.length === 0) break;
-    const keys = results.map((row) => row.key);
-    await deleteBodies(bucket, keys);
-    await db.prepare(`DELETE FROM body_deletions WHERE key IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(keys)).run();
-    deleted += keys.length;
-    if (keys.length < 1000) break;
+    const objects = results.map((row) => row.object);
+    await deleteObjects(bucket, objects);
+    await db.prepare(`DELETE FROM body_deletions WHERE object IN (SELECT value FROM json_each(?1))`).bind(JSON.stringify(objects)).run();
+    deleted += objects.length;
+    if (objects.length < 1000) break;
   }
-  await db.prepare(`DELETE FROM body_deletions WHERE key IN (SELECT key FROM events)`).run();
+  await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE}`).run();
   return deleted;
 }
 

@@ -1,5 +1,5 @@
 /**
- * The gateway as the end-to-end harness runs it: the real Worker, with its D1 and Queue
+ * The gateway as the end-to-end harness runs it: the real Worker, with its D1, Queue and R2
  * bindings wrapped so the harness can make them fail or stall (POST /__faults). Only
  * `npm run test:e2e` builds this entry; the deployed Worker (src/index.ts) has no such switch.
  */
@@ -8,17 +8,18 @@ import worker from "../../src/index";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
 export { DestinationLane, DestinationRateLimiter } from "../../src/index";
-import { breakingEventRows, faultyD1, faultyQueue, sleep } from "../faults";
+import { breakingEventRows, faultyD1, faultyQueue, faultyR2, sleep } from "../faults";
 
 interface Fault {
   fail: boolean;
   delayMs: number;
-  /** D1 only: fault just the statements whose SQL contains this (one step of the write path); all when absent. */
+  /** D1: fault just the statements whose SQL contains this (one step of the write path); R2: just this operation (put, get, delete); all when absent. */
   match?: string;
 }
 /** poison: the consumer's read of about one event in 16 (by id) throws, its first two times. */
-const faults: { d1: Fault; queue: Fault; poison: boolean; injected: number; poisoned: number } = {
+const faults: { d1: Fault; queue: Fault; r2: Fault; poison: boolean; injected: number; poisoned: number } = {
   d1: { fail: false, delayMs: 0 },
+  r2: { fail: false, delayMs: 0 },
   queue: { fail: false, delayMs: 0 },
   poison: false,
   injected: 0,
@@ -35,8 +36,8 @@ function poisons(key: string): boolean {
   return true;
 }
 
-async function gate(fault: Fault, sql = ""): Promise<void> {
-  if (fault.match && !sql.includes(fault.match)) return;
+async function gate(fault: Fault, what = ""): Promise<void> {
+  if (fault.match && !what.includes(fault.match)) return;
   if (fault.delayMs) await sleep(fault.delayMs);
   if (fault.fail) {
     faults.injected++;
@@ -49,6 +50,7 @@ function withFaults(env: Env): Env {
     ...env,
     DB: faultyD1(env.DB, (sql) => gate(faults.d1, sql)),
     EVENTS_QUEUE: faultyQueue(env.EVENTS_QUEUE, () => gate(faults.queue)).queue,
+    BODIES: faultyR2(env.BODIES, (operation) => gate(faults.r2, operation)).bucket,
   };
 }
 

@@ -451,7 +451,7 @@ function largeEvent() {
 
 const setFaults = (gateway, faults) => fetch(`${gateway.url}/__faults`, { method: "POST", body: JSON.stringify(faults) }).then((r) => r.json());
 
-await scenario("storage faults: the Queue send, D1 in the consumer's store and record steps and the large-body insert fail in turn; senders retry; complete, stored once", () => withGateway(async ({ gateway, receivers }) => {
+await scenario("storage faults: the Queue send, D1 in the consumer's store and record steps, the large-body insert, and R2's writes and reads fail in turn; senders retry; complete, stored once", () => withGateway(async ({ gateway, receivers }) => {
   const since = Date.now() - 1000;
   const events = Array.from({ length: 300 }, (_, i) => (i % 25 === 0 ? largeEvent() : makeEvent(i)));
   const ids = new Map();
@@ -469,8 +469,11 @@ await scenario("storage faults: the Queue send, D1 in the consumer's store and r
   await phase({ d1: { fail: true, delayMs: 0, match: "INSERT INTO events" } });
   // The consumer's record step (forwards made, their outcome not written).
   await phase({ d1: { fail: true, delayMs: 0, match: "UPDATE events SET status" } });
+  // R2 refusing writes (the consumer's store step, a large body's), then reads (a large body's message names its event).
+  await phase({ d1: { fail: false, delayMs: 0 }, r2: { fail: true, delayMs: 0, match: "put" } });
+  await phase({ r2: { fail: true, delayMs: 0, match: "get" } });
   // The request path's Queue send.
-  await phase({ d1: { fail: false, delayMs: 0 }, queue: { fail: true, delayMs: 0 } });
+  await phase({ r2: { fail: false, delayMs: 0 }, queue: { fail: true, delayMs: 0 } });
   const { injected } = await setFaults(gateway, { queue: { fail: false, delayMs: 0 } });
   await sending;
   assert.ok(injected > 0, "faults were injected");
@@ -517,7 +520,7 @@ await scenario("restart: wrangler dev stopped and started mid-stream loses no ac
   figures.restartEvents = events.length;
 }));
 
-await scenario("deadline: with the Queue send (or D1, for a large body) stalled, 503 before 3 seconds instead of a timeout", () => withGateway(async ({ gateway }) => {
+await scenario("deadline: with the Queue send (or D1 or R2, for a large body) stalled, 503 before 3 seconds instead of a timeout", () => withGateway(async ({ gateway }) => {
   const timings = [];
   const expect503 = async (event) => {
     const started = Date.now();
@@ -530,6 +533,8 @@ await scenario("deadline: with the Queue send (or D1, for a large body) stalled,
   await setFaults(gateway, { queue: { fail: false, delayMs: 5_000 } });
   for (let i = 0; i < 5; i++) await expect503(makeEvent(i));
   await setFaults(gateway, { queue: { fail: false, delayMs: 0 }, d1: { fail: false, delayMs: 5_000 } });
+  for (let i = 0; i < 2; i++) await expect503(largeEvent());
+  await setFaults(gateway, { d1: { fail: false, delayMs: 0 }, r2: { fail: false, delayMs: 5_000 } });
   for (let i = 0; i < 2; i++) await expect503(largeEvent());
   figures.deadlineMaxMs = Math.max(...timings);
   assert.ok(figures.deadlineMaxMs < 3000, `answered within ${figures.deadlineMaxMs} ms`);

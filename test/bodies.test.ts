@@ -1,0 +1,185 @@
+/**
+ * Bodies in R2, D1 as the index, through the Worker's real handlers: every writer puts the body
+ * before the row (R2 refusing a write stores nothing and the message or the sender retries), every
+ * reader reads R2 (R2 refusing a read fails that round or that request only, and nothing is lost),
+ * a stalled R2 answers 503 before the providers' deadline, retention deletes both, and the cron
+ * moves bodies stored in D1 before this into R2, byte for byte.
+ */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { Env } from "../src/env";
+import worker from "../src/index";
+import { MAX_QUEUE_MESSAGE_BYTES } from "../src/receive/webhook";
+import { admin, bindings, consume, deliveries, downstream, events, runCron, useDeliveryHarness } from "./delivery-harness";
+import { faultyR2, sleep, type R2Operation } from "./faults";
+import { countRows, errorOf, quarantinedRow, sendWith, seismicBody, seismicRequest, storedEvent } from "./helpers";
+
+useDeliveryHarness();
+
+const ALPHA = [{ name: "alpha", url: "https://alpha.test/hook" }];
+const DAY_MS = 86_400_000;
+const refusing = (operations: R2Operation[]) => faultyR2(env.BODIES, (operation) => {
+  if (operations.includes(operation)) throw new Error(`injected: R2 refuses ${operation}`);
+});
+const objectOf = (key: string) => env.BODIES.get(`events/${key}`);
+
+async function post(body: string, extra: Partial<Env> = {}): Promise<Response> {
+  return sendWith(await seismicRequest(body), { ...bindings, ...extra });
+}
+
+async function accepted(body: string): Promise<string> {
+  const response = await post(body);
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { id: string }).id;
+}
+
+describe("writing bodies", () => {
+  it("R2 refusing the consumer's write: no row is stored, the message is retried with its body, and once R2 is back it is stored and delivered once", async () => {
+    const key = await accepted(seismicBody());
+    const hits = downstream("https://alpha.test/hook");
+    const down = refusing(["put"]);
+    const first = await consume(events.accepted, { DESTINATIONS: ALPHA, BODIES: down.bucket });
+    expect(first.retried.map((r) => r.msgId)).toEqual(["msg-0"]);
+    expect(down.calls.put).toBeGreaterThan(0);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ?", key)).toBe(0);
+    expect(hits).toHaveLength(0);
+
+    const second = await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(second.acked).toEqual(["msg-0"]);
+    expect(await storedEvent(key)).toMatchObject({ status: "delivered", body_in_r2: 1, body: (events.accepted[0]!.event!).body });
+    expect(hits).toHaveLength(1);
+  });
+
+  it("a body too large for a message, with R2 refusing: 503 storage_unavailable and nothing in D1; the sender's retry is stored", async () => {
+    const body = seismicBody({ data: { contentId: "x".repeat(MAX_QUEUE_MESSAGE_BYTES), teamSiteId: "1" } });
+    const refused = await post(body, { BODIES: refusing(["put"]).bucket });
+    expect(refused.status).toBe(503);
+    expect(await errorOf(refused)).toMatchObject({ code: "storage_unavailable" });
+    expect(events.accepted).toHaveLength(0);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE event_id = ?", (JSON.parse(body) as { id: string }).id)).toBe(0);
+    const key = await accepted(body);
+    expect(events.accepted).toEqual([{ eventKey: key }]);
+    expect(await (await objectOf(key))!.text()).toBe(body);
+  });
+
+  it("a body too large for a message, with R2 stalled: 503 storage_timeout within the storage budget, before the providers' 3 s", async () => {
+    const body = seismicBody({ data: { contentId: "x".repeat(MAX_QUEUE_MESSAGE_BYTES), teamSiteId: "1" } });
+    const stalled = faultyR2(env.BODIES, async (operation) => {
+      if (operation === "put") await sleep(2_000);
+    });
+    const ctx = createExecutionContext();
+    const started = Date.now();
+    const response = await worker.fetch(await seismicRequest(body), { ...env, ...bindings, BODIES: stalled.bucket, STORAGE_BUDGET_MS: "300" } as Env, ctx);
+    expect(Date.now() - started).toBeLessThan(3_000); // the providers' deadline, not a speed target
+    expect(response.status).toBe(503);
+    expect(await errorOf(response)).toMatchObject({ code: "storage_timeout" });
+    await waitOnExecutionContext(ctx);
+  }, 15_000);
+
+  it("a quarantined payload goes to R2 first: R2 refusing it answers 503 quarantine_unavailable, so the provider retries", async () => {
+    const body = seismicBody({ version: "livesend-session-summary-v3", data: { InteractionId: 7 } });
+    const refused = await post(body, { BODIES: refusing(["put"]).bucket });
+    expect(refused.status).toBe(503);
+    expect(await errorOf(refused)).toMatchObject({ code: "quarantine_unavailable" });
+    expect(await quarantinedRow(body)).toBeNull();
+    expect((await post(body)).status).toBe(422);
+    expect(await quarantinedRow(body)).toMatchObject({ body: new TextEncoder().encode(body), body_in_r2: 1 });
+  });
+});
+
+describe("reading bodies", () => {
+  it("R2 refusing reads: a replay's round fails and is retried (nothing forwarded), the event page answers 503, and both work once R2 is back", async () => {
+    const hits = downstream("https://alpha.test/hook");
+    const key = await accepted(seismicBody());
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(hits).toHaveLength(1);
+    const down = refusing(["get"]);
+    expect((await admin("POST", `/admin/events/${key}/replay`, { DESTINATIONS: ALPHA })).status).toBe(202);
+    const replay = events.accepted.slice(1);
+    expect(replay.map((m) => m.eventKey)).toEqual([key]);
+
+    const failed = await consume(replay, { DESTINATIONS: ALPHA, BODIES: down.bucket }, { ids: ["replay"] });
+    expect(failed.retried.map((r) => r.msgId)).toEqual(["replay"]);
+    expect(hits).toHaveLength(1);
+    expect(await storedEvent(key)).toMatchObject({ last_error: "delivery round failed: BodyUnavailable" });
+    const page = await admin("GET", `/admin/events/${key}`, { BODIES: down.bucket });
+    expect(page.status).toBe(503);
+    expect(await errorOf(page)).toMatchObject({ code: "body_unavailable" });
+
+    const again = await consume(replay, { DESTINATIONS: ALPHA }, { ids: ["replay"], attempts: 2 });
+    expect(again.acked).toEqual(["replay"]);
+    expect(hits.map((r) => r.body)).toEqual([hits[0]!.body, hits[0]!.body]);
+    expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered" });
+    expect((await admin("GET", `/admin/events/${key}`)).status).toBe(200);
+  });
+});
+
+describe("retention and older events", () => {
+  it("the purge deletes the row and its body; a body R2 refused to delete is noted and deleted by the next run", async () => {
+    downstream("https://alpha.test/hook");
+    const key = await accepted(seismicBody());
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(await objectOf(key)).not.toBeNull();
+    const later = new Date(Date.now() + 31 * DAY_MS);
+
+    // The step fails (a failed cron run shows in the dashboard), after its D1 deletes.
+    await expect(runCron(later, { DESTINATIONS: ALPHA, BODIES: refusing(["delete"]).bucket })).rejects.toThrow(/scheduled step failed/);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ?", key)).toBe(0);
+    expect(await objectOf(key)).not.toBeNull();
+    expect(await countRows("SELECT count(*) AS n FROM body_deletions WHERE object = ?", `events/${key}`)).toBe(1);
+
+    await runCron(later, { DESTINATIONS: ALPHA });
+    expect(await objectOf(key)).toBeNull();
+    expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
+  });
+
+  it("a body noted for deletion whose event is stored again meanwhile is kept with it", async () => {
+    downstream("https://alpha.test/hook");
+    const body = seismicBody();
+    const key = await accepted(body);
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    await expect(runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA, BODIES: refusing(["delete"]).bucket })).rejects.toThrow(/scheduled step failed/);
+    // The provider sends it again after the purge: a new row, its body written again.
+    await accepted(body);
+    await consume(events.accepted.slice(1), { DESTINATIONS: ALPHA }, { ids: ["again"] });
+    await runCron(new Date(), { DESTINATIONS: ALPHA });
+    expect(await storedEvent(key)).toMatchObject({ body });
+    expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
+  });
+
+  it("the cron moves bodies stored in D1 before bodies moved to R2, byte for byte, in bounded batches; they stay readable before and after", async () => {
+    const bom = `\uFEFF${seismicBody()}`;
+    const plain = seismicBody();
+    const rows = [["evt_legacy_bom_000000000000", bom], ["evt_legacy_plain_00000000000", plain]] as const;
+    for (const [key, body] of rows) {
+      await env.DB.prepare(
+        `INSERT INTO events (key, provider, source, event_id, type, known_type, received_at, verified_with, content_type, body, status)
+         VALUES (?1, 'seismic', 'seismic', ?1, 'ContentManagerCreateFileV1', 1, ?2, 'current', 'application/json', ?3, 'delivered')`,
+      ).bind(key, Date.now(), body).run();
+    }
+    const payloadOf = async (key: string) => ((await (await admin("GET", `/admin/events/${key}`)).json()) as { event: { payload: unknown } }).event.payload;
+    const before = await payloadOf(rows[1][0]);
+    expect(before).toEqual(JSON.parse(plain));
+
+    await runCron(new Date());
+    for (const [key, body] of rows) {
+      expect(await env.DB.prepare("SELECT body, body_in_r2 FROM events WHERE key = ?").bind(key).first()).toEqual({ body: "", body_in_r2: 1 });
+      expect(new Uint8Array(await (await objectOf(key))!.arrayBuffer())).toEqual(new TextEncoder().encode(body));
+    }
+    expect(await payloadOf(rows[1][0])).toEqual(before);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE body_in_r2 = 0")).toBe(0);
+  });
+
+  it("R2 refusing the move leaves the bodies in D1, readable, for a later run", async () => {
+    const body = seismicBody();
+    await env.DB.prepare(
+      `INSERT INTO events (key, provider, source, event_id, type, known_type, received_at, verified_with, content_type, body, status)
+       VALUES ('evt_legacy_refused_000000000', 'seismic', 'seismic', 'legacy-refused', 'ContentManagerCreateFileV1', 1, ?1, 'current', 'application/json', ?2, 'delivered')`,
+    ).bind(Date.now(), body).run();
+    await expect(runCron(new Date(), { BODIES: refusing(["put"]).bucket })).rejects.toThrow(/scheduled step failed/);
+    expect(await storedEvent("evt_legacy_refused_000000000")).toMatchObject({ body, body_in_r2: 0 });
+    await runCron(new Date());
+    expect(await storedEvent("evt_legacy_refused_000000000")).toMatchObject({ body, body_in_r2: 1 });
+  });
+});
