@@ -75,25 +75,36 @@ async function storedAll(gateway, since, count, { everyMs = 250, timeoutMs = 600
   }
 }
 
-/** edgehook and its three peers (bench/peers.ts), each its own `wrangler dev`. */
+/**
+ * edgehook and its three peers (bench/peers.ts), each its own `wrangler dev`, started at once (a
+ * start spends much of its time waiting; nothing is measured until all four answer).
+ * `consumer`: it has a queue consumer still working after a round (verify only has none).
+ */
 async function startTargets() {
   const peer = (PEER) => startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER, SEISMIC_SIGNING_SECRET: SECRET } });
   const since = Date.now();
-  const gateway = await startWorker({ vars: GATEWAY_VARS });
+  const started = await Promise.allSettled([startWorker({ vars: GATEWAY_VARS }), peer("verify"), peer("queue"), peer("naive")]);
+  const failed = started.find((s) => s.status === "rejected");
+  if (failed) {
+    await Promise.all(started.filter((s) => s.status === "fulfilled").map((s) => s.value.stop()));
+    throw failed.reason;
+  }
+  const [gateway, verify, queue, naive] = started.map((s) => s.value);
   let accepted = 0;
   return [
     {
       name: "edgehook",
       ...gateway,
+      consumer: true,
       // Its consumer stores what it acknowledged after the answer; let it finish before anyone else is measured.
       settle: async (result) => {
         accepted += result.ok;
         await storedAll(gateway, since, accepted, { everyMs: 100, timeoutMs: 120_000 });
       },
     },
-    { name: "verify only", ...(await peer("verify")) },
-    { name: "one Queue send", ...(await peer("queue")) },
-    { name: "naive gateway", ...(await peer("naive")) },
+    { name: "verify only", ...verify, consumer: false },
+    { name: "one Queue send", ...queue, consumer: true },
+    { name: "naive gateway", ...naive, consumer: true },
   ];
 }
 
@@ -119,8 +130,9 @@ export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 3
           const cpuBefore = target.cpuMs();
           const result = summary(await load(target.url, connections, { duration: seconds }));
           // Every process of its `wrangler dev`, given the same time for its consumer to store (edgehook) or
-          // acknowledge what it accepted (a batch waits up to 1 s); nothing polls it meanwhile.
-          await sleep(CONSUMER_SETTLE_MS);
+          // acknowledge what it accepted (a batch waits up to 1 s); nothing polls it meanwhile. Verify only
+          // has no consumer: nothing of the round is left to count.
+          if (target.consumer) await sleep(CONSUMER_SETTLE_MS);
           result.cpuMsPerEvent = (target.cpuMs() - cpuBefore) / Math.max(1, result.ok);
           await target.settle?.(result);
           runs.get(target.name).push(result);
@@ -140,7 +152,7 @@ export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 3
       }
     }
   } finally {
-    for (const target of targets) await target.stop();
+    await Promise.all(targets.map((target) => target.stop()));
   }
   return rows;
 }

@@ -38,7 +38,7 @@ out();
 
 out("## End to end under wrangler dev (workerd, local D1 + Queue): edgehook and three peers on the same runtime, signed 5 KB Seismic events");
 out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Queue send* (that plus one Queue send), *naive gateway* (that plus one D1 INSERT before the send). Each figure is the median of 3 rounds taken in turn.");
-out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round and the 1.5 s after it (each one's consumer storing or acknowledging what it accepted; nothing polls meanwhile), divided by the events accepted.");
+out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round and, for those with a queue consumer (all but verify only), the 1.5 s after it (the consumer storing or acknowledging what it accepted; nothing polls meanwhile), divided by the events accepted.");
 out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | CPU ms per event | errors |");
 out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
 const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3 });

@@ -20,11 +20,14 @@ const BUCKET = "edgehook-bodies";
 /** Provider secrets as an operator's environment gives them: none may appear in any output. */
 const PROVIDER_SECRETS = { SEISMIC_SIGNING_SECRET: "seismic-standin-secret-3f9a1c", ZUDDL_SIGNING_SECRET: "zuddl-standin-secret-7be204" };
 const results = [];
-/** The deploy's temporary files go here, so the test can see that the secrets file is gone after every run. */
-const scratch = mkdtempSync(join(tmpdir(), "edgehook-deploy-test-"));
 
-/** `npm run deploy -- args…` as an operator runs it (no terminal: nothing is asked), with the API pointed at the stand-in. */
+/**
+ * `npm run deploy -- args…` as an operator runs it (no terminal: nothing is asked), with the API pointed at the stand-in.
+ * Each run's temporary files go to a folder of its own, so the test sees that its secrets file is gone
+ * after the run, whatever the scenarios running beside it are doing.
+ */
 function deploy(api, gateway, args = [], extraEnv = {}) {
+  const scratch = mkdtempSync(join(tmpdir(), "edgehook-deploy-test-"));
   const env = {
     ...process.env,
     CLOUDFLARE_API_BASE_URL: api.url,
@@ -47,6 +50,7 @@ function deploy(api, gateway, args = [], extraEnv = {}) {
     child.stderr.on("data", (chunk) => (stderr += chunk));
     child.on("close", (code) => {
       const left = readdirSync(scratch).filter((name) => name.startsWith("edgehook-secrets-"));
+      rmSync(scratch, { recursive: true, force: true });
       assert.deepEqual(left, [], "the secrets file is removed whatever the run's outcome");
       resolve({ code, stdout, stderr, output: `${stdout}\n${stderr}` });
     });
@@ -100,10 +104,11 @@ await scenario("the deploy expects every built-in source's secret bindings (src/
 
 const gateway = await startWorker({ migrate: false, vars: { ADMIN_TOKEN: "deploy-test-admin-token-0123456789abcdef" } });
 try {
-  const api = await startCloudflareApi();
-  try {
-    let adminToken;
-    await scenario("dry run on a new account: prints the plan and changes nothing", async () => {
+  // Four accounts at once, each on a stand-in of its own: the runs on the deployed account follow each
+  // other, and the scenarios with an account of their own run beside them (CI's time limit).
+  const dryRunOnNewAccount = () => scenario("dry run on a new account: prints the plan and changes nothing", async () => {
+    const api = await startCloudflareApi();
+    try {
       const run = await deploy(api, gateway, ["--dry-run"]);
       assert.equal(run.code, 0, run.output);
       assert.match(run.stdout, /D1 database edgehook: create/);
@@ -115,98 +120,105 @@ try {
       assert.deepEqual(state.requests.filter((r) => !r.startsWith("GET ")), [], "only reads");
       assert.deepEqual([state.databases, state.queues, state.buckets, state.scripts], [[], [], [], []]);
       assertNoSecretIn(run.output);
-    });
+    } finally {
+      await api.close();
+    }
+  });
 
-    await scenario("first run: D1, three queues, the R2 bucket, consumers, Durable Object migrations, cron, secrets and migrations; the live checks pass", async () => {
-      await api.resetLog();
-      const run = await deploy(api, gateway);
-      assert.equal(run.code, 0, run.output);
-      const state = await api.state();
-      assert.deepEqual(state.unknown, []);
-      assert.equal(state.databases.length, 1);
-      const [database] = state.databases;
-      assert.deepEqual(database.migrations, MIGRATIONS, "every migration recorded in d1_migrations");
-      for (const table of ["events", "deliveries", "delivery_attempts", "destination_state", "quarantine", "alerts"]) assert.ok(database.tables.includes(table), table);
-      assert.deepEqual(state.queues.map((q) => q.queue_name).sort(), [...QUEUES].sort());
-      assert.deepEqual(state.buckets.map((b) => b.name), [BUCKET]);
-      assert.equal(creations(state).filter((r) => r.endsWith("/r2/buckets")).length, 1, "the bucket created once");
-      const consumer = (queue) => state.queues.find((q) => q.queue_name === queue).consumers;
-      assert.deepEqual(consumer("edgehook-events").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms, c.dead_letter_queue]), [["edgehook", 25, 100, 1000, "edgehook-dead-letters"]]);
-      assert.deepEqual(consumer("edgehook-dead-letters").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 100, 100, 5000]]);
-      assert.deepEqual(consumer("edgehook-alerts").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 10, 100, 5000]]);
-      assert.equal(state.scripts.length, 1);
-      const [script] = state.scripts;
-      assert.equal(script.migrationTag, "v2");
-      assert.deepEqual(script.migrationSteps, [{ new_sqlite_classes: ["DestinationRateLimiter"] }, { new_sqlite_classes: ["DestinationLane"] }]);
-      assert.deepEqual(script.schedules, ["*/5 * * * *"]);
-      assert.equal(script.workersDev, true);
-      const bound = (type) => script.bindings.filter((b) => b.type === type).map((b) => b.name).sort();
-      assert.deepEqual(bound("d1"), ["DB"]);
-      assert.deepEqual(bound("queue"), ["ALERTS_QUEUE", "DEAD_LETTER_QUEUE", "EVENTS_QUEUE"]);
-      assert.deepEqual(bound("durable_object_namespace"), ["LANES", "RATE_LIMITER"]);
-      assert.deepEqual(script.bindings.filter((b) => b.type === "r2_bucket").map((b) => [b.name, b.bucket_name]), [["BODIES", BUCKET]]);
-      assert.deepEqual(script.secretNames.sort(), ["ADMIN_TOKEN", "SEISMIC_SIGNING_SECRET", "ZUDDL_SIGNING_SECRET"]);
-      for (const [name, value] of Object.entries(PROVIDER_SECRETS)) assert.equal(await api.secret("edgehook", name), value, `${name} set from the environment`);
-      adminToken = await api.secret("edgehook", "ADMIN_TOKEN");
-      assert.match(adminToken, /^[0-9a-f]{64}$/, "ADMIN_TOKEN generated: 64 hex characters");
-      assertNoSecretIn(run.output, adminToken, 1);
-      // What to do next, and the live gateway checked.
-      assert.match(run.stdout, new RegExp(`Seismic request URL \\(event subscription\\): ${gateway.url}/webhooks/seismic`));
-      assert.match(run.stdout, new RegExp(`Zuddl webhook URL: ${gateway.url}/webhooks/zuddl`));
-      assert.match(run.stdout, new RegExp(`Console: ${gateway.url}/console`));
-      assert.match(run.stdout, /✓ GET \/healthz: 200 ok/);
-      assert.match(run.stdout, /✓ Seismic URL verification: challenge answered in \d+ ms \(deadline 3000 ms\)/);
-    });
+  const oneAccountInTurn = async () => {
+    const api = await startCloudflareApi();
+    try {
+      let adminToken;
+      await scenario("first run: D1, three queues, the R2 bucket, consumers, Durable Object migrations, cron, secrets and migrations; the live checks pass", async () => {
+        const run = await deploy(api, gateway);
+        assert.equal(run.code, 0, run.output);
+        const state = await api.state();
+        assert.deepEqual(state.unknown, []);
+        assert.equal(state.databases.length, 1);
+        const [database] = state.databases;
+        assert.deepEqual(database.migrations, MIGRATIONS, "every migration recorded in d1_migrations");
+        for (const table of ["events", "deliveries", "delivery_attempts", "destination_state", "quarantine", "alerts"]) assert.ok(database.tables.includes(table), table);
+        assert.deepEqual(state.queues.map((q) => q.queue_name).sort(), [...QUEUES].sort());
+        assert.deepEqual(state.buckets.map((b) => b.name), [BUCKET]);
+        assert.equal(creations(state).filter((r) => r.endsWith("/r2/buckets")).length, 1, "the bucket created once");
+        const consumer = (queue) => state.queues.find((q) => q.queue_name === queue).consumers;
+        assert.deepEqual(consumer("edgehook-events").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms, c.dead_letter_queue]), [["edgehook", 25, 100, 1000, "edgehook-dead-letters"]]);
+        assert.deepEqual(consumer("edgehook-dead-letters").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 100, 100, 5000]]);
+        assert.deepEqual(consumer("edgehook-alerts").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 10, 100, 5000]]);
+        assert.equal(state.scripts.length, 1);
+        const [script] = state.scripts;
+        assert.equal(script.migrationTag, "v2");
+        assert.deepEqual(script.migrationSteps, [{ new_sqlite_classes: ["DestinationRateLimiter"] }, { new_sqlite_classes: ["DestinationLane"] }]);
+        assert.deepEqual(script.schedules, ["*/5 * * * *"]);
+        assert.equal(script.workersDev, true);
+        const bound = (type) => script.bindings.filter((b) => b.type === type).map((b) => b.name).sort();
+        assert.deepEqual(bound("d1"), ["DB"]);
+        assert.deepEqual(bound("queue"), ["ALERTS_QUEUE", "DEAD_LETTER_QUEUE", "EVENTS_QUEUE"]);
+        assert.deepEqual(bound("durable_object_namespace"), ["LANES", "RATE_LIMITER"]);
+        assert.deepEqual(script.bindings.filter((b) => b.type === "r2_bucket").map((b) => [b.name, b.bucket_name]), [["BODIES", BUCKET]]);
+        assert.deepEqual(script.secretNames.sort(), ["ADMIN_TOKEN", "SEISMIC_SIGNING_SECRET", "ZUDDL_SIGNING_SECRET"]);
+        for (const [name, value] of Object.entries(PROVIDER_SECRETS)) assert.equal(await api.secret("edgehook", name), value, `${name} set from the environment`);
+        adminToken = await api.secret("edgehook", "ADMIN_TOKEN");
+        assert.match(adminToken, /^[0-9a-f]{64}$/, "ADMIN_TOKEN generated: 64 hex characters");
+        assertNoSecretIn(run.output, adminToken, 1);
+        // What to do next, and the live gateway checked.
+        assert.match(run.stdout, new RegExp(`Seismic request URL \\(event subscription\\): ${gateway.url}/webhooks/seismic`));
+        assert.match(run.stdout, new RegExp(`Zuddl webhook URL: ${gateway.url}/webhooks/zuddl`));
+        assert.match(run.stdout, new RegExp(`Console: ${gateway.url}/console`));
+        assert.match(run.stdout, /✓ GET \/healthz: 200 ok/);
+        assert.match(run.stdout, /✓ Seismic URL verification: challenge answered in \d+ ms \(deadline 3000 ms\)/);
+      });
 
-    await scenario("second run: creates nothing, keeps every secret, applies no migration, deploys the code again", async () => {
-      const before = await api.state();
-      await api.resetLog();
-      const run = await deploy(api, gateway, [], { SEISMIC_SIGNING_SECRET: "a-value-that-must-not-replace-the-set-one" });
-      assert.equal(run.code, 0, run.output);
-      const state = await api.state();
-      assert.deepEqual(creations(state), [], "nothing created");
-      assert.deepEqual(state.requests.filter((r) => /\/consumers$/.test(r) && r.startsWith("POST")), [], "no second consumer");
-      assert.match(run.stdout, /migrations: none to apply/);
-      assert.match(run.stdout, /no secret changed/);
-      assert.equal(await api.secret("edgehook", "SEISMIC_SIGNING_SECRET"), PROVIDER_SECRETS.SEISMIC_SIGNING_SECRET, "kept: not overwritten");
-      assert.equal(await api.secret("edgehook", "ADMIN_TOKEN"), adminToken, "ADMIN_TOKEN kept");
-      assert.equal(state.scripts[0].uploads, before.scripts[0].uploads + 1, "the code deployed again");
-      assert.deepEqual(state.databases[0].migrations, MIGRATIONS);
-      assert.ok(!run.output.includes(adminToken), "a kept ADMIN_TOKEN is not shown again");
-      assertNoSecretIn(run.output);
-    });
+      await scenario("second run: creates nothing, keeps every secret, applies no migration, deploys the code again", async () => {
+        const before = await api.state();
+        await api.resetLog();
+        const run = await deploy(api, gateway, [], { SEISMIC_SIGNING_SECRET: "a-value-that-must-not-replace-the-set-one" });
+        assert.equal(run.code, 0, run.output);
+        const state = await api.state();
+        assert.deepEqual(creations(state), [], "nothing created");
+        assert.deepEqual(state.requests.filter((r) => /\/consumers$/.test(r) && r.startsWith("POST")), [], "no second consumer");
+        assert.match(run.stdout, /migrations: none to apply/);
+        assert.match(run.stdout, /no secret changed/);
+        assert.equal(await api.secret("edgehook", "SEISMIC_SIGNING_SECRET"), PROVIDER_SECRETS.SEISMIC_SIGNING_SECRET, "kept: not overwritten");
+        assert.equal(await api.secret("edgehook", "ADMIN_TOKEN"), adminToken, "ADMIN_TOKEN kept");
+        assert.equal(state.scripts[0].uploads, before.scripts[0].uploads + 1, "the code deployed again");
+        assert.deepEqual(state.databases[0].migrations, MIGRATIONS);
+        assert.ok(!run.output.includes(adminToken), "a kept ADMIN_TOKEN is not shown again");
+        assertNoSecretIn(run.output);
+      });
 
-    await scenario("a dry run on a deployed gateway only reads: the migrations applied are read, not listed (listing creates wrangler's table)", async () => {
-      await api.resetLog();
-      const run = await deploy(api, gateway, ["--dry-run"]);
-      assert.equal(run.code, 0, run.output);
-      assert.match(run.stdout, /D1 database edgehook: exists/);
-      assert.match(run.stdout, new RegExp(`R2 bucket ${BUCKET}: exists`));
-      assert.match(run.stdout, /migrations to apply: none/);
-      assert.match(run.stdout, /secrets to set: none missing/);
-      const state = await api.state();
-      // A D1 SELECT and the analytics query `r2 bucket info` makes are POSTs that read.
-      const writes = state.requests.filter((r) => !r.startsWith("GET ") && !/\/query$|^POST \/graphql$/.test(r));
-      assert.deepEqual(writes, [], "only reads");
-      const unknown = await deploy(api, gateway, ["--dryrun"]);
-      assertToldPlainly(unknown, /unknown argument "--dryrun"/);
-    });
+      await scenario("a dry run on a deployed gateway only reads: the migrations applied are read, not listed (listing creates wrangler's table)", async () => {
+        await api.resetLog();
+        const run = await deploy(api, gateway, ["--dry-run"]);
+        assert.equal(run.code, 0, run.output);
+        assert.match(run.stdout, /D1 database edgehook: exists/);
+        assert.match(run.stdout, new RegExp(`R2 bucket ${BUCKET}: exists`));
+        assert.match(run.stdout, /migrations to apply: none/);
+        assert.match(run.stdout, /secrets to set: none missing/);
+        const state = await api.state();
+        // A D1 SELECT and the analytics query `r2 bucket info` makes are POSTs that read.
+        const writes = state.requests.filter((r) => !r.startsWith("GET ") && !/\/query$|^POST \/graphql$/.test(r));
+        assert.deepEqual(writes, [], "only reads");
+        const unknown = await deploy(api, gateway, ["--dryrun"]);
+        assertToldPlainly(unknown, /unknown argument "--dryrun"/);
+      });
 
-    await scenario("--replace-secret NAME sets that secret again, and only that one; without EDGEHOOK_URL the URLs are the workers.dev one wrangler printed", async () => {
-      const run = await deploy(api, gateway, ["--replace-secret", "ZUDDL_SIGNING_SECRET"], { ZUDDL_SIGNING_SECRET: "zuddl-standin-rotated-51c0", EDGEHOOK_URL: undefined });
-      // The stand-in's workers.dev name resolves nowhere: the live checks fail, and say so.
-      assert.equal(run.code, 1, run.output);
-      assert.match(run.stdout, /Seismic request URL \(event subscription\): https:\/\/edgehook\.standin\.workers\.dev\/webhooks\/seismic/);
-      assert.match(run.stdout, /✘ GET \/healthz: not reachable/);
-      assert.equal(await api.secret("edgehook", "ZUDDL_SIGNING_SECRET"), "zuddl-standin-rotated-51c0");
-      assert.equal(await api.secret("edgehook", "ADMIN_TOKEN"), adminToken);
-      assert.ok(!run.output.includes("zuddl-standin-rotated-51c0"));
-    });
-  } finally {
-    await api.close();
-  }
+      await scenario("--replace-secret NAME sets that secret again, and only that one; without EDGEHOOK_URL the URLs are the workers.dev one wrangler printed", async () => {
+        const run = await deploy(api, gateway, ["--replace-secret", "ZUDDL_SIGNING_SECRET"], { ZUDDL_SIGNING_SECRET: "zuddl-standin-rotated-51c0", EDGEHOOK_URL: undefined });
+        // The stand-in's workers.dev name resolves nowhere: the live checks fail, and say so.
+        assert.equal(run.code, 1, run.output);
+        assert.match(run.stdout, /Seismic request URL \(event subscription\): https:\/\/edgehook\.standin\.workers\.dev\/webhooks\/seismic/);
+        assert.match(run.stdout, /✘ GET \/healthz: not reachable/);
+        assert.equal(await api.secret("edgehook", "ZUDDL_SIGNING_SECRET"), "zuddl-standin-rotated-51c0");
+        assert.equal(await api.secret("edgehook", "ADMIN_TOKEN"), adminToken);
+        assert.ok(!run.output.includes("zuddl-standin-rotated-51c0"));
+      });
+    } finally {
+      await api.close();
+    }
+  };
 
-  await scenario("a run stopped midway (the Worker upload refused) is finished by the next one, under CI: nothing created twice, nothing asked, missing secrets warned", async () => {
+  const stoppedMidway = () => scenario("a run stopped midway (the Worker upload refused) is finished by the next one, under CI: nothing created twice, nothing asked, missing secrets warned", async () => {
     const api = await startCloudflareApi();
     try {
       // A refusal wrangler does not retry (a 5xx it would, with backoff), so the run stops at the upload.
@@ -237,7 +249,7 @@ try {
     }
   });
 
-  await scenario("API errors and no sign-in are told as what to do, never as a stack trace", async () => {
+  const apiErrors = () => scenario("API errors and no sign-in are told as what to do, never as a stack trace", async () => {
     const api = await startCloudflareApi();
     try {
       const signedOut = await deploy(api, gateway, [], { CLOUDFLARE_API_TOKEN: "not-a-valid-token" });
@@ -265,11 +277,12 @@ try {
       await api.close();
     }
   });
+
+  await Promise.all([dryRunOnNewAccount(), oneAccountInTurn(), stoppedMidway(), apiErrors()]);
 } finally {
   await gateway.stop();
 }
 
-rmSync(scratch, { recursive: true, force: true });
 mkdirSync(join(root, "test-artifacts"), { recursive: true });
 writeFileSync(join(root, "test-artifacts/deploy.json"), JSON.stringify({ results }, null, 2));
 const failed = results.filter((r) => !r.ok).length;
