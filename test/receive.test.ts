@@ -224,7 +224,7 @@ describe("bad input gets a precise status and JSON error", () => {
     const response = await send(await seismicRequest(body));
     await expectError(response, 422, "schema_mismatch");
     expect((await errorOf(await send(await seismicRequest(body)))).path).toBe("$.data.TotalDurationSeconds");
-    const row = await env.DB.prepare("SELECT path, attempts FROM quarantine WHERE CAST(body AS TEXT) = ?").bind(body).first();
+    const row = await env.DB.prepare("SELECT path, attempts FROM quarantine WHERE id = ?").bind((await quarantinedRow(body))?.id).first();
     expect(row).toEqual({ path: "$.data.TotalDurationSeconds", attempts: 2 }); // one row, redelivery counted
   });
 
