@@ -17,6 +17,14 @@ CREATE TABLE body_deletions (
   object TEXT PRIMARY KEY  -- events/<key> or quarantine/<provider>/<body_sha256>
 );
 
+-- Where the retention purge's walk through the bucket stands: it deletes objects past retention
+-- that no row points at (a body written whose row never was: a write refused after it). One row.
+CREATE TABLE body_sweep (
+  id     INTEGER PRIMARY KEY CHECK (id = 1),
+  cursor TEXT  -- R2's list cursor for the next run; NULL: from the start
+);
+INSERT INTO body_sweep (id, cursor) VALUES (1, NULL);
+
 -- The search index: a body in R2 is indexed by the code that writes it (store/search.ts,
 -- indexBodies), which has the text at hand; the trigger indexes only bodies kept here.
 DROP TRIGGER events_search_insert;

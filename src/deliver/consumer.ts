@@ -36,7 +36,7 @@ import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, recordRounds, recordRouted, type Claim, type ClaimResult, type Routed,
 } from "../store/deliveries";
 import { LEASE_NONCE_CHARS } from "../store/events";
-import { bodyWriter, readBodies, type BodyWriter } from "../store/bodies";
+import { BODY_READ_BUDGET_BYTES, bodyWriter, readBodies, type BodyWriter } from "../store/bodies";
 import { bytesToHex } from "../crypto";
 import { notify } from "../alerts/notify";
 import { writeAllOrEach } from "./all-or-each";
@@ -62,13 +62,6 @@ const MAX_OPEN_FORWARDS = 6;
  * (and a transform's turn and run, bounded by TRANSFORM_TIMEOUT_MS each).
  */
 const START_WINDOW_MS = 5 * 60_000;
-
-/**
- * The bodies one batch reads from R2 at most (the first is always read): an isolate has 128 MB,
- * and 25 stored events' bodies could be up to MAX_BODY_BYTES each. A message past it comes back
- * a second later, with no attempt used.
- */
-const BATCH_BODY_BYTES = 32 * 1024 * 1024;
 
 /** A release that failed (D1) tries again this much later. */
 const RELEASE_RETRY_SECONDS = 5;
@@ -131,7 +124,8 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     const stored = message.body.event ? null : claimed.get(message.id);
     return stored && stored.event.lease_by === leases.get(message.id) ? [stored.event] : [];
   });
-  const bodies = await readBodies(env.BODIES, named, BATCH_BODY_BYTES);
+  // Past what one batch reads, a message comes back a second later (a queue retry, no delivery attempt used).
+  const bodies = await readBodies(env.BODIES, named, BODY_READ_BUDGET_BYTES);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: maxForwardsPerInvocation(env),
@@ -160,10 +154,16 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
       const leftSeconds = Math.ceil(((event.lease_until ?? now) - now) / 1000);
       return { decision: { ack: false, delaySeconds: Math.max(1, Math.min(leftSeconds, backoff)) }, round: null, outcome: "busy" };
     }
-    // Its body past what this batch reads: the message comes back for it (the lease is its own retry's).
+    // Its body past what this batch reads: the message comes back for it (its retry takes its lease back).
     if (bodies.deferred.has(event.key)) return { decision: { ack: false, delaySeconds: 1 }, round: null, outcome: "body_deferred" };
+    const unreadable = bodies.failed.get(event.key);
+    // R2 failing to answer is a passing fault, not the event's: no round is counted against it, as when D1 fails.
+    if (unreadable && !unreadable.missing) {
+      console.error(JSON.stringify({ queue: batch.queue, eventKey: event.key, messageId: message.id, outcome: "body_unavailable", error: unreadable.reason }));
+      return { decision: { ack: false, delaySeconds: backoff }, round: null, outcome: "body_unavailable" };
+    }
     try {
-      const unreadable = bodies.failed.get(event.key);
+      // No such object: a failed round, so an event whose body is gone for good ends dead, after its rounds, not retried for ever.
       if (unreadable) throw unreadable;
       return draftRound(message, lease, stored, config.destinations, controls, budget, now);
     } catch (err) {

@@ -24,8 +24,8 @@ import { bytesToHex } from "../crypto";
 import { getControls, stateOf } from "../store/controls";
 import { FINISHED, recordRounds, type AttemptRecord, type ClosedDelivery, type DeliveryRow, type Round } from "../store/deliveries";
 import { LEASE_NONCE_CHARS, type EventRow } from "../store/events";
-import { laneDue, laneNextDue, leaseForProbe, leaveLane, releaseLease } from "../store/lanes";
-import { readBodies, withBody } from "../store/bodies";
+import { laneDue, laneNextDue, leaseForProbe, leaveLane, postponeInLane, releaseLease } from "../store/lanes";
+import { BODY_READ_BUDGET_BYTES, readBodies, withBody } from "../store/bodies";
 import { notify } from "../alerts/notify";
 import { attempt } from "./attempt";
 import { alertNotes, followCircuits, sendDeadLetters } from "./follow-up";
@@ -45,8 +45,6 @@ const LANE_CHUNK = 24;
 const LANE_SLICE_MS = 30_000;
 /** Forwards in a row that succeed within the budget before the destination goes back to the consumer. */
 export const LANE_EXIT_STREAK = 20;
-/** The bodies one chunk reads from R2 at most (the first is always read): a lane is one isolate's 128 MB too. */
-const LANE_CHUNK_BODY_BYTES = 32 * 1024 * 1024;
 /** When DESTINATIONS is invalid, a record failed, or R2 did not give a body back, the lane looks again this much later. */
 const LANE_RETRY_MS = 30_000;
 /**
@@ -112,9 +110,11 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
         const limit = Math.min(LANE_CHUNK, Math.floor((subrequestsLeft - CHUNK_CALLS) / 2));
         const [allDue, controls] = await Promise.all([laneDue(env.DB, name, dueBy, limit), getControls(env.DB)]);
         if (allDue.length === 0) return laneNextDue(env.DB, name);
-        // Bodies R2 did not give back (or past what a chunk reads) stay due in the lane: it looks again later. A cancellation needs none.
-        const bodies = await readBodies(env.BODIES, destination ? allDue.map(({ event }) => event) : [], LANE_CHUNK_BODY_BYTES);
+        // Bodies past what a chunk reads wait for the next chunk; those R2 did not give back are looked at
+        // again LANE_RETRY_MS later, and the rest of the lane goes on meanwhile. A cancellation needs none.
+        const bodies = await readBodies(env.BODIES, destination ? allDue.map(({ event }) => event) : [], BODY_READ_BUDGET_BYTES);
         const due = allDue.filter(({ event }) => !bodies.failed.has(event.key) && !bodies.deferred.has(event.key));
+        if (bodies.failed.size) await postponeInLane(env.DB, name, [...bodies.failed.keys()], now + LANE_RETRY_MS);
         for (const [key, error] of bodies.failed) console.error(JSON.stringify({ lane: name, eventKey: key, outcome: "body_unavailable", error: error.reason }));
         const chunk = destination
           ? await this.forwardChunk(env, config.destinations, destination, due, controls, now)
@@ -123,7 +123,6 @@ export class DestinationLane extends DurableObject<Env> implements LaneApi {
         subrequestsLeft -= chunk.forwards + CHUNK_CALLS + (destination ? allDue.length : 0);
         // Its rate limit has no slot for the rest yet: come back when it has.
         if (chunk.waitUntil !== null) return chunk.waitUntil;
-        if (bodies.failed.size) return Date.now() + LANE_RETRY_MS;
       }
       return Date.now();
     } catch (err) {

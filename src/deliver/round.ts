@@ -21,7 +21,7 @@ export interface Plan {
   /** What to record; null when the message did not deliver (a duplicate, its event gone or busy, or not stored). */
   round: Round | null;
   /** What became of the message, for the batch's log line. */
-  outcome: "round" | "duplicate" | "event_not_found" | "busy" | "not_stored" | "body_deferred" | "failed";
+  outcome: "round" | "duplicate" | "event_not_found" | "busy" | "not_stored" | "body_deferred" | "body_unavailable" | "failed";
 }
 
 /**

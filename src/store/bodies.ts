@@ -6,6 +6,7 @@
  * before bodies moved here keeps its body in D1 (`body_in_r2` 0) until the cron moves it
  * (`moveBodiesToR2`). All R2 access for bodies lives here.
  */
+import { withDeadline } from "../deadline";
 import { searchEnabled, type Env } from "../env";
 import { HttpError } from "../errors";
 
@@ -33,19 +34,44 @@ const utf8 = new TextEncoder();
 /** Bodies were decoded this way when they arrived (receive/body.ts): encoding them again gives the bytes that were signed. */
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Writes each event's body (one write per key, copies of an event being the same event); throws if any write fails. */
-export async function putBodies(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<void> {
-  const bodies = new Map(events.map((event) => [event.key, event.body]));
-  await Promise.all([...bodies].map(([key, body]) => bucket.put(bodyObjectKey(key), utf8.encode(body))));
+/**
+ * How long one R2 call may take on the delivery path and in the cron: past it the call counts as
+ * failed (a write: the message is retried; a read: the body is unavailable), so a stalled R2
+ * holds up no batch for long. The request path has its own, shorter storage budget.
+ */
+const R2_CALL_MS = 10_000;
+
+function withinR2Deadline<T>(call: Promise<T>, what: string): Promise<T> {
+  return withDeadline(call, R2_CALL_MS, () => new Error(`R2 ${what} did not answer within ${R2_CALL_MS} ms`));
 }
 
-/** A body that R2 did not give back (refused, failed, or missing): 503, try again later; `reason` says why, for the log. */
+/** Only if no object has the name yet: the first copy of an event stored is the one kept (its row is the first inserted too). */
+const CREATE_ONLY: R2PutOptions = { onlyIf: new Headers({ "if-none-match": "*" }) };
+
+/** Writes each event's body, unless it is there already (a copy of an event is the same event); throws if any write fails. */
+export async function putBodies(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<void> {
+  const bodies = new Map(events.map((event) => [event.key, event.body]));
+  await Promise.all([...bodies].map(([key, body]) => withinR2Deadline(bucket.put(bodyObjectKey(key), utf8.encode(body), CREATE_ONLY), "put")));
+}
+
+/**
+ * A body that R2 did not give back: 503, try again later. `missing`: R2 answered that there is
+ * no such object (not a passing fault); `reason` says why, for the log.
+ */
 export class BodyUnavailable extends HttpError {
-  constructor(key: string, readonly reason: string) {
+  constructor(key: string, readonly reason: string, readonly missing = false) {
     super(503, "body_unavailable", `the body of ${key} could not be read from R2; retry later`, { retryAfterSeconds: 5 });
     this.name = "BodyUnavailable";
   }
 }
+
+/**
+ * The bodies one queue batch or lane chunk reads from R2 at most (the first is always read): an
+ * isolate has 128 MB, 25 stored events' bodies could be up to MAX_BODY_BYTES (8 MiB) each, and a
+ * round holds each several times over (text, parsed for routing, a transform's input, each
+ * forward's copy).
+ */
+export const BODY_READ_BUDGET_BYTES = 8 * 1024 * 1024;
 
 /**
  * Fills in the bodies kept in R2 of `rows` (a row whose body is in D1 has it already), reading
@@ -62,8 +88,11 @@ export async function readBodies<T extends BodyHolder>(
   await Promise.all(
     rows.filter((row) => row.body_in_r2).map(async (row) => {
       try {
-        const object = await bucket.get(bodyObjectKey(row.key));
-        if (!object) throw new Error("no such object");
+        const object = await withinR2Deadline(bucket.get(bodyObjectKey(row.key)), "get");
+        if (!object) {
+          failed.set(row.key, new BodyUnavailable(row.key, "no such object", true));
+          return;
+        }
         if (reserved > 0 && reserved + object.size > budgetBytes) {
           deferred.add(row.key);
           await object.body.cancel();
@@ -89,35 +118,64 @@ export async function withBody<T extends BodyHolder>(bucket: R2Bucket, row: T): 
 
 /** A quarantined payload's bytes from R2; BodyUnavailable (503) if R2 does not give them back. */
 export async function readQuarantinedBody(bucket: R2Bucket, provider: string, sha256: string): Promise<ArrayBuffer> {
-  const object = await bucket.get(quarantineObjectKey(provider, sha256)).catch((err: unknown) => {
+  const object = await withinR2Deadline(bucket.get(quarantineObjectKey(provider, sha256)), "get").catch((err: unknown) => {
     throw new BodyUnavailable(`quarantined payload ${sha256}`, String(err));
   });
-  if (!object) throw new BodyUnavailable(`quarantined payload ${sha256}`, "no such object");
+  if (!object) throw new BodyUnavailable(`quarantined payload ${sha256}`, "no such object", true);
   return object.arrayBuffer();
 }
 
 /** Deletes these objects (R2 takes up to 1,000 keys in one call). */
 export async function deleteObjects(bucket: R2Bucket, objects: string[]): Promise<void> {
-  for (let i = 0; i < objects.length; i += 1000) await bucket.delete(objects.slice(i, i + 1000));
+  for (let i = 0; i < objects.length; i += 1000) await withinR2Deadline(bucket.delete(objects.slice(i, i + 1000)), "delete");
 }
 
+/** Writes a quarantined payload's bytes, unless the object is there already (its name is their hash). */
+export async function putQuarantinedBody(bucket: R2Bucket, provider: string, sha256: string, bytes: Uint8Array): Promise<void> {
+  await bucket.put(quarantineObjectKey(provider, sha256), bytes, CREATE_ONLY);
+}
+
+/** Bodies one batch of the move holds at once: a body kept in D1 may be up to 2,000,000 bytes. */
+const MOVE_BATCH_BYTES = 8 * 1024 * 1024;
+
 /**
- * The cron's step for events stored before bodies moved to R2: up to `batchSize` × `maxBatches`
- * bodies a run are written to R2, then emptied in D1 (their search index entries stay). A body R2
- * refuses stays in D1, readable as before, until a later run.
+ * The cron's step for events stored before bodies moved to R2: up to `rows` bodies a run, in
+ * batches of at most MOVE_BATCH_BYTES, are written to R2, then emptied in D1 (their search index
+ * entries stay). A body R2 refuses stays in D1, readable as before, until a later run.
  */
-export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, batchSize = 100, maxBatches = 5): Promise<{ bodiesMoved: number }> {
+export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, rows = 500): Promise<{ bodiesMoved: number }> {
+  const { results: sizes } = await db
+    .prepare(`SELECT key, length(CAST(body AS BLOB)) AS bytes FROM events WHERE body_in_r2 = 0 LIMIT ?1`)
+    .bind(rows)
+    .all<{ key: string; bytes: number }>();
   let moved = 0;
-  for (let i = 0; i < maxBatches; i++) {
-    const { results } = await db.prepare(`SELECT key, body FROM events WHERE body_in_r2 = 0 LIMIT ?1`).bind(batchSize).all<{ key: string; body: string }>();
-    if (results.length === 0) break;
+  for (const batch of batchesOf(sizes, MOVE_BATCH_BYTES)) {
+    const keys = JSON.stringify(batch.map((row) => row.key));
+    const { results } = await db.prepare(`SELECT key, body FROM events WHERE key IN (SELECT value FROM json_each(?1)) AND body_in_r2 = 0`).bind(keys).all<{ key: string; body: string }>();
     await putBodies(bucket, results);
     const { meta } = await db
       .prepare(`UPDATE events SET body = '', body_in_r2 = 1 WHERE key IN (SELECT value FROM json_each(?1)) AND body_in_r2 = 0`)
       .bind(JSON.stringify(results.map((row) => row.key)))
       .run();
     moved += meta.changes;
-    if (results.length < batchSize) break;
   }
   return { bodiesMoved: moved };
+}
+
+/** Consecutive batches of rows whose bytes add up to at most `budget` each (a larger row alone). */
+function batchesOf<T extends { bytes: number }>(rows: T[], budget: number): T[][] {
+  const batches: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    if (batch.length && bytes + row.bytes > budget) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(row);
+    bytes += row.bytes;
+  }
+  if (batch.length) batches.push(batch);
+  return batches;
 }

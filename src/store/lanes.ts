@@ -35,6 +35,14 @@ export async function laneNextDue(db: D1Database, destination: string): Promise<
   return row && row.n > 0 ? (row.at ?? 0) : null;
 }
 
+/** The lane looks at these deliveries again at `at`, not before (their bodies could not be read): the rest of the lane goes on meanwhile. */
+export async function postponeInLane(db: D1Database, destination: string, eventKeys: string[], at: number): Promise<void> {
+  await db
+    .prepare(`UPDATE deliveries SET next_attempt_at = ?3 WHERE ${IN_LANE} AND event_key IN (SELECT value FROM json_each(?2))`)
+    .bind(destination, JSON.stringify(eventKeys), at)
+    .run();
+}
+
 /** Destinations whose lane has unfinished deliveries, for the cron's safety net (a lane whose wake-up was lost). */
 export async function lanesWithWork(db: D1Database): Promise<string[]> {
   const { results } = await db

@@ -8,7 +8,7 @@ import { CounterDeltas } from "./metrics";
 import { bytesToHex } from "../crypto";
 import type { SecretSlot } from "../env";
 import { decodeCursor, keysetPage } from "./events";
-import { quarantineObjectKey, readQuarantinedBody } from "./bodies";
+import { putQuarantinedBody, readQuarantinedBody } from "./bodies";
 
 export interface QuarantinedPayload {
   provider: string;
@@ -29,7 +29,7 @@ export interface QuarantinedPayload {
  */
 export async function quarantine(db: D1Database, bucket: R2Bucket, item: QuarantinedPayload): Promise<void> {
   const digest = bytesToHex(new Uint8Array(await crypto.subtle.digest("SHA-256", item.body)));
-  await bucket.put(quarantineObjectKey(item.provider, digest), item.body);
+  await putQuarantinedBody(bucket, item.provider, digest, item.body);
   const counted = new CounterDeltas();
   counted.event(item.source, item.provider, "", "quarantined");
   await db.batch([

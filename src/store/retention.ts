@@ -9,6 +9,8 @@ export interface PurgeResult {
   events: number;
   /** Bodies deleted from R2 (this run's events', and any an earlier run noted but could not delete). */
   bodies: number;
+  /** Objects past retention that no row pointed at, deleted by this run's step of the walk through the bucket. */
+  orphanBodies: number;
   quarantined: number;
   deadLetters: number;
 }
@@ -26,7 +28,7 @@ const PURGEABLE = `received_at < ?1 AND status IN ('delivered', 'dead')
  * has a delivery pending, being retried or held, nor one that has not reached the queue yet.
  */
 export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
-  const purged: PurgeResult = { events: 0, bodies: 0, quarantined: 0, deadLetters: 0 };
+  const purged: PurgeResult = { events: 0, bodies: 0, orphanBodies: 0, quarantined: 0, deadLetters: 0 };
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db.prepare(`SELECT key FROM events WHERE ${PURGEABLE} LIMIT ?2`).bind(cutoff, batchSize).all<{ key: string }>();
     if (results.length === 0) break;
@@ -34,7 +36,8 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
     // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
     const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
     const [, , , deleted] = await db.batch([
-      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE body_in_r2 = 1 AND key IN (${stillPurgeable})`).bind(cutoff, keys),
+      // Every one, whatever body_in_r2 says: a move to R2 may have written the object and not its row (a missing object deletes as well).
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
@@ -44,6 +47,7 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
   }
   purged.quarantined = await purgeQuarantine(db, cutoff, batchSize, maxBatches);
   purged.bodies = await deleteNotedBodies(db, bucket, maxBatches);
+  purged.orphanBodies = await sweepOrphans(db, bucket, cutoff, 1000);
   purged.deadLetters = await deleteInBatches(
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
   );
@@ -57,7 +61,7 @@ async function purgeQuarantine(db: D1Database, cutoff: number, batchSize: number
   for (let i = 0; i < maxBatches; i++) {
     const [, result] = await db.batch([
       db.prepare(`INSERT OR IGNORE INTO body_deletions (object)
-                  SELECT 'quarantine/' || provider || '/' || body_sha256 FROM quarantine WHERE body_in_r2 = 1 AND id IN (${old})`).bind(cutoff, batchSize),
+                  SELECT 'quarantine/' || provider || '/' || body_sha256 FROM quarantine WHERE id IN (${old})`).bind(cutoff, batchSize),
       db.prepare(`DELETE FROM quarantine WHERE id IN (${old})`).bind(cutoff, batchSize),
     ]);
     deleted += result!.meta.changes;
@@ -66,9 +70,15 @@ async function purgeQuarantine(db: D1Database, cutoff: number, batchSize: number
   return deleted;
 }
 
-/** SQL: whether the noted object `d.object` is some row's body now. */
-const IN_USE = `(EXISTS (SELECT 1 FROM events e WHERE e.key = substr(d.object, 8) AND d.object = 'events/' || e.key)
-  OR EXISTS (SELECT 1 FROM quarantine q WHERE d.object = 'quarantine/' || q.provider || '/' || q.body_sha256))`;
+/**
+ * SQL: whether the object named `object` is some row's body now, each looked up by its table's
+ * key (events: its key; quarantine: provider and SHA-256, the last 64 characters).
+ */
+const inUse = (object: string) => `(
+  (${object} GLOB 'events/*' AND EXISTS (SELECT 1 FROM events e WHERE e.key = substr(${object}, 8)))
+  OR (${object} GLOB 'quarantine/*' AND EXISTS (SELECT 1 FROM quarantine q
+        WHERE q.provider = substr(${object}, 12, length(${object}) - 11 - 65) AND q.body_sha256 = substr(${object}, -64))))`;
+const IN_USE = inUse("d.object");
 
 /**
  * Deletes the objects noted in `body_deletions` from R2, then their notes. One that is some row's
@@ -88,6 +98,25 @@ async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: n
   }
   await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE}`).run();
   return deleted;
+}
+
+/**
+ * One step of a walk through the bucket, a run at a time: the objects of this page uploaded
+ * before `cutoff` that no row points at are deleted (a body written whose row never was: its D1
+ * write refused after it, and the sender gave up). Newer ones are left: their row may be on its way.
+ */
+async function sweepOrphans(db: D1Database, bucket: R2Bucket, cutoff: number, pageSize: number): Promise<number> {
+  const state = await db.prepare(`SELECT cursor FROM body_sweep`).first<{ cursor: string | null }>();
+  // A cursor R2 no longer takes starts the walk again.
+  const page = await bucket.list({ limit: pageSize, ...(state?.cursor ? { cursor: state.cursor } : {}) }).catch(() => bucket.list({ limit: pageSize }));
+  const old = page.objects.filter((object) => object.uploaded.getTime() < cutoff).map((object) => object.key);
+  const { results } = await db
+    .prepare(`SELECT value AS object FROM json_each(?1) WHERE NOT ${inUse("value")}`)
+    .bind(JSON.stringify(old))
+    .all<{ object: string }>();
+  await deleteObjects(bucket, results.map((row) => row.object));
+  await db.prepare(`UPDATE body_sweep SET cursor = ?1`).bind(page.truncated ? page.cursor : null).run();
+  return results.length;
 }
 
 /** Deletes audit records older than `cutoff` (AUDIT_RETENTION_DAYS), in bounded batches like the rest. */

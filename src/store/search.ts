@@ -58,29 +58,28 @@ export async function countMatches(db: D1Database, match: string): Promise<numbe
 
 /**
  * The longest text indexed for one body: its JSON parameter stays within D1's 2,000,000 bytes on
- * one string (3 bytes a UTF-16 unit at most), and the words past it are in no realistic payload.
+ * one string (6 bytes a UTF-16 unit at most, escaped), and the words past it are in no realistic payload.
  */
-const MAX_INDEXED_CHARS = 500_000;
+const MAX_INDEXED_CHARS = 300_000;
 
 /**
  * What is indexed for a body kept in R2, as events_search_text (migrations/0008) says for one
- * kept in D1: the payload's string and number values, not its keys; a body that is not JSON
- * (a leading byte-order mark makes any body so) is indexed as it is.
+ * kept in D1: the payload's string and number values as written (a 20-digit id keeps its
+ * digits), not its keys; a body that is not JSON (a leading byte-order mark makes any body so) is
+ * indexed as it is. Indexing never stops an event being stored: a payload it cannot walk (nested
+ * deeper than the parser's stack) is indexed as no text.
  */
 export function searchText(body: string): string {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    return body.slice(0, MAX_INDEXED_CHARS);
-  }
   const values: string[] = [];
-  // A stack, not recursion: a signed payload may nest deeper than the call stack goes.
-  const stack = [json];
-  while (stack.length) {
-    const value = stack.pop();
-    if (typeof value === "string" || typeof value === "number") values.push(String(value));
-    else if (value !== null && typeof value === "object") stack.push(...Object.values(value).reverse());
+  try {
+    // The reviver sees every value once, in document order, with its source text (numbers as written).
+    JSON.parse(body, (_key: string, value: unknown, context?: { source?: string }) => {
+      if (typeof value === "string") values.push(value);
+      else if (typeof value === "number") values.push(context?.source ?? String(value));
+      return value;
+    });
+  } catch (err) {
+    return err instanceof SyntaxError ? body.slice(0, MAX_INDEXED_CHARS) : "";
   }
   return values.join(" ").slice(0, MAX_INDEXED_CHARS);
 }
@@ -88,10 +87,13 @@ export function searchText(body: string): string {
 /**
  * Statements that index the text of events whose bodies are in R2 (the trigger indexes only
  * bodies kept in D1), run in the same D1 batch as their insert; a no-op while the index is off.
- * `whileBuildBelow`: only if the build still stands there (see followSearchSetting).
+ * For the build (followSearchSetting), `whileBuildBelow`: only if the build still stands there.
  */
-export function indexBodies(db: D1Database, events: { key: string; body: string }[], whileBuildBelow: number | null = null): D1PreparedStatement[] {
-  const texts = events.map((event) => ({ key: event.key, text: searchText(event.body) }));
+export function indexBodies(db: D1Database, events: { key: string; body: string }[]): D1PreparedStatement[] {
+  return indexTexts(db, events.map((event) => ({ key: event.key, text: searchText(event.body) })), null);
+}
+
+function indexTexts(db: D1Database, texts: { key: string; text: string }[], whileBuildBelow: number | null): D1PreparedStatement[] {
   const statement = db.prepare(
     `INSERT OR REPLACE INTO events_search (rowid, text)
      SELECT events.rowid, t.value->>'text' FROM json_each(?1) AS t JOIN events ON events.key = t.value->>'key'
@@ -102,7 +104,7 @@ export function indexBodies(db: D1Database, events: { key: string; body: string 
 
 /**
  * D1 takes at most 2,000,000 bytes in one string: items whose JSON could be more are split into
- * statements of their own (a JS string's UTF-8 is at most 3 bytes a unit).
+ * statements of their own (a JS string's JSON is at most 6 bytes a unit: `\u001f`).
  */
 const BOUND_STRING_BUDGET = 1_900_000;
 function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
@@ -110,7 +112,7 @@ function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
   let chunk: T[] = [];
   let size = 0;
   for (const item of items) {
-    const bytes = units(item) * 3 + 1_024;
+    const bytes = units(item) * 6 + 1_024;
     if (chunk.length && size + bytes > BOUND_STRING_BUDGET) {
       chunks.push(chunk);
       chunk = [];
@@ -123,6 +125,28 @@ function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
   return chunks;
 }
 
+/**
+ * The texts of a build chunk's bodies in R2, newest first, one body read at a time, until
+ * BUILD_BODY_BYTES: `lastRowid` is the last one read when that stopped it short (the statement
+ * then ends there), else null. A body R2 has no object for is indexed as no text (and logged); a
+ * read R2 refuses throws, and the next run tries the chunk again.
+ */
+async function buildTexts(bucket: R2Bucket, rows: { rowid: number; key: string; body: string; body_in_r2: number }[]) {
+  const texts: { key: string; text: string }[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const { failed } = await readBodies(bucket, [row]);
+    const error = failed.get(row.key);
+    if (error && !error.missing) throw error;
+    if (error) console.error(JSON.stringify({ cron: "search_index", eventKey: row.key, outcome: "body_missing" }));
+    texts.push({ key: row.key, text: error ? "" : searchText(row.body) });
+    bytes += row.body.length;
+    row.body = "";
+    if (bytes >= BUILD_BODY_BYTES || texts.length === BUILD_BODIES_PER_CHUNK) return { texts, lastRowid: row.rowid };
+  }
+  return { texts, lastRowid: null };
+}
+
 /** Rowids one statement of the build indexes: short enough not to hold up the request path's writes for long. */
 const BUILD_CHUNK = 2_000;
 /** Statements one cron run spends on the build; the next run continues. */
@@ -130,6 +154,8 @@ const BUILD_CHUNKS_PER_RUN = 50;
 /** Bodies kept in R2 one statement of the build reads (it then covers fewer rowids), and one cron run (each read is a subrequest). */
 const BUILD_BODIES_PER_CHUNK = 100;
 const BUILD_BODIES_PER_RUN = 1_000;
+/** The bytes of those bodies one statement reads at most (each body is read, made text and let go in turn). */
+const BUILD_BODY_BYTES = 8 * 1024 * 1024;
 
 /**
  * The cron's step: the index follows SEARCH. Off: stop indexing and empty the index, in one
@@ -158,11 +184,9 @@ export async function followSearchSetting(db: D1Database, bucket: R2Bucket, on: 
       .prepare("SELECT rowid, key, body, body_in_r2 FROM events WHERE rowid >= ?1 AND rowid < ?2 AND body_in_r2 = 1 ORDER BY rowid DESC LIMIT ?3")
       .bind(below - BUILD_CHUNK, below, BUILD_BODIES_PER_CHUNK)
       .all<{ rowid: number; key: string; body: string; body_in_r2: number }>();
-    const from = inR2.length === BUILD_BODIES_PER_CHUNK ? inR2.at(-1)!.rowid : below - BUILD_CHUNK;
-    const { failed } = await readBodies(bucket, inR2);
-    bodiesRead += inR2.length;
-    // The build stays where it is: the next run reads them again.
-    for (const error of failed.values()) throw error;
+    const { texts, lastRowid } = await buildTexts(bucket, inR2);
+    bodiesRead += texts.length;
+    const from = lastRowid ?? below - BUILD_CHUNK;
     const statements = await db.batch([
       // Only if the build still stands where this run read it (another run, or SEARCH turned off, may have moved it).
       // Bodies in R2 read '' here, and are indexed by the statements after it.
@@ -170,7 +194,7 @@ export async function followSearchSetting(db: D1Database, bucket: R2Bucket, on: 
         `INSERT OR REPLACE INTO events_search (rowid, text)
          SELECT rowid, text FROM events_search_text WHERE rowid >= ?1 AND rowid < ?2 AND (SELECT build_below FROM search_index) = ?2`,
       ).bind(from, below),
-      ...indexBodies(db, inR2, below),
+      ...indexTexts(db, texts, below),
       db.prepare("UPDATE search_index SET build_below = CASE WHEN ?1 > (SELECT coalesce(min(rowid), 0) FROM events) THEN ?1 END WHERE build_below = ?2").bind(from, below),
       db.prepare("SELECT enabled, build_below FROM search_index"),
     ]);
