@@ -5,7 +5,7 @@ const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /**
  * The ceiling on MAX_BODY_BYTES, whatever the var says. Bodies are in R2 (which takes 5 GB in one
  * write), so memory sets it: an isolate has 128 MB, the request path holds a body about three
- * times (bytes, text, parsed JSON) and a forward once more, and a queue batch reads at most 32 MiB
+ * times (bytes, text, parsed JSON) and a forward once more, and a queue batch reads at most 8 MiB
  * of bodies from R2 (deliver/consumer.ts): 8 MiB keeps one body's request within a quarter of it.
  */
 export const MAX_BODY_BYTES_CEILING = 8 * 1024 * 1024;
