@@ -7,7 +7,7 @@ import { f, goal } from "./format.mjs";
 import { combineIsolation, ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
 import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
-import { runStorageBenchmark, storageTables } from "./storage.mjs";
+import { runStorageMain, runStorageVariants, storageTables, variantTable } from "./storage.mjs";
 
 const quick = process.argv.includes("--quick") || smoke;
 const lines = [];
@@ -151,14 +151,15 @@ out(`| transformed, cold | ${f(transformCost.shapedColdMs, 2)} | **${f(transform
 out(`| the transform alone, warm / cold | ${f(transformCost.transformWarmMs, 2)} / ${f(transformCost.transformColdMs, 2)} | |`);
 out();
 
-const storage = await runStorageBenchmark({ smoke, quick });
-for (const run of [storage.main, ...storage.variants]) {
+const storageMain = await runStorageMain({ smoke, quick });
+const storageVariants = await runStorageVariants({ smoke, quick });
+for (const run of [storageMain, ...storageVariants]) {
   const p = run.perEvent;
   produced(`storage: ${run.destinations} destinations${run.flaky ? ", flaky" : ""}${run.search ? ", search" : ""}`, {
     d1Bytes: p.d1Bytes, r2Bytes: p.r2Bytes, d1RowsWritten: p.d1RowsWritten, queueOperations: p.queueOperations, cpuMs: p.cpuMs,
   });
 }
-for (const line of storageTables(storage.main, storage.variants)) out(line);
+for (const line of [...storageTables(storageMain), ...variantTable(storageMain, storageVariants)]) out(line);
 
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
 writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
