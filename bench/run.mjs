@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, one table each, ratios first. Offline, loopback only,
-// about 15 minutes on a 2-core machine. Writes bench/results/latest.md as well.
+// about 17 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
