@@ -148,7 +148,7 @@ export async function runStorage({ events, destinations = 3, flaky = false, sear
 const describe = (r) => `${r.destinations} destination${r.destinations === 1 ? "" : "s"}${r.flaky ? ", each forward failing once" : ""}${r.search ? ", SEARCH on" : ""}`;
 
 /**
- * The benchmark's tables, as markdown lines (README "What a million events cost" has the same
+ * The benchmark's tables, as markdown lines (README "Storage and cost per event" has the same
  * shape): the run priced in full.
  */
 export function storageTables(main) {
