@@ -5,10 +5,14 @@
  * invocations' wall time, and its D1 round trips' by what they do (storing and claiming the
  * batch's events, recording its rounds with their metrics counters, anything else); local D1 runs
  * in workerd's own process, so its wall time is CPU spent on the event. GET /__d1 reads it all.
+ * Every binding's billable operations are counted too (bench/usage.ts), for the storage and cost
+ * benchmark (bench/storage.mjs): GET /__usage reads them with the bodies' bytes in R2, and
+ * POST /__scheduled runs the cron once (it turns the search index on when SEARCH is "on").
  * Only `npm run bench` builds this entry; the deployed Worker (src/index.ts) counts nothing.
  */
 import type { Env, QueuedEvent } from "../src/env";
 import worker from "../src/index";
+import { countedBatch, countedBucket, countedDataset, countedNamespace, countedQueue, countRows, usage } from "./usage";
 
 /** wrangler.toml binds the rate limiter's Durable Object class: every entry point exports it. */
 export { DestinationLane, DestinationRateLimiter } from "../src/index";
@@ -31,6 +35,7 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
   const sqlOf = new WeakMap<D1PreparedStatement, string>();
   const roundTrip = async <T>(sql: string[], work: () => Promise<T>): Promise<T> => {
     counts[bucket]++;
+    usage.d1.statements += sql.length;
     const started = performance.now();
     try {
       return await work();
@@ -42,9 +47,23 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
     const proxy = new Proxy(statement, {
       get(target, prop) {
         if (prop === "bind") return (...values: unknown[]) => wrap(target.bind(...values), sql);
-        if (prop === "run" || prop === "first" || prop === "all" || prop === "raw") {
-          return (...args: unknown[]) => roundTrip([sql], () => (target[prop] as (...a: unknown[]) => Promise<unknown>).apply(target, args));
+        if (prop === "run" || prop === "all") {
+          return () => roundTrip([sql], async () => {
+            const result = await target[prop]();
+            countRows(result, [sql]);
+            return result;
+          });
         }
+        // first() gives no meta: the same statement through all(), its first row (or that row's column) given back.
+        if (prop === "first") {
+          return (column?: string) => roundTrip([sql], async () => {
+            const result = await target.all<Record<string, unknown>>();
+            countRows(result, [sql]);
+            const [row = null] = result.results;
+            return column === undefined || row === null ? row : (row[column] ?? null);
+          });
+        }
+        if (prop === "raw") throw new Error("raw() is not counted: count it here before the Worker uses it");
         const value = Reflect.get(target, prop, target);
         return typeof value === "function" ? value.bind(target) : value;
       },
@@ -56,7 +75,11 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
   const statements = new WeakMap<D1PreparedStatement, D1PreparedStatement>();
   return {
     prepare: (sql: string) => wrap(db.prepare(sql), sql),
-    batch: (list: D1PreparedStatement[]) => roundTrip(list.map((s) => sqlOf.get(s) ?? ""), () => db.batch(list.map((s) => statements.get(s) ?? s))),
+    batch: (list: D1PreparedStatement[]) => roundTrip(list.map((s) => sqlOf.get(s) ?? ""), async () => {
+      const results = await db.batch(list.map((s) => statements.get(s) ?? s));
+      countRows(results, list.map((s) => sqlOf.get(s) ?? ""));
+      return results;
+    }),
     exec: (sql: string) => db.exec(sql),
     withSession: () => {
       throw new Error("not used");
@@ -67,20 +90,71 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
 
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
 
+/** The Worker's bindings, each counted: D1 in `bucket`, the rest in `usage`. */
+function countedEnv(env: Env, bucket: Bucket): Env {
+  return {
+    ...env,
+    DB: counted(env.DB, bucket),
+    BODIES: countedBucket(env.BODIES),
+    EVENTS_QUEUE: countedQueue(env.EVENTS_QUEUE),
+    DEAD_LETTER_QUEUE: countedQueue(env.DEAD_LETTER_QUEUE),
+    ...(env.ALERTS_QUEUE && { ALERTS_QUEUE: countedQueue(env.ALERTS_QUEUE) }),
+    ...(env.RATE_LIMITER && { RATE_LIMITER: countedNamespace(env.RATE_LIMITER) }),
+    ...(env.LANES && { LANES: countedNamespace(env.LANES) }),
+    METRICS: countedDataset(env.METRICS),
+  };
+}
+
+/** Runs one invocation with its wall time added to `usage`. */
+async function timed<T>(work: () => T | Promise<T>): Promise<T> {
+  const started = performance.now();
+  try {
+    return await work();
+  } finally {
+    usage.invocationMs += performance.now() - started;
+  }
+}
+
+/** The bodies in R2: objects and bytes, listed without counting (the benchmark's reading, not the Worker's). */
+async function bodiesStored(bucket: R2Bucket): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  let cursor: string | undefined;
+  do {
+    const page = await bucket.list({ prefix: "events/", cursor });
+    objects += page.objects.length;
+    bytes += page.objects.reduce((sum, object) => sum + object.size, 0);
+    cursor = page.truncated ? page.cursor : undefined;
+  } while (cursor);
+  return { objects, bytes };
+}
+
 export default {
-  fetch(request, env, ctx) {
+  async fetch(request, env, ctx) {
     const { pathname } = new URL(request.url);
     if (pathname === "/__d1") return Response.json({ ...counts, consumerMs });
-    return handlers.fetch!(request, { ...env, DB: counted(env.DB, pathname.startsWith("/webhooks/") ? "accept" : "other") }, ctx);
+    if (pathname === "/__usage") return Response.json({ ...usage, bodies: await bodiesStored(env.BODIES) });
+    if (pathname === "/__scheduled" && request.method === "POST") {
+      await handlers.scheduled!({ cron: "*/5 * * * *", scheduledTime: Date.now(), noRetry() {} }, env, ctx);
+      return new Response("ran");
+    }
+    const webhook = pathname.startsWith("/webhooks/");
+    if (webhook) usage.invocations.webhooks++;
+    else usage.invocations.otherFetch++;
+    return timed(() => handlers.fetch!(request, countedEnv(env, webhook ? "accept" : "other"), ctx));
   },
   async queue(batch, env, ctx) {
     const events = batch.queue === "edgehook-events";
+    usage.invocations.queue++;
     const started = performance.now();
     try {
-      await handlers.queue!(batch, { ...env, DB: counted(env.DB, events ? "consumer" : "other") }, ctx);
+      await timed(() => countedBatch(batch, (counted) => handlers.queue!(counted, countedEnv(env, events ? "consumer" : "other"), ctx) as Promise<void>));
     } finally {
       if (events) consumerMs.total += performance.now() - started;
     }
   },
-  scheduled: (controller, env, ctx) => handlers.scheduled!(controller, env, ctx),
+  scheduled(controller, env, ctx) {
+    usage.invocations.scheduled++;
+    return timed(() => handlers.scheduled!(controller, countedEnv(env, "other"), ctx) as Promise<void>);
+  },
 } satisfies ExportedHandler<Env, QueuedEvent>;

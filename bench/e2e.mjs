@@ -237,7 +237,7 @@ export async function runLargeBody({ bytes = 1024 * 1024 - 1024, samples = 5 } =
 /**
  * A receiver on 127.0.0.1 for the forwards, by the path's first word: /slow answers after
  * `slowMs`, /hang never answers (the gateway's timeout ends the request), /fail answers 500,
- * anything else 200 at once. Counts the distinct (path, webhook-id) answered 200, the repeats of
+ * /flaky answers 500 the first time it sees a (path, webhook-id) and 200 after, anything else 200 at once. Counts the distinct (path, webhook-id) answered 200, the repeats of
  * one, and every request.
  */
 export async function startReceiver({ slowMs = 1_000 } = {}) {
@@ -245,6 +245,7 @@ export async function startReceiver({ slowMs = 1_000 } = {}) {
   const received = new Map();
   const repeats = new Map();
   const requests = new Map();
+  const failedOnce = new Set();
   const waiters = [];
   const changed = () => {
     for (const waiter of waiters) waiter();
@@ -254,8 +255,8 @@ export async function startReceiver({ slowMs = 1_000 } = {}) {
     request.on("end", () => {
       requests.set(request.url, [...(requests.get(request.url) ?? []), Date.now()]);
       changed();
+      const key = `${request.url} ${request.headers["webhook-id"]}`;
       const answer = () => {
-        const key = `${request.url} ${request.headers["webhook-id"]}`;
         if (received.has(key)) repeats.set(request.url, (repeats.get(request.url) ?? 0) + 1);
         else received.set(key, Date.now());
         response.end("ok");
@@ -263,7 +264,10 @@ export async function startReceiver({ slowMs = 1_000 } = {}) {
       };
       if (request.url.startsWith("/slow")) setTimeout(answer, slowMs);
       else if (request.url.startsWith("/fail")) response.writeHead(500).end();
-      else if (!request.url.startsWith("/hang")) answer();
+      else if (request.url.startsWith("/flaky") && !failedOnce.has(key)) {
+        failedOnce.add(key);
+        response.writeHead(500).end();
+      } else if (!request.url.startsWith("/hang")) answer();
     });
   }).listen(port, "127.0.0.1");
   const under = (map, prefix) => [...map].filter(([key]) => key.startsWith(`/${prefix}`));

@@ -99,8 +99,13 @@ async function cpuPerCall(fn, budgetMs) {
 export async function runMicro({ budgetMs = 1500 } = {}) {
   const { acceptEvent, verify, readSigned, builtInSources, sourceSecrets } = await loadRequestPath();
   const statement = { bind: () => statement, run: async () => undefined };
-  // A body too large for a queue message is stored first (one D1 batch): these do nothing, fast.
-  const env = { ...SECRETS, EVENTS_QUEUE: { send: async () => undefined }, DB: { prepare: () => statement, batch: async (statements) => statements.map(() => ({ results: [] })) } };
+  // A body too large for a queue message is stored first (its body in R2, then one D1 batch): these do nothing, fast.
+  const env = {
+    ...SECRETS,
+    EVENTS_QUEUE: { send: async () => undefined },
+    BODIES: { put: async () => null },
+    DB: { prepare: () => statement, batch: async (statements) => statements.map(() => ({ results: [] })) },
+  };
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
   const rows = [];

@@ -1,5 +1,5 @@
 // `npm run bench`: every benchmark, one table each, ratios first. Offline, loopback only,
-// about 15 minutes on a 2-core machine. Writes bench/results/latest.md as well.
+// about 17 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
@@ -7,6 +7,7 @@ import { f, goal } from "./format.mjs";
 import { combineIsolation, ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
 import { runBreakdown, runMicro } from "./micro.mjs";
 import { produced, reportSmoke, smoke } from "./smoke.mjs";
+import { runStorageMain, runStorageVariants, storageTables, variantTable } from "./storage.mjs";
 
 const quick = process.argv.includes("--quick") || smoke;
 const lines = [];
@@ -150,6 +151,16 @@ out(`| transformed, cold | ${f(transformCost.shapedColdMs, 2)} | **${f(transform
 out(`| the transform alone, warm / cold | ${f(transformCost.transformWarmMs, 2)} / ${f(transformCost.transformColdMs, 2)} | |`);
 out();
 
+const storageMain = await runStorageMain({ smoke, quick });
+const storageVariants = await runStorageVariants({ smoke, quick });
+for (const run of [storageMain, ...storageVariants]) {
+  const p = run.perEvent;
+  produced(`storage: ${run.destinations} destinations${run.flaky ? ", flaky" : ""}${run.search ? ", search" : ""}`, {
+    d1Bytes: p.d1Bytes, r2Bytes: p.r2Bytes, d1RowsWritten: p.d1RowsWritten, queueOperations: p.queueOperations, cpuMs: p.cpuMs,
+  });
+}
+for (const line of [...storageTables(storageMain), ...variantTable(storageMain, storageVariants)]) out(line);
+
 mkdirSync(new URL("results", import.meta.url), { recursive: true });
 writeFileSync(new URL(smoke ? "results/smoke.md" : "results/latest.md", import.meta.url), lines.join("\n") + "\n");
 reportSmoke([
@@ -160,4 +171,5 @@ reportSmoke([
   "sustained", "sustained: consumer time", "large body", ...destinationCounts.map((n) => `delivery: ${n} destinations`),
   ...isolationRows.map((row) => `isolation: ${row.name}`),
   "transform",
+  "storage: 3 destinations",
 ]);
