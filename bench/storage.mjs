@@ -39,11 +39,13 @@ function d1Bytes(stateDir) {
   try {
     const tableOf = new Map(db.prepare("SELECT name, tbl_name FROM sqlite_schema").all().map((row) => [row.name, row.tbl_name]));
     const byTable = Object.fromEntries([...REPORTED_TABLES, "other"].map((table) => [table, 0]));
+    const byName = {};
     for (const { name, bytes } of db.prepare("SELECT name, sum(pgsize) AS bytes FROM dbstat GROUP BY name").all()) {
       byTable[reportedAs(tableOf.get(name) ?? name)] += bytes;
+      byName[name] = bytes;
     }
     const { file } = db.prepare("SELECT (SELECT page_count FROM pragma_page_count) * (SELECT page_size FROM pragma_page_size) AS file").get();
-    return { byTable, file };
+    return { byTable, byName, file };
   } finally {
     db.close();
   }
@@ -109,6 +111,11 @@ export async function runStorage({ events, destinations = 3, flaky = false, sear
       forwards: receiver.count(kind),
       forwardRequests: receiver.requests(kind),
       d1ByTable,
+      /** D1 bytes per event by table or index (SQLite's names: sqlite_autoindex_* are primary keys and UNIQUE constraints), most first. */
+      d1ByName: Object.entries(d1After.byName)
+        .map(([name, bytes]) => ({ name, bytes: per(bytes - (d1Before.byName[name] ?? 0)) }))
+        .filter((n) => n.bytes > 0)
+        .sort((a, b) => b.bytes - a.bytes),
       /** D1 rows written per event by statement, most first. */
       rowsWrittenBySql: Object.entries(after.d1RowsWrittenBySql)
         .map(([sql, rows]) => ({ sql, rows: per(rows - (before.d1RowsWrittenBySql[sql] ?? 0)) }))
@@ -161,6 +168,11 @@ export function storageTables(main) {
   const t = main.d1ByTable;
   lines.push(`| **${f(p.d1Bytes, 0)}** | ${f(t.events, 0)} | ${f(t.deliveries, 0)} | ${f(t.delivery_attempts, 0)} | ${f(t.events_search, 0)} | ${f(t.other, 0)} | ${f(p.d1FileBytes, 0)} | ${f(p.r2Bytes, 0)} | ${f(10e9 / p.d1Bytes / 1e6, 2)} M |`);
   lines.push(`Goal: ≥ 5,000,000 retained events per 10 GB D1 database (${f(10e9 / p.d1Bytes / 1e6, 2)} M): ${goal(10e9 / p.d1Bytes >= 5e6)}.`);
+  lines.push("");
+  lines.push("### Where D1's bytes go, per event, by table and index (SQLite's names; sqlite_autoindex_*: a primary key or UNIQUE constraint)");
+  lines.push(`| ${main.d1ByName.map((n) => n.name).join(" | ")} |`);
+  lines.push(`| ${main.d1ByName.map(() => "---:").join(" | ")} |`);
+  lines.push(`| ${main.d1ByName.map((n) => f(n.bytes, 0)).join(" | ")} |`);
   lines.push("");
   lines.push("### Operations per event, counted on the bindings (bench/usage.ts through bench/counting-worker.ts)");
   lines.push("| Worker invocations (webhook + queue) | queue messages written / read / retried | D1 statements | D1 rows read | D1 rows written | R2 class A | R2 class B | R2 deletes | DO requests | AE data points | invocation wall ms | process CPU ms |");

@@ -3,6 +3,7 @@
  * counts, the timeline, each destination's health. Read-only, apart from the delivery writes in
  * deliveries.ts.
  */
+import { NOT_DELIVERED } from "./indexes";
 
 export interface Stats {
   events: { provider: string; type: string; status: string; count: number }[];
@@ -61,7 +62,7 @@ export async function consoleCounts(db: D1Database, now: number): Promise<{ hour
   const [hour, day, dead] = await db.batch([
     db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 3_600_000),
     db.prepare(`SELECT count(*) AS n FROM events WHERE received_at >= ?1`).bind(now - 86_400_000),
-    db.prepare(`SELECT count(*) AS n FROM deliveries WHERE status IN ('dead', 'transform_failed')`),
+    db.prepare(`SELECT count(*) AS n FROM deliveries WHERE status IN ('dead', 'transform_failed') AND ${NOT_DELIVERED}`),
   ]);
   const n = (result: D1Result | undefined) => (result?.results[0] as { n: number } | undefined)?.n ?? 0;
   return { hour: n(hour), day: n(day), deadDeliveries: n(dead) };

@@ -4,6 +4,7 @@
  * DESTINATIONS is static configuration; this is what an operator and the delivery path change
  * while it runs. A destination without a row is active with its circuit closed.
  */
+import { NOT_DELIVERED } from "./indexes";
 
 export interface ControlRow {
   destination: string;
@@ -195,7 +196,7 @@ export function deferStatements(db: D1Database, deferrals: (Deferral & { eventKe
 export async function probeCandidate(db: D1Database, destination: string): Promise<string | null> {
   const [held, other] = await db.batch([
     db.prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status = 'held' ORDER BY held_order LIMIT 1`).bind(destination),
-    db.prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status IN ('failed', 'pending') ORDER BY updated_at LIMIT 1`).bind(destination),
+    db.prepare(`SELECT event_key FROM deliveries WHERE destination = ?1 AND status IN ('failed', 'pending') AND ${NOT_DELIVERED} ORDER BY updated_at LIMIT 1`).bind(destination),
   ]);
   const first = (result: D1Result | undefined) => (result?.results[0] as { event_key: string } | undefined)?.event_key ?? null;
   return first(held) ?? first(other);

@@ -3,6 +3,7 @@ import { countArrivals, insertEvents, leaseFree, storeWithBodies, type EventInse
 import type { BodyWriter } from "./bodies";
 import { controlStatements, deferStatements, foldAttempts, readControls, type AttemptKind, type ControlRow, type Deferral } from "./controls";
 import { CounterDeltas } from "./metrics";
+import { NOT_DELIVERED } from "./indexes";
 
 /**
  * pending/failed: work left. delivered, gone (410), dead: finished until an operator replays.
@@ -476,6 +477,8 @@ export async function listDeliveries(db: D1Database, filter: DeliveryFilter, lim
   const params: unknown[] = [];
   const bind = (value: unknown) => `?${params.push(value)}`;
   if (filter.status) where.push(`status = ${bind(filter.status)}`);
+  // The partial indexes by status and by destination hold every other status (a delivered page walks the index by time).
+  if (filter.status && filter.status !== "delivered") where.push(NOT_DELIVERED);
   if (filter.destination) where.push(`destination = ${bind(filter.destination)}`);
   if (filter.destinations) where.push(`destination IN (SELECT value FROM json_each(${bind(JSON.stringify(filter.destinations))}))`);
   if (filter.since !== undefined) where.push(`updated_at >= ${bind(filter.since)}`);

@@ -3,6 +3,7 @@
  * recomputed from rows the purge deletes: each is its own row, incremented by statements that
  * ride in a batch the caller writes anyway.
  */
+import { NOT_DELIVERED } from "./indexes";
 
 export type Labels = Record<string, string>;
 
@@ -70,10 +71,11 @@ export async function readMetrics(db: D1Database, heldReason: string): Promise<{
     db.prepare(`SELECT name, labels, value FROM metric_counters ORDER BY name, labels`),
     db
       .prepare(
-        `SELECT (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed')) AS pending,
+        // NOT_DELIVERED: the term of the partial index by status (migrations/0021), so these count its entries.
+        `SELECT (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'failed') AND ${NOT_DELIVERED}) AS pending,
                 (SELECT count(*) FROM events WHERE last_error = ?1 AND status IN ('received', 'queued', 'failed')) AS held,
-                (SELECT count(*) FROM deliveries WHERE status = 'dead') AS dead,
-                (SELECT count(*) FROM deliveries WHERE status = 'transform_failed') AS transform_failed,
+                (SELECT count(*) FROM deliveries WHERE status = 'dead' AND ${NOT_DELIVERED}) AS dead,
+                (SELECT count(*) FROM deliveries WHERE status = 'transform_failed' AND ${NOT_DELIVERED}) AS transform_failed,
                 (SELECT count(*) FROM quarantine WHERE released_at IS NULL) AS quarantined`,
       )
       .bind(heldReason),
