@@ -169,7 +169,7 @@ export async function runSustained({ events = 50_000, step = 10_000 } = {}) {
     const warm = summary(await load(gateway.url, 8, { amount: 1_000 })); // JIT, caches, D1 pages
     await storedAll(gateway, since, warm.ok);
     const before = await (await fetch(`${gateway.url}/__d1`)).json();
-    const points = [{ events: 0, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) }];
+    const points = [{ events: 0, rssKiB: gateway.rssKiB(), dbKiB: d1SizeKiB(gateway.persistTo) }];
     const started = Date.now();
     let errors = 0;
     let accepted = 0;
@@ -177,7 +177,7 @@ export async function runSustained({ events = 50_000, step = 10_000 } = {}) {
       const result = summary(await load(gateway.url, 32, { amount: step }));
       errors += result.non2xx;
       accepted += result.ok;
-      points.push({ events: sent + step, rssKiB: gateway.rssKiB(), dbKiB: sizeKiB(gateway.persistTo) });
+      points.push({ events: sent + step, rssKiB: gateway.rssKiB(), dbKiB: d1SizeKiB(gateway.persistTo) });
     }
     const lastAck = Date.now();
     const seconds = (lastAck - started) / 1000;
@@ -199,8 +199,9 @@ export async function runSustained({ events = 50_000, step = 10_000 } = {}) {
   }
 }
 
-function sizeKiB(dir) {
-  return Number(execFileSync("du", ["-sk", dir]).toString().split("\t")[0]);
+/** Local D1's files on disk (its directory only: R2's blob store renames files under du, which then fails). */
+function d1SizeKiB(dir) {
+  return Number(execFileSync("du", ["-sk", join(dir, "v3", "d1")]).toString().split("\t")[0]);
 }
 
 /** A signed Seismic event of about `bytes` (the 5 KB sample with a long extra field). */
