@@ -3,8 +3,9 @@
  * binding wrapped to count round trips (each one transaction) by where they come from: the
  * accept path (POST /webhooks/*) or the queue consumer. The consumer's time is measured too: its
  * invocations' wall time, and its D1 round trips' by what they do (storing and claiming the
- * batch's events, recording its rounds with their metrics counters, anything else); local D1 runs
- * in workerd's own process, so its wall time is CPU spent on the event. GET /__d1 reads it all.
+ * batch's events, recording its rounds with their metrics counters, anything else), and its R2
+ * calls (the bodies' puts); local D1 and R2 run in workerd's own process, so their wall time is
+ * mostly CPU spent on the event. GET /__d1 reads it all.
  * Every binding's billable operations are counted too (bench/usage.ts), for the storage and cost
  * benchmark (bench/storage.mjs): GET /__usage reads them with the bodies' bytes in R2, and
  * POST /__scheduled runs the cron once (it turns the search index on when SEARCH is "on").
@@ -18,8 +19,8 @@ import { countedBatch, countedBucket, countedDataset, countedNamespace, countedQ
 export { DestinationLane, DestinationRateLimiter } from "../src/index";
 
 const counts = { accept: 0, consumer: 0, other: 0 };
-/** Milliseconds: consumer invocations in all, and their D1 round trips by kind. */
-const consumerMs = { total: 0, storeAndClaim: 0, recordAndMetrics: 0, otherD1: 0 };
+/** Milliseconds: consumer invocations in all, their D1 round trips by kind, and their R2 calls. */
+const consumerMs = { total: 0, storeAndClaim: 0, recordAndMetrics: 0, otherD1: 0, r2: 0 };
 
 type Bucket = keyof typeof counts;
 
@@ -90,12 +91,36 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
 
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
 
-/** The Worker's bindings, each counted: D1 in `bucket`, the rest in `usage`. */
+/**
+ * The bucket with the time its calls are in flight added to consumerMs.r2: one invocation's puts
+ * run at once (a batch's bodies), so the time counted is while at least one is pending, not each
+ * call's own (which would count the batch's 25 parallel puts 25 times).
+ */
+function timedBucket(bucket: R2Bucket): R2Bucket {
+  let inFlight = 0;
+  let since = 0;
+  return new Proxy(bucket, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== "function") return value;
+      return async (...args: unknown[]) => {
+        if (inFlight++ === 0) since = performance.now();
+        try {
+          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        } finally {
+          if (--inFlight === 0) consumerMs.r2 += performance.now() - since;
+        }
+      };
+    },
+  });
+}
+
+/** The Worker's bindings, each counted: D1 in `bucket`, the rest in `usage`; the consumer's R2 calls timed too. */
 function countedEnv(env: Env, bucket: Bucket): Env {
   return {
     ...env,
     DB: counted(env.DB, bucket),
-    BODIES: countedBucket(env.BODIES),
+    BODIES: countedBucket(bucket === "consumer" ? timedBucket(env.BODIES) : env.BODIES),
     EVENTS_QUEUE: countedQueue(env.EVENTS_QUEUE),
     DEAD_LETTER_QUEUE: countedQueue(env.DEAD_LETTER_QUEUE),
     ...(env.ALERTS_QUEUE && { ALERTS_QUEUE: countedQueue(env.ALERTS_QUEUE) }),

@@ -320,15 +320,19 @@ export async function sendEvents(url, events) {
 
 /**
  * `events` events sent at once, forwarded to `destinations` fast destinations on a local receiver,
- * by edgehook at its default configuration or by the delivery peer (bench/peers.ts, PEER=deliver):
- * forwards per second, from the first send to the last forward.
+ * by edgehook at its default configuration or by the delivery peer (bench/peers.ts, PEER=deliver;
+ * worker "peer-r2": the peer putting each body in R2 first): forwards per second, from the first
+ * send to the last forward.
  */
 export async function runDelivery({ events = 100, destinations = 3, worker = "edgehook" } = {}) {
   const receiver = await startReceiver();
   const fast = Array.from({ length: destinations }, (_, i) => ({ name: `fast-${i}`, url: receiver.url(`fast-${i}`) }));
   const target = worker === "edgehook"
     ? await startWorker({ vars: { ...GATEWAY_VARS, DESTINATIONS: fast } })
-    : await startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER: "deliver", SEISMIC_SIGNING_SECRET: SECRET, FORWARD_TO: fast.map((d) => d.url) } });
+    : await startWorker({
+      config: join(root, "bench/wrangler.peers.toml"),
+      vars: { PEER: "deliver", SEISMIC_SIGNING_SECRET: SECRET, FORWARD_TO: fast.map((d) => d.url), BODIES_IN_R2: worker === "peer-r2" ? "on" : "off" },
+    });
   try {
     // One event first, so the measured run starts warm (isolate, D1 pages, connections).
     await sendEvents(target.url, 1);

@@ -7,7 +7,10 @@
  *   naive   inserts the body into D1, sends one Queue message, then answers;
  *   deliver answers as `queue` does, and its queue consumer forwards each message to every URL in
  *           FORWARD_TO, at most 6 at a time (the Workers connection limit), storing nothing: the
- *           delivery benchmark's peer. A forward that fails retries the whole message.
+ *           delivery benchmark's peer. A forward that fails retries the whole message. With
+ *           BODIES_IN_R2 "on" it first puts each message's body in R2 (the BODIES bucket, one
+ *           object per event id, the batch's puts at once), as edgehook stores every body before
+ *           it forwards: the same peer with that one storage step, to show what R2 costs.
  * Not the gateway: no schemas, no second secret, no budget, no quarantine, no copies told apart,
  * no delivery state, no signatures on forwards.
  */
@@ -16,6 +19,9 @@ interface PeerEnv {
   SEISMIC_SIGNING_SECRET: string;
   /** JSON text: the URLs the `deliver` peer forwards every message to. */
   FORWARD_TO?: string;
+  /** "on": the `deliver` peer puts each body in BODIES before it forwards. */
+  BODIES_IN_R2?: string;
+  BODIES: R2Bucket;
   DB: D1Database;
   QUEUE: Queue<{ id: string; body: string }>;
 }
@@ -73,6 +79,10 @@ export default {
     if (env.PEER !== "deliver") return batch.ackAll();
     const urls = JSON.parse(env.FORWARD_TO ?? "[]") as string[];
     const slot = limited(MAX_OPEN_FORWARDS);
+    if (env.BODIES_IN_R2 === "on") {
+      const stored = await Promise.allSettled(batch.messages.map((message) => env.BODIES.put(`events/${message.body.id}`, message.body.body)));
+      if (stored.some((result) => result.status === "rejected")) return batch.retryAll();
+    }
     await Promise.all(
       batch.messages.map(async (message) => {
         const results = await Promise.all(

@@ -65,12 +65,12 @@ out("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(sustained.acceptTransactions / sustained.accepted, 3)}** | ${f(sustained.consumerTransactions / sustained.accepted, 3)} | ${sustained.accepted} | ${sustained.stored} | ${sustained.errors} | ${f(sustained.accepted / sustained.seconds, 0)} | ${f(sustained.lagSeconds, 2)} | ${sustained.backlogAtLastAck} |`);
 out();
 const perEvent = (ms) => ms / sustained.accepted;
-const { total, storeAndClaim, recordAndMetrics, otherD1 } = sustained.consumerMs;
-produced("sustained: consumer time", { total, storeAndClaim, recordAndMetrics });
-out("### Where the consumer's time goes (same run): wall time, per event, of its invocations and of its D1 round trips (local D1 runs in workerd's own process, so mostly CPU, plus any wait behind another invocation's)");
-out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | the rest (JavaScript, queue calls) |");
-out("| ---: | ---: | ---: | ---: | ---: |");
-out(`| **${f(perEvent(total), 3)}** | ${f(perEvent(storeAndClaim), 3)} | ${f(perEvent(recordAndMetrics), 3)} | ${f(perEvent(otherD1), 3)} | ${f(perEvent(total - storeAndClaim - recordAndMetrics - otherD1), 3)} |`);
+const { total, storeAndClaim, recordAndMetrics, otherD1, r2 } = sustained.consumerMs;
+produced("sustained: consumer time", { total, storeAndClaim, recordAndMetrics, r2 });
+out("### Where the consumer's time goes (same run): wall time, per event, of its invocations, of its D1 round trips and of its R2 calls (local D1 and R2 run in workerd's own process, so mostly CPU, plus any wait behind another invocation's)");
+out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | R2: the bodies' puts (a batch's at once) | the rest (JavaScript, queue calls) |");
+out("| ---: | ---: | ---: | ---: | ---: | ---: |");
+out(`| **${f(perEvent(total), 3)}** | ${f(perEvent(storeAndClaim), 3)} | ${f(perEvent(recordAndMetrics), 3)} | ${f(perEvent(otherD1), 3)} | ${f(perEvent(r2), 3)} | ${f(perEvent(total - storeAndClaim - recordAndMetrics - otherD1 - r2), 3)} |`);
 out();
 const [first] = sustained.points;
 const last = sustained.points.at(-1);
@@ -96,23 +96,25 @@ out(`## Delivery: ${deliveryEvents} events forwarded to ${destinationCounts.join
 // A round lasts about a second (a queue batch waits up to 1 s): one slow batch moves a single round by a
 // third, so the full run takes the median of 3 rounds per side, taken in turn.
 const deliveryRounds = smoke || quick ? 1 : 3;
-out(`The peer (bench/peers.ts, PEER=deliver) is a queue consumer on the same runtime that forwards each message to every destination, 6 at a time, and stores nothing. Forwards per second from the first send to the last forward${deliveryRounds > 1 ? `; each figure the median of ${deliveryRounds} rounds per side, edgehook and peer in turn, each round a fresh \`wrangler dev\`` : ""}.`);
-out("| destinations | edgehook ÷ peer | edgehook forwards/s | peer forwards/s | edgehook: all forwarded in s | peer: all forwarded in s | forwards (edgehook, peer) |");
-out("| ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+out(`The peer (bench/peers.ts, PEER=deliver) is a queue consumer on the same runtime that forwards each message to every destination, 6 at a time, and stores nothing; *the peer with bodies in R2* is the same peer putting each message's body in a local R2 bucket first, as edgehook does before it forwards (not the goal's peer: it shows what that one step costs here). Forwards per second from the first send to the last forward${deliveryRounds > 1 ? `; each figure the median of ${deliveryRounds} rounds per side, edgehook and the two peers in turn, each round a fresh \`wrangler dev\`` : ""}.`);
+out("| destinations | edgehook ÷ peer | edgehook ÷ peer with bodies in R2 | edgehook forwards/s | peer forwards/s | peer with bodies in R2 forwards/s | edgehook: all forwarded in s | peer: all forwarded in s | forwards (edgehook, peer, peer with R2) |");
+out("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
 const deliveryRows = [];
 /** The round with the median forwards/s (its forwards and seconds with it). */
 const medianRound = (rounds) => [...rounds].sort((a, b) => (a.forwardsPerSecond ?? 0) - (b.forwardsPerSecond ?? 0))[Math.floor(rounds.length / 2)];
 for (const destinations of destinationCounts) {
-  const rounds = { ours: [], peer: [] };
+  const rounds = { ours: [], peer: [], peerR2: [] };
   for (let round = 0; round < deliveryRounds; round++) {
     rounds.ours.push(await runDelivery({ events: deliveryEvents, destinations }));
     rounds.peer.push(await runDelivery({ events: deliveryEvents, destinations, worker: "peer" }));
+    rounds.peerR2.push(await runDelivery({ events: deliveryEvents, destinations, worker: "peer-r2" }));
   }
   const ours = medianRound(rounds.ours);
   const peer = medianRound(rounds.peer);
-  produced(`delivery: ${destinations} destinations`, { ours: ours.forwardsPerSecond, peer: peer.forwardsPerSecond });
+  const peerR2 = medianRound(rounds.peerR2);
+  produced(`delivery: ${destinations} destinations`, { ours: ours.forwardsPerSecond, peer: peer.forwardsPerSecond, peerR2: peerR2.forwardsPerSecond });
   deliveryRows.push({ destinations, ratio: ours.forwardsPerSecond / peer.forwardsPerSecond });
-  out(`| ${destinations} | **${f(ours.forwardsPerSecond / peer.forwardsPerSecond, 2)}** | ${f(ours.forwardsPerSecond, 0)} | ${f(peer.forwardsPerSecond, 0)} | ${f(ours.deliverSeconds, 2)} | ${f(peer.deliverSeconds, 2)} | ${ours.forwards}/${ours.events * destinations}, ${peer.forwards}/${peer.events * destinations} |`);
+  out(`| ${destinations} | **${f(ours.forwardsPerSecond / peer.forwardsPerSecond, 2)}** | ${f(ours.forwardsPerSecond / peerR2.forwardsPerSecond, 2)} | ${f(ours.forwardsPerSecond, 0)} | ${f(peer.forwardsPerSecond, 0)} | ${f(peerR2.forwardsPerSecond, 0)} | ${f(ours.deliverSeconds, 2)} | ${f(peer.deliverSeconds, 2)} | ${ours.forwards}/${ours.events * destinations}, ${peer.forwards}/${peer.events * destinations}, ${peerR2.forwards}/${peerR2.events * destinations} |`);
 }
 out(`Goal: edgehook ≥ 0.7× the peer's forwards/s with ${destinationCounts.join(", ")} destinations (${deliveryRows.map((r) => f(r.ratio, 2)).join(", ")}): ${goal(deliveryRows.every((r) => r.ratio >= 0.7))}.`);
 out();
