@@ -92,9 +92,10 @@ function counted(db: D1Database, bucket: Bucket): D1Database {
 const handlers: ExportedHandler<Env, QueuedEvent> = worker;
 
 /**
- * The bucket with the time its calls are in flight added to consumerMs.r2: one invocation's puts
- * run at once (a batch's bodies), so the time counted is while at least one is pending, not each
- * call's own (which would count the batch's 25 parallel puts 25 times).
+ * The bucket with the time its calls are in flight added to consumerMs.r2 (puts, and gets for a
+ * message that names a stored event): one invocation's puts run at once (a batch's bodies), so
+ * the time counted is while at least one is pending, not each call's own (which would count the
+ * batch's 25 parallel puts 25 times).
  */
 function timedBucket(bucket: R2Bucket): R2Bucket {
   let inFlight = 0;
@@ -103,13 +104,24 @@ function timedBucket(bucket: R2Bucket): R2Bucket {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
       if (typeof value !== "function") return value;
-      return async (...args: unknown[]) => {
+      return (...args: unknown[]) => {
         if (inFlight++ === 0) since = performance.now();
-        try {
-          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        } finally {
+        const done = () => {
           if (--inFlight === 0) consumerMs.r2 += performance.now() - since;
+        };
+        let result: unknown;
+        try {
+          result = (value as (...a: unknown[]) => unknown).apply(target, args);
+        } catch (err) {
+          done();
+          throw err;
         }
+        // A method that answers at once (resumeMultipartUpload) is timed as such, and stays synchronous.
+        if (typeof (result as PromiseLike<unknown> | null)?.then !== "function") {
+          done();
+          return result;
+        }
+        return Promise.resolve(result).finally(done);
       };
     },
   });

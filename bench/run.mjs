@@ -68,7 +68,7 @@ const perEvent = (ms) => ms / sustained.accepted;
 const { total, storeAndClaim, recordAndMetrics, otherD1, r2 } = sustained.consumerMs;
 produced("sustained: consumer time", { total, storeAndClaim, recordAndMetrics, r2 });
 out("### Where the consumer's time goes (same run): wall time, per event, of its invocations, of its D1 round trips and of its R2 calls (local D1 and R2 run in workerd's own process, so mostly CPU, plus any wait behind another invocation's)");
-out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | R2: the bodies' puts (a batch's at once) | the rest (JavaScript, queue calls) |");
+out("| consumer ms per event | D1: store and claim (insert, lease, read back) | D1: record rounds and metrics counters | D1: other | R2: its calls (here the bodies' puts, a batch's at once) | the rest (JavaScript, queue calls) |");
 out("| ---: | ---: | ---: | ---: | ---: | ---: |");
 out(`| **${f(perEvent(total), 3)}** | ${f(perEvent(storeAndClaim), 3)} | ${f(perEvent(recordAndMetrics), 3)} | ${f(perEvent(otherD1), 3)} | ${f(perEvent(r2), 3)} | ${f(perEvent(total - storeAndClaim - recordAndMetrics - otherD1 - r2), 3)} |`);
 out();
