@@ -4,8 +4,8 @@
  * accept path (POST /webhooks/*) or the queue consumer. The consumer's time is measured too: its
  * invocations' wall time, and its D1 round trips' by what they do (storing and claiming the
  * batch's events, recording its rounds with their metrics counters, anything else), and its R2
- * calls (the bodies' puts); local D1 and R2 run in workerd's own process, so their wall time is
- * mostly CPU spent on the event. GET /__d1 reads it all.
+ * calls (the bodies' puts, and reads for a message naming a stored event); local D1 and R2 run
+ * in workerd's own process, so their wall time is mostly CPU spent on the event. GET /__d1 reads it all.
  * Every binding's billable operations are counted too (bench/usage.ts), for the storage and cost
  * benchmark (bench/storage.mjs): GET /__usage reads them with the bodies' bytes in R2, and
  * POST /__scheduled runs the cron once (it turns the search index on when SEARCH is "on").
