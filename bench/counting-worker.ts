@@ -152,17 +152,19 @@ async function timed<T>(work: () => T | Promise<T>): Promise<T> {
   }
 }
 
-/** The bodies in R2: objects and bytes, listed without counting (the benchmark's reading, not the Worker's). */
+/** The bodies in R2 (objects of their own and segments): objects and bytes, listed without counting (the benchmark's reading, not the Worker's). */
 async function bodiesStored(bucket: R2Bucket): Promise<{ objects: number; bytes: number }> {
   let objects = 0;
   let bytes = 0;
-  let cursor: string | undefined;
-  do {
-    const page = await bucket.list({ prefix: "events/", cursor });
-    objects += page.objects.length;
-    bytes += page.objects.reduce((sum, object) => sum + object.size, 0);
-    cursor = page.truncated ? page.cursor : undefined;
-  } while (cursor);
+  for (const prefix of ["events/", "segments/"]) {
+    let cursor: string | undefined;
+    do {
+      const page = await bucket.list({ prefix, cursor });
+      objects += page.objects.length;
+      bytes += page.objects.reduce((sum, object) => sum + object.size, 0);
+      cursor = page.truncated ? page.cursor : undefined;
+    } while (cursor);
+  }
   return { objects, bytes };
 }
 

@@ -11,9 +11,9 @@ import { describe, expect, it } from "vitest";
 import type { Env } from "../src/env";
 import worker from "../src/index";
 import { MAX_QUEUE_MESSAGE_BYTES } from "../src/receive/webhook";
-import { admin, bindings, consume, deliveries, downstream, events, runCron, useDeliveryHarness } from "./delivery-harness";
+import { admin, bindings, consume, deliveries, downstream, events, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
 import { faultyR2, sleep, type R2Operation } from "./faults";
-import { countRows, errorOf, quarantinedRow, sendWith, seismicBody, seismicRequest, storedEvent } from "./helpers";
+import { countRows, errorOf, hmacHex, quarantinedRow, sendWith, seismicBody, seismicRequest, storedEvent, webhookRequest } from "./helpers";
 
 useDeliveryHarness();
 
@@ -147,6 +147,100 @@ describe("what is kept is the first copy, and a body that is gone", () => {
   });
 });
 
+describe("a queue batch's bodies share one segment", () => {
+  /** Three events of one batch, a BOM and characters of 2, 3 and 4 bytes among them (offsets are in bytes), and a copy of the first. */
+  async function storedTogether(extra: Partial<Env> = {}) {
+    const bodies = [`\uFEFF${seismicBody()}`, seismicBody({ data: { contentId: "Zürich ✓ 日本 🎉", teamSiteId: "1" } }), seismicBody()];
+    const keys: string[] = [];
+    for (const body of bodies) keys.push(((await (await sendWith(webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) }), bindings)).json()) as { id: string }).id);
+    const messages = [...events.accepted, events.accepted[0]!];
+    const round = await consume(messages, { DESTINATIONS: ALPHA, ...extra });
+    return { bodies, keys, round };
+  }
+  const placeOf = (key: string) => env.DB.prepare("SELECT body, body_segment, body_offset, body_length FROM events WHERE key = ?").bind(key).first<{ body: string; body_segment: string; body_offset: number; body_length: number }>();
+
+  it("one R2 write for the batch, each row pointing at its bytes in it: read back, forwarded and shown byte for byte, none with an object of its own", async () => {
+    const hits = downstream("https://alpha.test/hook");
+    const counted = faultyR2(env.BODIES);
+    const { bodies, keys, round } = await storedTogether({ BODIES: counted.bucket });
+    expect(round.acked.sort()).toEqual(["msg-0", "msg-1", "msg-2", "msg-3"]);
+    expect(counted.calls.put).toBe(1);
+    const places = await Promise.all(keys.map(placeOf));
+    expect(new Set(places.map((place) => place!.body_segment)).size).toBe(1);
+    const segment = await env.BODIES.get(`segments/${places[0]!.body_segment}`);
+    const encoded = bodies.map((body) => new TextEncoder().encode(body));
+    // The copy of the first event (msg-3) is placed once.
+    expect(segment!.size).toBe(encoded.reduce((sum, bytes) => sum + bytes.byteLength, 0));
+    for (const [i, key] of keys.entries()) {
+      expect(places[i]).toMatchObject({ body: "", body_length: encoded[i]!.byteLength });
+      expect(await objectOf(key)).toBeNull();
+      expect(await storedEvent(key)).toMatchObject({ body: bodies[i] });
+      expect(hits.find((hit) => hit.headers.get("webhook-id") === key)!.body).toBe(bodies[i]);
+    }
+    const payload = ((await (await admin("GET", `/admin/events/${keys[1]}`)).json()) as { event: { payload: unknown } }).event.payload;
+    expect(payload).toEqual(JSON.parse(bodies[1]!));
+  });
+
+  it("a retry reads its body from the segment: the failed forward is sent again with the same bytes", async () => {
+    const hits = downstream("https://alpha.test/hook", [500, 500, 500, 200]);
+    const { bodies, keys } = await storedTogether();
+    expect(hits).toHaveLength(3);
+    await makeDue(keys[1]!);
+    const retry = await consume([{ eventKey: keys[1]! }], { DESTINATIONS: ALPHA }, { ids: ["sweep"] });
+    expect(retry.acked).toEqual(["sweep"]);
+    expect(hits.at(-1)!.body).toBe(bodies[1]);
+    expect(await deliveries(keys[1]!)).toMatchObject({ alpha: { status: "delivered" } });
+  });
+
+  it("retention deletes a segment once no row is in it; one whose other events are gone while one is kept (held) moves that body to its own object and goes", async () => {
+    downstream("https://alpha.test/hook");
+    const { bodies, keys } = await storedTogether();
+    const { body_segment: segment } = (await placeOf(keys[0]!))!;
+    // Held for a paused destination: kept past retention, and its body with it, but not the others'.
+    await env.DB.prepare("UPDATE deliveries SET status = 'held', held_order = 1 WHERE event_key = ?").bind(keys[2]).run();
+    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?)", keys[0], keys[1])).toBe(0);
+    expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
+    expect(await placeOf(keys[2]!)).toMatchObject({ body_segment: null });
+    expect(await (await objectOf(keys[2]!))!.text()).toBe(bodies[2]);
+    expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
+
+    // Once delivered, its own purge deletes its own object.
+    await env.DB.batch([
+      env.DB.prepare("UPDATE deliveries SET status = 'delivered' WHERE event_key = ?").bind(keys[2]),
+      env.DB.prepare("UPDATE events SET status = 'delivered' WHERE key = ?").bind(keys[2]),
+    ]);
+    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
+    expect(await objectOf(keys[2]!)).toBeNull();
+    expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
+  });
+
+  it("a segment some of whose events are not past retention yet stays, readable, until they are", async () => {
+    downstream("https://alpha.test/hook");
+    const { bodies, keys } = await storedTogether();
+    const { body_segment: segment } = (await placeOf(keys[0]!))!;
+    await env.DB.prepare("UPDATE events SET received_at = received_at + ?2 WHERE key = ?1").bind(keys[1], 2 * DAY_MS).run();
+    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?, ?)", ...keys)).toBe(1);
+    expect(await env.BODIES.head(`segments/${segment}`)).not.toBeNull();
+    expect(await storedEvent(keys[1]!)).toMatchObject({ body: bodies[1], body_segment: segment });
+    await runCron(new Date(Date.now() + 34 * DAY_MS), { DESTINATIONS: ALPHA });
+    expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
+    expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
+  });
+
+  it("R2 refusing the segment's write stores none of the batch; the redelivered batch is stored whole", async () => {
+    const hits = downstream("https://alpha.test/hook");
+    const { keys, round } = await storedTogether({ BODIES: refusing(["put"]).bucket });
+    expect(round.retried).toHaveLength(4);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?, ?)", ...keys)).toBe(0);
+    expect(hits).toHaveLength(0);
+    const again = await consume([...events.accepted, events.accepted[0]!], { DESTINATIONS: ALPHA });
+    expect(again.acked).toHaveLength(4);
+    expect(hits).toHaveLength(3);
+  });
+});
+
 describe("the search index takes R2 bodies' text", () => {
   const search = async (q: string) => ((await (await admin("GET", `/admin/events?q=${encodeURIComponent(q)}`)).json()) as { events: { id: string }[] }).events.map((e) => e.id);
 
@@ -163,8 +257,10 @@ describe("the search index takes R2 bodies' text", () => {
   it("the cron's build indexes bodies in R2, one at a time, and one whose object is gone as no text instead of stopping", async () => {
     const [kept, gone] = [`kept${crypto.randomUUID().replaceAll("-", "")}`, `gone${crypto.randomUUID().replaceAll("-", "")}`];
     const keptKey = await accepted(seismicBody({ data: { contentId: kept, teamSiteId: "1" } }));
-    const goneKey = await accepted(seismicBody({ data: { contentId: gone, teamSiteId: "1" } }));
     await consume(events.accepted, { DESTINATIONS: [] });
+    // Stored alone (a batch of one), so its own object can go while the other's stays.
+    const goneKey = await accepted(seismicBody({ data: { contentId: gone, teamSiteId: "1" } }));
+    await consume(events.accepted.slice(1), { DESTINATIONS: [] }, { ids: ["gone"] });
     await env.BODIES.delete(`events/${goneKey}`);
     // As if indexing had begun just before these were stored: the build covers them.
     await env.DB.prepare("DELETE FROM events_search WHERE rowid IN (SELECT rowid FROM events WHERE key IN (?1, ?2))").bind(keptKey, goneKey).run();

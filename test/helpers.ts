@@ -4,6 +4,7 @@ import { env, exports } from "cloudflare:workers";
 import { afterEach, beforeEach, expect, vi, type MockInstance } from "vitest";
 import worker from "../src/index";
 import type { Env, QueuedEvent } from "../src/env";
+import { readBodies, type BodyHolder } from "../src/store/bodies";
 import { recordAdmin } from "./api-contract";
 import { recordingQueue } from "./faults";
 
@@ -139,11 +140,12 @@ export async function adminGet<T>(path: string): Promise<T> {
 
 /**
  * An event's row as D1 has it, with its body read from R2 where it is kept there (as the Worker
- * reads it): a test of what was stored sees the bytes that were signed, wherever they are.
+ * reads it, its own object or its segment): a test of what was stored sees the bytes that were signed, wherever they are.
  */
 export async function storedEvent(key: string): Promise<Record<string, unknown> | null> {
-  const row = await env.DB.prepare("SELECT * FROM events WHERE key = ?").bind(key).first<Record<string, unknown>>();
-  if (row?.body_in_r2) row.body = await (await env.BODIES.get(`events/${key}`))?.text();
+  const row = await env.DB.prepare("SELECT * FROM events WHERE key = ?").bind(key).first<BodyHolder & Record<string, unknown>>();
+  // A body R2 has no object for stays as D1 has it ('').
+  if (row) await readBodies(env.BODIES, [row]);
   return row;
 }
 

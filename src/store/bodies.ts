@@ -1,20 +1,34 @@
 /**
  * Event bodies in R2 (the BODIES bucket), D1 being their index: every event's body, byte for byte
- * as it was signed (a leading byte-order mark included), under events/<event key>. The body is
- * written before the row that points at it, so an event row never points at a missing body; the
- * retention purge deletes it after its row (retention.ts, through `body_deletions`). A row stored
- * before bodies moved here keeps its body in D1 (`body_in_r2` 0) until the cron moves it
- * (`moveBodiesToR2`). All R2 access for bodies lives here.
+ * as it was signed (a leading byte-order mark included). Bodies stored together (a queue batch's)
+ * share one object, a segment, segments/<id>, each at an offset its row records: one R2 write per
+ * batch instead of one per event. A body stored alone has its own object, events/<event key>. The
+ * body is written before the row that points at it, so an event row never points at a missing
+ * body; the retention purge deletes it after its row (retention.ts, through `body_deletions`). A
+ * row stored before bodies moved here keeps its body in D1 (`body_in_r2` 0) until the cron moves
+ * it (`moveBodiesToR2`). All R2 access for bodies lives here.
  */
 import { withDeadline } from "../deadline";
 import { searchEnabled, type Env } from "../env";
+import { bytesToHex } from "../crypto";
 import { HttpError } from "../errors";
 
-/** A row that names its event and holds its body, or says the body is in R2 (EventRow's columns). */
+/** A row that names its event and holds its body, or says where in R2 it is (EventRow's columns). */
 export interface BodyHolder {
   key: string;
   body: string;
   body_in_r2: number;
+  /** The segment holding the body, its bytes at body_offset for body_length; null: events/<key>. */
+  body_segment: string | null;
+  body_offset: number | null;
+  body_length: number | null;
+}
+
+/** Where in a segment a body stored with others is (BodyHolder's columns, as an insert writes them). */
+export interface BodyPlace {
+  segment: string;
+  offset: number;
+  length: number;
 }
 
 /** What a writer of events needs for their bodies: the bucket, and whether the search index takes their text now. */
@@ -27,6 +41,10 @@ export const bodyWriter = (env: Env): BodyWriter => ({ bucket: env.BODIES, index
 
 /** The object that holds an event's body. */
 export const bodyObjectKey = (eventKey: string): string => `events/${eventKey}`;
+/** The object that holds the bodies of events stored together. */
+export const segmentObjectKey = (segment: string): string => `segments/${segment}`;
+/** The object a row's body is in (BodyHolder: one kept in R2). */
+const objectOf = (row: BodyHolder): string => (row.body_segment === null ? bodyObjectKey(row.key) : segmentObjectKey(row.body_segment));
 /** The object that holds a quarantined payload: one per provider and bytes, as its row is. */
 export const quarantineObjectKey = (provider: string, sha256: string): string => `quarantine/${provider}/${sha256}`;
 
@@ -48,10 +66,38 @@ function withinR2Deadline<T>(call: Promise<T>, what: string): Promise<T> {
 /** Only if no object has the name yet: the first copy of an event stored is the one kept (its row is the first inserted too). */
 const CREATE_ONLY: R2PutOptions = { onlyIf: new Headers({ "if-none-match": "*" }) };
 
-/** Writes each event's body, unless it is there already (a copy of an event is the same event); throws if any write fails. */
+/** Writes each event's body to its own object, unless it is there already (a copy of an event is the same event); throws if any write fails. */
 export async function putBodies(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<void> {
   const bodies = new Map(events.map((event) => [event.key, event.body]));
   await Promise.all([...bodies].map(([key, body]) => withinR2Deadline(bucket.put(bodyObjectKey(key), utf8.encode(body), CREATE_ONLY), "put")));
+}
+
+/**
+ * Writes the bodies of events stored together: one of them alone to its own object (putBodies),
+ * two or more to one new segment, and returns where each is in it (none for one alone). A key
+ * given twice is placed once, with its first body: the insert keeps the first copy too. Throws if
+ * the write fails. Why segments: an R2 write is a class A operation (the dearest), and a Worker's
+ * subrequests are counted: a batch of 100 events makes one write, not 100.
+ */
+export async function putTogether(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<Map<string, BodyPlace>> {
+  const firsts = new Map<string, Uint8Array>();
+  for (const event of events) if (!firsts.has(event.key)) firsts.set(event.key, utf8.encode(event.body));
+  if (firsts.size < 2) {
+    await putBodies(bucket, events);
+    return new Map();
+  }
+  // 96 random bits: unguessable and unique; a put that finds the name taken fails (create-only), and the batch is retried.
+  const segment = bytesToHex(crypto.getRandomValues(new Uint8Array(12)));
+  const places = new Map<string, BodyPlace>();
+  let offset = 0;
+  for (const [key, bytes] of firsts) {
+    places.set(key, { segment, offset, length: bytes.byteLength });
+    offset += bytes.byteLength;
+  }
+  const joined = new Uint8Array(offset);
+  for (const [key, bytes] of firsts) joined.set(bytes, places.get(key)!.offset);
+  await withinR2Deadline(bucket.put(segmentObjectKey(segment), joined, CREATE_ONLY), "put");
+  return places;
 }
 
 /**
@@ -88,17 +134,25 @@ export async function readBodies<T extends BodyHolder>(
   await Promise.all(
     rows.filter((row) => row.body_in_r2).map(async (row) => {
       try {
-        const object = await withinR2Deadline(bucket.get(bodyObjectKey(row.key)), "get");
+        const inSegment = row.body_segment !== null;
+        // R2 refuses an empty range; an empty body needs no read.
+        if (inSegment && row.body_length === 0) return void (row.body = "");
+        const object = await withinR2Deadline(
+          bucket.get(objectOf(row), inSegment ? { range: { offset: row.body_offset!, length: row.body_length! } } : {}),
+          "get",
+        );
         if (!object) {
           failed.set(row.key, new BodyUnavailable(row.key, "no such object", true));
           return;
         }
-        if (reserved > 0 && reserved + object.size > budgetBytes) {
+        // A segment's size is that of every body in it: this body's is its range's.
+        const size = inSegment ? row.body_length! : object.size;
+        if (reserved > 0 && reserved + size > budgetBytes) {
           deferred.add(row.key);
           await object.body.cancel();
           return;
         }
-        reserved += object.size;
+        reserved += size;
         row.body = decoder.decode(await object.arrayBuffer());
       } catch (err) {
         failed.set(row.key, new BodyUnavailable(row.key, String(err)));
@@ -160,6 +214,30 @@ export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, rows = 50
     moved += meta.changes;
   }
   return { bodiesMoved: moved };
+}
+
+/**
+ * Gives each event still in `segment` its own object (events/<key>) and points its row there, so
+ * the segment can go: the purge does this for a segment whose other events are gone while these
+ * are kept past their retention (held work), so no body outlives its event's retention for
+ * sharing an object with one kept longer. Throws if R2 refuses a read or a write (the next run
+ * tries again). A reader that read a row just before it moved may find the segment gone: a 503
+ * it retries (body_unavailable), never a wrong body.
+ */
+export async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: string): Promise<number> {
+  const { results } = await db
+    .prepare(`SELECT key, body, body_in_r2, body_segment, body_offset, body_length FROM events WHERE body_segment = ?1`)
+    .bind(segment)
+    .all<BodyHolder>();
+  const { failed } = await readBodies(bucket, results);
+  const [error] = failed.values();
+  if (error) throw error;
+  await putBodies(bucket, results);
+  const { meta } = await db
+    .prepare(`UPDATE events SET body_segment = NULL, body_offset = NULL, body_length = NULL WHERE key IN (SELECT value FROM json_each(?1)) AND body_segment = ?2`)
+    .bind(JSON.stringify(results.map((row) => row.key)), segment)
+    .run();
+  return meta.changes;
 }
 
 /** Consecutive batches of rows whose bytes add up to at most `budget` each (a larger row alone). */

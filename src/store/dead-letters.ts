@@ -30,9 +30,9 @@ export interface DeadLetterRow {
 export async function recordDeadLetters(db: D1Database, bodies: BodyWriter, letters: DeadLetter[]): Promise<Set<string>> {
   if (letters.length === 0) return new Set();
   const carried = letters.flatMap((letter) => (letter.carried ? [letter.carried.event] : []));
-  const results = await storeWithBodies(db, bodies, carried,
+  const results = await storeWithBodies(db, bodies, carried, (places) =>
     letters.flatMap((letter) => [
-      ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt })] : []),
+      ...(letter.carried ? [insertEvent(db, { event: letter.carried.event, status: "received", owner: null, enqueuedAt: letter.carried.enqueuedAt }, places)] : []),
       db
         // Any delivery of that message (lease tokens start with its id: see insertEvents).
         .prepare(`UPDATE events SET lease_by = NULL, lease_until = NULL WHERE key = ?1 AND substr(lease_by, 1, length(?2) + 1) = ?2 || '|'`)

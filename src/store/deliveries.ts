@@ -89,8 +89,8 @@ export interface ClaimResult {
 export async function claimForDelivery(db: D1Database, bodies: BodyWriter, claims: Claim[], now: number, leaseUntil: number): Promise<ClaimResult> {
   const carrying = carried(claims);
   const named = claims.filter((claim) => !claim.arrival);
-  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), [
-    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, { until: leaseUntil, now })] : []),
+  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), (places) => [
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, places, { until: leaseUntil, now })] : []),
     ...named.map((claim) =>
       db
         .prepare(`UPDATE events SET lease_by = ?2, lease_until = ?3 WHERE key = ?1 AND ${leaseFree("?2", "?4")}`)
@@ -134,8 +134,8 @@ function carried(claims: Claim[]): EventInsert[] {
 export async function holdForConfiguration(db: D1Database, bodies: BodyWriter, claims: Claim[], reason: string): Promise<string[]> {
   const keys = JSON.stringify([...new Set(claims.map((claim) => claim.eventKey))]);
   const carrying = carried(claims);
-  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), [
-    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying)] : []),
+  const results = await storeWithBodies(db, bodies, carrying.map(({ event }) => event), (places) => [
+    ...(carrying.length ? [countArrivals(db, carrying), insertEvents(db, carrying, places)] : []),
     db.prepare(`UPDATE events SET last_error = ?2 WHERE key IN (SELECT value FROM json_each(?1)) AND last_error IS NOT ?2 RETURNING key`).bind(keys, reason),
   ]);
   return (results[carrying.length ? 2 : 0]!.results as { key: string }[]).map((row) => row.key);

@@ -14,7 +14,7 @@ import { HttpError } from "../errors";
 import type { Arrival, SecretSlot } from "../env";
 import { bytesToHex } from "../crypto";
 import { countMatches, FEW_MATCHES, indexBodies, matchExpression } from "./search";
-import { putBodies, withBody, type BodyWriter } from "./bodies";
+import { putTogether, withBody, type BodyPlace, type BodyWriter } from "./bodies";
 
 /** held: nothing left to do for it but deliveries held by a paused destination or an open circuit. */
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead" | "held";
@@ -44,6 +44,10 @@ export interface EventRow {
   body: string;
   /** 1: the body is in R2 (store/bodies.ts); 0: in `body` (stored before bodies moved to R2, and not moved yet). */
   body_in_r2: number;
+  /** The R2 segment holding the body with others, its bytes at body_offset for body_length (store/bodies.ts); null: its own object, events/<key>. */
+  body_segment: string | null;
+  body_offset: number | null;
+  body_length: number | null;
   status: EventStatus;
   enqueued_at: number | null;
   forced: number;
@@ -96,27 +100,36 @@ export const OTHER_TYPE = "other";
 
 /** Every column but the body: what the consumer reads back (it has the body in its message). */
 const COLUMNS_WITHOUT_BODY = `key, provider, source, event_id, type, known_type, tenant, occurred_at, received_at, verified_with, content_type,
-  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation, body_in_r2`;
-/** Every insert writes the body to R2 first (store/bodies.ts): the row keeps '' and says so. */
+  status, enqueued_at, forced, progress_at, last_error, owner, lease_by, lease_until, failed_rounds, generation, body_in_r2,
+  body_segment, body_offset, body_length`;
+/** Every insert writes the body to R2 first (store/bodies.ts): the row keeps '' and says where it is. */
 const INSERTED_COLUMNS = `provider, type, event_id, key, known_type, tenant, occurred_at, received_at, verified_with, content_type, body, body_in_r2,
-  forced, status, owner, enqueued_at, lease_by, lease_until, source`;
+  forced, status, owner, enqueued_at, lease_by, lease_until, source, body_segment, body_offset, body_length`;
+
+/** Where each body stored together is in its segment (putTogether); none for a body stored alone. */
+export type BodyPlaces = ReadonlyMap<string, BodyPlace>;
 
 /**
- * Writes events' bodies to R2, then runs `statements` (which insert their rows) in one D1 batch,
- * with the statements that index their text when SEARCH is on: a row never points at a body that
- * is not there. A body R2 refuses throws here, before anything is written to D1.
+ * Writes events' bodies to R2, then runs the statements that `insert` makes with where they went
+ * (they insert the rows) in one D1 batch, with the statements that index their text when SEARCH
+ * is on: a row never points at a body that is not there. A body R2 refuses throws here, before
+ * anything is written to D1.
  */
-export async function storeWithBodies(db: D1Database, bodies: BodyWriter, events: { key: string; body: string }[], statements: D1PreparedStatement[]): Promise<D1Result[]> {
-  await putBodies(bodies.bucket, events);
-  return db.batch([...statements, ...(bodies.indexText ? indexBodies(db, events) : [])]);
+export async function storeWithBodies(
+  db: D1Database, bodies: BodyWriter, events: { key: string; body: string }[], insert: (places: BodyPlaces) => D1PreparedStatement[],
+): Promise<D1Result[]> {
+  const places = await putTogether(bodies.bucket, events);
+  return db.batch([...insert(places), ...(bodies.indexText ? indexBodies(db, events) : [])]);
 }
 
 /** Inserts one event (its body in R2 already: see storeWithBodies), skipping it if its key or (provider, type, provider id) exists. */
-export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }: EventInsert): D1PreparedStatement {
+export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }: EventInsert, places: BodyPlaces): D1PreparedStatement {
+  const place = places.get(event.key);
   return db
-    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '', 1, ?11, ?12, ?13, ?14, NULL, NULL, ?15) ON CONFLICT DO NOTHING`)
+    .prepare(`INSERT INTO events (${INSERTED_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '', 1, ?11, ?12, ?13, ?14, NULL, NULL, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING`)
     .bind(event.provider, event.type, event.eventId, event.key, event.knownType ? 1 : 0, event.tenant, event.occurredAt, event.receivedAt,
-      event.verifiedWith, event.contentType, event.forced ? 1 : 0, status, owner, enqueuedAt, sourceOf(event));
+      event.verifiedWith, event.contentType, event.forced ? 1 : 0, status, owner, enqueuedAt, sourceOf(event),
+      place?.segment ?? null, place?.offset ?? null, place?.length ?? null);
 }
 
 /**
@@ -132,7 +145,7 @@ export function insertEvent(db: D1Database, { event, status, owner, enqueuedAt }
  * differ only in their random part, so the second finds the lease held. It returns (without
  * bodies) the rows of the events whose owner is among `rows`; a copy gets none.
  */
-export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { until: number; now: number }): D1PreparedStatement {
+export function insertEvents(db: D1Database, rows: EventInsert[], places: BodyPlaces, lease?: { until: number; now: number }): D1PreparedStatement {
   const onConflict = lease
     ? `ON CONFLICT (provider, type, event_id) DO UPDATE SET
          lease_by = CASE WHEN ${leaseFree("excluded.lease_by", "?3")} THEN excluded.lease_by ELSE lease_by END,
@@ -142,13 +155,15 @@ export function insertEvents(db: D1Database, rows: EventInsert[], lease?: { unti
        RETURNING ${COLUMNS_WITHOUT_BODY}`
     : "ON CONFLICT DO NOTHING";
   // Everything but the body, which is in R2.
-  const values = rows.map(({ event: { body: _inR2, ...event }, status, owner, enqueuedAt, lease: token }) => ({ ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null }));
+  const values = rows.map(({ event: { body: _inR2, ...event }, status, owner, enqueuedAt, lease: token }) => ({
+    ...event, source: sourceOf(event), status, owner, enqueuedAt, lease: token ?? null, place: places.get(event.key) ?? null,
+  }));
   return db
     .prepare(
       `INSERT INTO events (${INSERTED_COLUMNS})
        SELECT e->>'provider', e->>'type', e->>'eventId', e->>'key', e->>'knownType', e->>'tenant', e->>'occurredAt', e->>'receivedAt',
               e->>'verifiedWith', e->>'contentType', '', 1, e->>'forced', e->>'status', e->>'owner', e->>'enqueuedAt',
-              CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2, e->>'source'
+              CASE WHEN ?2 IS NOT NULL THEN e->>'lease' END, ?2, e->>'source', e->>'$.place.segment', e->>'$.place.offset', e->>'$.place.length'
        FROM (SELECT value AS e FROM json_each(?1)) WHERE true
        ${onConflict}`,
     )
@@ -212,7 +227,7 @@ export function countArrivals(db: D1Database, rows: EventInsert[]): D1PreparedSt
  */
 export async function storeEvent(db: D1Database, bodies: BodyWriter, event: NewEvent): Promise<void> {
   const row: EventInsert = { event, status: "received", owner: null, enqueuedAt: null };
-  await storeWithBodies(db, bodies, [event], [countArrivals(db, [row]), insertEvent(db, row)]);
+  await storeWithBodies(db, bodies, [event], (places) => [countArrivals(db, [row]), insertEvent(db, row, places)]);
 }
 
 /**

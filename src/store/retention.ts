@@ -3,7 +3,7 @@
  * letters; the audit log on its own clock. An event's body in R2 goes after its row: the purge
  * notes it in `body_deletions` in the row's own transaction, then deletes what is noted.
  */
-import { deleteObjects } from "./bodies";
+import { deleteObjects, moveOutOfSegment } from "./bodies";
 
 export interface PurgeResult {
   events: number;
@@ -35,9 +35,12 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
     const keys = JSON.stringify(results.map((r) => r.key));
     // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
     const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
-    const [, , , deleted] = await db.batch([
-      // Every one, whatever body_in_r2 says: a move to R2 may have written the object and not its row (a missing object deletes as well).
-      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
+    const [, , , , deleted] = await db.batch([
+      // Every one not in a segment, whatever body_in_r2 says: a move to R2 may have written the object and not its row (a missing object deletes as well).
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE key IN (${stillPurgeable}) AND body_segment IS NULL`).bind(cutoff, keys),
+      // A segment goes once no row is in it (deleteNotedBodies).
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object)
+                  SELECT DISTINCT 'segments/' || body_segment FROM events WHERE key IN (${stillPurgeable}) AND body_segment IS NOT NULL`).bind(cutoff, keys),
       db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
@@ -46,7 +49,7 @@ export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: n
     if (results.length < batchSize) break;
   }
   purged.quarantined = await purgeQuarantine(db, cutoff, batchSize, maxBatches);
-  purged.bodies = await deleteNotedBodies(db, bucket, maxBatches);
+  purged.bodies = await deleteNotedBodies(db, bucket, cutoff, maxBatches);
   purged.orphanBodies = await sweepOrphans(db, bucket, cutoff, 1000);
   purged.deadLetters = await deleteInBatches(
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
@@ -72,20 +75,35 @@ async function purgeQuarantine(db: D1Database, cutoff: number, batchSize: number
 
 /**
  * SQL: whether the object named `object` is some row's body now, each looked up by its table's
- * key (events: its key; quarantine: provider and SHA-256, the last 64 characters).
+ * key (events: its key; a segment: the rows in it; quarantine: provider and SHA-256, the last 64 characters).
  */
 const inUse = (object: string) => `(
   (${object} GLOB 'events/*' AND EXISTS (SELECT 1 FROM events e WHERE e.key = substr(${object}, 8)))
+  OR (${object} GLOB 'segments/*' AND EXISTS (SELECT 1 FROM events e WHERE e.body_segment = substr(${object}, 10)))
   OR (${object} GLOB 'quarantine/*' AND EXISTS (SELECT 1 FROM quarantine q
         WHERE q.provider = substr(${object}, 12, length(${object}) - 11 - 65) AND q.body_sha256 = substr(${object}, -64))))`;
 const IN_USE = inUse("d.object");
 
+/** Segments with a body kept past its retention moved out to its own object per run (each up to 100 bodies). */
+const SEGMENTS_MOVED_PER_RUN = 10;
+
 /**
  * Deletes the objects noted in `body_deletions` from R2, then their notes. One that is some row's
  * body again meanwhile (a provider sent the same event, or the same bytes, after its purge) is
- * kept and its note dropped: that row's own purge notes it again.
+ * kept and its note dropped: that row's own purge notes it again. A segment still holding bodies
+ * keeps its note: once the events left in it are all past retention but kept (held work), their
+ * bodies move to objects of their own, and the segment goes with the rest.
  */
-async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: number): Promise<number> {
+async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, cutoff: number, maxBatches: number): Promise<number> {
+  const { results: keptAlone } = await db
+    .prepare(
+      `SELECT substr(d.object, 10) AS segment FROM body_deletions d WHERE d.object GLOB 'segments/*' AND ${IN_USE}
+         AND NOT EXISTS (SELECT 1 FROM events WHERE body_segment = substr(d.object, 10) AND (received_at >= ?1 OR (${PURGEABLE})))
+       LIMIT ${SEGMENTS_MOVED_PER_RUN}`,
+    )
+    .bind(cutoff)
+    .all<{ segment: string }>();
+  for (const { segment } of keptAlone) await moveOutOfSegment(db, bucket, segment);
   let deleted = 0;
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db.prepare(`SELECT object FROM body_deletions d WHERE NOT ${IN_USE} LIMIT 1000`).all<{ object: string }>();
@@ -96,7 +114,7 @@ async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: n
     deleted += objects.length;
     if (objects.length < 1000) break;
   }
-  await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE}`).run();
+  await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE} AND d.object NOT GLOB 'segments/*'`).run();
   return deleted;
 }
 

@@ -4,7 +4,7 @@
  * all of these words"; the cron makes the index follow the SEARCH var.
  */
 import { HttpError, unavailable } from "../errors";
-import { readBodies } from "./bodies";
+import { readBodies, type BodyHolder } from "./bodies";
 
 /** Longer queries are refused: every word is one more index lookup. */
 export const MAX_QUERY_CHARS = 256;
@@ -131,7 +131,7 @@ function chunkByBytes<T>(items: T[], units: (item: T) => number): T[][] {
  * then ends there), else null. A body R2 has no object for is indexed as no text (and logged); a
  * read R2 refuses throws, and the next run tries the chunk again.
  */
-async function buildTexts(bucket: R2Bucket, rows: { rowid: number; key: string; body: string; body_in_r2: number }[]) {
+async function buildTexts(bucket: R2Bucket, rows: (BodyHolder & { rowid: number })[]) {
   const texts: { key: string; text: string }[] = [];
   let bytes = 0;
   for (const row of rows) {
@@ -181,9 +181,10 @@ export async function followSearchSetting(db: D1Database, bucket: R2Bucket, on: 
     const below = index.build_below;
     // The chunk's bodies in R2, newest first: if there are more than a statement reads, it ends at the last one read.
     const { results: inR2 } = await db
-      .prepare("SELECT rowid, key, body, body_in_r2 FROM events WHERE rowid >= ?1 AND rowid < ?2 AND body_in_r2 = 1 ORDER BY rowid DESC LIMIT ?3")
+      .prepare(`SELECT rowid, key, body, body_in_r2, body_segment, body_offset, body_length FROM events
+                WHERE rowid >= ?1 AND rowid < ?2 AND body_in_r2 = 1 ORDER BY rowid DESC LIMIT ?3`)
       .bind(below - BUILD_CHUNK, below, BUILD_BODIES_PER_CHUNK)
-      .all<{ rowid: number; key: string; body: string; body_in_r2: number }>();
+      .all<BodyHolder & { rowid: number }>();
     const { texts, lastRowid } = await buildTexts(bucket, inR2);
     bodiesRead += texts.length;
     const from = lastRowid ?? below - BUILD_CHUNK;
