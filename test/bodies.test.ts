@@ -192,17 +192,30 @@ describe("a queue batch's bodies share one segment", () => {
     expect(await deliveries(keys[1]!)).toMatchObject({ alpha: { status: "delivered" } });
   });
 
-  it("retention deletes a segment once no row is in it; one whose other events are gone while one is kept (held) moves that body to its own object and goes", async () => {
+  const segmentRows = (...ids: string[]) =>
+    env.DB.prepare("SELECT id, moved_at FROM body_segments WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(ids)).all<{ id: string; moved_at: number | null }>().then((r) => r.results);
+
+  it("retention: a segment whose events are all purged goes with them; one with an event kept (held) moves that body to its own object, and goes a run later", async () => {
     downstream("https://alpha.test/hook");
     const { bodies, keys } = await storedTogether();
     const { body_segment: segment } = (await placeOf(keys[0]!))!;
+    expect(await segmentRows(segment)).toEqual([{ id: segment, moved_at: null }]);
     // Held for a paused destination: kept past retention, and its body with it, but not the others'.
     await env.DB.prepare("UPDATE deliveries SET status = 'held', held_order = 1 WHERE event_key = ?").bind(keys[2]).run();
-    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
+    // An object of its name that no row reads (an earlier copy written alone, whose D1 write failed): the move writes over it.
+    await env.BODIES.put(`events/${keys[2]}`, "a stale copy");
+    const later = new Date(Date.now() + 31 * DAY_MS);
+    await runCron(later, { DESTINATIONS: ALPHA });
     expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?)", keys[0], keys[1])).toBe(0);
-    expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
     expect(await placeOf(keys[2]!)).toMatchObject({ body_segment: null });
     expect(await (await objectOf(keys[2]!))!.text()).toBe(bodies[2]);
+    expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
+    // Still there for a reader that read the row's place before the move.
+    expect(await env.BODIES.head(`segments/${segment}`)).not.toBeNull();
+
+    await runCron(later, { DESTINATIONS: ALPHA });
+    expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
+    expect(await segmentRows(segment)).toEqual([]);
     expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
 
     // Once delivered, its own purge deletes its own object.
@@ -210,23 +223,49 @@ describe("a queue batch's bodies share one segment", () => {
       env.DB.prepare("UPDATE deliveries SET status = 'delivered' WHERE event_key = ?").bind(keys[2]),
       env.DB.prepare("UPDATE events SET status = 'delivered' WHERE key = ?").bind(keys[2]),
     ]);
-    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
+    await runCron(later, { DESTINATIONS: ALPHA });
     expect(await objectOf(keys[2]!)).toBeNull();
     expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
   });
 
-  it("a segment some of whose events are not past retention yet stays, readable, until they are", async () => {
+  it("retention goes by a segment's oldest body: a redelivered message's copy makes its newer batch-mate's body move out when the copy's event passes the cutoff", async () => {
+    downstream("https://alpha.test/hook");
+    // The first delivery of msg-0 stores it in a segment with another event.
+    const { keys } = await storedTogether();
+    // msg-0 again (its own retry: a copy, its bytes in the new segment, unread) beside a new event received 2 days later.
+    const newer = await accepted(seismicBody());
+    const [, , , newerMessage] = events.accepted;
+    newerMessage!.event!.receivedAt += 2 * DAY_MS;
+    await env.DB.prepare("UPDATE events SET received_at = received_at + ?2 WHERE key = ?1").bind(newer, 2 * DAY_MS).run();
+    await consume([events.accepted[0]!, newerMessage!], { DESTINATIONS: ALPHA }, { ids: ["msg-0", "newer"] });
+    const { body_segment: second } = (await placeOf(newer))!;
+    const { body_segment: first } = (await placeOf(keys[0]!))!;
+    expect(second).not.toBe(first);
+    expect((await env.BODIES.get(`segments/${second}`))!.size).toBeGreaterThan((await placeOf(newer))!.body_length);
+
+    // Past the first batch's retention, not the newer event's: its body moves out, and both segments go.
+    const later = new Date(Date.now() + 31 * DAY_MS);
+    await runCron(later, { DESTINATIONS: ALPHA });
+    await runCron(later, { DESTINATIONS: ALPHA });
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?, ?)", ...keys)).toBe(0);
+    expect(await env.BODIES.head(`segments/${first}`)).toBeNull();
+    expect(await env.BODIES.head(`segments/${second}`)).toBeNull();
+    expect(await storedEvent(newer)).toMatchObject({ body_segment: null, body: (newerMessage!.event!).body });
+    expect(await segmentRows(first, second)).toEqual([]);
+  });
+
+  it("a segment R2 refuses to read stays, its rows readable, and holds up no other segment; the next run retires it", async () => {
     downstream("https://alpha.test/hook");
     const { bodies, keys } = await storedTogether();
-    const { body_segment: segment } = (await placeOf(keys[0]!))!;
-    await env.DB.prepare("UPDATE events SET received_at = received_at + ?2 WHERE key = ?1").bind(keys[1], 2 * DAY_MS).run();
-    await runCron(new Date(Date.now() + 31 * DAY_MS), { DESTINATIONS: ALPHA });
-    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?, ?)", ...keys)).toBe(1);
-    expect(await env.BODIES.head(`segments/${segment}`)).not.toBeNull();
-    expect(await storedEvent(keys[1]!)).toMatchObject({ body: bodies[1], body_segment: segment });
-    await runCron(new Date(Date.now() + 34 * DAY_MS), { DESTINATIONS: ALPHA });
-    expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
-    expect(await countRows("SELECT count(*) AS n FROM body_deletions")).toBe(0);
+    await env.DB.prepare("UPDATE deliveries SET status = 'held', held_order = 1 WHERE event_key = ?").bind(keys[2]).run();
+    const later = new Date(Date.now() + 31 * DAY_MS);
+    const { body_segment: segment } = (await placeOf(keys[2]!))!;
+    await runCron(later, { DESTINATIONS: ALPHA, BODIES: refusing(["get"]).bucket });
+    expect(await segmentRows(segment)).toMatchObject([{ moved_at: null }]);
+    expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
+    await runCron(later, { DESTINATIONS: ALPHA });
+    expect(await segmentRows(segment)).toMatchObject([{ moved_at: expect.any(Number) }]);
+    expect(await storedEvent(keys[2]!)).toMatchObject({ body_segment: null, body: bodies[2] });
   });
 
   it("R2 refusing the segment's write stores none of the batch; the redelivered batch is stored whole", async () => {

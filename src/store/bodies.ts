@@ -4,7 +4,8 @@
  * share one object, a segment, segments/<id>, each at an offset its row records: one R2 write per
  * batch instead of one per event. A body stored alone has its own object, events/<event key>. The
  * body is written before the row that points at it, so an event row never points at a missing
- * body; the retention purge deletes it after its row (retention.ts, through `body_deletions`). A
+ * body; the retention purge deletes it after its row (retention.ts, through `body_deletions`), a
+ * segment once its oldest body is past retention (retireSegments). A
  * row stored before bodies moved here keeps its body in D1 (`body_in_r2` 0) until the cron moves
  * it (`moveBodiesToR2`). All R2 access for bodies lives here.
  */
@@ -72,32 +73,48 @@ export async function putBodies(bucket: R2Bucket, events: { key: string; body: s
   await Promise.all([...bodies].map(([key, body]) => withinR2Deadline(bucket.put(bodyObjectKey(key), utf8.encode(body), CREATE_ONLY), "put")));
 }
 
+/** A segment just written: its id, where each body is in it, and its row in `body_segments`. */
+export interface Segment {
+  id: string;
+  places: Map<string, BodyPlace>;
+  /** The earliest `receivedAt` of the bodies in it: retention goes by it (retireSegments). */
+  oldestReceivedAt: number;
+}
+
 /**
  * Writes the bodies of events stored together: one of them alone to its own object (putBodies),
- * two or more to one new segment, and returns where each is in it (none for one alone). A key
- * given twice is placed once, with its first body: the insert keeps the first copy too. Throws if
- * the write fails. Why segments: an R2 write is a class A operation (the dearest), and a Worker's
+ * two or more to one new segment, which it returns (null for one alone). A key given twice is
+ * placed once, with its first body: the insert keeps the first copy too. Throws if the write
+ * fails. Why segments: an R2 write is a class A operation (the dearest), and a Worker's
  * subrequests are counted: a batch of 100 events makes one write, not 100.
  */
-export async function putTogether(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<Map<string, BodyPlace>> {
+export async function putTogether(bucket: R2Bucket, events: { key: string; body: string; receivedAt: number }[]): Promise<Segment | null> {
   const firsts = new Map<string, Uint8Array>();
   for (const event of events) if (!firsts.has(event.key)) firsts.set(event.key, utf8.encode(event.body));
   if (firsts.size < 2) {
     await putBodies(bucket, events);
-    return new Map();
+    return null;
   }
-  // 96 random bits: unguessable and unique; a put that finds the name taken fails (create-only), and the batch is retried.
-  const segment = bytesToHex(crypto.getRandomValues(new Uint8Array(12)));
+  const id = bytesToHex(crypto.getRandomValues(new Uint8Array(12)));
   const places = new Map<string, BodyPlace>();
   let offset = 0;
   for (const [key, bytes] of firsts) {
-    places.set(key, { segment, offset, length: bytes.byteLength });
+    places.set(key, { segment: id, offset, length: bytes.byteLength });
     offset += bytes.byteLength;
   }
   const joined = new Uint8Array(offset);
   for (const [key, bytes] of firsts) joined.set(bytes, places.get(key)!.offset);
-  await withinR2Deadline(bucket.put(segmentObjectKey(segment), joined, CREATE_ONLY), "put");
-  return places;
+  // 96 random bits: a name taken already is all but impossible, but would be another batch's bodies.
+  const written = await withinR2Deadline(bucket.put(segmentObjectKey(id), joined, CREATE_ONLY), "put");
+  if (!written) throw new Error(`R2 segment ${id} exists already`);
+  return { id, places, oldestReceivedAt: Math.min(...events.map((event) => event.receivedAt)) };
+}
+
+/** Records a segment just written, in the D1 batch that inserts the rows pointing at it. */
+export function recordSegment(db: D1Database, segment: Segment): D1PreparedStatement {
+  return db
+    .prepare(`INSERT INTO body_segments (id, oldest_received_at, keys) VALUES (?1, ?2, ?3)`)
+    .bind(segment.id, segment.oldestReceivedAt, JSON.stringify([...segment.places.keys()]));
 }
 
 /**
@@ -216,28 +233,79 @@ export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, rows = 50
   return { bodiesMoved: moved };
 }
 
+/** Segments a purge run looks at, at most: one still in use moves out its bodies (a get, a put per body, a D1 batch). */
+const SEGMENTS_PER_RUN = 200;
+
 /**
- * Gives each event still in `segment` its own object (events/<key>) and points its row there, so
- * the segment can go: the purge does this for a segment whose other events are gone while these
- * are kept past their retention (held work), so no body outlives its event's retention for
- * sharing an object with one kept longer. Throws if R2 refuses a read or a write (the next run
- * tries again). A reader that read a row just before it moved may find the segment gone: a 503
- * it retries (body_unavailable), never a wrong body.
+ * The purge's step for segments, once the events' rows past `cutoff` are purged. A segment whose
+ * oldest body is past the cutoff is retired: the rows still in it (held work, a newer event of
+ * its batch, a copy's batch-mates) get objects of their own, written over whatever an object of
+ * that name held (a copy written alone that no row read), and their rows point there; a run later
+ * (so a reader that read a row's place just before still finds it) the segment's deletion is
+ * noted, and deleteNotedBodies deletes it. A segment R2 has no object for is dropped (its rows'
+ * bodies are gone: readers answer body_unavailable, as for a missing object of their own); one
+ * R2 refuses to read or write is tried again next run, and does not hold up the rest.
  */
-export async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: string): Promise<number> {
-  const { results } = await db
-    .prepare(`SELECT key, body, body_in_r2, body_segment, body_offset, body_length FROM events WHERE body_segment = ?1`)
-    .bind(segment)
-    .all<BodyHolder>();
-  const { failed } = await readBodies(bucket, results);
-  const [error] = failed.values();
-  if (error) throw error;
-  await putBodies(bucket, results);
-  const { meta } = await db
-    .prepare(`UPDATE events SET body_segment = NULL, body_offset = NULL, body_length = NULL WHERE key IN (SELECT value FROM json_each(?1)) AND body_segment = ?2`)
-    .bind(JSON.stringify(results.map((row) => row.key)), segment)
-    .run();
-  return meta.changes;
+export async function retireSegments(
+  db: D1Database, bucket: R2Bucket, cutoff: number, now: number,
+): Promise<{ moved: number; retired: number; failed: number }> {
+  const { results: moved } = await db.prepare(`SELECT id FROM body_segments WHERE moved_at IS NOT NULL LIMIT ?1`).bind(SEGMENTS_PER_RUN).all<{ id: string }>();
+  if (moved.length) await db.batch(moved.flatMap(({ id }) => forget(db, id)));
+  // Most have no row left (their events were purged together): those are forgotten in one batch.
+  const { results: old } = await db
+    .prepare(
+      `SELECT id, keys, EXISTS (SELECT 1 FROM json_each(s.keys) j JOIN events e ON e.key = j.value WHERE e.body_segment = s.id) AS in_use
+       FROM body_segments s WHERE oldest_received_at < ?1 AND moved_at IS NULL ORDER BY oldest_received_at LIMIT ?2`,
+    )
+    .bind(cutoff, SEGMENTS_PER_RUN)
+    .all<{ id: string; keys: string; in_use: number }>();
+  const unused = old.filter((segment) => !segment.in_use);
+  if (unused.length) await db.batch(unused.flatMap(({ id }) => forget(db, id)));
+  let bodiesMoved = 0;
+  let failed = 0;
+  for (const segment of old.filter((segment) => segment.in_use)) {
+    try {
+      bodiesMoved += await moveOutOfSegment(db, bucket, segment, now);
+    } catch (err) {
+      failed++;
+      console.error(JSON.stringify({ cron: "retention_purge", segment: segment.id, outcome: "segment_move_failed", error: String(err) }));
+    }
+  }
+  return { moved: bodiesMoved, retired: moved.length + unused.length, failed };
+}
+
+/** Notes a segment's deletion and drops its row, in one transaction: deleteNotedBodies deletes the object. */
+const forget = (db: D1Database, id: string) => [
+  db.prepare(`INSERT OR IGNORE INTO body_deletions (object) VALUES (?1)`).bind(segmentObjectKey(id)),
+  db.prepare(`DELETE FROM body_segments WHERE id = ?1`).bind(id),
+];
+
+/** Gives each row still in `segment` its own object (see retireSegments); returns how many moved. */
+async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: { id: string; keys: string }, now: number): Promise<number> {
+  const { results: rows } = await db
+    .prepare(`SELECT key, body_offset, body_length FROM events WHERE key IN (SELECT value FROM json_each(?1)) AND body_segment = ?2`)
+    .bind(segment.keys, segment.id)
+    .all<{ key: string; body_offset: number; body_length: number }>();
+  if (rows.length === 0) {
+    await db.batch(forget(db, segment.id));
+    return 0;
+  }
+  const object = await withinR2Deadline(bucket.get(segmentObjectKey(segment.id)), "get");
+  if (!object) {
+    console.error(JSON.stringify({ cron: "retention_purge", segment: segment.id, outcome: "segment_missing", rows: rows.length }));
+    await db.batch(forget(db, segment.id));
+    return 0;
+  }
+  const bytes = new Uint8Array(await object.arrayBuffer());
+  await Promise.all(rows.map((row) =>
+    withinR2Deadline(bucket.put(bodyObjectKey(row.key), bytes.subarray(row.body_offset, row.body_offset + row.body_length)), "put")));
+  await db.batch([
+    db
+      .prepare(`UPDATE events SET body_segment = NULL, body_offset = NULL, body_length = NULL WHERE key IN (SELECT value FROM json_each(?1)) AND body_segment = ?2`)
+      .bind(JSON.stringify(rows.map((row) => row.key)), segment.id),
+    db.prepare(`UPDATE body_segments SET moved_at = ?2 WHERE id = ?1`).bind(segment.id, now),
+  ]);
+  return rows.length;
 }
 
 /** Consecutive batches of rows whose bytes add up to at most `budget` each (a larger row alone). */

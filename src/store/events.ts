@@ -14,7 +14,7 @@ import { HttpError } from "../errors";
 import type { Arrival, SecretSlot } from "../env";
 import { bytesToHex } from "../crypto";
 import { countMatches, FEW_MATCHES, indexBodies, matchExpression } from "./search";
-import { putTogether, withBody, type BodyPlace, type BodyWriter } from "./bodies";
+import { putTogether, recordSegment, withBody, type BodyPlace, type BodyWriter } from "./bodies";
 
 /** held: nothing left to do for it but deliveries held by a paused destination or an open circuit. */
 export type EventStatus = "received" | "queued" | "delivered" | "failed" | "dead" | "held";
@@ -111,15 +111,20 @@ export type BodyPlaces = ReadonlyMap<string, BodyPlace>;
 
 /**
  * Writes events' bodies to R2, then runs the statements that `insert` makes with where they went
- * (they insert the rows) in one D1 batch, with the statements that index their text when SEARCH
- * is on: a row never points at a body that is not there. A body R2 refuses throws here, before
+ * (they insert the rows) in one D1 batch, with the segment's record (if they share one) and the
+ * statements that index their text when SEARCH is on, after them (a caller reads its own
+ * statements' results by position): a row never points at a body that is not there. A body R2 refuses throws here, before
  * anything is written to D1.
  */
 export async function storeWithBodies(
-  db: D1Database, bodies: BodyWriter, events: { key: string; body: string }[], insert: (places: BodyPlaces) => D1PreparedStatement[],
+  db: D1Database, bodies: BodyWriter, events: NewEvent[], insert: (places: BodyPlaces) => D1PreparedStatement[],
 ): Promise<D1Result[]> {
-  const places = await putTogether(bodies.bucket, events);
-  return db.batch([...insert(places), ...(bodies.indexText ? indexBodies(db, events) : [])]);
+  const segment = await putTogether(bodies.bucket, events);
+  return db.batch([
+    ...insert(segment?.places ?? new Map()),
+    ...(segment ? [recordSegment(db, segment)] : []),
+    ...(bodies.indexText ? indexBodies(db, events) : []),
+  ]);
 }
 
 /** Inserts one event (its body in R2 already: see storeWithBodies), skipping it if its key or (provider, type, provider id) exists. */

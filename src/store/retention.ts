@@ -1,9 +1,10 @@
 /**
  * Retention purge: old events, their deliveries and attempts, old quarantined payloads and dead
  * letters; the audit log on its own clock. An event's body in R2 goes after its row: the purge
- * notes it in `body_deletions` in the row's own transaction, then deletes what is noted.
+ * notes its own object in `body_deletions` in the row's own transaction, then deletes what is
+ * noted; a segment of bodies goes by its oldest body's age (bodies.ts, retireSegments).
  */
-import { deleteObjects, moveOutOfSegment } from "./bodies";
+import { deleteObjects, retireSegments } from "./bodies";
 
 export interface PurgeResult {
   events: number;
@@ -11,6 +12,10 @@ export interface PurgeResult {
   bodies: number;
   /** Objects past retention that no row pointed at, deleted by this run's step of the walk through the bucket. */
   orphanBodies: number;
+  /** Bodies still in use moved out of segments past retention, segments whose deletion was noted, and segments R2 would not let go yet (see retireSegments). */
+  segmentBodiesMoved: number;
+  segmentsRetired: number;
+  segmentsFailed: number;
   quarantined: number;
   deadLetters: number;
 }
@@ -28,28 +33,36 @@ const PURGEABLE = `received_at < ?1 AND status IN ('delivered', 'dead')
  * has a delivery pending, being retried or held, nor one that has not reached the queue yet.
  */
 export async function purgeOlderThan(db: D1Database, bucket: R2Bucket, cutoff: number, batchSize = 200, maxBatches = 20): Promise<PurgeResult> {
-  const purged: PurgeResult = { events: 0, bodies: 0, orphanBodies: 0, quarantined: 0, deadLetters: 0 };
+  const purged: PurgeResult = { events: 0, bodies: 0, orphanBodies: 0, segmentBodiesMoved: 0, segmentsRetired: 0, segmentsFailed: 0, quarantined: 0, deadLetters: 0 };
+  let caughtUp = false;
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db.prepare(`SELECT key FROM events WHERE ${PURGEABLE} LIMIT ?2`).bind(cutoff, batchSize).all<{ key: string }>();
-    if (results.length === 0) break;
+    if (results.length === 0) {
+      caughtUp = true;
+      break;
+    }
     const keys = JSON.stringify(results.map((r) => r.key));
     // The chosen events still purgeable now; the events go last, so the test reads the same rows each time.
     const stillPurgeable = `SELECT key FROM events WHERE key IN (SELECT value FROM json_each(?2)) AND ${PURGEABLE}`;
-    const [, , , , deleted] = await db.batch([
-      // Every one not in a segment, whatever body_in_r2 says: a move to R2 may have written the object and not its row (a missing object deletes as well).
-      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE key IN (${stillPurgeable}) AND body_segment IS NULL`).bind(cutoff, keys),
-      // A segment goes once no row is in it (deleteNotedBodies).
-      db.prepare(`INSERT OR IGNORE INTO body_deletions (object)
-                  SELECT DISTINCT 'segments/' || body_segment FROM events WHERE key IN (${stillPurgeable}) AND body_segment IS NOT NULL`).bind(cutoff, keys),
+    const [, , , deleted] = await db.batch([
+      // Every one, whatever body_in_r2 says: a move to R2 may have written the object and not its row (a missing object deletes as well).
+      db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'events/' || key FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM delivery_attempts WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM deliveries WHERE event_key IN (${stillPurgeable})`).bind(cutoff, keys),
       db.prepare(`DELETE FROM events WHERE key IN (${stillPurgeable})`).bind(cutoff, keys),
     ]);
     purged.events += deleted!.meta.changes;
-    if (results.length < batchSize) break;
+    if (results.length < batchSize) {
+      caughtUp = true;
+      break;
+    }
+  }
+  // Only once every event past the cutoff that may go has gone: a segment's rows left then are kept ones, not ones about to be purged.
+  if (caughtUp) {
+    ({ moved: purged.segmentBodiesMoved, retired: purged.segmentsRetired, failed: purged.segmentsFailed } = await retireSegments(db, bucket, cutoff, Date.now()));
   }
   purged.quarantined = await purgeQuarantine(db, cutoff, batchSize, maxBatches);
-  purged.bodies = await deleteNotedBodies(db, bucket, cutoff, maxBatches);
+  purged.bodies = await deleteNotedBodies(db, bucket, maxBatches);
   purged.orphanBodies = await sweepOrphans(db, bucket, cutoff, 1000);
   purged.deadLetters = await deleteInBatches(
     db, `DELETE FROM dead_letters WHERE message_id IN (SELECT message_id FROM dead_letters WHERE received_at < ?1 LIMIT ?2)`, cutoff, batchSize, maxBatches,
@@ -75,35 +88,22 @@ async function purgeQuarantine(db: D1Database, cutoff: number, batchSize: number
 
 /**
  * SQL: whether the object named `object` is some row's body now, each looked up by its table's
- * key (events: its key; a segment: the rows in it; quarantine: provider and SHA-256, the last 64 characters).
+ * key (events: its key; a segment: its own row, until retireSegments drops it; quarantine:
+ * provider and SHA-256, the last 64 characters).
  */
 const inUse = (object: string) => `(
   (${object} GLOB 'events/*' AND EXISTS (SELECT 1 FROM events e WHERE e.key = substr(${object}, 8)))
-  OR (${object} GLOB 'segments/*' AND EXISTS (SELECT 1 FROM events e WHERE e.body_segment = substr(${object}, 10)))
+  OR (${object} GLOB 'segments/*' AND EXISTS (SELECT 1 FROM body_segments s WHERE s.id = substr(${object}, 10)))
   OR (${object} GLOB 'quarantine/*' AND EXISTS (SELECT 1 FROM quarantine q
         WHERE q.provider = substr(${object}, 12, length(${object}) - 11 - 65) AND q.body_sha256 = substr(${object}, -64))))`;
 const IN_USE = inUse("d.object");
 
-/** Segments with a body kept past its retention moved out to its own object per run (each up to 100 bodies). */
-const SEGMENTS_MOVED_PER_RUN = 10;
-
 /**
  * Deletes the objects noted in `body_deletions` from R2, then their notes. One that is some row's
  * body again meanwhile (a provider sent the same event, or the same bytes, after its purge) is
- * kept and its note dropped: that row's own purge notes it again. A segment still holding bodies
- * keeps its note: once the events left in it are all past retention but kept (held work), their
- * bodies move to objects of their own, and the segment goes with the rest.
+ * kept and its note dropped: that row's own purge notes it again.
  */
-async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, cutoff: number, maxBatches: number): Promise<number> {
-  const { results: keptAlone } = await db
-    .prepare(
-      `SELECT substr(d.object, 10) AS segment FROM body_deletions d WHERE d.object GLOB 'segments/*' AND ${IN_USE}
-         AND NOT EXISTS (SELECT 1 FROM events WHERE body_segment = substr(d.object, 10) AND (received_at >= ?1 OR (${PURGEABLE})))
-       LIMIT ${SEGMENTS_MOVED_PER_RUN}`,
-    )
-    .bind(cutoff)
-    .all<{ segment: string }>();
-  for (const { segment } of keptAlone) await moveOutOfSegment(db, bucket, segment);
+async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, maxBatches: number): Promise<number> {
   let deleted = 0;
   for (let i = 0; i < maxBatches; i++) {
     const { results } = await db.prepare(`SELECT object FROM body_deletions d WHERE NOT ${IN_USE} LIMIT 1000`).all<{ object: string }>();
@@ -114,7 +114,7 @@ async function deleteNotedBodies(db: D1Database, bucket: R2Bucket, cutoff: numbe
     deleted += objects.length;
     if (objects.length < 1000) break;
   }
-  await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE} AND d.object NOT GLOB 'segments/*'`).run();
+  await db.prepare(`DELETE FROM body_deletions AS d WHERE ${IN_USE}`).run();
   return deleted;
 }
 
