@@ -117,7 +117,7 @@ export default {
         return Response.json(await timed(() => writes(env, template, number("count"))));
       }
       case "POST /__bench/purge":
-        return Response.json(await timed(() => purgeOlderThan(db, env.BODIES, number("cutoff"), number("batch"), 1)));
+        return Response.json(await timed(() => purgeOlderThan(db, env.BODIES, number("cutoff"), { batchSize: number("batch"), maxBatches: 1 })));
       case "POST /__bench/triggers/drop":
         return Response.json(await dropTriggers(db));
       case "POST /__bench/triggers/create":

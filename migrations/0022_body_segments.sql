@@ -9,7 +9,8 @@ ALTER TABLE events ADD COLUMN body_length INTEGER;   -- its length in bytes
 
 -- Every segment, written in the same D1 transaction as the rows that point at it (a segment with
 -- no row here is an orphan: its D1 write failed after the R2 write). Retention goes by the oldest
--- body in it, copies of events stored earlier included (their bytes are in it too, unread): once
+-- body in it, copies of events stored earlier included (their bytes are in it too, unread; such a
+-- copy counts from its event's stored received_at, not from when it was resent): once
 -- that one is past the cutoff, the purge moves the bodies of the rows still in it to objects of
 -- their own, and a run later deletes it (a reader that read a row's place just before the move
 -- still finds the segment), so no body outlives its event's retention for sharing an object.
@@ -19,4 +20,5 @@ CREATE TABLE body_segments (
   keys               TEXT NOT NULL,      -- JSON array of the event keys whose bodies it holds
   moved_at           INTEGER             -- when the purge moved out the bodies of the rows still in it
 );
-CREATE INDEX body_segments_by_age ON body_segments (oldest_received_at);
+CREATE INDEX body_segments_by_age ON body_segments (oldest_received_at) WHERE moved_at IS NULL;
+CREATE INDEX body_segments_moved ON body_segments (moved_at) WHERE moved_at IS NOT NULL;

@@ -51,7 +51,7 @@ export default {
       },
       lanes: () => wakeLanes(env),
       reconcile: () => reconcile(env, now),
-      retention_purge: () => purgeOlderThan(env.DB, env.BODIES, cutoff),
+      retention_purge: () => purgeOlderThan(env.DB, env.BODIES, cutoff, { now }),
       // Bodies stored in D1 before they moved to R2, a bounded batch a run.
       body_move: () => moveBodiesToR2(env.DB, env.BODIES),
       // A step of its own: one failing never stops the other.

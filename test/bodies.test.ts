@@ -133,6 +133,18 @@ describe("what is kept is the first copy, and a body that is gone", () => {
     expect(await storedEvent(key)).toMatchObject({ body: first });
   });
 
+  it("two copies of an event with other bytes in one batch: the first is stored, and it is what retries forward too", async () => {
+    const hits = downstream("https://alpha.test/hook", [500, 200]);
+    const first = seismicBody();
+    const key = await accepted(first);
+    expect(await accepted(JSON.stringify(JSON.parse(first), null, 2))).toBe(key);
+    await consume(events.accepted, { DESTINATIONS: ALPHA });
+    expect(await (await objectOf(key))!.text()).toBe(first);
+    await makeDue(key);
+    await consume([{ eventKey: key }], { DESTINATIONS: ALPHA }, { ids: ["sweep"] });
+    expect(hits.map((hit) => hit.body)).toEqual([first, first]);
+  });
+
   it("a body R2 has no object for (gone for good) fails the round, so the event ends dead after its rounds instead of waiting for ever", async () => {
     const hits = downstream("https://alpha.test/hook");
     const key = await accepted(seismicBody());
@@ -210,10 +222,12 @@ describe("a queue batch's bodies share one segment", () => {
     expect(await placeOf(keys[2]!)).toMatchObject({ body_segment: null });
     expect(await (await objectOf(keys[2]!))!.text()).toBe(bodies[2]);
     expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
-    // Still there for a reader that read the row's place before the move.
+    // Still there for a reader that read the row's place before the move, and still at once on the next run.
+    expect(await env.BODIES.head(`segments/${segment}`)).not.toBeNull();
+    await runCron(new Date(later.getTime() + 30_000), { DESTINATIONS: ALPHA });
     expect(await env.BODIES.head(`segments/${segment}`)).not.toBeNull();
 
-    await runCron(later, { DESTINATIONS: ALPHA });
+    await runCron(new Date(later.getTime() + 5 * 60_000), { DESTINATIONS: ALPHA });
     expect(await env.BODIES.head(`segments/${segment}`)).toBeNull();
     expect(await segmentRows(segment)).toEqual([]);
     expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
@@ -246,12 +260,25 @@ describe("a queue batch's bodies share one segment", () => {
     // Past the first batch's retention, not the newer event's: its body moves out, and both segments go.
     const later = new Date(Date.now() + 31 * DAY_MS);
     await runCron(later, { DESTINATIONS: ALPHA });
-    await runCron(later, { DESTINATIONS: ALPHA });
+    await runCron(new Date(later.getTime() + 5 * 60_000), { DESTINATIONS: ALPHA });
     expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?, ?)", ...keys)).toBe(0);
     expect(await env.BODIES.head(`segments/${first}`)).toBeNull();
     expect(await env.BODIES.head(`segments/${second}`)).toBeNull();
     expect(await storedEvent(newer)).toMatchObject({ body_segment: null, body: (newerMessage!.event!).body });
     expect(await segmentRows(first, second)).toEqual([]);
+  });
+
+  it("a provider's resend of a stored event, in a later batch, ages that batch's segment from when the event was first received", async () => {
+    downstream("https://alpha.test/hook");
+    const { bodies, keys } = await storedTogether();
+    const { received_at: firstReceived } = (await env.DB.prepare("UPDATE events SET received_at = received_at - ?2 WHERE key = ?1 RETURNING received_at").bind(keys[1], 10 * DAY_MS).first<{ received_at: number }>())!;
+    // A new request with the same bytes (received now), beside a new event.
+    events.accepted.length = 0;
+    await accepted(bodies[1]!);
+    const newer = await accepted(seismicBody());
+    await consume(events.accepted, { DESTINATIONS: ALPHA }, { ids: ["resend", "newer"] });
+    const { body_segment: segment } = (await placeOf(newer))!;
+    expect(await env.DB.prepare("SELECT oldest_received_at FROM body_segments WHERE id = ?").bind(segment).first()).toEqual({ oldest_received_at: firstReceived });
   });
 
   it("a segment R2 refuses to read stays, its rows readable, and holds up no other segment; the next run retires it", async () => {
@@ -262,6 +289,7 @@ describe("a queue batch's bodies share one segment", () => {
     const { body_segment: segment } = (await placeOf(keys[2]!))!;
     await runCron(later, { DESTINATIONS: ALPHA, BODIES: refusing(["get"]).bucket });
     expect(await segmentRows(segment)).toMatchObject([{ moved_at: null }]);
+    expect(await countRows("SELECT count(*) AS n FROM events WHERE key IN (?, ?)", keys[0], keys[1])).toBe(0);
     expect(await storedEvent(keys[2]!)).toMatchObject({ body: bodies[2] });
     await runCron(later, { DESTINATIONS: ALPHA });
     expect(await segmentRows(segment)).toMatchObject([{ moved_at: expect.any(Number) }]);

@@ -69,7 +69,9 @@ const CREATE_ONLY: R2PutOptions = { onlyIf: new Headers({ "if-none-match": "*" }
 
 /** Writes each event's body to its own object, unless it is there already (a copy of an event is the same event); throws if any write fails. */
 export async function putBodies(bucket: R2Bucket, events: { key: string; body: string }[]): Promise<void> {
-  const bodies = new Map(events.map((event) => [event.key, event.body]));
+  // The first copy of a key, as the insert keeps the first.
+  const bodies = new Map<string, string>();
+  for (const event of events) if (!bodies.has(event.key)) bodies.set(event.key, event.body);
   await Promise.all([...bodies].map(([key, body]) => withinR2Deadline(bucket.put(bodyObjectKey(key), utf8.encode(body), CREATE_ONLY), "put")));
 }
 
@@ -110,10 +112,17 @@ export async function putTogether(bucket: R2Bucket, events: { key: string; body:
   return { id, places, oldestReceivedAt: Math.min(...events.map((event) => event.receivedAt)) };
 }
 
-/** Records a segment just written, in the D1 batch that inserts the rows pointing at it. */
+/**
+ * Records a segment just written, in the D1 batch that inserts the rows pointing at it, after
+ * them: its age is that of its oldest body, and a copy of an event stored earlier (a provider's
+ * resend is received anew) counts from when its event was, so the copy goes with it.
+ */
 export function recordSegment(db: D1Database, segment: Segment): D1PreparedStatement {
   return db
-    .prepare(`INSERT INTO body_segments (id, oldest_received_at, keys) VALUES (?1, ?2, ?3)`)
+    .prepare(
+      `INSERT INTO body_segments (id, oldest_received_at, keys)
+       SELECT ?1, min(?2, coalesce((SELECT min(received_at) FROM events WHERE key IN (SELECT value FROM json_each(?3))), ?2)), ?3`,
+    )
     .bind(segment.id, segment.oldestReceivedAt, JSON.stringify([...segment.places.keys()]));
 }
 
@@ -233,25 +242,32 @@ export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, rows = 50
   return { bodiesMoved: moved };
 }
 
-/** Segments a purge run looks at, at most: one still in use moves out its bodies (a get, a put per body, a D1 batch). */
-const SEGMENTS_PER_RUN = 200;
+/** Segments a purge run retires at most: those no row is in any more, forgotten in one D1 batch. */
+const SEGMENTS_PER_RUN = 2_000;
+/** Segments with rows still in them that a run moves out at most (a get, a put per body and a D1 batch each), and for how long. */
+const MOVES_PER_RUN = 50;
+const MOVING_BUDGET_MS = 30_000;
+/** How long a segment whose bodies moved out stays for a reader that read a row's place just before. */
+const MOVED_GRACE_MS = 60_000;
 
 /**
- * The purge's step for segments, once the events' rows past `cutoff` are purged. A segment whose
- * oldest body is past the cutoff is retired: the rows still in it (held work, a newer event of
- * its batch, a copy's batch-mates) get objects of their own, written over whatever an object of
- * that name held (a copy written alone that no row read), and their rows point there; a run later
- * (so a reader that read a row's place just before still finds it) the segment's deletion is
- * noted, and deleteNotedBodies deletes it. A segment R2 has no object for is dropped (its rows'
- * bodies are gone: readers answer body_unavailable, as for a missing object of their own); one
- * R2 refuses to read or write is tried again next run, and does not hold up the rest.
+ * The purge's step for segments. A segment whose oldest body is past `cutoff` is retired: if no
+ * row is in it any more, its deletion is noted (deleteNotedBodies deletes it); if rows are still
+ * in it (held work, a batch-mate received later than a copy beside it) and `movesAllowed` (the
+ * purge has caught up, so they are not rows about to go), their bodies get objects of their own,
+ * written over whatever an object of that name held (a copy written alone that no row read), the
+ * rows point there, and a later run notes the segment's deletion, once MOVED_GRACE_MS have passed.
+ * A segment R2 has no object for is dropped (its rows' bodies are gone: readers answer
+ * body_unavailable, as for a missing object of their own); one R2 refuses to read or write is
+ * counted in `failed` and tried again next run.
  */
 export async function retireSegments(
-  db: D1Database, bucket: R2Bucket, cutoff: number, now: number,
+  db: D1Database, bucket: R2Bucket, cutoff: number, now: number, movesAllowed: boolean,
 ): Promise<{ moved: number; retired: number; failed: number }> {
-  const { results: moved } = await db.prepare(`SELECT id FROM body_segments WHERE moved_at IS NOT NULL LIMIT ?1`).bind(SEGMENTS_PER_RUN).all<{ id: string }>();
-  if (moved.length) await db.batch(moved.flatMap(({ id }) => forget(db, id)));
-  // Most have no row left (their events were purged together): those are forgotten in one batch.
+  const { results: done } = await db
+    .prepare(`SELECT id FROM body_segments WHERE moved_at IS NOT NULL AND moved_at < ?1 LIMIT ?2`)
+    .bind(now - MOVED_GRACE_MS, SEGMENTS_PER_RUN)
+    .all<{ id: string }>();
   const { results: old } = await db
     .prepare(
       `SELECT id, keys, EXISTS (SELECT 1 FROM json_each(s.keys) j JOIN events e ON e.key = j.value WHERE e.body_segment = s.id) AS in_use
@@ -259,42 +275,50 @@ export async function retireSegments(
     )
     .bind(cutoff, SEGMENTS_PER_RUN)
     .all<{ id: string; keys: string; in_use: number }>();
-  const unused = old.filter((segment) => !segment.in_use);
-  if (unused.length) await db.batch(unused.flatMap(({ id }) => forget(db, id)));
-  let bodiesMoved = 0;
-  let failed = 0;
-  for (const segment of old.filter((segment) => segment.in_use)) {
+  const unused = [...done, ...old.filter((segment) => !segment.in_use)].map((segment) => segment.id);
+  await forget(db, unused);
+  const result = { moved: 0, retired: unused.length, failed: 0 };
+  if (!movesAllowed) return result;
+  const started = Date.now();
+  for (const segment of old.filter((segment) => segment.in_use).slice(0, MOVES_PER_RUN)) {
+    if (Date.now() - started > MOVING_BUDGET_MS) break;
     try {
-      bodiesMoved += await moveOutOfSegment(db, bucket, segment, now);
+      const { moved, dropped } = await moveOutOfSegment(db, bucket, segment, now);
+      result.moved += moved;
+      if (dropped) result.retired++;
     } catch (err) {
-      failed++;
+      result.failed++;
       console.error(JSON.stringify({ cron: "retention_purge", segment: segment.id, outcome: "segment_move_failed", error: String(err) }));
     }
   }
-  return { moved: bodiesMoved, retired: moved.length + unused.length, failed };
+  return result;
 }
 
-/** Notes a segment's deletion and drops its row, in one transaction: deleteNotedBodies deletes the object. */
-const forget = (db: D1Database, id: string) => [
-  db.prepare(`INSERT OR IGNORE INTO body_deletions (object) VALUES (?1)`).bind(segmentObjectKey(id)),
-  db.prepare(`DELETE FROM body_segments WHERE id = ?1`).bind(id),
-];
+/** Notes these segments' deletion and drops their rows, in one transaction: deleteNotedBodies deletes the objects. */
+async function forget(db: D1Database, ids: string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const list = JSON.stringify(ids);
+  await db.batch([
+    db.prepare(`INSERT OR IGNORE INTO body_deletions (object) SELECT 'segments/' || value FROM json_each(?1)`).bind(list),
+    db.prepare(`DELETE FROM body_segments WHERE id IN (SELECT value FROM json_each(?1))`).bind(list),
+  ]);
+}
 
-/** Gives each row still in `segment` its own object (see retireSegments); returns how many moved. */
-async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: { id: string; keys: string }, now: number): Promise<number> {
+/** Gives each row still in `segment` its own object (see retireSegments); `dropped`: the segment was forgotten instead (no row left, or no object). */
+async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: { id: string; keys: string }, now: number): Promise<{ moved: number; dropped: boolean }> {
   const { results: rows } = await db
     .prepare(`SELECT key, body_offset, body_length FROM events WHERE key IN (SELECT value FROM json_each(?1)) AND body_segment = ?2`)
     .bind(segment.keys, segment.id)
     .all<{ key: string; body_offset: number; body_length: number }>();
   if (rows.length === 0) {
-    await db.batch(forget(db, segment.id));
-    return 0;
+    await forget(db, [segment.id]);
+    return { moved: 0, dropped: true };
   }
   const object = await withinR2Deadline(bucket.get(segmentObjectKey(segment.id)), "get");
   if (!object) {
     console.error(JSON.stringify({ cron: "retention_purge", segment: segment.id, outcome: "segment_missing", rows: rows.length }));
-    await db.batch(forget(db, segment.id));
-    return 0;
+    await forget(db, [segment.id]);
+    return { moved: 0, dropped: true };
   }
   const bytes = new Uint8Array(await object.arrayBuffer());
   await Promise.all(rows.map((row) =>
@@ -305,7 +329,7 @@ async function moveOutOfSegment(db: D1Database, bucket: R2Bucket, segment: { id:
       .bind(JSON.stringify(rows.map((row) => row.key)), segment.id),
     db.prepare(`UPDATE body_segments SET moved_at = ?2 WHERE id = ?1`).bind(segment.id, now),
   ]);
-  return rows.length;
+  return { moved: rows.length, dropped: false };
 }
 
 /** Consecutive batches of rows whose bytes add up to at most `budget` each (a larger row alone). */
