@@ -1,7 +1,7 @@
 -- Bodies of one queue batch share one R2 object, a segment (src/store/bodies.ts): the consumer
 -- writes a batch's bodies with one put instead of one per event. A row whose body is in a segment
 -- names it and where its bytes are; a row with body_segment NULL and body_in_r2 1 has its own
--- object, events/<key> (a body stored alone: the request path's large ones, a moved legacy one,
+-- object, events/<key> (a body stored alone: a batch's only one, the request path's large ones, a moved legacy one,
 -- one moved out of its segment by the purge).
 ALTER TABLE events ADD COLUMN body_segment TEXT;     -- segments/<body_segment>
 ALTER TABLE events ADD COLUMN body_offset INTEGER;   -- the first byte of this body in it

@@ -113,8 +113,8 @@ export type BodyPlaces = ReadonlyMap<string, BodyPlace>;
  * Writes events' bodies to R2, then runs the statements that `insert` makes with where they went
  * (they insert the rows) in one D1 batch, with the segment's record (if they share one) and the
  * statements that index their text when SEARCH is on, after them (a caller reads its own
- * statements' results by position): a row never points at a body that is not there. A body R2 refuses throws here, before
- * anything is written to D1.
+ * statements' results by position): a row never points at a body that is not there. A body R2
+ * refuses throws here, before anything is written to D1.
  */
 export async function storeWithBodies(
   db: D1Database, bodies: BodyWriter, events: NewEvent[], insert: (places: BodyPlaces) => D1PreparedStatement[],
