@@ -88,7 +88,7 @@ export interface Segment {
  * two or more to one new segment, which it returns (null for one alone). A key given twice is
  * placed once, with its first body: the insert keeps the first copy too. Throws if the write
  * fails. Why segments: an R2 write is a class A operation (the dearest), and a Worker's
- * subrequests are counted: a batch of 100 events makes one write, not 100.
+ * subrequests are counted: a queue batch of 25 events makes one write, not 25.
  */
 export async function putTogether(bucket: R2Bucket, events: { key: string; body: string; receivedAt: number }[]): Promise<Segment | null> {
   const firsts = new Map<string, Uint8Array>();
