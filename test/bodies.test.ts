@@ -13,7 +13,7 @@ import worker from "../src/index";
 import { MAX_QUEUE_MESSAGE_BYTES } from "../src/receive/webhook";
 import { admin, bindings, consume, deliveries, downstream, events, makeDue, runCron, useDeliveryHarness } from "./delivery-harness";
 import { faultyR2, sleep, type R2Operation } from "./faults";
-import { countRows, errorOf, hmacHex, quarantinedRow, sendWith, seismicBody, seismicRequest, storedEvent, webhookRequest } from "./helpers";
+import { countRows, errorOf, quarantinedRow, sendWith, seismicBody, seismicRequest, storedEvent } from "./helpers";
 
 useDeliveryHarness();
 
@@ -164,7 +164,7 @@ describe("a queue batch's bodies share one segment", () => {
   async function storedTogether(extra: Partial<Env> = {}) {
     const bodies = [`\uFEFF${seismicBody()}`, seismicBody({ data: { contentId: "Zürich ✓ 日本 🎉", teamSiteId: "1" } }), seismicBody()];
     const keys: string[] = [];
-    for (const body of bodies) keys.push(((await (await sendWith(webhookRequest("seismic", body, { "x-seismic-signature": await hmacHex(env.SEISMIC_SIGNING_SECRET!, body) }), bindings)).json()) as { id: string }).id);
+    for (const body of bodies) keys.push(await accepted(body));
     const messages = [...events.accepted, events.accepted[0]!];
     const round = await consume(messages, { DESTINATIONS: ALPHA, ...extra });
     return { bodies, keys, round };

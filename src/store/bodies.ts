@@ -242,7 +242,7 @@ export async function moveBodiesToR2(db: D1Database, bucket: R2Bucket, rows = 50
   return { bodiesMoved: moved };
 }
 
-/** Segments a purge run retires at most: those no row is in any more, forgotten in one D1 batch. */
+/** Segments each of the purge's two looks takes at most: those moved out past their grace, and the oldest past the cutoff. */
 const SEGMENTS_PER_RUN = 2_000;
 /** Segments with rows still in them that a run moves out at most (a get, a put per body and a D1 batch each), and for how long. */
 const MOVES_PER_RUN = 50;

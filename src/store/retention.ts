@@ -12,7 +12,7 @@ export interface PurgeResult {
   bodies: number;
   /** Objects past retention that no row pointed at, deleted by this run's step of the walk through the bucket. */
   orphanBodies: number;
-  /** Bodies still in use moved out of segments past retention, segments whose deletion was noted, and segments R2 would not let go yet (see retireSegments). */
+  /** Bodies still in use moved out of segments past retention, segments whose deletion was noted, and segment moves that failed (see retireSegments). */
   segmentBodiesMoved: number;
   segmentsRetired: number;
   segmentsFailed: number;
