@@ -29,10 +29,10 @@ const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 const RATE_UNAVAILABLE_MS = 5_000;
 
 /**
- * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 25
- * events to 40 destinations, with room for the D1 and Queue calls. The free plan's 50 need "40".
+ * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 100
+ * events to 40 destinations, with room for the D1, R2 and Queue calls. The free plan's 50 need "15".
  */
-const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
+const DEFAULT_MAX_FORWARDS_PER_BATCH = 4_000;
 
 /** Forwards one invocation may start (a queue batch, or a lane's alarm): the plan's subrequests per invocation. */
 export const maxForwardsPerInvocation = (env: Env): number => numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH);

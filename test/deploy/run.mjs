@@ -142,7 +142,7 @@ try {
         assert.deepEqual(state.buckets.map((b) => b.name), [BUCKET]);
         assert.equal(creations(state).filter((r) => r.endsWith("/r2/buckets")).length, 1, "the bucket created once");
         const consumer = (queue) => state.queues.find((q) => q.queue_name === queue).consumers;
-        assert.deepEqual(consumer("edgehook-events").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms, c.dead_letter_queue]), [["edgehook", 25, 100, 1000, "edgehook-dead-letters"]]);
+        assert.deepEqual(consumer("edgehook-events").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms, c.dead_letter_queue]), [["edgehook", 100, 100, 1000, "edgehook-dead-letters"]]);
         assert.deepEqual(consumer("edgehook-dead-letters").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 100, 100, 5000]]);
         assert.deepEqual(consumer("edgehook-alerts").map((c) => [c.script, c.settings.batch_size, c.settings.max_retries, c.settings.max_wait_time_ms]), [["edgehook", 10, 100, 5000]]);
         assert.equal(state.scripts.length, 1);
