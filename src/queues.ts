@@ -13,12 +13,27 @@ export function retrySecondsOverADay(attempts: number): number {
   return Math.min(15 * 60, 30 * 2 ** Math.max(0, attempts - 1));
 }
 
-/** Queue sendBatch takes at most 100 messages. */
+/** Queue sendBatch takes at most 100 messages, and 256 KB in all, each message's metadata (about 100 bytes) counted. */
 const SEND_BATCH = 100;
+const SEND_BATCH_BYTES = 256_000;
+const MESSAGE_METADATA_BYTES = 100;
+const utf8 = new TextEncoder();
 
-/** Sends any number of messages, 100 to a sendBatch call. */
+/** Sends any number of messages, as few sendBatch calls as Queues' limits on one allow. */
 export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[]): Promise<void> {
-  for (let i = 0; i < messages.length; i += SEND_BATCH) await queue.sendBatch(messages.slice(i, i + SEND_BATCH));
+  let chunk: MessageSendRequest<T>[] = [];
+  let bytes = 0;
+  for (const message of messages) {
+    const size = utf8.encode(JSON.stringify(message.body)).byteLength + MESSAGE_METADATA_BYTES;
+    if (chunk.length === SEND_BATCH || (chunk.length > 0 && bytes + size > SEND_BATCH_BYTES)) {
+      await queue.sendBatch(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(message);
+    bytes += size;
+  }
+  if (chunk.length > 0) await queue.sendBatch(chunk);
 }
 
 /** Enqueues stored events by key (a message that names an event delivers what D1 says is due). */

@@ -145,29 +145,6 @@ describe("what is kept is the first copy, and a body that is gone", () => {
     expect(hits.map((hit) => hit.body)).toEqual([first, first]);
   });
 
-  it("a batch naming 30 stored events reads 25 bodies (each read a subrequest); the other 5 come back (a queue retry), no attempt used", async () => {
-    // Its circuit stays closed through 30 failures, so every round forwards.
-    const alpha = [{ ...ALPHA[0]!, circuit_failures: 1000 }];
-    const hits = downstream("https://alpha.test/hook", [...Array<number>(30).fill(500), 200]);
-    const keys: string[] = [];
-    for (let i = 0; i < 30; i++) keys.push(await accepted(seismicBody()));
-    await consume(events.accepted, { DESTINATIONS: alpha });
-    for (const key of keys) await makeDue(key);
-    // The sweep's messages, naming the events: each round reads its body from R2.
-    const counted = faultyR2(env.BODIES);
-    const ids = keys.map((_, i) => `sweep-${i}`);
-    const round = await consume(keys.map((eventKey) => ({ eventKey })), { DESTINATIONS: alpha, BODIES: counted.bucket }, { ids });
-    expect(counted.calls.get).toBe(25);
-    expect(round.acked).toHaveLength(25);
-    expect(round.retried).toHaveLength(5);
-    const later = round.retried.map((r) => keys[ids.indexOf(r.msgId)]!);
-    for (const key of later) expect((await deliveries(key)).alpha).toMatchObject({ status: "failed", attempts: 1 });
-    const back = await consume(later.map((eventKey) => ({ eventKey })), { DESTINATIONS: alpha }, { ids: round.retried.map((r) => r.msgId), attempts: 2 });
-    expect(back.acked).toHaveLength(5);
-    for (const key of keys) expect((await deliveries(key)).alpha).toMatchObject({ status: "delivered", attempts: 2 });
-    expect(hits).toHaveLength(60);
-  });
-
   it("a body R2 has no object for (gone for good) fails the round, so the event ends dead after its rounds instead of waiting for ever", async () => {
     const hits = downstream("https://alpha.test/hook");
     const key = await accepted(seismicBody());

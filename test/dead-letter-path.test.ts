@@ -8,6 +8,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { consumeDeadLetters, recordRetrySeconds } from "../src/deliver/dead-letters";
 import type { QueuedEvent } from "../src/env";
+import { sendAll } from "../src/queues";
 import { accept, consume, events, useDeliveryHarness } from "./delivery-harness";
 import { faultyD1 } from "./faults";
 import { countRows, zuddlBody, zuddlRequest } from "./helpers";
@@ -79,5 +80,32 @@ describe("events held while DESTINATIONS is invalid", () => {
     for (const key of keys) {
       expect(await countRows("SELECT count(*) AS n FROM events WHERE key = ? AND last_error LIKE 'DESTINATIONS is invalid%'", key)).toBe(1);
     }
+  });
+});
+
+describe("sending many messages at once", () => {
+  it("keeps each sendBatch within Queues' 100 messages and 256 KB: a batch's dead-letter notices naming many destinations all arrive, in order", async () => {
+    // Queues as deployed refuse a sendBatch over either limit (the local one does not check).
+    const calls: number[] = [];
+    const sent: unknown[] = [];
+    const queue = {
+      async sendBatch(messages: Iterable<MessageSendRequest<unknown>>) {
+        const list = [...messages];
+        const bytes = list.reduce((sum, m) => sum + new TextEncoder().encode(JSON.stringify(m.body)).byteLength + 100, 0);
+        if (list.length > 100 || bytes > 256_000) throw new Error(`sendBatch refused: ${list.length} messages, ${bytes} bytes`);
+        calls.push(list.length);
+        sent.push(...list.map((m) => m.body));
+      },
+    } as unknown as Queue<unknown>;
+    // 100 rounds, each naming 40 destinations with 64-character names: about 2.7 MB of notices.
+    const destinations = Array.from({ length: 40 }, (_, i) => `${"d".repeat(62)}${String(i).padStart(2, "0")}`);
+    const notices = Array.from({ length: 100 }, (_, i) => ({ body: { eventKey: `evt_${i}`, destinations }, contentType: "json" as const }));
+    await sendAll(queue, notices);
+    expect(sent).toEqual(notices.map((n) => n.body));
+    expect(calls.length).toBeGreaterThan(1);
+    // 150 small messages: 100, then 50.
+    calls.length = 0;
+    await sendAll(queue, Array.from({ length: 150 }, (_, i) => ({ body: { eventKey: `evt_${i}` } })));
+    expect(calls).toEqual([100, 50]);
   });
 });

@@ -36,7 +36,7 @@ import {
   claimForDelivery, FINISHED, holdForConfiguration, leaseHolders, recordRounds, recordRouted, type Claim, type ClaimResult, type Routed,
 } from "../store/deliveries";
 import { LEASE_NONCE_CHARS } from "../store/events";
-import { BODY_READ_BUDGET_BYTES, BODY_READS_PER_BATCH, bodyWriter, readBodies, type BodyWriter } from "../store/bodies";
+import { BODY_READ_BUDGET_BYTES, bodyWriter, readBodies, type BodyWriter } from "../store/bodies";
 import { bytesToHex } from "../crypto";
 import { notify } from "../alerts/notify";
 import { writeAllOrEach } from "./all-or-each";
@@ -124,8 +124,8 @@ export async function consumeEvents(batch: MessageBatch<EventsQueueMessage>, env
     const stored = message.body.event ? null : claimed.get(message.id);
     return stored && stored.event.lease_by === leases.get(message.id) ? [stored.event] : [];
   });
-  // Past what one batch reads (bytes or bodies), a message comes back a second later (a queue retry, no delivery attempt used).
-  const bodies = await readBodies(env.BODIES, named, BODY_READ_BUDGET_BYTES, BODY_READS_PER_BATCH);
+  // Past what one batch reads, a message comes back a second later (a queue retry, no delivery attempt used).
+  const bodies = await readBodies(env.BODIES, named, BODY_READ_BUDGET_BYTES);
   const budget: ForwardBudget = {
     connections: limiter(MAX_OPEN_FORWARDS),
     remaining: maxForwardsPerInvocation(env),

@@ -8,6 +8,7 @@ import type { Notice } from "../alerts/notify";
 import { stateOf, type ControlRow } from "../store/controls";
 import type { Round } from "../store/deliveries";
 import { withDeadline } from "../deadline";
+import { sendAll } from "../queues";
 import { scheduleProbe, startRelease } from "./controls";
 import type { Destination } from "./destinations";
 
@@ -21,9 +22,8 @@ export async function sendDeadLetters(env: Env, all: Round[]): Promise<void> {
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
     await withDeadline(
-      env.DEAD_LETTER_QUEUE.sendBatch(
-        rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })),
-      ),
+      // A batch of 100 rounds, each naming its destinations, can pass what one send takes.
+      sendAll(env.DEAD_LETTER_QUEUE, rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const }))),
       DEAD_LETTER_SEND_MS,
       () => new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`),
     );

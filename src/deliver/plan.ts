@@ -29,10 +29,11 @@ const RATE_BOOK_AHEAD_MS = MAX_QUEUE_DELAY_SECONDS * 1000;
 const RATE_UNAVAILABLE_MS = 5_000;
 
 /**
- * The paid plan (README "Deploying") allows 10,000 subrequests per invocation: a full batch of 100
- * events to 40 destinations, with room for the D1, R2 and Queue calls. The free plan's 50 need "15".
+ * A full batch of 100 events to 10 destinations, well within the paid plan's 10,000 subrequests per
+ * invocation (README "Deploying"); higher, a batch's record (one JSON parameter, at most 2,000,000
+ * bytes in D1) and its 5-minute start window (consumer.ts) run short. The free plan's 50 need "15".
  */
-const DEFAULT_MAX_FORWARDS_PER_BATCH = 4_000;
+const DEFAULT_MAX_FORWARDS_PER_BATCH = 1_000;
 
 /** Forwards one invocation may start (a queue batch, or a lane's alarm): the plan's subrequests per invocation. */
 export const maxForwardsPerInvocation = (env: Env): number => numberVar(env.MAX_FORWARDS_PER_BATCH, DEFAULT_MAX_FORWARDS_PER_BATCH);

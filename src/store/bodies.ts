@@ -146,29 +146,19 @@ export class BodyUnavailable extends HttpError {
 export const BODY_READ_BUDGET_BYTES = 8 * 1024 * 1024;
 
 /**
- * The bodies one queue batch reads from R2 at most, whatever their size: each read is a
- * subrequest, a batch holds up to 100 messages (wrangler.toml), and on the free plan's 50 per
- * invocation these 25, 15 forwards (README "The runtime's limits"), the batch's D1 and Queue calls
- * and its segment's write fit. The rest come back a second later, like those past the bytes.
- */
-export const BODY_READS_PER_BATCH = 25;
-
-/**
  * Fills in the bodies kept in R2 of `rows` (a row whose body is in D1 has it already), reading
- * at most `budgetBytes` in all (the first body is always read) and at most `maxReads` bodies: an
- * isolate has 128 MB, and a queue batch may name 100 events whose bodies are up to
- * MAX_BODY_BYTES each. Returns, per key, the rows whose body could not be read (with why) and
- * those left for later (past either budget).
+ * at most `budgetBytes` in all (the first body is always read): an isolate has 128 MB, and a
+ * queue batch may name 100 events whose bodies are up to MAX_BODY_BYTES each. Returns, per key,
+ * the rows whose body could not be read (with why) and those left for later (past the budget).
  */
 export async function readBodies<T extends BodyHolder>(
-  bucket: R2Bucket, rows: T[], budgetBytes = Infinity, maxReads = Infinity,
+  bucket: R2Bucket, rows: T[], budgetBytes = Infinity,
 ): Promise<{ failed: Map<string, BodyUnavailable>; deferred: Set<string> }> {
   const failed = new Map<string, BodyUnavailable>();
-  const inR2 = rows.filter((row) => row.body_in_r2);
-  const deferred = new Set(inR2.slice(maxReads).map((row) => row.key));
+  const deferred = new Set<string>();
   let reserved = 0;
   await Promise.all(
-    inR2.slice(0, maxReads).map(async (row) => {
+    rows.filter((row) => row.body_in_r2).map(async (row) => {
       try {
         const inSegment = row.body_segment !== null;
         // R2 refuses an empty range; an empty body needs no read.
