@@ -75,37 +75,49 @@ async function storedAll(gateway, since, count, { everyMs = 250, timeoutMs = 600
   }
 }
 
+/** The peers of bench/peers.ts an end-to-end run can start, by name; `consumer`: a queue consumer still works after a round. */
+const PEERS = [
+  { name: "verify only", PEER: "verify", consumer: false },
+  { name: "one Queue send", PEER: "queue", consumer: true },
+  { name: "naive gateway", PEER: "naive", consumer: true },
+];
+
+/** A gateway as a target: its consumer stores what it acknowledged after the answer; let it finish before anyone else is measured. */
+function gatewayTarget(name, gateway, since) {
+  let accepted = 0;
+  return {
+    name,
+    ...gateway,
+    consumer: true,
+    settle: async (result) => {
+      accepted += result.ok;
+      await storedAll(gateway, since, accepted, { everyMs: 100, timeoutMs: 120_000 });
+    },
+  };
+}
+
 /**
- * edgehook and its three peers (bench/peers.ts), each its own `wrangler dev`, started at once (a
- * start spends much of its time waiting; nothing is measured until all four answer).
- * `consumer`: it has a queue consumer still working after a round (verify only has none).
+ * edgehook, `against` (edgehook from another checkout: { label, startWorker }, optional) and the
+ * peers named (bench/peers.ts), each its own `wrangler dev`, started at once (a start spends much
+ * of its time waiting; nothing is measured until all answer).
  */
-async function startTargets() {
+async function startTargets({ against, peers }) {
+  const chosen = PEERS.filter((p) => peers.includes(p.name));
   const peer = (PEER) => startWorker({ config: join(root, "bench/wrangler.peers.toml"), vars: { PEER, SEISMIC_SIGNING_SECRET: SECRET } });
   const since = Date.now();
-  const started = await Promise.allSettled([startWorker({ vars: GATEWAY_VARS }), peer("verify"), peer("queue"), peer("naive")]);
+  const started = await Promise.allSettled([
+    startWorker({ vars: GATEWAY_VARS }),
+    ...(against ? [against.startWorker({ vars: GATEWAY_VARS })] : []),
+    ...chosen.map((p) => peer(p.PEER)),
+  ]);
   const failed = started.find((s) => s.status === "rejected");
   if (failed) {
     await Promise.all(started.filter((s) => s.status === "fulfilled").map((s) => s.value.stop()));
     throw failed.reason;
   }
-  const [gateway, verify, queue, naive] = started.map((s) => s.value);
-  let accepted = 0;
-  return [
-    {
-      name: "edgehook",
-      ...gateway,
-      consumer: true,
-      // Its consumer stores what it acknowledged after the answer; let it finish before anyone else is measured.
-      settle: async (result) => {
-        accepted += result.ok;
-        await storedAll(gateway, since, accepted, { everyMs: 100, timeoutMs: 120_000 });
-      },
-    },
-    { name: "verify only", ...verify, consumer: false },
-    { name: "one Queue send", ...queue, consumer: true },
-    { name: "naive gateway", ...naive, consumer: true },
-  ];
+  const [gateway, ...rest] = started.map((s) => s.value);
+  const other = against ? [gatewayTarget(`edgehook at ${against.label}`, rest.shift(), since)] : [];
+  return [gatewayTarget("edgehook", gateway, since), ...other, ...rest.map((worker, i) => ({ name: chosen[i].name, ...worker, consumer: chosen[i].consumer }))];
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -117,8 +129,8 @@ const CONSUMER_SETTLE_MS = 1_500;
  * take turns, `rounds` times, in a rotating order, so a change in the machine's load falls on
  * all of them; each figure is the median round.
  */
-export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 32] } = {}) {
-  const targets = await startTargets();
+export async function runThroughput({ seconds = 3, rounds = 3, levels = [1, 8, 32], against, peers = PEERS.map((p) => p.name) } = {}) {
+  const targets = await startTargets({ against, peers });
   const rows = [];
   try {
     for (const connections of levels) {
