@@ -2,6 +2,7 @@
 // about 17 minutes on a 2-core machine. Writes bench/results/latest.md as well.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
+import { checkoutTarget, compareTable } from "./compare.mjs";
 import { runDelivery, runLargeBody, runSustained, runThroughput, runTransformCost } from "./e2e.mjs";
 import { f, goal } from "./format.mjs";
 import { combineIsolation, ISOLATION_ROWS, isolationTable, runIsolation } from "./isolation.mjs";
@@ -42,7 +43,9 @@ out("Peers (bench/peers.ts): *verify only* (HMAC check, JSON.parse, 200), *one Q
 out("CPU per event: CPU time of every process of the worker's `wrangler dev` (workerd and wrangler's Node) over the round and, for those with a queue consumer (all but verify only), the 1.5 s after it (the consumer storing or acknowledging what it accepted; nothing polls meanwhile), divided by the events accepted.");
 out("| connections | worker | req/s ÷ verify only | req/s ÷ naive | p99 ÷ verify-only p99 | req/s | p50 / p99 / max ms | CPU ms per event | errors |");
 out("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |");
-const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3 });
+// The smoke run also proves `npm run bench:compare` works: this tree against itself, as a fifth target.
+const against = smoke ? await checkoutTarget(new URL("..", import.meta.url).pathname) : undefined;
+const throughput = await runThroughput({ seconds: smoke ? 1 : quick ? 2 : 3, rounds: quick ? 1 : 3, against });
 for (const r of throughput) produced(`end to end: ${r.name} at ${r.connections}`, { rps: r.rps, p99: r.p99, cpu: r.cpuMsPerEvent });
 const at = (connections, name) => throughput.find((r) => r.connections === connections && r.name === name);
 for (const r of throughput) {
@@ -56,6 +59,11 @@ out(`Goals: ≥ 0.6× verify only at 8 and 32 connections (${f(ours(8).rps / at(
   `p99 at 32 ≤ 2× verify only's (${f(ours(32).p99 / at(32, "verify only").p99, 2)}): ${goal(ours(32).p99 <= 2 * at(32, "verify only").p99)}; ` +
   `errors (${throughput.filter((r) => r.name === "edgehook").reduce((s, r) => s + r.errors, 0)}): ${goal(throughput.every((r) => r.name !== "edgehook" || r.errors === 0))}.`);
 out();
+
+if (against) {
+  for (const line of compareTable(throughput, against, 1)) out(line);
+  out();
+}
 
 const sustained = await runSustained({ events: smoke ? 500 : quick ? 5_000 : 50_000, step: smoke ? 250 : quick ? 2_500 : 10_000 });
 produced("sustained", { accepted: sustained.accepted, lagSeconds: sustained.lagSeconds, consumerTransactions: sustained.consumerTransactions });
@@ -170,6 +178,7 @@ reportSmoke([
     .map((name) => `micro: ${name.startsWith("TIME") ? "zuddl" : "seismic"}: ${name}`),
   "micro: breakdown",
   ...throughput.map((r) => `end to end: ${r.name} at ${r.connections}`),
+  ...(against ? [...new Set(throughput.map((r) => `compare at ${r.connections}`))] : []),
   "sustained", "sustained: consumer time", "large body", ...destinationCounts.map((n) => `delivery: ${n} destinations`),
   ...isolationRows.map((row) => `isolation: ${row.name}`),
   "transform",

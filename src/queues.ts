@@ -19,21 +19,27 @@ const SEND_BATCH_BYTES = 256_000;
 const MESSAGE_METADATA_BYTES = 100;
 const utf8 = new TextEncoder();
 
-/** Sends any number of messages, as few sendBatch calls as Queues' limits on one allow. */
-export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[]): Promise<void> {
+/**
+ * Sends any number of messages, in order, as few sendBatch calls as Queues' limits on one allow.
+ * `progress.sent` counts the messages sent so far, so a caller whose send failed (or that stopped
+ * waiting) knows which went out: the first `sent`.
+ */
+export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[], progress = { sent: 0 }): Promise<void> {
   let chunk: MessageSendRequest<T>[] = [];
   let bytes = 0;
+  const send = async () => {
+    await queue.sendBatch(chunk);
+    progress.sent += chunk.length;
+    chunk = [];
+    bytes = 0;
+  };
   for (const message of messages) {
     const size = utf8.encode(JSON.stringify(message.body)).byteLength + MESSAGE_METADATA_BYTES;
-    if (chunk.length === SEND_BATCH || (chunk.length > 0 && bytes + size > SEND_BATCH_BYTES)) {
-      await queue.sendBatch(chunk);
-      chunk = [];
-      bytes = 0;
-    }
+    if (chunk.length === SEND_BATCH || (chunk.length > 0 && bytes + size > SEND_BATCH_BYTES)) await send();
     chunk.push(message);
     bytes += size;
   }
-  if (chunk.length > 0) await queue.sendBatch(chunk);
+  if (chunk.length > 0) await send();
 }
 
 /** Enqueues stored events by key (a message that names an event delivers what D1 says is due). */

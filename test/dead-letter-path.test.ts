@@ -7,8 +7,9 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { consumeDeadLetters, recordRetrySeconds } from "../src/deliver/dead-letters";
-import type { QueuedEvent } from "../src/env";
-import { sendAll } from "../src/queues";
+import type { Env, QueuedEvent } from "../src/env";
+import { sendDeadLetters } from "../src/deliver/follow-up";
+import type { Round } from "../src/store/deliveries";
 import { accept, consume, events, useDeliveryHarness } from "./delivery-harness";
 import { faultyD1 } from "./faults";
 import { countRows, zuddlBody, zuddlRequest } from "./helpers";
@@ -83,9 +84,9 @@ describe("events held while DESTINATIONS is invalid", () => {
   });
 });
 
-describe("sending many messages at once", () => {
-  it("keeps each sendBatch within Queues' 100 messages and 256 KB: a batch's dead-letter notices naming many destinations all arrive, in order", async () => {
-    // Queues as deployed refuse a sendBatch over either limit (the local one does not check).
+describe("a batch's dead-letter notices", () => {
+  /** Queues as deployed: a sendBatch over 100 messages or 256 KB is refused (the local one does not check); `refuseCall` fails one call too. */
+  function limitedQueue(refuseCall?: number) {
     const calls: number[] = [];
     const sent: unknown[] = [];
     const queue = {
@@ -93,19 +94,33 @@ describe("sending many messages at once", () => {
         const list = [...messages];
         const bytes = list.reduce((sum, m) => sum + new TextEncoder().encode(JSON.stringify(m.body)).byteLength + 100, 0);
         if (list.length > 100 || bytes > 256_000) throw new Error(`sendBatch refused: ${list.length} messages, ${bytes} bytes`);
+        if (calls.length + 1 === refuseCall) throw new Error("injected: the queue refuses this send");
         calls.push(list.length);
         sent.push(...list.map((m) => m.body));
       },
     } as unknown as Queue<unknown>;
-    // 100 rounds, each naming 40 destinations with 64-character names: about 2.7 MB of notices.
-    const destinations = Array.from({ length: 40 }, (_, i) => `${"d".repeat(62)}${String(i).padStart(2, "0")}`);
-    const notices = Array.from({ length: 100 }, (_, i) => ({ body: { eventKey: `evt_${i}`, destinations }, contentType: "json" as const }));
-    await sendAll(queue, notices);
-    expect(sent).toEqual(notices.map((n) => n.body));
-    expect(calls.length).toBeGreaterThan(1);
-    // 150 small messages: 100, then 50.
-    calls.length = 0;
-    await sendAll(queue, Array.from({ length: 150 }, (_, i) => ({ body: { eventKey: `evt_${i}` } })));
-    expect(calls).toEqual([100, 50]);
+    return { queue, calls, sent };
+  }
+  // 100 rounds, each with 40 destinations (64-character names) dead at once: about 280 KB of notices.
+  const destinations = Array.from({ length: 40 }, (_, i) => `${"d".repeat(62)}${String(i).padStart(2, "0")}`);
+  const rounds = () => Array.from({ length: 100 }, (_, i) => ({ eventKey: `evt_${i}`, deadLettered: [...destinations], gaveUp: true }) as unknown as Round);
+
+  it("notices more than one send takes go in several sends, each within Queues' limits, all in order, and every round stays marked as noticed", async () => {
+    const queue = limitedQueue();
+    const batch = rounds();
+    await sendDeadLetters({ ...env, DEAD_LETTER_QUEUE: queue.queue } as Env, batch);
+    expect(queue.sent).toEqual(batch.map((round) => ({ eventKey: round.eventKey, destinations })));
+    expect(queue.calls.length).toBeGreaterThan(1);
+    expect(batch.every((round) => round.deadLettered.length === 40)).toBe(true);
+  });
+
+  it("a send that fails part way: the rounds already sent stay marked, the rest are left unmarked (noticed again later)", async () => {
+    const queue = limitedQueue(2);
+    const batch = rounds();
+    await sendDeadLetters({ ...env, DEAD_LETTER_QUEUE: queue.queue } as Env, batch);
+    const sent = queue.calls[0]!;
+    expect(sent).toBeGreaterThan(0);
+    expect(batch.slice(0, sent).every((round) => round.deadLettered.length === 40)).toBe(true);
+    expect(batch.slice(sent).every((round) => round.deadLettered.length === 0)).toBe(true);
   });
 });

@@ -15,21 +15,25 @@ import type { Destination } from "./destinations";
 /** How long the dead-letter notices may take before the batch is recorded without them. */
 const DEAD_LETTER_SEND_MS = 5_000;
 
-/** Notices of new dead deliveries; if the send fails they stay unmarked (visible) and nothing else is held up. */
+/**
+ * Notices of new dead deliveries; those whose send failed (or had not finished in time) stay
+ * unmarked (visible) and nothing else is held up. A batch's notices may take several sends.
+ */
 export async function sendDeadLetters(env: Env, all: Round[]): Promise<void> {
   const rounds = all.filter((round) => round.deadLettered.length || round.gaveUp);
   if (rounds.length === 0) return;
+  const progress = { sent: 0 };
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
     await withDeadline(
       // A batch of 100 rounds, each naming its destinations, can pass what one send takes.
-      sendAll(env.DEAD_LETTER_QUEUE, rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const }))),
+      sendAll(env.DEAD_LETTER_QUEUE, rounds.map((round) => ({ body: { eventKey: round.eventKey, destinations: round.deadLettered }, contentType: "json" as const })), progress),
       DEAD_LETTER_SEND_MS,
       () => new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`),
     );
   } catch (err) {
     console.error(JSON.stringify({ queue: "deliver", outcome: "dead_letter_send_failed", error: String(err) }));
-    for (const round of rounds) round.deadLettered = [];
+    for (const round of rounds.slice(progress.sent)) round.deadLettered = [];
   }
 }
 
