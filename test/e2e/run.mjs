@@ -17,7 +17,7 @@ import { applyMigrations, freePort, startWorker } from "../../scripts/local-gate
 const root = new URL("../..", import.meta.url).pathname;
 /** `-- --full`: the larger soaks (CI runs the small ones, to stay within its time limit; see the README's Reliability). */
 const FULL = process.argv.includes("--full");
-const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? (FULL ? 5000 : 600));
+const SOAK_EVENTS = Number(process.env.E2E_SOAK_EVENTS ?? (FULL ? 5000 : 400));
 const ISOLATION_EVENTS = FULL ? 600 : 100;
 const ADMIN = "e2e-admin-token-0123456789abcdef0123";
 const S1 = "e2e-seismic-one";
