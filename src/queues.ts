@@ -19,15 +19,22 @@ const SEND_BATCH_BYTES = 256_000;
 const MESSAGE_METADATA_BYTES = 100;
 const utf8 = new TextEncoder();
 
+/** How far a sendAll got: the first `sent` messages went out; a caller that stops waiting sets `stopped`. */
+export interface SendProgress {
+  sent: number;
+  stopped: boolean;
+}
+
 /**
  * Sends any number of messages, in order, as few sendBatch calls as Queues' limits on one allow.
- * `progress.sent` counts the messages sent so far, so a caller whose send failed (or that stopped
- * waiting) knows which went out: the first `sent`.
+ * If the caller stops waiting (`progress.stopped`), no further sendBatch starts; one already under
+ * way may still go out after the caller has read `progress.sent`.
  */
-export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[], progress = { sent: 0 }): Promise<void> {
+export async function sendAll<T>(queue: Queue<T>, messages: MessageSendRequest<T>[], progress: SendProgress = { sent: 0, stopped: false }): Promise<void> {
   let chunk: MessageSendRequest<T>[] = [];
   let bytes = 0;
   const send = async () => {
+    if (progress.stopped) throw new Error("sendAll: the caller stopped waiting");
     await queue.sendBatch(chunk);
     progress.sent += chunk.length;
     chunk = [];

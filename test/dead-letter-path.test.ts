@@ -85,13 +85,17 @@ describe("events held while DESTINATIONS is invalid", () => {
 });
 
 describe("a batch's dead-letter notices", () => {
-  /** Queues as deployed: a sendBatch over 100 messages or 256 KB is refused (the local one does not check); `refuseCall` fails one call too. */
-  function limitedQueue(refuseCall?: number) {
+  /**
+   * Queues as deployed: a sendBatch over 100 messages or 256 KB is refused (the local one does not
+   * check); `refuseCall` fails that call, `stallFirstMs` holds the first call that long.
+   */
+  function limitedQueue({ refuseCall, stallFirstMs }: { refuseCall?: number; stallFirstMs?: number } = {}) {
     const calls: number[] = [];
     const sent: unknown[] = [];
     const queue = {
       async sendBatch(messages: Iterable<MessageSendRequest<unknown>>) {
         const list = [...messages];
+        if (stallFirstMs && calls.length === 0) await new Promise((resolve) => setTimeout(resolve, stallFirstMs));
         const bytes = list.reduce((sum, m) => sum + new TextEncoder().encode(JSON.stringify(m.body)).byteLength + 100, 0);
         if (list.length > 100 || bytes > 256_000) throw new Error(`sendBatch refused: ${list.length} messages, ${bytes} bytes`);
         if (calls.length + 1 === refuseCall) throw new Error("injected: the queue refuses this send");
@@ -115,7 +119,7 @@ describe("a batch's dead-letter notices", () => {
   });
 
   it("a send that fails part way: the rounds already sent stay marked, the rest are left unmarked (noticed again later)", async () => {
-    const queue = limitedQueue(2);
+    const queue = limitedQueue({ refuseCall: 2 });
     const batch = rounds();
     await sendDeadLetters({ ...env, DEAD_LETTER_QUEUE: queue.queue } as Env, batch);
     const sent = queue.calls[0]!;
@@ -123,4 +127,15 @@ describe("a batch's dead-letter notices", () => {
     expect(batch.slice(0, sent).every((round) => round.deadLettered.length === 40)).toBe(true);
     expect(batch.slice(sent).every((round) => round.deadLettered.length === 0)).toBe(true);
   });
+
+  it("past the 5 s deadline no further send starts: the one under way may land, but the rest of the notices wait, unmarked, for a later round", async () => {
+    const queue = limitedQueue({ stallFirstMs: 6_000 });
+    const batch = rounds();
+    await sendDeadLetters({ ...env, DEAD_LETTER_QUEUE: queue.queue } as Env, batch);
+    expect(batch.every((round) => round.deadLettered.length === 0)).toBe(true);
+    // The stalled send lands after the deadline; nothing is sent after it.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(queue.calls).toHaveLength(1);
+    expect(queue.sent).toHaveLength(queue.calls[0]!);
+  }, 15_000);
 });

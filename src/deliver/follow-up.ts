@@ -16,13 +16,15 @@ import type { Destination } from "./destinations";
 const DEAD_LETTER_SEND_MS = 5_000;
 
 /**
- * Notices of new dead deliveries; those whose send failed (or had not finished in time) stay
- * unmarked (visible) and nothing else is held up. A batch's notices may take several sends.
+ * Notices of new dead deliveries; those whose send failed or had not finished in time stay
+ * unmarked (visible, and noticed again by a later round) and nothing else is held up. A batch's
+ * notices may take several sends; none starts after the deadline, but one under way then may still
+ * go out, so its notices can come twice (the dead-letter record keeps both).
  */
 export async function sendDeadLetters(env: Env, all: Round[]): Promise<void> {
   const rounds = all.filter((round) => round.deadLettered.length || round.gaveUp);
   if (rounds.length === 0) return;
-  const progress = { sent: 0 };
+  const progress = { sent: 0, stopped: false };
   try {
     // Bounded: a hanging dead-letter queue must not hold the batch's record (and its acks) hostage.
     await withDeadline(
@@ -32,6 +34,7 @@ export async function sendDeadLetters(env: Env, all: Round[]): Promise<void> {
       () => new Error(`dead-letter send took over ${DEAD_LETTER_SEND_MS} ms`),
     );
   } catch (err) {
+    progress.stopped = true;
     console.error(JSON.stringify({ queue: "deliver", outcome: "dead_letter_send_failed", error: String(err) }));
     for (const round of rounds.slice(progress.sent)) round.deadLettered = [];
   }
